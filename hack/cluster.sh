@@ -79,7 +79,7 @@ go_build() { # step, module dir, ldflags, out dir, packages...
 # so the wrapper go.mod/go.sum files are never touched).
 module_dir() {
     local out
-    out="$(cd "$CACHE_DIR" && GOTOOLCHAIN=local GOWORK=off GOFLAGS= go mod download -json "$1")" ||
+    out="$(cd "$CACHE_DIR" && GOTOOLCHAIN=local GOWORK=off GOFLAGS="" go mod download -json "$1")" ||
         return 1
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$out"
 }

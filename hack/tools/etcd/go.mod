@@ -1,4 +1,4 @@
-// Wrapper module for the etcd server (see main.go). Regenerate with hack/tools/update.sh.
+// Wrapper module for go.etcd.io/etcd/server/v3. Regenerate with hack/tools/update.sh.
 module serflow.local/hack/tools/etcd
 
 go 1.26.0

@@ -1,4 +1,4 @@
-// Wrapper module for helm. Regenerate with hack/tools/update.sh.
+// Wrapper module for helm.sh/helm/v3. Regenerate with hack/tools/update.sh.
 module serflow.local/hack/tools/helm
 
 go 1.26.0

@@ -1,4 +1,4 @@
-// Wrapper module for kwok. Regenerate with hack/tools/update.sh.
+// Wrapper module for sigs.k8s.io/kwok. Regenerate with hack/tools/update.sh.
 module serflow.local/hack/tools/kwok
 
 go 1.26.0
