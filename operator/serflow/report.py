@@ -1,0 +1,173 @@
+"""Turning plans and replays into tables and JSON (pure: strings and dicts out)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from serflow.policy.configurator import Candidate, Plan
+from serflow.sim import PolicyName, SimResult
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _num(x: float, spec: str = ".4g") -> str:
+    return "inf" if math.isinf(x) else format(x, spec)
+
+
+def plan_text(plan: Plan) -> str:
+    rows = []
+    ordered = sorted(plan.candidates, key=lambda c: (c.tau, not c.feasible, c.cost_per_s))
+    for c in ordered:
+        rows.append(
+            [
+                f"{c.tau:g}",
+                f"{c.accuracy:.3f}",
+                c.setup.describe(),
+                _num(c.worst_batch_s, ".3g"),
+                "yes" if c.feasible else "no",
+                _num(c.cost_per_hour, ".5f") if c.feasible else "-",
+                _num(c.economics.tcip, ".3g") if c.setup.pool.value != "faas" else "-",
+                c.reason,
+            ]
+        )
+    out = [
+        f"Candidates at {plan.rate:.4g} req/s (cost per hour at that steady rate):",
+        table(["tau", "acc", "setup", "worst s", "ok", "$/h", "T-CIP r/s", "why not"], rows),
+        "",
+    ]
+    if plan.chosen is None:
+        out.append(f"No plan: {plan.reason}")
+    else:
+        out.append("Chosen: " + chosen_line(plan.chosen))
+    for x in plan.crossings:
+        out.append(f"S-CIP {x.a.value}/{x.b.value}: tau = {x.tau:.3f}")
+    return "\n".join(out)
+
+
+def chosen_line(c: Candidate) -> str:
+    e = c.economics
+    n = e.instances_for(c.rate)
+    tcip = "" if not e.has_pool else f", T-CIP {_num(e.tcip, '.4g')} req/s, {n} instance(s)"
+    return (
+        f"tau {c.tau:g} (accuracy {c.accuracy:.3f}), {c.setup.describe()}, "
+        f"${c.cost_per_hour:.5f}/h, mu {e.mu:.4g} req/s{tcip}"
+    )
+
+
+def candidate_dict(c: Candidate) -> dict[str, Any]:
+    e = c.economics
+    return {
+        "tau": c.tau,
+        "accuracy": c.accuracy,
+        "pool": c.setup.pool.value,
+        "instance": c.setup.instance or None,
+        "cut": c.setup.cut or None,
+        "granularity": c.setup.granularity.value if c.setup.granularity else None,
+        "function": c.setup.function,
+        "worstBatchSeconds": None if math.isinf(c.worst_batch_s) else c.worst_batch_s,
+        "feasible": c.feasible,
+        "reason": c.reason,
+        "costPerHour": c.cost_per_hour if c.feasible else None,
+        "tcip": None if math.isinf(e.tcip) else e.tcip,
+        "instances": e.instances_for(c.rate) if c.feasible else None,
+        "mu": e.mu,
+    }
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    return {
+        "rate": plan.rate,
+        "chosen": candidate_dict(plan.chosen) if plan.chosen else None,
+        "reason": plan.reason,
+        "scip": [{"a": x.a.value, "b": x.b.value, "tau": x.tau} for x in plan.crossings],
+        "candidates": [candidate_dict(c) for c in plan.candidates],
+    }
+
+
+def result_dict(r: SimResult, against: dict[PolicyName, SimResult]) -> dict[str, Any]:
+    return {
+        "policy": r.policy.value,
+        "tau": r.tau,
+        "setup": r.setup,
+        "epochs": r.epochs,
+        "requests": r.requests,
+        "poolRequests": r.pool_requests,
+        "faasRequests": r.faas_requests,
+        "totalCost": r.total_cost,
+        "instanceCost": r.instance_cost,
+        "functionCost": r.function_cost,
+        "costPerMillion": r.cost_per_million,
+        "savingsVsLibra": savings(r, against.get(PolicyName.LIBRA)),
+        "savingsVsFaas": savings(r, against.get(PolicyName.FAAS)),
+        "ratioToBound": ratio(r, against.get(PolicyName.BOUND)),
+        "sloAttainment": r.slo_attainment,
+        "instanceSeconds": r.instance_seconds,
+        "functionSeconds": r.function_seconds,
+        "invocations": r.invocations,
+    }
+
+
+def savings(r: SimResult, base: SimResult | None) -> float | None:
+    """1 - cost / base cost (positive: cheaper than the base)."""
+    if base is None or base.total_cost <= 0:
+        return None
+    return 1.0 - r.total_cost / base.total_cost
+
+
+def ratio(r: SimResult, bound: SimResult | None) -> float | None:
+    if bound is None or bound.total_cost <= 0:
+        return None
+    return r.total_cost / bound.total_cost
+
+
+def simulate_text(by_tau: dict[float, dict[PolicyName, SimResult]]) -> str:
+    rows = []
+    for tau, results in by_tau.items():
+        for r in results.values():
+            rows.append(
+                [
+                    f"{tau:g}",
+                    r.policy.value,
+                    r.setup,
+                    f"{r.total_cost:.4f}",
+                    f"{r.cost_per_million:.3f}",
+                    _pct(savings(r, results.get(PolicyName.LIBRA))),
+                    _pct(savings(r, results.get(PolicyName.FAAS))),
+                    _x(ratio(r, results.get(PolicyName.BOUND))),
+                    f"{100 * r.slo_attainment:.2f}%",
+                    f"{100 * r.pool_requests / r.requests:.1f}%" if r.requests else "-",
+                    f"{r.instance_seconds:.0f}",
+                    f"{r.function_seconds:.0f}",
+                ]
+            )
+    header = [
+        "tau",
+        "policy",
+        "setup",
+        "cost $",
+        "$/M req",
+        "vs LIBRA",
+        "vs FaaS",
+        "x bound",
+        "SLO",
+        "pool",
+        "inst-s",
+        "fn-s",
+    ]
+    return table(header, rows)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}%"
+
+
+def _x(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"

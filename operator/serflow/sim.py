@@ -1,0 +1,358 @@
+"""Trace replay: per-epoch counts through a policy, with cold starts, billing and SLO accounting.
+
+Per epoch t (DESIGN.md section 2):
+1. the balancer splits the epoch's n_t requests between the ready instances and FaaS;
+2. instances are billed D seconds each while alive (from launch, cold start included);
+   functions per use (execution seconds x price + invocations) or per pod (alive pods);
+3. at the end of the epoch the monitor observes n_t / D and, every S epochs, the scaler
+   resizes the pool; new instances serve only after their cold start.
+
+Requests are counted, not simulated one by one, so 45,000 epochs take well under a
+second. Function instances stay warm for ``keep_alive_s`` after use; an invocation above
+the recent peak is a cold start. A request counts as an SLO miss when its batch's
+processing up to its exit, plus any function cold start on its path, exceeds the SLO
+(its wait for the batch is at most D; the client-side bound is D + SLO).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from serflow.policy.balancer import balance
+from serflow.policy.configurator import Candidate, Granularity, PoolKind
+from serflow.policy.scaler import ScalerState, step
+from serflow.profile import PricingMode
+from serflow.spec import Workload
+
+
+class PolicyName(StrEnum):
+    """The policies the simulator replays, all at the same tau."""
+
+    FAAS = "faas"
+    """Everything on functions."""
+    LIBRA = "libra"
+    """IaaS instances sized for the whole model, FaaS for the excess (the baseline)."""
+    SERFLOW = "serflow"
+    """The configurator's pool (FaaS, IaaS or hybrid) with T-CIP scaling."""
+    BOUND = "bound"
+    """Clairvoyant lower bound: SERFLOW's setup, each epoch's best instance count, no cold start."""
+
+
+@dataclass(frozen=True)
+class Series:
+    """Per-epoch values, for plots."""
+
+    requests: list[int] = field(default_factory=list)
+    ready: list[int] = field(default_factory=list)
+    alive: list[int] = field(default_factory=list)
+    pool: list[int] = field(default_factory=list)
+    faas: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """The bill and the service of one replay."""
+
+    policy: PolicyName
+    """Which policy."""
+    tau: float
+    """Threshold used."""
+    setup: str
+    """Human-readable setup."""
+    epochs: int
+    """Epochs replayed."""
+    requests: int
+    """Requests in the trace."""
+    pool_requests: int
+    """Requests whose head ran on the pool."""
+    faas_requests: int
+    """Requests served wholly by functions (spill)."""
+    instance_cost: float
+    """Dollars for instances."""
+    function_cost: float
+    """Dollars for functions (tail and spill)."""
+    instance_seconds: float
+    """Instance-seconds billed, cold starts included."""
+    function_seconds: float
+    """Function seconds billed: execution (per-use) or pod life (per-pod)."""
+    invocations: float
+    """Function invocations (expected count for tails: a batch with no survivor calls none)."""
+    slo_misses: float
+    """Requests whose latency exceeded D + SLO (expected count)."""
+    series: Series
+    """Per-epoch detail."""
+
+    @property
+    def total_cost(self) -> float:
+        return self.instance_cost + self.function_cost
+
+    @property
+    def cost_per_million(self) -> float:
+        return self.total_cost / self.requests * 1e6 if self.requests else 0.0
+
+    @property
+    def slo_attainment(self) -> float:
+        return 1.0 - self.slo_misses / self.requests if self.requests else 1.0
+
+
+class _FunctionRole:
+    """One Knative Service (spill, fused tail, or one stage): warm instances and billing."""
+
+    def __init__(self, window: int | None) -> None:
+        self.window = window  # None: always warm, nothing kept alive (the clairvoyant bound)
+        self.peaks: deque[tuple[int, float]] = deque()  # (epoch, invocations), decreasing
+
+    def use(self, epoch: int, inv: float) -> tuple[float, float]:
+        """Invocations this epoch -> (cold invocations, instances alive)."""
+        if self.window is None:
+            return 0.0, inv
+        while self.peaks and self.peaks[0][0] < epoch - self.window:
+            self.peaks.popleft()
+        warm = self.peaks[0][1] if self.peaks else 0.0
+        while self.peaks and self.peaks[-1][1] <= inv:
+            self.peaks.pop()
+        self.peaks.append((epoch, inv))
+        return max(0.0, inv - warm), max(warm, inv)
+
+
+class _Replay:
+    """The mechanics shared by every policy: serving one epoch and billing it."""
+
+    def __init__(self, w: Workload, cand: Candidate, *, warm_functions: bool) -> None:
+        prof, prices, obj = w.profile, w.prices, w.objective
+        s = cand.setup
+        th = prof.threshold(cand.tau)
+        self.b = prof.batch
+        self.d = obj.epoch
+        self.slo = obj.slo_s
+        self.sv = th.survival
+        self.k = prof.partitions
+        self.per_pod = prices.mode is PricingMode.PER_POD
+        self.p_f = prices.function_per_second(s.function)
+        self.p_inv = prices.invocation_fee
+        fprof = prof.config(s.function)
+        self.uf = fprof.seconds_per_request
+        self.f_cold = 0.0 if warm_functions else fprof.cold_start_s
+        self.inst_price = cand.economics.instance_price
+        self.inst_cold_epochs = 0
+        window = None if warm_functions else math.ceil(prices.keep_alive_s / self.d)
+        self.roles: dict[str, _FunctionRole] = {"spill": _FunctionRole(window)}
+        # Whole model on a function: prefix[i] = sum_{j<=i} s_j u_j (seconds per request).
+        self.faas_prefix = _prefix(self.sv, self.uf)
+        self.faas_exec = self.faas_prefix[-1]
+        self.cut = 0
+        self.stages: list[tuple[str, float, float]] = []  # (role, exec s/req, survival in)
+        if s.pool is not PoolKind.FAAS:
+            inst = prof.config(s.instance)
+            self.inst_cold_epochs = 0 if warm_functions else math.ceil(inst.cold_start_s / self.d)
+            uh = inst.seconds_per_request
+            x = [0.0] * (self.k - 1)
+            for c in prof.cuts:
+                x[c.after - 1] = c.transfer_s
+            if s.pool is PoolKind.IAAS:
+                self.pool_prefix = _prefix(self.sv, uh)
+            else:
+                self.cut = s.cut
+                u_mix = list(uh[: s.cut]) + [self.uf[j] + x[j - 1] for j in range(s.cut, self.k)]
+                self.pool_prefix = _prefix(self.sv, u_mix)
+                if s.granularity is Granularity.FUSED:
+                    run = sum(self.sv[j] * self.uf[j] for j in range(s.cut, self.k))
+                    run += self.sv[s.cut] * x[s.cut - 1]
+                    self.stages = [("tail", run, self.sv[s.cut])]
+                else:
+                    self.stages = [
+                        (f"stage-{j + 1}", self.sv[j] * (self.uf[j] + x[j - 1]), self.sv[j])
+                        for j in range(s.cut, self.k)
+                    ]
+                for role, _, _ in self.stages:
+                    self.roles[role] = _FunctionRole(window)
+        self.full_hit = [1.0 - (1.0 - sv) ** self.b for _, _, sv in self.stages]
+
+    def serve(
+        self, epoch: int, count: int, ready: int
+    ) -> tuple[int, int, float, float, float, float]:
+        """One epoch -> (pool requests, faas requests, fn cost, fn seconds, invocations, misses)."""
+        alloc = balance(count, ready, self.b) if ready else None
+        pooled = alloc.pool_requests if alloc else 0
+        spill = count - pooled
+        fn_cost = fn_sec = inv_total = misses = 0.0
+        # Spill: whole model on functions, in batches of B.
+        if spill:
+            full, part = divmod(spill, self.b)
+            inv = float(full + (1 if part else 0))
+            cold, alive = self.roles["spill"].use(epoch, inv)
+            exec_s = spill * self.faas_exec
+            fn_cost, fn_sec = self._bill(exec_s, inv, alive)
+            inv_total += inv
+            if cold and self.f_cold:
+                frac = cold / inv
+                misses += frac * (
+                    full * self._late(self.faas_prefix, self.b, self.f_cold)
+                    + self._late(self.faas_prefix, part, self.f_cold)
+                )
+        else:
+            self.roles["spill"].use(epoch, 0.0)
+        # Tail of the pool's batches (hybrid only).
+        if self.stages:
+            assert alloc is not None or pooled == 0
+            full = alloc.full_batches if alloc else 0
+            part = alloc.partial if alloc else 0
+            worst_cold = 0.0
+            for (role, run, sv), hit in zip(self.stages, self.full_hit, strict=True):
+                inv = full * hit + (1.0 - (1.0 - sv) ** part if part else 0.0)
+                cold, alive = self.roles[role].use(epoch, inv)
+                c, sec = self._bill(pooled * run, inv, alive)
+                fn_cost += c
+                fn_sec += sec
+                inv_total += inv
+                if inv > 0:
+                    worst_cold = max(worst_cold, cold / inv)
+            if worst_cold and self.f_cold:
+                misses += worst_cold * (full * self._late_tail(self.b) + self._late_tail(part))
+        return pooled, spill, fn_cost, fn_sec, inv_total, misses
+
+    def _bill(self, exec_s: float, inv: float, alive: float) -> tuple[float, float]:
+        if self.per_pod:
+            sec = alive * self.d
+            return sec * self.p_f, sec
+        return exec_s * self.p_f + inv * self.p_inv, exec_s
+
+    def _late(self, prefix: list[float], m: int, delay: float) -> float:
+        """Requests of a batch of m that leave after SLO when the batch starts ``delay`` late."""
+        if m <= 0:
+            return 0.0
+        i = bisect_right(prefix, (self.slo - delay) / m)
+        return m * self.sv[i] if i < self.k else 0.0
+
+    def _late_tail(self, m: int) -> float:
+        """Like _late for a pool batch whose tail stages all cold-start."""
+        if m <= 0:
+            return 0.0
+        for i in range(self.cut, self.k):
+            stages = 1 if len(self.stages) == 1 else i - self.cut + 1
+            if m * self.pool_prefix[i] + stages * self.f_cold > self.slo:
+                return m * self.sv[i]
+        return 0.0
+
+
+def _prefix(survival: Sequence[float], u: Sequence[float]) -> list[float]:
+    out, acc = [], 0.0
+    for s, x in zip(survival, u, strict=True):
+        acc += s * x
+        out.append(acc)
+    return out
+
+
+def replay(
+    w: Workload,
+    cand: Candidate,
+    counts: Sequence[int],
+    policy: PolicyName,
+    progress: Callable[[int], None] | None = None,
+) -> SimResult:
+    """Replay per-epoch request counts through one policy and setup."""
+    if policy is PolicyName.BOUND:
+        return _replay_bound(w, cand, counts)
+    r = _Replay(w, cand, warm_functions=False)
+    econ, scaling = cand.economics, w.scaling
+    state = ScalerState()
+    launched: list[int] = []  # ready epoch of each alive instance, ascending
+    series = Series()
+    pool_total = faas_total = 0
+    fn_cost = fn_sec = inv = misses = inst_sec = 0.0
+    for t, n in enumerate(counts):
+        ready = bisect_right(launched, t)
+        pooled, spill, c, sec, i, miss = r.serve(t, n, ready)
+        pool_total += pooled
+        faas_total += spill
+        fn_cost += c
+        fn_sec += sec
+        inv += i
+        misses += miss
+        inst_sec += len(launched) * r.d
+        series.requests.append(n)
+        series.ready.append(ready)
+        series.alive.append(len(launched))
+        series.pool.append(pooled)
+        series.faas.append(spill)
+        decision, state = step(state, n / r.d, econ, scaling)
+        if decision.rescaled:
+            alive = len(launched)
+            if decision.desired > alive:
+                launched.extend([t + 1 + r.inst_cold_epochs] * (decision.desired - alive))
+            elif decision.desired < alive:
+                del launched[decision.desired :]  # the newest (least ready) go first
+        if progress and t % 1000 == 0:
+            progress(t)
+    return SimResult(
+        policy=policy,
+        tau=cand.tau,
+        setup=cand.setup.describe(),
+        epochs=len(counts),
+        requests=sum(counts),
+        pool_requests=pool_total,
+        faas_requests=faas_total,
+        instance_cost=inst_sec * r.inst_price,
+        function_cost=fn_cost,
+        instance_seconds=inst_sec,
+        function_seconds=fn_sec,
+        invocations=inv,
+        slo_misses=misses,
+        series=series,
+    )
+
+
+def _replay_bound(w: Workload, cand: Candidate, counts: Sequence[int]) -> SimResult:
+    """Clairvoyant: each epoch the cheapest of 0, q or q+1 instances (q = n // B), all warm.
+
+    Cost is linear in the number of full batches given to instances, so the optimum is at
+    an end: no instance, one per full batch, or one more for the partial batch.
+    """
+    series = Series()
+    pool_total = faas_total = 0
+    fn_cost = fn_sec = inv = inst_sec = 0.0
+    r = _Replay(w, cand, warm_functions=True)
+    has_pool = cand.setup.pool is not PoolKind.FAAS
+    for t, n in enumerate(counts):
+        q = n // r.b
+        options = (0, q, q + 1) if has_pool else (0,)
+        best: tuple[float, int, tuple[int, int, float, float, float, float]] | None = None
+        for k in options:
+            out = r.serve(t, n, k)
+            total = out[2] + k * r.d * r.inst_price
+            if best is None or total < best[0] - 1e-15:
+                best = (total, k, out)
+        assert best is not None
+        _, k, (pooled, spill, c, sec, i, _) = best
+        pool_total += pooled
+        faas_total += spill
+        fn_cost += c
+        fn_sec += sec
+        inv += i
+        inst_sec += k * r.d
+        series.requests.append(n)
+        series.ready.append(k)
+        series.alive.append(k)
+        series.pool.append(pooled)
+        series.faas.append(spill)
+    return SimResult(
+        policy=PolicyName.BOUND,
+        tau=cand.tau,
+        setup=cand.setup.describe(),
+        epochs=len(counts),
+        requests=sum(counts),
+        pool_requests=pool_total,
+        faas_requests=faas_total,
+        instance_cost=inst_sec * r.inst_price,
+        function_cost=fn_cost,
+        instance_seconds=inst_sec,
+        function_seconds=fn_sec,
+        invocations=inv,
+        slo_misses=0.0,
+        series=series,
+    )
