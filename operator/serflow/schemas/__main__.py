@@ -1,0 +1,3 @@
+from serflow.schemas import schema_json
+
+print(schema_json(), end="")
