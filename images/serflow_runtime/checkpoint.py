@@ -1,0 +1,135 @@
+"""Checkpoints that carry the architecture, IC placement and input normalisation.
+
+A checkpoint is a ``torch.save`` dict loaded with ``weights_only=True`` (no pickled
+code).  Float tensors may be stored as float16 to keep the shipped checkpoint small;
+they are loaded back as float32.  The model fingerprint is the architecture plus the
+sha256 of the checkpoint file: frames between worker and functions carry it, and the
+profile records it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from serflow_runtime.model import Arch, EarlyExitVGG
+
+FORMAT = "serflow-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is unreadable or does not match what the caller expects."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    architecture: str
+    width: float
+    exits: tuple[int, ...]
+    num_classes: int
+    checkpoint_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "width": self.width,
+            "exits": list(self.exits),
+            "numClasses": self.num_classes,
+            "checkpointSha256": self.checkpoint_sha256,
+        }
+
+    def token(self) -> str:
+        """Compact string carried in frames and responses."""
+        ex = ".".join(str(e) for e in self.exits)
+        return (
+            f"{self.architecture}/w{self.width:g}/e{ex}/c{self.num_classes}/"
+            f"{self.checkpoint_sha256}"
+        )
+
+
+@dataclass
+class Loaded:
+    model: EarlyExitVGG
+    arch: Arch
+    meta: dict[str, Any]
+    sha256: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        a = self.arch
+        return Fingerprint(a.architecture, a.width, a.exits, a.num_classes, self.sha256)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save(
+    path: str | Path,
+    model: EarlyExitVGG,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    meta: dict[str, Any] | None = None,
+    half: bool = False,
+) -> str:
+    """Write the checkpoint; returns its sha256."""
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v.clone())
+        for k, v in model.state_dict().items()
+    }
+    payload = {
+        "format": FORMAT,
+        "arch": model.arch.to_dict(),
+        "normalize": {"mean": list(mean), "std": list(std)},
+        "meta": dict(meta or {}),
+        "state_dict": state,
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, str(path))
+    return sha256_file(path)
+
+
+def load(path: str | Path, expect: Arch | None = None) -> Loaded:
+    """Load and rebuild the model in eval mode; refuse a checkpoint unlike ``expect``."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    try:
+        payload = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a corrupt file
+        raise CheckpointError(f"checkpoint {p} is unreadable: {e}") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {p} is not a {FORMAT} file")
+    arch = Arch.from_dict(payload["arch"])
+    if expect is not None and expect != arch:
+        raise CheckpointError(
+            f"checkpoint {p} holds {arch.to_dict()} but {expect.to_dict()} was expected"
+        )
+    model = EarlyExitVGG(arch)
+    state = {
+        k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()
+    }
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {p} does not fit its declared architecture: {e}") from e
+    model.eval()
+    norm = payload["normalize"]
+    return Loaded(
+        model=model,
+        arch=arch,
+        meta=dict(payload.get("meta", {})),
+        sha256=sha256_file(p),
+        mean=tuple(float(m) for m in norm["mean"]),
+        std=tuple(float(s) for s in norm["std"]),
+    )

@@ -1,0 +1,175 @@
+"""``serflow-runtime``: train, profile, and run the worker or function server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+BUNDLED = Path(__file__).parent / "checkpoints" / "digits-vgg16-w025.pt"
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in s.split(",") if x.strip())
+
+
+def _floats(s: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in s.split(",") if x.strip())
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    import torch
+
+    from serflow_runtime import checkpoint, data
+    from serflow_runtime.model import build
+    from serflow_runtime.train import TrainConfig, train
+
+    torch.manual_seed(a.seed)
+    try:
+        ds = data.load(a.dataset, a.data_dir, seed=a.seed)
+    except data.DataMissingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model = build(a.width, a.exits, num_classes=int(ds.y_train.max()) + 1)
+    cfg = TrainConfig(epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads)
+    acc = train(model, ds, cfg)
+    meta = {"dataset": ds.name, "seed": a.seed, "epochs": a.epochs, "valAccuracyPerExit": acc}
+    sha = checkpoint.save(a.out, model, ds.mean, ds.std, meta, half=a.half)
+    print(f"wrote {a.out} sha256 {sha}; held-out accuracy per exit {acc}")
+    return 0
+
+
+def cmd_profile(a: argparse.Namespace) -> int:
+    from serflow_runtime.profiler import ProfileRequest, run_profile, write_profile
+
+    req = ProfileRequest(
+        checkpoint=Path(a.checkpoint),
+        dataset=a.dataset,
+        data_dir=a.data_dir,
+        batch=a.batch,
+        taus=a.taus,
+        configs=a.config,
+        repeats=a.repeats,
+        name=a.name,
+    )
+    doc = run_profile(req)
+    write_profile(doc, a.out)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def cmd_worker(a: argparse.Namespace) -> int:
+    from serflow_runtime.worker import WorkerConfig, main
+
+    return main(
+        WorkerConfig(
+            checkpoint=Path(a.checkpoint),
+            host=a.host,
+            port=a.port,
+            cut=a.cut,
+            tau=None if a.exits_off else a.tau,
+            batch=a.batch,
+            epoch=a.epoch,
+            budget=a.budget,
+            tail=list(a.tail),
+            threads=a.threads,
+            name=a.name,
+        )
+    )
+
+
+def cmd_function(a: argparse.Namespace) -> int:
+    import os
+
+    from serflow_runtime.function import FunctionConfig, main
+
+    port = a.port if a.port is not None else int(os.environ.get("PORT", "8080"))
+    first, _, last = a.partitions.partition("-")
+    return main(
+        FunctionConfig(
+            checkpoint=Path(a.checkpoint),
+            host=a.host,
+            port=port,
+            first=int(first),
+            last=int(last or first) if last != "K" else 0,
+            tau=None if a.exits_off else a.tau,
+            threads=a.threads,
+            name=a.name,
+        )
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="serflow-runtime", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train an early-exit VGG-16-BN and write a checkpoint")
+    t.add_argument("--dataset", choices=["digits", "cifar10"], default="digits")
+    t.add_argument("--data-dir", help="folder holding cifar-10-batches-py (never downloaded)")
+    t.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
+    t.add_argument("--exits", type=_ints, default=(2, 4, 6, 7, 9, 10), help="IC blocks, e.g. 2,4,6")
+    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--half", action="store_true", help="store weights as float16")
+    t.add_argument("--out", required=True)
+    t.set_defaults(fn=cmd_train)
+
+    pr = sub.add_parser("profile", help="measure a checkpoint; write a serflow Profile YAML")
+    pr.add_argument("--checkpoint", default=str(BUNDLED))
+    pr.add_argument("--dataset", choices=["digits", "cifar10"], default="digits")
+    pr.add_argument("--data-dir")
+    pr.add_argument("--batch", type=int, default=100)
+    pr.add_argument("--taus", type=_floats, default=(0.5, 0.7, 0.85, 0.95))
+    pr.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="instance type or function size (e.g. c6i.xlarge, fn-2048); repeatable",
+    )
+    pr.add_argument("--repeats", type=int, default=3)
+    pr.add_argument("--name", default=None)
+    pr.add_argument("--out", required=True)
+    pr.set_defaults(fn=cmd_profile)
+
+    for name, fn in (("worker", cmd_worker), ("function", cmd_function)):
+        s = sub.add_parser(name, help=f"run the {name} server")
+        s.add_argument("--checkpoint", default=str(BUNDLED))
+        s.add_argument("--host", default="127.0.0.1")
+        s.add_argument("--tau", type=float, default=0.85)
+        s.add_argument("--exits-off", action="store_true", help="answer every request at exit K")
+        s.add_argument("--threads", type=int, default=0)
+        s.add_argument("--name", default=name)
+        s.set_defaults(fn=fn)
+        if name == "worker":
+            s.add_argument("--port", type=int, default=8080)
+            s.add_argument("--cut", type=int, default=0, help="last partition run here (0: all)")
+            s.add_argument("--batch", type=int, default=100, help="B")
+            s.add_argument("--epoch", type=float, default=6.0, help="D seconds")
+            s.add_argument(
+                "--budget", type=int, default=0, help="requests admitted per epoch (0: B)"
+            )
+            s.add_argument(
+                "--tail",
+                action="append",
+                default=[],
+                help="A-B=URL: a function stage running partitions A..B (repeat to chain)",
+            )
+        else:
+            s.add_argument("--port", type=int, default=None, help="default: $PORT or 8080")
+            s.add_argument(
+                "--partitions", default="1-K", help="A-B range this function runs (B may be K)"
+            )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    return int(a.fn(a))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

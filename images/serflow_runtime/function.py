@@ -1,0 +1,179 @@
+"""The function server (one Knative Service per stage, or one fused service).
+
+* ``POST /run``: a frame (see ``codec``) of activations entering partition ``first``;
+  runs partitions first..last and answers a frame with the exits and the survivors'
+  activations after ``last`` (none when ``last`` is K).  A frame whose fingerprint is
+  not this server's model is refused with 409.
+* ``POST /infer``: one image (raw float32 or PNG, see ``codec``); only on a function
+  that starts at partition 1, which then runs the whole model (the spill path).
+* ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus text).
+
+Knative passes the port in ``$PORT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from aiohttp import web
+
+from serflow_runtime import checkpoint, codec
+from serflow_runtime.engine import StageResult, run_range
+from serflow_runtime.metrics import Metrics
+from serflow_runtime.server import (
+    MAX_BODY,
+    MAX_FRAME_BODY,
+    MAX_FRAME_RAW,
+    error,
+    error_middleware,
+    read_body,
+    serve,
+)
+
+
+@dataclass
+class FunctionConfig:
+    checkpoint: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    first: int = 1
+    last: int = 0  # 0: K
+    tau: float | None = 0.85
+    threads: int = 0
+    name: str = "function"
+
+
+def result_header(
+    res: StageResult, fingerprint: str, next_partition: int, name: str
+) -> dict[str, Any]:
+    return {
+        "fingerprint": fingerprint,
+        "partition": next_partition,
+        "rows": res.survivor_rows,
+        "exits": [[e.row, e.exit, e.cls, round(e.confidence, 6)] for e in res.exits],
+        "ranOn": name,
+    }
+
+
+class FunctionApp:
+    def __init__(self, cfg: FunctionConfig) -> None:
+        self.cfg = cfg
+        self.loaded = checkpoint.load(cfg.checkpoint)
+        k = self.loaded.arch.num_partitions
+        self.first = cfg.first
+        self.last = cfg.last or k
+        if not 1 <= self.first <= self.last <= k:
+            raise ValueError(f"partition range {self.first}..{self.last} outside 1..{k}")
+        self.token = self.loaded.fingerprint.token()
+        self.metrics = Metrics()
+        # One compute thread: torch parallelises inside an op; two batches would contend.
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fn-compute")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.ready = True
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[error_middleware(self.metrics)], client_max_size=MAX_FRAME_BODY
+        )
+        app.router.add_post("/run", self.run)
+        app.router.add_post("/infer", self.infer)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_view)
+        return app
+
+    async def _compute(self, x: torch.Tensor, first: int, rows: list[int] | None) -> StageResult:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        res = await loop.run_in_executor(
+            self.pool, run_range, self.loaded.model, x, first, self.last, self.cfg.tau, rows
+        )
+        self.metrics.observe("serflow_batch_seconds", time.perf_counter() - t0)
+        self.metrics.observe(
+            "serflow_batch_size", float(x.shape[0]), buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500)
+        )
+        for e in res.exits:
+            self.metrics.inc("serflow_exits_total", exit=e.exit)
+        return res
+
+    async def run(self, request: web.Request) -> web.Response:
+        body = await read_body(request, MAX_FRAME_BODY)
+        header, _ = codec.frame_header(body)
+        if header.get("fingerprint") != self.token:
+            return error(
+                409,
+                "fingerprint mismatch: frame is for another model",
+                expected=self.token,
+                got=header.get("fingerprint"),
+            )
+        if header.get("partition") != self.first:
+            raise codec.BadRequest(
+                f"frame enters partition {header.get('partition')!r}, "
+                f"this function runs {self.first}..{self.last}",
+                status=409,
+            )
+        model = self.loaded.model
+        _, x = codec.decode_frame(body, MAX_FRAME_RAW, model.input_shape_of(self.first))
+        rows = header.get("rows")
+        if (
+            not isinstance(rows, list)
+            or len(rows) != x.shape[0]
+            or not all(isinstance(r, int) for r in rows)
+        ):
+            raise codec.BadRequest("frame rows must list one integer id per tensor row")
+        res = await self._compute(x, self.first, rows)
+        hdr = result_header(res, self.token, self.last + 1, self.cfg.name)
+        return web.Response(body=codec.encode_frame(hdr, res.hidden), content_type=codec.FRAME_CT)
+
+    async def infer(self, request: web.Request) -> web.Response:
+        if self.first != 1:
+            raise codec.BadRequest(
+                f"this function runs partitions {self.first}..{self.last}; images need 1..K",
+                status=404,
+            )
+        body = await read_body(request, MAX_BODY)
+        ld = self.loaded
+        x = codec.decode_image(body, request.content_type, ld.arch.input_shape, ld.mean, ld.std)
+        res = await self._compute(x, 1, None)
+        if not res.exits:  # a function ending before K has no answer for a lone image
+            raise codec.BadRequest("this function does not end at the final classifier", 404)
+        e = res.exits[0]
+        return web.json_response(
+            {
+                "class": e.cls,
+                "exit": e.exit,
+                "confidence": e.confidence,
+                "ran": [{"partitions": [1, e.exit], "on": f"function:{self.cfg.name}"}],
+                "fingerprint": self.token,
+            }
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return error(503, "draining")
+        return web.json_response({"ready": True, "partitions": [self.first, self.last]})
+
+    async def metrics_view(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.render(), content_type="text/plain")
+
+    async def drain(self) -> None:
+        self.ready = False
+        self.pool.shutdown(wait=True)
+
+
+def main(cfg: FunctionConfig) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    fa = FunctionApp(cfg)
+    asyncio.run(serve(fa.app(), cfg.host, cfg.port, fa.drain))
+    return 0

@@ -1,0 +1,91 @@
+"""Pieces shared by the worker and function servers (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from serflow_runtime.codec import BadRequest
+from serflow_runtime.metrics import Metrics
+
+log = logging.getLogger("serflow_runtime")
+
+MAX_BODY = 1 << 20  # one image is 12 KiB raw; PNGs are smaller
+MAX_FRAME_BODY = 64 << 20  # a compressed batch of activations
+MAX_FRAME_RAW = 256 << 20  # its decompressed size
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, problem: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": problem, **extra}, status=status)
+
+
+def error_middleware(metrics: Metrics) -> Any:
+    """Client errors become JSON 4xx answers; they are counted, never logged as crashes."""
+
+    @web.middleware
+    async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            resp = await handler(request)
+        except BadRequest as e:
+            metrics.inc("serflow_bad_requests_total")
+            resp = error(e.status, e.problem)
+        except web.HTTPException as e:
+            if e.status >= 400:
+                if e.status < 500:
+                    metrics.inc("serflow_bad_requests_total")
+                resp = error(e.status, e.reason)
+            else:
+                raise
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.path)
+            resp = error(500, "internal error")
+        if request.path in ("/infer", "/run"):
+            metrics.inc("serflow_requests_total", code=resp.status)
+        return resp
+
+    return mw
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; refuse a larger body without buffering it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(f"body of {request.content_length} bytes exceeds {limit}", status=413)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise BadRequest(f"body exceeds {limit} bytes", status=413)
+    if not body:
+        raise BadRequest("empty body")
+    return body
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    on_term: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT; ``on_term`` drains before the listener closes."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("listening on %s:%d", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("terminating: draining")
+    if on_term is not None:
+        await on_term()
+    await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,290 @@
+"""The worker server (pool pods): batches images, runs partitions 1..cut, offloads the rest.
+
+* ``POST /infer``: one image (raw float32 or PNG, see ``codec``).  Requests are batched
+  (B requests, or the oldest has waited one epoch D).  The worker answers early exits
+  itself and sends the survivors' activations, LZ4-compressed in a frame carrying the
+  model fingerprint, to the tail: one call per batch per stage.  With a chained tail it
+  calls each stage in turn with the previous stage's survivors, so no function waits
+  on another.  At most ``budget`` requests are admitted per epoch; beyond that it
+  answers 503 (Envoy retries them on the functions).  The answer::
+
+      {"class": 3, "exit": 2, "confidence": 0.97, "fingerprint": "...",
+       "ran": [{"partitions": [1, 2], "on": "worker:NAME"},
+               {"partitions": [3, 3], "on": "function:NAME"}]}
+
+* ``GET /healthz``, ``GET /readyz`` (503 while draining), ``GET /metrics``.
+* SIGTERM: stop admitting (503), flush the queue at once, finish in-flight batches, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import torch
+from aiohttp import web
+
+from serflow_runtime import checkpoint, codec
+from serflow_runtime.engine import run_range
+from serflow_runtime.metrics import Metrics
+from serflow_runtime.server import (
+    MAX_BODY,
+    MAX_FRAME_RAW,
+    error,
+    error_middleware,
+    read_body,
+    serve,
+)
+
+log = logging.getLogger("serflow_runtime.worker")
+
+
+@dataclass
+class Stage:
+    first: int
+    last: int
+    url: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Stage:
+        """``A-B=URL`` (base URL; the worker posts to URL/run)."""
+        rng, sep, url = spec.partition("=")
+        a, _, b = rng.partition("-")
+        if not sep or not url:
+            raise ValueError(f"tail stage {spec!r} must look like A-B=URL")
+        return cls(int(a), int(b or a), url.rstrip("/"))
+
+
+@dataclass
+class WorkerConfig:
+    checkpoint: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    cut: int = 0  # last partition run here; 0: all of them
+    tau: float | None = 0.85
+    batch: int = 100
+    epoch: float = 6.0
+    budget: int = 0  # admitted per epoch; 0: one batch (B)
+    tail: list[str] = field(default_factory=list)
+    threads: int = 0
+    name: str = "worker"
+    drain_timeout: float = 30.0
+    stage_timeout: float = 60.0
+
+
+@dataclass
+class _Item:
+    x: torch.Tensor
+    fut: asyncio.Future[dict[str, Any]]
+    t: float
+
+
+class WorkerApp:
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        self.loaded = checkpoint.load(cfg.checkpoint)
+        k = self.loaded.arch.num_partitions
+        self.k = k
+        self.cut = cfg.cut or k
+        self.stages = [Stage.parse(s) for s in cfg.tail]
+        nxt = self.cut + 1
+        for s in self.stages:
+            if s.first != nxt or s.last < s.first:
+                raise ValueError(f"tail stages must cover {self.cut + 1}..{k} in order")
+            nxt = s.last + 1
+        if nxt != k + 1:
+            raise ValueError(f"tail stages must cover {self.cut + 1}..{k} (end at {nxt - 1})")
+        self.token = self.loaded.fingerprint.token()
+        self.budget = cfg.budget or cfg.batch
+        self.metrics = Metrics()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-compute")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.queue: list[_Item] = []
+        self.wake = asyncio.Event()
+        self.draining = False
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.epoch_index = -1
+        self.admitted = 0
+        self.session: aiohttp.ClientSession | None = None
+        self.batcher: asyncio.Task[None] | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[error_middleware(self.metrics)])
+        app.router.add_post("/infer", self.infer)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_view)
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def _start(self, app: web.Application) -> None:
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.cfg.stage_timeout)
+        )
+        self.batcher = asyncio.create_task(self._batch_loop())
+
+    async def _stop(self, app: web.Application) -> None:
+        if self.batcher:
+            self.batcher.cancel()
+        if self.session:
+            await self.session.close()
+        self.pool.shutdown(wait=False)
+
+    # admission ---------------------------------------------------------------
+    def _admit(self) -> bool:
+        e = math.floor(time.monotonic() / self.cfg.epoch)
+        if e != self.epoch_index:
+            self.epoch_index, self.admitted = e, 0
+        if self.admitted >= self.budget:
+            return False
+        self.admitted += 1
+        return True
+
+    async def infer(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return error(503, "draining")
+        body = await read_body(request, MAX_BODY)
+        ld = self.loaded
+        x = codec.decode_image(body, request.content_type, ld.arch.input_shape, ld.mean, ld.std)
+        if not self._admit():
+            self.metrics.inc("serflow_sheds_total")
+            return error(503, "pool batch budget for this epoch is full")
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.queue.append(_Item(x, fut, time.monotonic()))
+        self.wake.set()
+        out = await fut
+        if "error" in out:
+            return error(int(out.get("status", 502)), str(out["error"]))
+        return web.json_response(out)
+
+    # batching ----------------------------------------------------------------
+    async def _batch_loop(self) -> None:
+        while True:
+            if not self.queue:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            deadline = self.queue[0].t + self.cfg.epoch
+            while len(self.queue) < self.cfg.batch and not self.draining:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), left)
+                except TimeoutError:
+                    break
+            items, self.queue = self.queue[: self.cfg.batch], self.queue[self.cfg.batch :]
+            task = asyncio.create_task(self._run_batch(items))
+            self.inflight.add(task)
+            task.add_done_callback(self.inflight.discard)
+
+    async def _run_batch(self, items: list[_Item]) -> None:
+        try:
+            await self._process(items)
+        except Exception as e:  # a failed stage fails its requests, not the server
+            log.warning("batch failed: %s", e)
+            for it in items:
+                if not it.fut.done():
+                    it.fut.set_result({"error": f"offload failed: {e}", "status": 502})
+
+    async def _process(self, items: list[_Item]) -> None:
+        x = torch.cat([it.x for it in items])
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        res = await loop.run_in_executor(
+            self.pool, run_range, self.loaded.model, x, 1, self.cut, self.cfg.tau, None
+        )
+        self.metrics.observe("serflow_batch_seconds", time.perf_counter() - t0)
+        self.metrics.observe(
+            "serflow_batch_size", float(len(items)), buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500)
+        )
+        here = f"worker:{self.cfg.name}"
+        for e in res.exits:
+            self._answer(items[e.row], e.exit, e.cls, e.confidence, [([1, e.exit], here)])
+        rows, hidden = res.survivor_rows, res.hidden
+        ran: list[tuple[list[int], str]] = [([1, self.cut], here)]
+        for stage in self.stages:
+            if not rows or hidden is None:
+                break
+            self.metrics.inc("serflow_offloads_total", stage=stage.first)
+            self.metrics.inc("serflow_offloaded_requests_total", len(rows))
+            header, hidden = await self._call_stage(stage, rows, hidden)
+            where = f"function:{header.get('ranOn', stage.url)}"
+            for row, ex, cls, conf in header["exits"]:
+                self._answer(items[row], ex, cls, conf, [*ran, ([stage.first, ex], where)])
+            rows = header["rows"]
+            ran = [*ran, ([stage.first, stage.last], where)]
+        if rows:
+            raise RuntimeError(f"{len(rows)} requests left unanswered after the last stage")
+
+    async def _call_stage(
+        self, stage: Stage, rows: list[int], hidden: torch.Tensor
+    ) -> tuple[dict[str, Any], torch.Tensor]:
+        assert self.session is not None
+        body = codec.encode_frame(
+            {"fingerprint": self.token, "partition": stage.first, "rows": rows}, hidden
+        )
+        async with self.session.post(
+            f"{stage.url}/run", data=body, headers={"Content-Type": codec.FRAME_CT}
+        ) as r:
+            payload = await r.read()
+            if r.status != 200:
+                raise RuntimeError(
+                    f"stage {stage.first}-{stage.last} answered {r.status}: {payload[:200]!r}"
+                )
+        expect = None if stage.last == self.k else self.loaded.model.cut_shape(stage.last)
+        header, out = codec.decode_frame(payload, MAX_FRAME_RAW, expect)
+        if header.get("fingerprint") != self.token:
+            raise RuntimeError("stage answered with another model's fingerprint")
+        return header, out
+
+    def _answer(
+        self, item: _Item, ex: int, cls: int, conf: float, ran: list[tuple[list[int], str]]
+    ) -> None:
+        self.metrics.inc("serflow_exits_total", exit=ex)
+        if not item.fut.done():
+            item.fut.set_result(
+                {
+                    "class": int(cls),
+                    "exit": int(ex),
+                    "confidence": float(conf),
+                    "ran": [{"partitions": p, "on": on} for p, on in ran],
+                    "fingerprint": self.token,
+                }
+            )
+
+    # probes ------------------------------------------------------------------
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return error(503, "draining")
+        return web.json_response({"ready": True, "cut": self.cut})
+
+    async def metrics_view(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.render(), content_type="text/plain")
+
+    async def drain(self) -> None:
+        self.draining = True
+        self.wake.set()  # flush a partial batch now rather than after the epoch
+        end = time.monotonic() + self.cfg.drain_timeout
+        while (self.queue or self.inflight) and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+
+
+def main(cfg: WorkerConfig) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    w = WorkerApp(cfg)
+    asyncio.run(serve(w.app(), cfg.host, cfg.port, w.drain))
+    return 0

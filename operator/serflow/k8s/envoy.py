@@ -1,0 +1,274 @@
+"""The one Envoy renderer (DESIGN.md section 4, Routing): pure functions, no I/O but
+``write_route_file``.
+
+Fixed cluster names; the upstream addresses and the pool's weight are parameters.
+
+* ``pool``: the worker Deployment (its Service, or local processes in tests).
+* ``functions``: the function entry (the fused or first Knative Service).
+* ``pool_spill``: an aggregate cluster [pool, functions].  The route sends the pool's
+  share to it; a 503 from the pool (its epoch budget is full, or it drains) is retried
+  once, and the previous_priorities retry plugin makes that retry skip priority 0 (the
+  pool), so it lands on the functions.
+* ``envoy_admin``: the admin interface, bound to 127.0.0.1 only; the stats listener
+  proxies just the read-only stats paths to it.
+
+Weights are integers summing to ``TOTAL_WEIGHT``.  The route lives in its own file
+(an RDS DiscoveryResponse) read through ``path_config_source`` with
+``watched_directory``: swapping the file by rename applies the new split to the next
+request without dropping in-flight ones (a kubelet-updated ConfigMap does the same).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+CLUSTER_POOL = "pool"
+CLUSTER_FUNCTIONS = "functions"
+CLUSTER_SPILL = "pool_spill"
+CLUSTER_ADMIN = "envoy_admin"
+ROUTE_NAME = "serflow"
+ROUTE_FILE = "route.yaml"
+TOTAL_WEIGHT = 1000
+STATS_PATHS = ("/stats/prometheus", "/stats")
+
+Address = tuple[str, int]
+
+_T = "type.googleapis.com/envoy."
+_HCM = _T + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_ROUTER = _T + "extensions.filters.http.router.v3.Router"
+_AGGREGATE = _T + "extensions.clusters.aggregate.v3.ClusterConfig"
+_PREV_PRIO = _T + "extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
+_ROUTE_CFG = _T + "config.route.v3.RouteConfiguration"
+
+
+def _sock(host: str, port: int) -> dict[str, Any]:
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _breakers() -> dict[str, Any]:
+    # Envoy never retries a circuit-breaker overflow, and the default allows only 3
+    # concurrent retries: a burst spilling to the functions needs far more.
+    big = 100_000
+    return {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": big,
+                "max_pending_requests": big,
+                "max_requests": big,
+                "max_retries": big,
+            }
+        ]
+    }
+
+
+def cluster(
+    name: str, upstreams: Sequence[Address], connect_timeout: float = 1.0
+) -> dict[str, Any]:
+    if not upstreams:
+        raise ValueError(f"cluster {name} needs at least one upstream address")
+    static = all(_is_ip(h) for h, _ in upstreams)
+    return {
+        "name": name,
+        "type": "STATIC" if static else "STRICT_DNS",
+        "connect_timeout": f"{connect_timeout}s",
+        "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": _breakers(),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _sock(h, p)}} for h, p in upstreams]}
+            ],
+        },
+    }
+
+
+def spill_cluster() -> dict[str, Any]:
+    return {
+        "name": CLUSTER_SPILL,
+        "connect_timeout": "1s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "circuit_breakers": _breakers(),
+        "cluster_type": {
+            "name": "envoy.clusters.aggregate",
+            "typed_config": {"@type": _AGGREGATE, "clusters": [CLUSTER_POOL, CLUSTER_FUNCTIONS]},
+        },
+    }
+
+
+def _hcm(stat_prefix: str, **route: Any) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": _HCM,
+            "stat_prefix": stat_prefix,
+            **route,
+            "http_filters": [
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}
+            ],
+        },
+    }
+
+
+def route_config(
+    pool_weight: int,
+    timeout_seconds: float = 60.0,
+    functions_host: str | None = None,
+) -> dict[str, Any]:
+    """The RouteConfiguration: weighted [pool_spill, functions] with the spill retry."""
+    if isinstance(pool_weight, bool) or not isinstance(pool_weight, int):
+        raise TypeError("pool_weight must be an int")
+    if not 0 <= pool_weight <= TOTAL_WEIGHT:
+        raise ValueError(f"pool_weight must be in 0..{TOTAL_WEIGHT}, got {pool_weight}")
+    weights = [(CLUSTER_SPILL, pool_weight), (CLUSTER_FUNCTIONS, TOTAL_WEIGHT - pool_weight)]
+    action: dict[str, Any] = {
+        # Envoy refuses a zero weight only when all are zero; leave zeros out anyway.
+        "weighted_clusters": {"clusters": [{"name": n, "weight": w} for n, w in weights if w > 0]},
+        "timeout": f"{timeout_seconds}s",
+        "retry_policy": {
+            "retry_on": "retriable-status-codes,connect-failure,refused-stream",
+            "retriable_status_codes": [503],
+            "num_retries": 1,
+            "retry_priority": {
+                "name": "envoy.retry_priorities.previous_priorities",
+                "typed_config": {"@type": _PREV_PRIO, "update_frequency": 1},
+            },
+        },
+    }
+    if functions_host:
+        # Knative routes by Host; the worker ignores it.
+        action["host_rewrite_literal"] = functions_host
+    return {
+        "name": ROUTE_NAME,
+        "virtual_hosts": [
+            {
+                "name": "serflow",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": action}],
+            }
+        ],
+    }
+
+
+def route_discovery(route: dict[str, Any], version: str = "1") -> dict[str, Any]:
+    """The file Envoy reads through path_config_source: a DiscoveryResponse."""
+    return {"version_info": version, "resources": [{"@type": _ROUTE_CFG, **route}]}
+
+
+def bootstrap(
+    pool: Sequence[Address],
+    functions: Sequence[Address],
+    route_dir: str,
+    listen: Address = ("127.0.0.1", 10000),
+    stats: Address = ("127.0.0.1", 9901),
+    admin_port: int = 19000,
+    node_id: str = "serflow",
+) -> dict[str, Any]:
+    """The static bootstrap: ingress listener (route from ``route_dir``), stats listener."""
+    route_path = str(Path(route_dir) / ROUTE_FILE)
+    ingress_route = {
+        "rds": {
+            "route_config_name": ROUTE_NAME,
+            "config_source": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": route_path,
+                    "watched_directory": {"path": str(route_dir)},
+                },
+            },
+        }
+    }
+    stats_route = {
+        "route_config": {
+            "name": "stats",
+            "virtual_hosts": [
+                {
+                    "name": "stats",
+                    "domains": ["*"],
+                    "routes": [
+                        *(
+                            {
+                                "match": {
+                                    "path": p,
+                                    "headers": [
+                                        {"name": ":method", "string_match": {"exact": "GET"}}
+                                    ],
+                                },
+                                "route": {"cluster": CLUSTER_ADMIN},
+                            }
+                            for p in STATS_PATHS
+                        ),
+                        {
+                            "match": {"prefix": "/"},
+                            "direct_response": {"status": 404},
+                        },
+                    ],
+                }
+            ],
+        }
+    }
+    return {
+        "node": {"id": node_id, "cluster": node_id},
+        # Never beyond loopback: the admin interface can change Envoy's state.
+        "admin": {"address": _sock("127.0.0.1", admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "ingress",
+                    "address": _sock(*listen),
+                    "filter_chains": [{"filters": [_hcm("ingress", **ingress_route)]}],
+                },
+                {
+                    "name": "stats",
+                    "address": _sock(*stats),
+                    "filter_chains": [{"filters": [_hcm("stats", **stats_route)]}],
+                },
+            ],
+            "clusters": [
+                cluster(CLUSTER_POOL, pool),
+                cluster(CLUSTER_FUNCTIONS, functions),
+                spill_cluster(),
+                cluster(CLUSTER_ADMIN, [("127.0.0.1", admin_port)]),
+            ],
+        },
+    }
+
+
+def to_yaml(doc: dict[str, Any]) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(doc, sort_keys=False))
+
+
+def write_route_file(route_dir: str | Path, pool_weight: int, version: str, **kw: Any) -> Path:
+    """Swap the route file atomically (temp file + rename in the watched directory)."""
+    d = Path(route_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    doc = route_discovery(route_config(pool_weight, **kw), version)
+    fd, tmp = tempfile.mkstemp(prefix=".route-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)  # JSON is YAML; Envoy parses the .yaml file either way
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / ROUTE_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return d / ROUTE_FILE
