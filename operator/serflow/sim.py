@@ -196,7 +196,8 @@ class _Replay:
                     + self._late(self.faas_prefix, part, self.f_cold)
                 )
         else:
-            self.roles["spill"].use(epoch, 0.0)
+            _, alive = self.roles["spill"].use(epoch, 0.0)
+            fn_cost, fn_sec = self._bill(0.0, 0.0, alive)  # idle pods still bill per-pod
         # Tail of the pool's batches (hybrid only).
         if self.stages:
             assert alloc is not None or pooled == 0

@@ -1,0 +1,158 @@
+"""The CLI as a user runs it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.policy.helpers import tiny_doc
+
+SHARED_WITS = Path(__file__).resolve().parents[3] / "shared" / "traces" / "wits_logs.txt"
+
+
+def serflow(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serflow.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_plan_paper_table() -> None:
+    r = serflow("plan", "-f", "preset:paper")
+    assert r.returncode == 0, r.stderr
+    assert "Chosen: tau 0.5" in r.stdout
+    assert "S-CIP" in r.stdout
+    assert "worst-case batch 10.3 s > SLO 6 s" in r.stdout  # c6i.large cannot run the whole model
+
+
+def test_plan_json_and_plot(tmp_path: Path) -> None:
+    png = tmp_path / "cip.png"
+    r = serflow("plan", "-f", "preset:paper", "--rate", "20", "--json", "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["rate"] == 20 and out["chosen"]["feasible"]
+    assert len(out["candidates"]) == 3 * (1 + 2 * (1 + 10 * 2))  # taus x (faas + per vm: iaas + cuts x 2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plan_reads_a_serflow_inference_manifest(tmp_path: Path) -> None:
+    doc = tiny_doc()
+    manifest = {
+        "apiVersion": "serflow.io/v1alpha1",
+        "kind": "SerflowInference",
+        "metadata": {"name": "t"},
+        "spec": {k: doc[k] for k in ("prices", "slo", "traffic", "scaling")}
+        | {"profile": {"inline": doc["profile"]}},
+    }
+    f = tmp_path / "sfi.yaml"
+    f.write_text(yaml.safe_dump(manifest))
+    r = serflow("plan", "-f", str(f), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rate"] == 2.5
+
+
+def test_simulate_synthetic_json_and_plot(tmp_path: Path) -> None:
+    png = tmp_path / "t.png"
+    r = serflow(
+        "simulate",
+        "-f",
+        "preset:paper",
+        "--trace",
+        "synthetic",
+        "--epochs",
+        "300",
+        "--json",
+        "--plot",
+        str(png),
+    )
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)["results"]
+    assert {x["policy"] for x in res} == {"faas", "libra", "serflow", "bound"}
+    for x in res:
+        assert x["poolRequests"] + x["faasRequests"] == x["requests"]
+        if x["policy"] == "serflow":
+            assert x["ratioToBound"] >= 1.0 - 1e-9
+    assert png.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(
+    not SHARED_WITS.exists(), reason="the shared WITS trace is not beside the repository"
+)
+def test_simulate_wits_400_epochs() -> None:
+    r = serflow("simulate", "-f", "preset:paper", "--trace", str(SHARED_WITS), "--epochs", "400")
+    assert r.returncode == 0, r.stderr
+    assert "400 epochs of 6 s" in r.stdout
+    assert r.stdout.count("serflow") == 3  # one row per tau
+
+
+def _bad_profile(tmp_path: Path) -> Path:
+    doc = tiny_doc()
+    doc["profile"]["configs"][0]["secondsPerRequest"] = [0.4, -2]
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    return f
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["plan", "-f", "{bad}"],
+            "{bad}: profile.configs[0].secondsPerRequest[1]: expected a number >= 0, got -2",
+        ),
+        (["plan", "-f", "{tmp}/none.yaml"], "{tmp}/none.yaml: no such file"),
+        (["plan", "-f", "{garbage}"], "{garbage}:2: not valid YAML or JSON"),
+        (["plan", "-f", "preset:nope"], "preset:nope: no such preset (have: paper)"),
+        (
+            ["plan", "-f", "preset:paper", "--rate", "-3"],
+            "--rate: expected a finite rate >= 0, got -3.0",
+        ),
+        (
+            ["simulate", "-f", "preset:paper", "--trace", "{trace}"],
+            "{trace}:3: expected a non-negative integer, got 'x'",
+        ),
+        (["simulate", "-f", "preset:paper", "--trace", "{empty}"], "{empty}: empty trace"),
+        (
+            ["simulate", "-f", "preset:paper", "--trace", "synthetic", "--policy", "ai"],
+            "--policy: unknown policy 'ai'",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    subs = {
+        "bad": str(_bad_profile(tmp_path)),
+        "tmp": str(tmp_path),
+        "garbage": str(tmp_path / "g.yaml"),
+        "trace": str(tmp_path / "t.txt"),
+        "empty": str(tmp_path / "e.txt"),
+    }
+    (tmp_path / "g.yaml").write_text("a: [1,\n")
+    (tmp_path / "t.txt").write_text("1\n2\nx\n")
+    (tmp_path / "e.txt").write_text("")
+    r = serflow(*(a.format(**subs) for a in args))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert lines[0].startswith("serflow: error: " + message.format(**subs))
+
+
+def test_synth_writes_a_trace(tmp_path: Path) -> None:
+    out = tmp_path / "s.txt"
+    r = serflow("synth", "--epochs", "50", "--seed", "1", "-o", str(out))
+    assert r.returncode == 0
+    assert len(out.read_text().split()) == 50
+
+
+def test_control_plane_imports_no_torch() -> None:
+    code = (
+        "import sys, serflow.policy, serflow.sim, serflow.cli, serflow.profile, serflow.report;"
+        "print('torch' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"

@@ -1,0 +1,114 @@
+"""The trace simulator, stepped on tiny traces whose bills are computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from serflow.policy.configurator import PoolKind, best_at, configure
+from serflow.sim import PolicyName, replay
+from serflow.spec import Workload, parse_workload
+
+from tests.policy.helpers import paper, tiny, tiny_doc
+
+# tiny: B 10, D 10 s (mu 1 req/s), vm $0.001/s with a 20 s (2 epoch) cold start,
+# fn $0.001/s + $0.01 per call, 0.35 s per request at tau 0.5, keep-alive 2 epochs.
+
+
+def _cand(w: Workload, pools: list[PoolKind], tau: float = 0.5):  # type: ignore[no-untyped-def]
+    c = best_at(configure(w, 2.5, pools), tau)
+    assert c is not None
+    return c
+
+
+def test_libra_bill_by_hand() -> None:
+    w = tiny()
+    r = replay(w, _cand(w, [PoolKind.IAAS]), [25] * 6, PolicyName.LIBRA)
+    # t0: target 2.5 -> q 2, r 0.5 <= TCIP 0.74: launch 2, ready at t3 (2-epoch cold start).
+    assert r.series.alive == [0, 2, 2, 2, 2, 2]
+    assert r.series.ready == [0, 0, 0, 2, 2, 2]
+    assert r.series.pool == [0, 0, 0, 20, 20, 20]
+    assert r.instance_seconds == pytest.approx(100.0)
+    assert r.instance_cost == pytest.approx(0.1)
+    # FaaS: 3 epochs x (25 x 0.35 s x $0.001 + 3 calls) + 3 x (5 x 0.35 x $0.001 + 1 call)
+    assert r.function_cost == pytest.approx(3 * 0.03875 + 3 * 0.01175)
+    assert r.invocations == pytest.approx(12)
+    assert (r.pool_requests, r.faas_requests, r.requests) == (60, 90, 150)
+    assert r.slo_misses == 0
+
+
+def test_bound_picks_each_epochs_cheapest_count() -> None:
+    w = tiny()
+    r = replay(w, _cand(w, [PoolKind.IAAS]), [25] * 6, PolicyName.BOUND)
+    # per epoch: 0 instances $0.03875, 2 -> $0.03175, 3 -> $0.03 (partial batch on the third)
+    assert r.series.ready == [3] * 6
+    assert r.total_cost == pytest.approx(6 * 0.03)
+    assert r.faas_requests == 0
+
+
+def test_faas_only_never_launches() -> None:
+    w = tiny()
+    r = replay(w, _cand(w, [PoolKind.FAAS]), [25, 0, 7], PolicyName.FAAS)
+    assert r.instance_seconds == 0 and r.pool_requests == 0
+    assert r.function_cost == pytest.approx(32 * 0.35 * 0.001 + 4 * 0.01)
+
+
+def test_per_pod_bills_alive_pods_through_keep_alive() -> None:
+    w = tiny(prices__mode="per-pod")
+    r = replay(w, _cand(w, [PoolKind.FAAS]), [25, 0, 0, 0, 25], PolicyName.FAAS)
+    # 3 pods alive at t0, kept 2 idle epochs, reclaimed at t3, 3 cold ones at t4.
+    assert r.function_seconds == pytest.approx((3 + 3 + 3 + 0 + 3) * 10)
+    assert r.function_cost == pytest.approx(0.12)
+
+
+def test_function_cold_start_past_the_slo_counts_misses() -> None:
+    doc = tiny_doc()
+    doc["profile"]["configs"][1]["coldStartSeconds"] = 7.0
+    w7 = parse_workload(doc)
+    r = replay(w7, _cand(w7, [PoolKind.FAAS]), [25], PolicyName.FAAS)
+    # Both full batches start 7 s late: their 5 requests reaching partition 2 finish at
+    # 7 + 10 x 0.35 = 10.5 s > SLO 10 s. The partial batch (5) finishes at 8.75 s.
+    assert r.slo_misses == pytest.approx(10)
+    assert r.slo_attainment == pytest.approx(0.6)
+
+
+def test_hybrid_tail_is_billed_per_stage() -> None:
+    w = tiny()
+    c = _cand(w, [PoolKind.HYBRID])
+    r = replay(w, c, [20] * 5, PolicyName.SERFLOW)
+    assert r.pool_requests == 40  # 2 ready from t3
+    tail = r.function_cost - r.faas_requests * 0.35 * 0.001 - 6 * 0.01
+    # per pooled request 0.5 x (0.3 + 0.1) s; one call per batch with a survivor (1 - 0.5^10)
+    assert tail == pytest.approx(40 * 0.2 * 0.001 + 4 * (1 - 0.5**10) * 0.01)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 400), min_size=1, max_size=120),
+    tau=st.sampled_from([0.5, 0.7, 0.85]),
+)
+def test_replay_invariants_on_the_paper_preset(counts: list[int], tau: float) -> None:
+    w = paper()
+    plan = configure(w, 34.87)
+    c = best_at(plan, tau)
+    assert c is not None
+    online = replay(w, c, counts, PolicyName.SERFLOW)
+    bound = replay(w, c, counts, PolicyName.BOUND)
+    for r in (online, bound):
+        assert r.pool_requests + r.faas_requests == r.requests == sum(counts)
+        assert r.instance_cost >= 0 and r.function_cost >= 0
+        assert 0.0 <= r.slo_attainment <= 1.0
+        assert all(p <= n for p, n in zip(r.series.pool, r.series.requests, strict=True))
+    # The clairvoyant bound is never dearer than the online policy with the same setup.
+    assert bound.total_cost <= online.total_cost + 1e-9
+
+
+def test_instances_serve_only_after_their_cold_start() -> None:
+    w = paper()
+    c = best_at(configure(w, 34.87, [PoolKind.IAAS]), 0.85)
+    assert c is not None
+    r = replay(w, c, [300] * 40, PolicyName.LIBRA)
+    first_alive = r.series.alive.index(next(a for a in r.series.alive if a))
+    first_ready = r.series.ready.index(next(a for a in r.series.ready if a))
+    assert first_ready - first_alive == 22  # 132 s / 6 s
+    assert all(p == 0 for p in r.series.pool[:first_ready])
