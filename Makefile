@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The paper's replay when the shared WITS trace is beside the repository, else synthetic.
+TRACE ?= $(if $(wildcard ../shared/traces/wits_logs.txt),../shared/traces/wits_logs.txt,synthetic)
+
 demo: $(STAMP)
-	$(BIN)/python -m serflow.demo
+	mkdir -p out
+	$(BIN)/serflow plan -f preset:paper --plot out/paper-cip.png
+	$(BIN)/serflow simulate -f preset:paper --trace $(TRACE) --epochs 400 --plot out/paper-timeline.png
+	@echo "figures: out/paper-cip.png out/paper-timeline.png"
 
 test: $(STAMP)
 	$(BIN)/ruff check operator images tests bench

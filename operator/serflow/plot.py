@@ -23,7 +23,9 @@ def plot_tcip(c: Candidate, path: str | Path) -> None:
     """Cost of serving a residual r (req/s): one more instance versus FaaS (the paper's CIP figure)."""
     plt = _pyplot()
     e = c.economics
-    xs = [e.mu * i / 200 for i in range(201)]
+    # Show T-CIP even when it lies past mu (then a remainder never earns an instance).
+    span = e.mu if math.isinf(e.tcip) else min(3 * e.mu, max(e.mu, 1.2 * e.tcip))
+    xs = [span * i / 200 for i in range(201)]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(xs, [r * e.faas_per_request * 3600 for r in xs], label="residual on FaaS")
     if e.has_pool:
@@ -32,8 +34,9 @@ def plot_tcip(c: Candidate, path: str | Path) -> None:
             [(e.instance_price + r * e.add_per_request) * 3600 for r in xs],
             label="one more instance",
         )
-        if not math.isinf(e.tcip) and e.tcip <= e.mu:
+        if not math.isinf(e.tcip) and e.tcip <= span:
             ax.axvline(e.tcip, color="k", linestyle="--", label=f"T-CIP {e.tcip:.3g} req/s")
+        ax.axvline(e.mu, color="grey", linestyle=":", label=f"mu {e.mu:.3g} req/s")
     ax.set_xlabel("residual load r (req/s)")
     ax.set_ylabel("cost ($/h)")
     ax.set_title(f"{c.setup.describe()} at tau {c.tau:g}")
