@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+
 from serflow.presets import preset_text
 from serflow.spec import Workload, parse_workload
 

@@ -7,9 +7,9 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from serflow.policy.configurator import Granularity, PoolKind, best_at, configure
 from serflow.spec import parse_workload
-
 from tests.policy.helpers import paper, tiny, tiny_doc
 
 

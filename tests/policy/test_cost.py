@@ -7,6 +7,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from serflow.policy.cost import (
     PoolEconomics,
     chained_tail_per_request,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from serflow.policy.cost import PoolEconomics
 from serflow.policy.monitor import TrafficEstimate, observe
 from serflow.policy.scaler import ScalerState, desired_instances, step

@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
 from serflow.errors import InputError
 from serflow.presets import (
     preset_names,
@@ -20,7 +21,6 @@ from serflow.presets import (
 from serflow.profile import parse_prices, parse_profile, prices_to_dict, profile_to_dict
 from serflow.schemas import profile_document_schema, schema_json
 from serflow.spec import parse_workload
-
 from tests.policy.helpers import paper_doc, tiny_doc
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from serflow.policy.configurator import PoolKind, best_at, configure
 from serflow.sim import PolicyName, replay
 from serflow.spec import Workload, parse_workload
-
 from tests.policy.helpers import paper, tiny, tiny_doc
 
 # tiny: B 10, D 10 s (mu 1 req/s), vm $0.001/s with a 20 s (2 epoch) cold start,

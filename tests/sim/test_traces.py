@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from serflow.errors import InputError
 from serflow.traces import parse_trace, read_trace, scale_counts, synthetic_trace
 
