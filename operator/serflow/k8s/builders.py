@@ -1,0 +1,377 @@
+"""Pure builders of a SerflowInference's children from (spec, plan).
+
+Every object carries an owner reference to the SerflowInference, so deleting it
+garbage-collects them, and the labels that select them. Nothing here talks to a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from serflow.inference import InferenceSpec
+from serflow.k8s import envoy
+from serflow.k8s.crd import GROUP, KIND, VERSION
+from serflow.policy.configurator import Candidate, Granularity, PoolKind
+from serflow.spec import Workload
+
+WORKER_PORT = 8080
+ENVOY_PORT = 8080
+STATS_PORT = 9901
+ENVOY_DIR = "/etc/envoy"
+STAT_PREFIX = "ingress"
+"""Envoy's HTTP stat prefix: the operator reads http.<prefix>.downstream_rq_total."""
+
+_SECURITY = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The SerflowInference the children belong to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class Names:
+    """Children's names, derived from the object's name."""
+
+    base: str
+
+    @property
+    def pool(self) -> str:
+        return f"{self.base}-pool"
+
+    @property
+    def envoy(self) -> str:
+        return f"{self.base}-envoy"
+
+    @property
+    def spill(self) -> str:
+        return f"{self.base}-spill"
+
+    @property
+    def fused_tail(self) -> str:
+        return f"{self.base}-tail"
+
+    def stage(self, partition: int) -> str:
+        return f"{self.base}-p{partition}"
+
+
+def labels(owner: Owner, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "serflow",
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "serflow",
+    }
+
+
+def _meta(owner: Owner, name: str, component: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner, component),
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def _url(owner: Owner, service: str, port: int | None = None) -> str:
+    host = f"{service}.{owner.namespace}.svc.cluster.local"
+    return f"http://{host}:{port}" if port else f"http://{host}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One function role: a Knative Service running partitions first..last."""
+
+    name: str
+    first: int
+    last: int
+    role: str
+    """spill, tail or stage."""
+
+
+def stages(owner: Owner, w: Workload, cand: Candidate) -> list[Stage]:
+    """The Knative Services a plan needs: the whole-model spill, plus the hybrid tail."""
+    k = w.profile.partitions
+    n = Names(owner.name)
+    out = [Stage(n.spill, 1, k, "spill")]
+    s = cand.setup
+    if s.pool is PoolKind.HYBRID:
+        if s.granularity is Granularity.CHAINED:
+            out += [Stage(n.stage(j), j, j, "stage") for j in range(s.cut + 1, k + 1)]
+        else:
+            out.append(Stage(n.fused_tail, s.cut + 1, k, "tail"))
+    return out
+
+
+def pool_deployment(
+    owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate, replicas: int
+) -> dict[str, Any]:
+    """The node pool: one worker pod per instance, running partitions 1..cut."""
+    s = cand.setup
+    m = spec.model
+    k = w.profile.partitions
+    cut = s.cut if s.pool is PoolKind.HYBRID else 0  # 0: the whole model here
+    args = [
+        "--host", "0.0.0.0",
+        "--port", str(WORKER_PORT),
+        "--tau", f"{cand.tau:g}",
+        "--cut", str(cut),
+        "--batch", str(w.profile.batch),
+        "--epoch", f"{w.objective.epoch:g}",
+    ]  # fmt: skip
+    if m.checkpoint:
+        args += ["--checkpoint", m.checkpoint]
+    for st in stages(owner, w, cand):
+        if st.role != "spill":
+            last = "K" if st.last == k else str(st.last)
+            args += ["--tail", f"{st.first}-{last}={_url(owner, st.name)}"]
+    selector = {}
+    resources: dict[str, Any] = {}
+    if s.instance:
+        selector = dict(w.prices.instance(s.instance).node_selector)
+        cfg = w.profile.config(s.instance)
+        # One worker per node: ask for most of it, leave room for the node's own agents.
+        cpu = max(100, int(cfg.vcpu * 1000 * 0.8))
+        mem = max(128, int(cfg.memory_mib * 0.75))
+        resources = {
+            "requests": {"cpu": f"{cpu}m", "memory": f"{mem}Mi"},
+            "limits": {"memory": f"{mem}Mi"},
+        }
+    # Scale-in must drop nothing: finish the open batch (up to D + SLO) before SIGKILL.
+    drain = math.ceil(w.objective.epoch + w.objective.slo_s)
+    pod_labels = labels(owner, "pool")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, Names(owner.name).pool, "pool"),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": pod_labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "nodeSelector": selector,
+                    "terminationGracePeriodSeconds": drain + 5,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "image": m.image,
+                            "command": ["serflow-runtime", "worker"],
+                            "args": args,
+                            "ports": [{"name": "http", "containerPort": WORKER_PORT}],
+                            "resources": resources,
+                            "securityContext": _SECURITY,
+                            "readinessProbe": _probe("/readyz", 2),
+                            "livenessProbe": _probe("/healthz", 10),
+                            "lifecycle": {"preStop": {"sleep": {"seconds": 2}}},
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                },
+            },
+        },
+    }
+
+
+def _probe(path: str, period: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": 3,
+    }
+
+
+def pool_service(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, Names(owner.name).pool, "pool"),
+        "spec": {
+            "selector": labels(owner, "pool"),
+            "ports": [{"name": "http", "port": WORKER_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def knative_service(
+    owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate, stage: Stage
+) -> dict[str, Any]:
+    """One function role as a Knative Service (scale to zero, one batch per pod)."""
+    k = w.profile.partitions
+    size = w.prices.function(cand.setup.function)
+    last = "K" if stage.last == k else str(stage.last)
+    args = ["--host", "0.0.0.0", "--partitions", f"{stage.first}-{last}", "--tau", f"{cand.tau:g}"]
+    if spec.model.checkpoint:
+        args += ["--checkpoint", spec.model.checkpoint]
+    fn = spec.functions
+    mem = int(size.memory_mib)
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": _meta(owner, stage.name, f"function-{stage.role}"),
+        "spec": {
+            "template": {
+                "metadata": {
+                    "labels": labels(owner, f"function-{stage.role}"),
+                    "annotations": {
+                        "autoscaling.knative.dev/min-scale": str(fn.min_scale),
+                        "autoscaling.knative.dev/max-scale": str(fn.max_scale),
+                        "autoscaling.knative.dev/target": str(fn.container_concurrency),
+                    },
+                },
+                "spec": {
+                    "containerConcurrency": fn.container_concurrency,
+                    "timeoutSeconds": max(1, math.ceil(w.objective.slo_s * 2)),
+                    "containers": [
+                        {
+                            "image": spec.model.function_image,
+                            "command": ["serflow-runtime", "function"],
+                            "args": args,
+                            "ports": [{"containerPort": WORKER_PORT}],
+                            "resources": {
+                                "requests": {"memory": f"{mem}Mi"},
+                                "limits": {"memory": f"{mem}Mi"},
+                            },
+                            "securityContext": _SECURITY,
+                            "readinessProbe": {"httpGet": {"path": "/readyz"}},
+                        }
+                    ],
+                },
+            }
+        },
+    }
+
+
+def envoy_configmap(owner: Owner, w: Workload, pool_weight: int, version: str) -> dict[str, Any]:
+    """Bootstrap and route file; the operator rewrites route.yaml to move the split."""
+    n = Names(owner.name)
+    spill_host = f"{n.spill}.{owner.namespace}.svc.cluster.local"
+    boot = envoy.bootstrap(
+        pool=[(f"{n.pool}.{owner.namespace}.svc.cluster.local", WORKER_PORT)],
+        functions=[(spill_host, 80)],
+        route_dir=ENVOY_DIR,
+        listen=("0.0.0.0", ENVOY_PORT),
+        stats=("0.0.0.0", STATS_PORT),
+        node_id=owner.name,
+    )
+    route = envoy.route_discovery(
+        envoy.route_config(
+            pool_weight,
+            timeout_seconds=math.ceil(2 * w.objective.epoch + w.objective.slo_s),
+            functions_host=spill_host,
+        ),
+        version,
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(owner, n.envoy, "router"),
+        "data": {"envoy.yaml": envoy.to_yaml(boot), envoy.ROUTE_FILE: json.dumps(route, indent=1)},
+    }
+
+
+def envoy_deployment(owner: Owner, spec: InferenceSpec) -> dict[str, Any]:
+    n = Names(owner.name)
+    pod_labels = labels(owner, "router")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, n.envoy, "router"),
+        "spec": {
+            "replicas": spec.routing.replicas,
+            "selector": {"matchLabels": pod_labels},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10101},
+                    "containers": [
+                        {
+                            "name": "envoy",
+                            "image": spec.routing.image,
+                            "args": ["-c", f"{ENVOY_DIR}/envoy.yaml", "--log-level", "warn"],
+                            "ports": [
+                                {"name": "http", "containerPort": ENVOY_PORT},
+                                {"name": "stats", "containerPort": STATS_PORT},
+                            ],
+                            "securityContext": _SECURITY,
+                            "readinessProbe": {
+                                "httpGet": {"path": "/stats", "port": "stats"},
+                                "periodSeconds": 5,
+                            },
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "64Mi"},
+                                "limits": {"memory": "256Mi"},
+                            },
+                            "volumeMounts": [
+                                {"name": "config", "mountPath": ENVOY_DIR, "readOnly": True}
+                            ],
+                        }
+                    ],
+                    "volumes": [{"name": "config", "configMap": {"name": n.envoy}}],
+                },
+            },
+        },
+    }
+
+
+def envoy_service(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, Names(owner.name).envoy, "router"),
+        "spec": {
+            "selector": labels(owner, "router"),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def children(
+    owner: Owner,
+    spec: InferenceSpec,
+    w: Workload,
+    cand: Candidate,
+    replicas: int,
+    pool_weight: int,
+    route_version: str,
+) -> list[dict[str, Any]]:
+    """Every child of a plan, in apply order (backends before the router)."""
+    objs = [
+        pool_deployment(owner, spec, w, cand, replicas),
+        pool_service(owner),
+        *(knative_service(owner, spec, w, cand, st) for st in stages(owner, w, cand)),
+        envoy_configmap(owner, w, pool_weight, route_version),
+        envoy_deployment(owner, spec),
+        envoy_service(owner),
+    ]
+    return objs

@@ -1,0 +1,102 @@
+"""The operator's side effects on the API server and on Envoy's stats listeners."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from serflow.k8s.crd import GROUP, PLURAL, VERSION
+from serflow.operator.decide import parse_counter
+
+FIELD_MANAGER = "serflow"
+STATS_LIMIT = 256 * 1024
+"""Bytes read from one stats endpoint at most."""
+
+
+def load_config() -> None:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class Kube:
+    """Thin wrapper: server-side apply, reads and status patches."""
+
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or client.ApiClient()
+
+    @cached_property
+    def dynamic(self) -> DynamicClient:
+        return DynamicClient(self.api)
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply as the ``serflow`` field manager (forcing our own fields)."""
+        res = self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        meta = obj["metadata"]
+        out = res.server_side_apply(
+            body=dict(obj),
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        return dict(out.to_dict())
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        res = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        try:
+            return dict(res.get(name=name, namespace=namespace).to_dict())
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        cm = self.get("v1", "ConfigMap", namespace, name)
+        return None if cm is None else dict(cm.get("data") or {})
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
+        )
+
+    def pod_ips(self, namespace: str, selector: Mapping[str, str]) -> dict[str, str]:
+        sel = ",".join(f"{k}={v}" for k, v in selector.items())
+        pods = client.CoreV1Api(self.api).list_namespaced_pod(namespace, label_selector=sel)
+        return {
+            str(p.metadata.name): str(p.status.pod_ip)
+            for p in pods.items
+            if p.metadata and p.status and p.status.pod_ip and p.status.phase == "Running"
+        }
+
+
+def read_counters(urls: Mapping[str, str], counter: str, timeout: float = 2.0) -> dict[str, int]:
+    """downstream_rq_total per endpoint; an endpoint that does not answer is left out."""
+    out: dict[str, int] = {}
+    for key, url in urls.items():
+        query = urllib.parse.urlencode({"filter": f"^{counter.replace('.', '[.]')}$"})
+        full = f"{url}{'&' if '?' in url else '?'}{query}"
+        try:
+            with urllib.request.urlopen(full, timeout=timeout) as r:
+                text = r.read(STATS_LIMIT).decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+        value = parse_counter(text, counter)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def stats_urls(explicit: Sequence[str], pod_ips: Mapping[str, str], port: int) -> dict[str, str]:
+    if explicit:
+        return {u: u for u in explicit}
+    return {name: f"http://{ip}:{port}/stats" for name, ip in pod_ips.items()}

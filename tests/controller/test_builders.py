@@ -1,0 +1,141 @@
+"""Pure builders of the children: names, owners, placement, security, routing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from serflow.inference import parse_inference
+from serflow.k8s import builders
+from serflow.k8s.crd import crd_yaml
+from serflow.k8s.jobs import profiler_jobs
+from serflow.policy.configurator import Granularity, PoolKind, configure
+from serflow.spec import parse_workload
+from tests.controller.manifests import REPO, manifest
+
+OWNER = builders.Owner("vgg", "ns1", "uid-1")
+
+
+def _plan(pool: PoolKind, granularity: Granularity | None = None, cut: int = 0):  # type: ignore[no-untyped-def]
+    m = manifest()
+    w = parse_workload(m)
+    for c in configure(w, 30.0).candidates:
+        s = c.setup
+        if (
+            c.feasible
+            and s.pool is pool
+            and s.granularity == granularity
+            and (not cut or s.cut == cut)
+        ):
+            return m, w, c
+    raise AssertionError("no such candidate")
+
+
+def _by_kind(objs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objs}
+
+
+@pytest.mark.parametrize(
+    ("pool", "granularity", "cut", "functions"),
+    [
+        (PoolKind.FAAS, None, 0, ["vgg-spill"]),
+        (PoolKind.IAAS, None, 0, ["vgg-spill"]),
+        (PoolKind.HYBRID, Granularity.FUSED, 2, ["vgg-spill", "vgg-tail"]),
+        (PoolKind.HYBRID, Granularity.CHAINED, 2, ["vgg-spill", "vgg-p3", "vgg-p4"]),
+    ],
+)
+def test_children_per_plan(
+    pool: PoolKind, granularity: Granularity | None, cut: int, functions: list[str]
+) -> None:
+    m, w, cand = _plan(pool, granularity, cut)
+    inf = parse_inference(m["spec"], "vgg")
+    objs = builders.children(OWNER, inf, w, cand, 3, 250, "v1")
+    kinds = _by_kind(objs)
+    assert sorted(
+        n for k, n in kinds if k == "Service" and kinds[(k, n)]["apiVersion"].startswith("serving")
+    ) == sorted(functions)
+    for o in objs:
+        ref = o["metadata"]["ownerReferences"][0]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+            "SerflowInference",
+            "vgg",
+            "uid-1",
+            True,
+        )
+        assert o["metadata"]["namespace"] == "ns1"
+    dep = kinds[("Deployment", "vgg-pool")]
+    pod = dep["spec"]["template"]["spec"]
+    assert dep["spec"]["replicas"] == 3
+    c = pod["containers"][0]
+    assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["terminationGracePeriodSeconds"] >= w.objective.slo_s
+    args = c["args"]
+    assert args[args.index("--cut") + 1] == str(cut)
+    tails = [args[i + 1] for i, a in enumerate(args) if a == "--tail"]
+    assert [t.split("=", 1)[1] for t in tails] == [
+        f"http://{f}.ns1.svc.cluster.local" for f in functions[1:]
+    ]
+    if pool is not PoolKind.FAAS:
+        assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": cand.setup.instance}
+    if granularity is Granularity.CHAINED:
+        assert tails[0].startswith(f"{cut + 1}-{cut + 1}=http://vgg-p{cut + 1}.ns1.svc")
+        assert tails[-1].startswith("4-K=")
+
+
+def test_knative_service_scaling_and_resources() -> None:
+    m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
+    m["spec"]["functions"] = {"containerConcurrency": 2, "minScale": 1, "maxScale": 7}
+    inf = parse_inference(m["spec"], "vgg")
+    ks = _by_kind(builders.children(OWNER, inf, w, cand, 1, 0, "v1"))[("Service", "vgg-tail")]
+    tmpl = ks["spec"]["template"]
+    ann = tmpl["metadata"]["annotations"]
+    assert ann["autoscaling.knative.dev/min-scale"] == "1"
+    assert ann["autoscaling.knative.dev/max-scale"] == "7"
+    assert tmpl["spec"]["containerConcurrency"] == 2
+    c = tmpl["spec"]["containers"][0]
+    assert c["args"][c["args"].index("--partitions") + 1] == "3-K"
+    assert c["resources"]["limits"]["memory"] == "2048Mi"
+
+
+def test_envoy_configmap_carries_the_weights_and_never_exposes_admin() -> None:
+    m, w, cand = _plan(PoolKind.IAAS)
+    cm = builders.envoy_configmap(OWNER, w, 375, "v7")
+    route = json.loads(cm["data"]["route.yaml"])
+    assert route["version_info"] == "v7"
+    clusters = route["resources"][0]["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"][
+        "clusters"
+    ]
+    assert {c["name"]: c["weight"] for c in clusters} == {"pool_spill": 375, "functions": 625}
+    boot = yaml.safe_load(cm["data"]["envoy.yaml"])
+    assert boot["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert (
+        boot["static_resources"]["listeners"][0]["address"]["socket_address"]["address"]
+        == "0.0.0.0"
+    )
+
+
+def test_profiler_jobs_one_per_config() -> None:
+    m = manifest()
+    m["spec"]["profile"] = {"fromJob": {"taus": [0.5, 0.9]}}
+    inf = parse_inference(m["spec"], "vgg")
+    w = parse_workload(manifest())
+    jobs = profiler_jobs(OWNER, inf, w.prices)
+    names = [j["metadata"]["name"] for j in jobs]
+    assert names == ["vgg-profile-c6i-xlarge", "vgg-profile-c6i-large", "vgg-profile-fn-2048"]
+    assert jobs[0]["spec"]["template"]["spec"]["nodeSelector"] == {
+        "node.kubernetes.io/instance-type": "c6i.xlarge"
+    }
+    assert "0.5,0.9" in jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_generated_crd_files_are_current() -> None:
+    want = crd_yaml()
+    for path in (
+        "crds/serflowinference.yaml",
+        "charts/serflow-operator/crds/serflowinference.yaml",
+    ):
+        assert (REPO / path).read_text() == want, f"regenerate {path}: python -m serflow.k8s.crd"
