@@ -102,7 +102,7 @@ def test_knative_service_scaling_and_resources() -> None:
 
 
 def test_envoy_configmap_carries_the_weights_and_never_exposes_admin() -> None:
-    m, w, cand = _plan(PoolKind.IAAS)
+    _, w, _ = _plan(PoolKind.IAAS)
     cm = builders.envoy_configmap(OWNER, w, 375, "v7")
     route = json.loads(cm["data"]["route.yaml"])
     assert route["version_info"] == "v7"
