@@ -1,0 +1,85 @@
+"""Pure operator decisions: conditions, counters, status documents."""
+
+from __future__ import annotations
+
+import pytest
+
+from serflow.operator.decide import (
+    ConditionType,
+    counter_rate,
+    parse_counter,
+    plan_status,
+    same_setup,
+    scaler_from_status,
+    set_condition,
+)
+from serflow.policy.configurator import configure
+from serflow.spec import parse_workload
+from tests.controller.manifests import manifest
+
+
+def test_condition_transition_time_moves_only_on_flip() -> None:
+    c = set_condition([], ConditionType.READY, False, "NotReady", "wait", 1, "t1")
+    c = set_condition(c, ConditionType.READY, False, "NotReady", "still", 2, "t2")
+    assert c == [
+        {"type": "Ready", "status": "False", "reason": "NotReady", "message": "still",
+         "observedGeneration": 2, "lastTransitionTime": "t1"}
+    ]  # fmt: skip
+    c = set_condition(c, ConditionType.READY, True, "Serving", "ok", 2, "t3")
+    assert c[0]["lastTransitionTime"] == "t3" and c[0]["status"] == "True"
+    c = set_condition(c, ConditionType.SCALED, True, "PoolSize", "1/1", 2, "t3")
+    assert [x["type"] for x in c] == ["Ready", "Scaled"]
+
+
+@pytest.mark.parametrize(
+    ("prev", "now", "seconds", "rate"),
+    [
+        ({}, {"a": 100}, 6.0, None),  # first reading: a baseline only
+        ({"a": 100}, {"a": 160}, 6.0, 10.0),
+        ({"a": 100}, {"a": 40}, 4.0, 10.0),  # reset: the counter restarted at 0
+        ({"a": 100}, {"a": 130, "b": 30}, 6.0, 10.0),  # a new replica counts from 0
+        ({"a": 100, "b": 50}, {"a": 112}, 6.0, 2.0),  # an unreachable replica is left out
+        ({"a": 100}, {"a": 100}, 0.0, None),
+    ],
+)
+def test_counter_rate(
+    prev: dict[str, int], now: dict[str, int], seconds: float, rate: float | None
+) -> None:
+    assert counter_rate(prev, now, seconds) == rate
+
+
+def test_parse_counter() -> None:
+    text = "http.ingress.downstream_rq_total: 42\nhttp.ingress.downstream_rq_totalx: 7\n"
+    assert parse_counter(text, "http.ingress.downstream_rq_total") == 42
+    assert parse_counter(text, "http.other.downstream_rq_total") is None
+    assert (
+        parse_counter("http.ingress.downstream_rq_total: x", "http.ingress.downstream_rq_total")
+        is None
+    )
+
+
+def test_plan_status_round_trips_the_setup() -> None:
+    plan = configure(parse_workload(manifest()), 30.0)
+    assert plan.chosen is not None
+    st = plan_status(plan)
+    assert same_setup(st, plan.chosen)
+    assert len(st["candidates"]) == len(plan.candidates)
+    others = [c for c in plan.candidates if c.setup != plan.chosen.setup]
+    assert not any(same_setup(st, c) for c in others if c.tau == plan.chosen.tau)
+
+
+def test_scaler_state_from_status() -> None:
+    s = scaler_from_status(
+        {
+            "traffic": {"ewma": 3.5, "deviation": 1.0, "samples": 4, "epoch": 9},
+            "instances": {"desired": 2},
+        }
+    )
+    assert (s.estimate.ewma, s.estimate.dev, s.estimate.samples, s.epoch, s.desired) == (
+        3.5,
+        1.0,
+        4,
+        9,
+        2,
+    )
+    assert scaler_from_status({}).estimate.samples == 0
