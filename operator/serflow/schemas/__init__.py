@@ -197,4 +197,3 @@ def profile_document_schema() -> dict[str, Any]:
 
 def schema_json() -> str:
     return json.dumps(profile_document_schema(), indent=2, sort_keys=True) + "\n"
-
