@@ -62,7 +62,7 @@ _SPEC: dict[str, Any] = {
             {"name": "c6i.large", "perHour": 0.085},
         ],
         "functions": {
-            "perGBSecond": 0.0000166667,
+            "perGBSecond": 0.0001,
             "perInvocation": 0.0000002,
             "sizes": [{"name": "fn-2048", "memoryMiB": 2048}],
         },

