@@ -225,6 +225,7 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
                     f"{k}={v}" for k, v in measured_threads.items()
                 ),
                 "serflow.io/dataset": f"{ds.name} held-out split, {ds.x_val.shape[0]} images",
+                "serflow.io/load-average": " ".join(f"{v:.2f}" for v in os.getloadavg()),
                 "serflow.io/assumed": "coldStartSeconds (instances 132, functions 0.5); prices",
                 "serflow.io/raw-cut-bytes": ", ".join(
                     f"{c['after']}={c['rawBytes']}" for c in cuts

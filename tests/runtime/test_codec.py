@@ -1,0 +1,156 @@
+"""Wire formats: images in, LZ4 frames of real activations between stages, bad input."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from serflow_runtime import codec  # noqa: E402
+from serflow_runtime.checkpoint import Loaded  # noqa: E402
+from serflow_runtime.data import Dataset, digits_pixels  # noqa: E402
+
+SHAPE = (3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def activations(loaded: Loaded, digits: Dataset) -> dict[int, torch.Tensor]:
+    """Real post-ReLU activations of the trained model at every cut, 64 held-out images."""
+    out = {}
+    with torch.inference_mode():
+        h = digits.x_val[:64]
+        for i in range(1, loaded.arch.num_partitions):
+            h, _ = loaded.model.part(i)(h)
+            out[i] = h.clone()
+    return out
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 5, 6])
+def test_lz4_round_trip_of_real_activations(
+    activations: dict[int, torch.Tensor], loaded: Loaded, cut: int
+) -> None:
+    h = activations[cut]
+    frame = codec.encode_frame({"fingerprint": "fp", "partition": cut + 1, "rows": [1, 2]}, h)
+    header, back = codec.decode_frame(frame, 1 << 30, loaded.model.cut_shape(cut))
+    assert torch.equal(back, h)  # lossless, bit for bit
+    assert header["fingerprint"] == "fp" and header["rows"] == [1, 2]
+    raw = h.numel() * 4
+    assert header["rawBytes"] == raw
+    # post-ReLU activations are sparse: LZ4 must shrink them
+    assert len(codec.compress(h)) < raw
+    assert float((h == 0).float().mean()) > 0.1
+
+
+def test_empty_frame_round_trip(loaded: Loaded) -> None:
+    shape = loaded.model.cut_shape(2)
+    frame = codec.encode_frame({"fingerprint": "fp"}, torch.empty((0, *shape)))
+    header, t = codec.decode_frame(frame, 1 << 20, shape)
+    assert header["rawBytes"] == 0 and t.shape == (0, *shape)
+
+
+def _frame(header: dict[str, object], payload: bytes) -> bytes:
+    hj = json.dumps(header).encode()
+    return struct.pack(">4sBI", b"SFLW", 1, len(hj)) + hj + payload
+
+
+def _good() -> tuple[dict[str, object], torch.Tensor]:
+    t = torch.relu(torch.randn(2, 4, 2, 2, generator=torch.Generator().manual_seed(0)))
+    return {"fingerprint": "fp", "shape": [2, 4, 2, 2], "dtype": "float32", "rawBytes": 128}, t
+
+
+def _bad_frames() -> list[tuple[str, bytes, str, int]]:
+    h, t = _good()
+    payload = codec.compress(t)
+    big = codec.compress(torch.zeros(4, 4, 2, 2))  # decompresses to 256 bytes
+    nan = codec.compress(torch.full((2, 4, 2, 2), float("nan")))
+    corrupt = bytearray(payload)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    return [
+        ("short", b"SFL", "too short", 400),
+        ("magic", b"XXXX" + bytes(20), "bad magic", 400),
+        ("version", struct.pack(">4sBI", b"SFLW", 9, 0), "version", 400),
+        ("header-len", struct.pack(">4sBI", b"SFLW", 1, 1 << 30), "out of bounds", 400),
+        ("header-json", struct.pack(">4sBI", b"SFLW", 1, 3) + b"{{{", "not JSON", 400),
+        ("header-list", _frame([], b""), "JSON object", 400),  # type: ignore[arg-type]
+        ("dtype", _frame({**h, "dtype": "float16"}, payload), "dtype", 400),
+        ("shape-neg", _frame({**h, "shape": [2, -4, 2, 2]}, payload), "non-negative", 400),
+        ("shape-rows", _frame({**h, "shape": [2, 8, 1, 2]}, payload), "expected", 400),
+        ("raw-lie", _frame({**h, "rawBytes": 64}, payload), "does not match", 400),
+        (
+            "oversized",
+            _frame({**h, "shape": [4096, 4, 2, 2], "rawBytes": 4096 * 64}, payload),
+            "limit",
+            413,
+        ),
+        ("expands-beyond", _frame(h, big), "exactly rawBytes", 400),
+        ("truncated", _frame(h, payload[:-6]), "LZ4", 400),
+        ("corrupt", _frame(h, bytes(corrupt)), "LZ4", 400),
+        ("trailing", _frame(h, payload + b"junk"), "", 400),
+        ("garbage", _frame(h, b"\x00" * 40), "LZ4", 400),
+        ("nan", _frame(h, nan), "NaN", 400),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "problem", "status"),
+    _bad_frames(),
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else "",
+)
+def test_bad_frames_refused(name: str, body: bytes, problem: str, status: int) -> None:
+    with pytest.raises(codec.BadRequest, match=problem or None) as ei:
+        codec.decode_frame(body, 64 * 1024, (4, 2, 2))
+    assert ei.value.status == status
+
+
+def test_good_frame_passes_the_same_checks() -> None:
+    """The bad-frame table is honest: the unmodified frame decodes."""
+    h, t = _good()
+    _, back = codec.decode_frame(_frame(h, codec.compress(t)), 64 * 1024, (4, 2, 2))
+    assert torch.equal(back, t)
+
+
+def test_png_decodes_like_training_pixels(loaded: Loaded) -> None:
+    from sklearn.datasets import load_digits
+
+    img = load_digits().images[:1]
+    pixels = digits_pixels(img)[0]  # (3, 32, 32) in [0, 1]
+    png = codec.encode_png((pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    x = codec.decode_image(png, "image/png", SHAPE, loaded.mean, loaded.std)
+    m = torch.tensor(loaded.mean).view(1, 3, 1, 1)
+    s = torch.tensor(loaded.std).view(1, 3, 1, 1)
+    want = (pixels.unsqueeze(0) - m) / s
+    torch.testing.assert_close(x, want, atol=1.0 / 255 / min(loaded.std) + 1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "problem", "status"),
+    [
+        (b"\x00" * 100, "application/octet-stream", "12288 bytes", 400),
+        (np.full(3 * 32 * 32, np.nan, "<f4").tobytes(), "application/octet-stream", "NaN", 400),
+        (np.full(3 * 32 * 32, np.inf, "<f4").tobytes(), "application/octet-stream", "NaN", 400),
+        (b"\x89PNG\r\n\x1a\nbroken", "image/png", "valid PNG", 400),
+        (b"hello", "text/plain", "Content-Type", 415),
+    ],
+)
+def test_bad_images_refused(body: bytes, ctype: str, problem: str, status: int) -> None:
+    with pytest.raises(codec.BadRequest, match=problem) as ei:
+        codec.decode_image(body, ctype, SHAPE, (0.0,) * 3, (1.0,) * 3)
+    assert ei.value.status == status
+
+
+def test_png_of_wrong_size_refused_before_decoding() -> None:
+    png = codec.encode_png(np.zeros((4000, 4000, 3), np.uint8))
+    with pytest.raises(codec.BadRequest, match="32x32"):
+        codec.decode_image(png, "image/png", SHAPE, (0.0,) * 3, (1.0,) * 3)
+
+
+def test_raw_tensor_round_trip() -> None:
+    x = torch.randn(1, *SHAPE)
+    body = x.numpy().astype("<f4").tobytes()
+    assert torch.equal(
+        codec.decode_image(body, "application/octet-stream", SHAPE, (0.0,) * 3, (1.0,) * 3), x
+    )
