@@ -276,3 +276,55 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, ckpt_path: Path) -> Iterat
 def raw_bytes(x: Any) -> bytes:
     """One (3, 32, 32) normalised tensor as the worker's raw wire format."""
     return bytes(x.contiguous().numpy().astype("<f4").tobytes())
+
+
+@dataclass
+class Stack:
+    """Function and worker processes shared by the server and Envoy tests."""
+
+    whole: Proc  # partitions 1..K: the spill target, serves /infer
+    stage_a: Proc  # 3..4
+    stage_b: Proc  # 5..7
+    fused: Proc  # 3..7
+    chained_worker: Proc  # cut 2, tail 3-4 then 5-7
+    fused_worker: Proc  # cut 2, tail 3-7
+    tau: float
+    cut: int
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, ckpt_path: Path) -> Iterator[Stack]:
+    c = Cluster(tmp_path_factory.mktemp("stack"), ckpt_path)
+    tau = 0.85
+    try:
+        whole = c.function("fn-whole", "1-K", tau)
+        a = c.function("fn-3-4", "3-4", tau)
+        b = c.function("fn-5-7", "5-7", tau)
+        fused = c.function("fn-3-7", "3-7", tau)
+        chained = c.worker("w-chained", 2, [f"3-4={a.url}", f"5-7={b.url}"], tau)
+        fw = c.worker("w-fused", 2, [f"3-7={fused.url}"], tau)
+        for p in (whole, a, b, fused, chained, fw):
+            wait_ready(p)
+        yield Stack(whole, a, b, fused, chained, fw, tau, 2)
+    finally:
+        c.stop()
+
+
+def post_many(
+    url: str, bodies: list[bytes], concurrency: int = 16, ctype: str = "application/octet-stream"
+) -> list[tuple[int, Any]]:
+    """POST each body (bounded concurrency); returns (status, parsed JSON) in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(b: bytes) -> tuple[int, Any]:
+        try:
+            code, raw = http("POST", url, b, ctype=ctype)
+        except OSError as e:
+            return -1, {"error": repr(e)}
+        try:
+            return code, json.loads(raw)
+        except ValueError:
+            return code, {"raw": raw[:200].decode(errors="replace")}
+
+    with ThreadPoolExecutor(concurrency) as ex:
+        return list(ex.map(one, bodies))

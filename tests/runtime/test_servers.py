@@ -1,0 +1,219 @@
+"""Worker and function servers as real processes on 127.0.0.1 (no Envoy)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from serflow_runtime import codec  # noqa: E402
+from serflow_runtime.checkpoint import Loaded  # noqa: E402
+from serflow_runtime.data import Dataset  # noqa: E402
+from serflow_runtime.engine import decide, run_range  # noqa: E402
+
+from .conftest import Cluster, Stack, http, http_json, post_many, raw_bytes, wait_ready  # noqa: E402
+
+
+def reference(loaded: Loaded, x: torch.Tensor, tau: float) -> list[tuple[int, int]]:
+    with torch.inference_mode():
+        ex, pred = decide(loaded.model(x), tau)
+    return list(zip(ex.tolist(), pred.tolist(), strict=True))
+
+
+def head_frame(
+    loaded: Loaded, x: torch.Tensor, cut: int, token: str | None = None
+) -> tuple[bytes, Any]:
+    res = run_range(loaded.model, x, 1, cut, None)  # exits off: every row survives
+    hdr = {
+        "fingerprint": token or loaded.fingerprint.token(),
+        "partition": cut + 1,
+        "rows": list(range(x.shape[0])),
+    }
+    return codec.encode_frame(hdr, res.hidden), res
+
+
+def test_function_runs_its_range_like_in_process(
+    stack: Stack, loaded: Loaded, digits: Dataset
+) -> None:
+    x = digits.x_val[:40]
+    frame, head = head_frame(loaded, x, 2)
+    code, body = http("POST", stack.stage_a.url + "/run", frame, ctype=codec.FRAME_CT)
+    assert code == 200
+    header, hidden = codec.decode_frame(body, 1 << 30, loaded.model.cut_shape(4))
+    want = run_range(loaded.model, head.hidden, 3, 4, stack.tau, list(range(40)))
+    assert header["exits"] == [
+        [e.row, e.exit, e.cls, pytest.approx(e.confidence, abs=1e-5)] for e in want.exits
+    ]
+    assert header["rows"] == want.survivor_rows
+    assert want.hidden is not None
+    torch.testing.assert_close(hidden, want.hidden, rtol=1e-4, atol=1e-4)
+    assert header["fingerprint"] == loaded.fingerprint.token() and header["partition"] == 5
+
+
+def test_fingerprint_mismatch_refused(stack: Stack, loaded: Loaded, digits: Dataset) -> None:
+    other = loaded.fingerprint.token().replace(loaded.sha256, "0" * 64)
+    frame, _ = head_frame(loaded, digits.x_val[:4], 2, token=other)
+    code, body = http_json("POST", stack.stage_a.url + "/run", frame, ctype=codec.FRAME_CT)
+    assert code == 409
+    assert (
+        "fingerprint mismatch" in body["error"] and body["expected"] == loaded.fingerprint.token()
+    )
+
+
+def test_frame_for_another_partition_refused(stack: Stack, loaded: Loaded, digits: Dataset) -> None:
+    frame, _ = head_frame(loaded, digits.x_val[:4], 4)  # enters partition 5, stage_a runs 3..4
+    code, body = http_json("POST", stack.stage_a.url + "/run", frame, ctype=codec.FRAME_CT)
+    assert code == 409 and "partition" in body["error"]
+
+
+def _bad_requests() -> list[tuple[str, str, bytes, str, int]]:
+    good = np.zeros(3 * 32 * 32, "<f4").tobytes()
+    return [
+        ("/infer", "application/octet-stream", b"\x00" * 7, "12288 bytes", 400),
+        (
+            "/infer",
+            "application/octet-stream",
+            good[:-4] + np.float32(np.nan).tobytes(),
+            "NaN",
+            400,
+        ),
+        ("/infer", "image/png", b"\x89PNGnope", "PNG", 400),
+        ("/infer", "text/plain", b"hi", "Content-Type", 415),
+        ("/infer", "application/octet-stream", b"\x00" * (2 << 20), "exceeds", 413),
+        ("/infer", "application/octet-stream", b"", "empty", 400),
+        ("/run", codec.FRAME_CT, b"SFLW\x01\x00\x00\x00\x02{}", "fingerprint", 409),
+        ("/run", codec.FRAME_CT, b"garbage!garbage!", "magic", 400),
+    ]
+
+
+@pytest.mark.parametrize(("path", "ctype", "body", "problem", "status"), _bad_requests())
+def test_bad_input_is_a_json_4xx_and_the_server_keeps_serving(
+    stack: Stack, digits: Dataset, path: str, ctype: str, body: bytes, problem: str, status: int
+) -> None:
+    targets = [stack.whole, stack.chained_worker] if path == "/infer" else [stack.stage_a]
+    for p in targets:
+        code, out = http_json("POST", p.url + path, body, ctype=ctype)
+        assert code == status, (p.url, out)
+        assert problem in out["error"]
+        assert http("GET", p.url + "/healthz")[0] == 200
+        assert "Traceback" not in p.log.read_text()
+    code, out = http_json("POST", stack.whole.url + "/infer", raw_bytes(digits.x_val[0]))
+    assert code == 200 and "class" in out
+
+
+def test_stage_function_does_not_take_images(stack: Stack, digits: Dataset) -> None:
+    code, out = http_json("POST", stack.stage_b.url + "/infer", raw_bytes(digits.x_val[0]))
+    assert code == 404 and "partitions 5..7" in out["error"]
+
+
+@pytest.mark.parametrize("which", ["chained", "fused"])
+def test_worker_answers_like_the_whole_model(
+    stack: Stack, loaded: Loaded, digits: Dataset, which: str
+) -> None:
+    worker = stack.chained_worker if which == "chained" else stack.fused_worker
+    x = digits.x_val[:80]
+    want = reference(loaded, x, stack.tau)
+    got = post_many(worker.url + "/infer", [raw_bytes(r) for r in x])
+    stages_seen = set()
+    for i, (code, out) in enumerate(got):
+        assert code == 200, out
+        assert (out["exit"], out["class"]) == want[i], i
+        assert out["fingerprint"] == loaded.fingerprint.token()
+        ran = out["ran"]
+        assert ran[0]["on"].startswith("worker:")
+        if out["exit"] <= stack.cut:
+            assert ran == [{"partitions": [1, out["exit"]], "on": ran[0]["on"]}]
+        else:
+            assert ran[0]["partitions"] == [1, stack.cut]
+            assert all(r["on"].startswith("function:") for r in ran[1:])
+            assert ran[-1]["partitions"][1] == out["exit"]
+            stages_seen.update(r["on"] for r in ran[1:])
+    assert any(o["exit"] <= stack.cut for _, o in got), "no early exit answered by the worker"
+    assert any(o["exit"] > stack.cut for _, o in got), "no survivor reached the tail"
+    if which == "chained":
+        assert {"function:fn-3-4", "function:fn-5-7"} <= stages_seen
+    else:
+        assert stages_seen == {"function:fn-3-7"}
+
+
+def test_png_requests(stack: Stack, loaded: Loaded) -> None:
+    from sklearn.datasets import load_digits
+
+    from serflow_runtime.data import digits_pixels
+
+    pix = digits_pixels(load_digits().images[:8])
+    pngs = [
+        codec.encode_png((p.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for p in pix
+    ]
+    got = post_many(stack.chained_worker.url + "/infer", pngs, ctype="image/png")
+    assert all(code == 200 for code, _ in got)
+    # same pixels through the in-process decoder and model
+    xs = torch.cat(
+        [codec.decode_image(b, "image/png", (3, 32, 32), loaded.mean, loaded.std) for b in pngs]
+    )
+    assert [(o["exit"], o["class"]) for _, o in got] == reference(loaded, xs, stack.tau)
+
+
+def test_metrics_exposed(stack: Stack, digits: Dataset) -> None:
+    post_many(stack.chained_worker.url + "/infer", [raw_bytes(r) for r in digits.x_val[:20]])
+    code, raw = http("GET", stack.chained_worker.url + "/metrics")
+    text = raw.decode()
+    assert code == 200
+    for name in (
+        'serflow_requests_total{code="200"}',
+        'serflow_exits_total{exit="1"}',
+        "serflow_batch_seconds_count",
+        'serflow_offloads_total{stage="3"}',
+        "# TYPE serflow_sheds_total counter",
+    ):
+        assert name in text, name
+    code, raw = http("GET", stack.stage_b.url + "/metrics")
+    assert code == 200 and "serflow_batch_seconds_bucket" in raw.decode()
+
+
+def test_worker_sheds_beyond_its_epoch_budget(
+    tmp_path: Any, ckpt_path: Any, digits: Dataset
+) -> None:
+    c = Cluster(tmp_path, ckpt_path)
+    try:
+        # budget 8 = B, long epoch: exactly 8 admitted, the rest refused until the next epoch
+        w = c.worker("w-shed", 0, [], batch=8, epoch=600.0, budget=8)
+        wait_ready(w)
+        got = post_many(w.url + "/infer", [raw_bytes(r) for r in digits.x_val[:12]], concurrency=12)
+        codes = sorted(code for code, _ in got)
+        assert codes == [200] * 8 + [503] * 4
+        assert all("budget" in o["error"] for code, o in got if code == 503)
+        assert "serflow_sheds_total 4" in http("GET", w.url + "/metrics")[1].decode()
+    finally:
+        c.stop()
+
+
+def test_worker_drains_on_sigterm(tmp_path: Any, ckpt_path: Any, digits: Dataset) -> None:
+    c = Cluster(tmp_path, ckpt_path)
+    try:
+        # a partial batch would wait 30 s for its epoch; SIGTERM must flush it at once
+        w = c.worker("w-drain", 0, [], batch=100, epoch=30.0)
+        wait_ready(w)
+        results: list[tuple[int, Any]] = []
+        t = threading.Thread(
+            target=lambda: results.extend(
+                post_many(w.url + "/infer", [raw_bytes(r) for r in digits.x_val[:5]], concurrency=5)
+            )
+        )
+        t.start()
+        time.sleep(1.5)  # the five are queued
+        t0 = time.monotonic()
+        w.proc.send_signal(signal.SIGTERM)
+        t.join(20)
+        assert w.proc.wait(20) == 0
+        assert time.monotonic() - t0 < 15
+        assert [code for code, _ in results] == [200] * 5
+        assert "Traceback" not in w.log.read_text()
+    finally:
+        c.stop()
