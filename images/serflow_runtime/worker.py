@@ -111,7 +111,7 @@ class WorkerApp:
         self.wake = asyncio.Event()
         self.draining = False
         self.inflight: set[asyncio.Task[None]] = set()
-        self.epoch_index = -1
+        self.epoch_start = -math.inf
         self.admitted = 0
         self.session: aiohttp.ClientSession | None = None
         self.batcher: asyncio.Task[None] | None = None
@@ -141,9 +141,10 @@ class WorkerApp:
 
     # admission ---------------------------------------------------------------
     def _admit(self) -> bool:
-        e = math.floor(time.monotonic() / self.cfg.epoch)
-        if e != self.epoch_index:
-            self.epoch_index, self.admitted = e, 0
+        # An epoch starts with the first request after the previous one ended.
+        now = time.monotonic()
+        if now >= self.epoch_start + self.cfg.epoch:
+            self.epoch_start, self.admitted = now, 0
         if self.admitted >= self.budget:
             return False
         self.admitted += 1

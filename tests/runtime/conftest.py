@@ -128,7 +128,7 @@ def spawn(
 
 
 class Cluster:
-    """Processes started by one test module; all stopped at its end."""
+    """Local processes started by one test (or the session); ``stop`` ends them all."""
 
     def __init__(self, tmp: Path, ckpt: Path) -> None:
         self.tmp, self.ckpt = tmp, ckpt
@@ -264,13 +264,6 @@ class Envoy:
             if line.startswith(name + "{") or line.startswith(name + " "):
                 total += float(line.rsplit(" ", 1)[1])
         return total
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, ckpt_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("procs"), ckpt_path)
-    yield c
-    c.stop()
 
 
 def raw_bytes(x: Any) -> bytes:
