@@ -79,8 +79,10 @@ go_build() { # step, module dir, ldflags, out dir, packages...
 # so the wrapper go.mod/go.sum files are never touched).
 module_dir() {
     local out
-    out="$(cd "$CACHE_DIR" && GOTOOLCHAIN=local GOWORK=off GOFLAGS="" go mod download -json "$1")" ||
+    if ! out="$(cd "$CACHE_DIR" && GOTOOLCHAIN=local GOWORK=off GOFLAGS="" go mod download -json "$1")"; then
+        printf '%s\n' "$out" >&2
         return 1
+    fi
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$out"
 }
 
