@@ -27,7 +27,6 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import torch
@@ -36,6 +35,7 @@ from serflow.k8s import envoy as render
 from serflow_runtime import checkpoint, codec, data
 from serflow_runtime.cli import BUNDLED
 from serflow_runtime.engine import run_range
+from serflow_runtime.model import build
 
 torch.set_num_threads(1)
 
@@ -51,13 +51,14 @@ class Procs:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def runtime(self, *args: str) -> int:
+    def runtime(self, *args: str, cpu: int | None = None, ckpt: Path = BUNDLED) -> int:
         port = free_port()
         log = (self.tmp / f"p{len(self.procs)}.log").open("wb")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.procs.append(
             subprocess.Popen(
                 [
+                    *(["taskset", "-c", str(cpu)] if cpu is not None else []),
                     sys.executable,
                     "-m",
                     "serflow_runtime.cli",
@@ -67,7 +68,7 @@ class Procs:
                     "--threads",
                     "1",
                     "--checkpoint",
-                    str(BUNDLED),
+                    str(ckpt),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -164,24 +165,53 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def bench_throughput(
-    p: Procs, ld: checkpoint.Loaded, x: torch.Tensor, batch: int, n: int, tau: float | None
+    p: Procs,
+    ld: checkpoint.Loaded,
+    ckpt: Path,
+    x: torch.Tensor,
+    batch: int,
+    n: int,
+    tau: float | None,
+    pinned: bool,
 ) -> dict[str, float]:
+    """Images/s of a worker (all partitions local) versus run_range on the same batches.
+
+    pinned: the worker and the in-process reference on core 1, the HTTP client on core 0,
+    so the client does not steal the worker's core (as it would not in a cluster).
+    """
     label = ["--exits-off"] if tau is None else ["--tau", str(tau)]
     port = p.runtime(
-        "worker", "--batch", str(batch), "--epoch", "0.5", "--budget", "100000000", *label
+        "worker",
+        "--batch",
+        str(batch),
+        "--epoch",
+        "0.5",
+        "--budget",
+        "100000000",
+        *label,
+        cpu=1 if pinned else None,
+        ckpt=ckpt,
     )
     bodies = [codec_raw(x[i % x.shape[0]]) for i in range(n)]
     url = f"http://127.0.0.1:{port}/infer"
-    asyncio.run(_post_all(url, bodies[: batch * 2], batch * 2))  # warm up
-    t0 = time.perf_counter()
-    asyncio.run(_post_all(url, bodies, batch * 2))  # two batches in flight keep it busy
-    http_s = time.perf_counter() - t0
-    xs = torch.cat([x[i % x.shape[0]].unsqueeze(0) for i in range(n)])
-    run_range(ld.model, xs[:batch], 1, ld.arch.num_partitions, tau)  # warm up
-    t0 = time.perf_counter()
-    for s in range(0, n, batch):
-        run_range(ld.model, xs[s : s + batch], 1, ld.arch.num_partitions, tau)
-    inproc_s = time.perf_counter() - t0
+    everything = os.sched_getaffinity(0)
+    try:
+        if pinned:
+            os.sched_setaffinity(0, {0})
+        asyncio.run(_post_all(url, bodies[: batch * 2], batch * 2))  # warm up
+        t0 = time.perf_counter()
+        asyncio.run(_post_all(url, bodies, batch * 2))  # two batches in flight keep it busy
+        http_s = time.perf_counter() - t0
+        if pinned:
+            os.sched_setaffinity(0, {1})
+        xs = torch.cat([x[i % x.shape[0]].unsqueeze(0) for i in range(n)])
+        run_range(ld.model, xs[:batch], 1, ld.arch.num_partitions, tau)  # warm up
+        t0 = time.perf_counter()
+        for s in range(0, n, batch):
+            run_range(ld.model, xs[s : s + batch], 1, ld.arch.num_partitions, tau)
+        inproc_s = time.perf_counter() - t0
+    finally:
+        os.sched_setaffinity(0, everything)
     return {"http": n / http_s, "inproc": n / inproc_s, "ratio": (n / http_s) / (n / inproc_s)}
 
 
@@ -295,8 +325,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         p = Procs(Path(tmp))
         try:
+            wide = Path(tmp) / "vgg16-w1-untrained.pt"
+            checkpoint.save(wide, build(1.0), ld.mean, ld.std, {"note": "untrained"})
+            ld_wide = checkpoint.load(wide)
+            cases = [
+                ("w0.25 digits, exits off", ld, BUNDLED, None, False),
+                ("w0.25 digits, tau 0.85", ld, BUNDLED, 0.85, False),
+                ("w0.25 digits, exits off, pinned", ld, BUNDLED, None, True),
+                ("w0.25 digits, tau 0.85, pinned", ld, BUNDLED, 0.85, True),
+                ("w1.0 (full VGG-16), exits off, pinned", ld_wide, wide, None, True),
+            ]
             thr = {
-                tau: bench_throughput(p, ld, x, a.batch, a.requests, tau) for tau in (None, 0.85)
+                name: bench_throughput(
+                    p, m, ck, x, a.batch, a.requests // (8 if m is ld_wide else 1), tau, pin
+                )
+                for name, m, ck, tau, pin in cases
             }
             lz = bench_lz4(ld, x[: a.batch])
             hop = {cut: bench_hop(p, ld, x[: a.batch], cut, 20) for cut in (1, 2, 4)}
@@ -316,15 +359,17 @@ def main() -> int:
         "",
         "## 1. Worker throughput: HTTP versus in-process (target ratio >= 0.85)",
         "",
-        "| exit rule | HTTP images/s | in-process images/s | ratio |",
+        "| model, exit rule, placement | HTTP images/s | in-process images/s | ratio |",
         "|---|---:|---:|---:|",
     ]
-    for tau, r in thr.items():
-        name = "exits off (every image runs all 7 partitions)" if tau is None else f"tau {tau}"
+    for name, r in thr.items():
         L.append(f"| {name} | {r['http']:.0f} | {r['inproc']:.0f} | {r['ratio']:.2f} |")
     L += [
         "",
-        "The HTTP client (aiohttp) runs on the same 2 cores as the worker.",
+        "Unpinned: the HTTP client (aiohttp) shares both cores with the worker. Pinned: worker"
+        " and in-process reference on core 1, client on core 0. Exits off = every image runs"
+        " all 7 partitions; the w1.0 row uses an untrained full-width network (timing only)"
+        " and 1/8 of the requests.",
         "",
         "## 2. LZ4 on real trained activations (batch of held-out images)",
         "",
