@@ -57,12 +57,12 @@ def test_function_runs_its_range_like_in_process(
 
 
 @pytest.mark.parametrize("n", [100, 300])
-def test_function_takes_multi_megabyte_frames(
+def test_function_takes_large_frames(
     stack: Stack, loaded: Loaded, digits: Dataset, n: int
 ) -> None:
     """A large batch arrives in many TCP reads; the whole body must be read."""
     x = digits.x_val[:n]
-    frame, head = head_frame(loaded, x, 2)
+    frame, _ = head_frame(loaded, x, 2)
     assert len(frame) > 512 << 10
     code, body = http("POST", stack.stage_a.url + "/run", frame, ctype=codec.FRAME_CT)
     assert code == 200, body[:300]
