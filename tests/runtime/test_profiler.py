@@ -1,0 +1,107 @@
+"""The profiler writes a Profile the control plane accepts, with real measurements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from serflow.documents import read_workload  # noqa: E402
+from serflow.profile import parse_profile  # noqa: E402
+from serflow_runtime import profiler  # noqa: E402
+from serflow_runtime.checkpoint import Loaded  # noqa: E402
+from serflow_runtime.cli import main as cli_main  # noqa: E402
+from serflow_runtime.data import Dataset  # noqa: E402
+from serflow_runtime.engine import run_all  # noqa: E402
+
+SHIPPED = Path(profiler.__file__).parent / "profiles" / "digits-vgg16-w025.yaml"
+TAUS = (0.5, 0.9, 0.99)
+
+
+@pytest.fixture(scope="module")
+def doc(ckpt_path: Path) -> dict[str, object]:
+    req = profiler.ProfileRequest(
+        checkpoint=ckpt_path, batch=16, taus=TAUS, configs=["c6i.large", "fn-2048"], repeats=1
+    )
+    return profiler.run_profile(req)
+
+
+def test_profile_parses_with_the_control_plane_schema(
+    doc: dict[str, object], loaded: Loaded
+) -> None:
+    p = parse_profile(doc["profile"])
+    assert p.batch == 16 and p.partitions == 7
+    assert p.fingerprint.checkpoint_sha256 == loaded.sha256
+    assert [c.name for c in p.configs] == ["c6i.large", "fn-2048"]
+    assert all(
+        len(c.seconds_per_request) == 7 and min(c.seconds_per_request) > 0 for c in p.configs
+    )
+    assert [c.after for c in p.cuts] == [1, 2, 3, 4, 5, 6]
+    for c in p.cuts:
+        raw = 4 * torch.Size(loaded.model.cut_shape(c.after)).numel()
+        assert 0 < c.activation_bytes < raw and c.transfer_s > 0
+
+
+def test_thresholds_are_the_exit_rule_on_held_out_data(
+    doc: dict[str, object], loaded: Loaded, digits: Dataset
+) -> None:
+    p = parse_profile(doc["profile"])
+    assert [t.tau for t in p.thresholds] == list(TAUS)
+    mean_exit = []
+    for t in p.thresholds:
+        assert sum(t.exit_shares) == pytest.approx(1.0)
+        res = run_all(loaded.model, digits.x_val, t.tau)
+        correct = sum(e.cls == int(digits.y_val[e.row]) for e in res.exits)
+        assert t.accuracy == pytest.approx(correct / digits.x_val.shape[0], abs=1e-6)
+        mean_exit.append(sum((i + 1) * e for i, e in enumerate(t.exit_shares)))
+    # a higher tau can only delay a request's exit
+    assert mean_exit == sorted(mean_exit) and mean_exit[0] < mean_exit[-1]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "vcpu"), [("c6i.xlarge", "instance", 4), ("fn-1769", "function", 1.0)]
+)
+def test_config_names(name: str, kind: str, vcpu: float) -> None:
+    c = profiler.config_spec(name)
+    assert (c.kind, c.vcpu) == (kind, vcpu)
+
+
+@pytest.mark.parametrize("name", ["t2.nano", "fn-", "fn-abc", ""])
+def test_unknown_config_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="unknown config"):
+        profiler.config_spec(name)
+
+
+def test_shipped_profile_is_of_the_shipped_checkpoint(loaded: Loaded) -> None:
+    w = read_workload(str(SHIPPED))
+    assert w.profile.fingerprint.checkpoint_sha256 == loaded.sha256
+    assert w.profile.fingerprint.exits == loaded.arch.exits
+    assert len(w.profile.thresholds) >= 3
+
+
+def test_cli_profile_writes_a_readable_document(tmp_path: Path, ckpt_path: Path) -> None:
+    out = tmp_path / "p.yaml"
+    rc = cli_main(
+        [
+            "profile",
+            "--checkpoint",
+            str(ckpt_path),
+            "--batch",
+            "8",
+            "--repeats",
+            "1",
+            "--taus",
+            "0.6,0.8,0.95",
+            "--config",
+            "c6i.large",
+            "--config",
+            "fn-2048",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    w = read_workload(str(out))
+    assert [t.tau for t in w.profile.thresholds] == [0.6, 0.8, 0.95]
