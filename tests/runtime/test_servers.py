@@ -57,9 +57,7 @@ def test_function_runs_its_range_like_in_process(
 
 
 @pytest.mark.parametrize("n", [100, 300])
-def test_function_takes_large_frames(
-    stack: Stack, loaded: Loaded, digits: Dataset, n: int
-) -> None:
+def test_function_takes_large_frames(stack: Stack, loaded: Loaded, digits: Dataset, n: int) -> None:
     """A large batch arrives in many TCP reads; the whole body must be read."""
     x = digits.x_val[:n]
     frame, _ = head_frame(loaded, x, 2)
@@ -229,5 +227,63 @@ def test_worker_drains_on_sigterm(tmp_path: Any, ckpt_path: Any, digits: Dataset
         assert time.monotonic() - t0 < 15
         assert [code for code, _ in results] == [200] * 5
         assert "Traceback" not in w.log.read_text()
+    finally:
+        c.stop()
+
+
+def _hist(text: str, name: str) -> tuple[float, float]:
+    """(count, sum) of a histogram in Prometheus text."""
+    vals = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(name + "_"))
+    return float(vals[name + "_count"]), float(vals[name + "_sum"])
+
+
+@pytest.mark.parametrize(
+    ("batch", "epoch", "n", "want_batches"),
+    [
+        (4, 600.0, 8, 2),  # full batches only: two batches of B=4, nothing waits for the epoch
+        (100, 1.0, 3, 1),  # never full: the oldest waits one epoch, then all three go together
+    ],
+)
+def test_batches_form_at_b_or_after_one_epoch(
+    tmp_path: Any,
+    ckpt_path: Any,
+    digits: Dataset,
+    batch: int,
+    epoch: float,
+    n: int,
+    want_batches: int,
+) -> None:
+    c = Cluster(tmp_path, ckpt_path)
+    try:
+        w = c.worker("w-batch", 0, [], batch=batch, epoch=epoch)
+        wait_ready(w)
+        got = post_many(w.url + "/infer", [raw_bytes(r) for r in digits.x_val[:n]], concurrency=n)
+        assert [code for code, _ in got] == [200] * n
+        count, total = _hist(http("GET", w.url + "/metrics")[1].decode(), "serflow_batch_size")
+        assert (count, total) == (want_batches, n)
+    finally:
+        c.stop()
+
+
+def test_unreachable_tail_fails_only_the_survivors(
+    tmp_path: Any, ckpt_path: Any, loaded: Loaded, digits: Dataset
+) -> None:
+    from .conftest import free_port
+
+    c = Cluster(tmp_path, ckpt_path)
+    try:
+        dead = f"http://127.0.0.1:{free_port()}"
+        w = c.worker("w-dead-tail", 2, [f"3-7={dead}"], tau=0.85)
+        wait_ready(w)
+        x = digits.x_val[:40]
+        want = reference(loaded, x, 0.85)
+        got = post_many(w.url + "/infer", [raw_bytes(r) for r in x])
+        for (code, out), (ex, cls) in zip(got, want, strict=True):
+            if ex <= 2:
+                assert code == 200 and (out["exit"], out["class"]) == (ex, cls)
+            else:
+                assert code == 502 and "offload failed" in out["error"]
+        assert {code for code, _ in got} == {200, 502}
+        assert http("GET", w.url + "/healthz")[0] == 200
     finally:
         c.stop()
