@@ -256,15 +256,23 @@ def to_yaml(doc: dict[str, Any]) -> str:
     return str(yaml.safe_dump(doc, sort_keys=False))
 
 
+def route_file_text(pool_weight: int, version: str, **kw: Any) -> str:
+    """The route file's content (for a ConfigMap key ``ROUTE_FILE`` or a local file).
+
+    JSON is YAML: Envoy parses the .yaml file either way.
+    """
+    return json.dumps(route_discovery(route_config(pool_weight, **kw), version), indent=1)
+
+
 def write_route_file(route_dir: str | Path, pool_weight: int, version: str, **kw: Any) -> Path:
     """Swap the route file atomically (temp file + rename in the watched directory)."""
     d = Path(route_dir)
     d.mkdir(parents=True, exist_ok=True)
-    doc = route_discovery(route_config(pool_weight, **kw), version)
+    text = route_file_text(pool_weight, version, **kw)
     fd, tmp = tempfile.mkstemp(prefix=".route-", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)  # JSON is YAML; Envoy parses the .yaml file either way
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, d / ROUTE_FILE)
