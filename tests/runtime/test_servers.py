@@ -287,3 +287,37 @@ def test_unreachable_tail_fails_only_the_survivors(
         assert http("GET", w.url + "/healthz")[0] == 200
     finally:
         c.stop()
+
+
+def test_function_listens_on_knative_port_env(tmp_path: Any, ckpt_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import Proc, free_port
+
+    port = free_port()
+    log = tmp_path / "fn-port.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serflow_runtime.cli",
+            "function",
+            "--checkpoint",
+            str(ckpt_path),
+            "--threads",
+            "1",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PORT": str(port), "OMP_NUM_THREADS": "1"},
+    )
+    p = Proc(proc, port, log)
+    try:
+        wait_ready(p)
+        code, out = http_json("GET", p.url + "/readyz")
+        assert code == 200 and out["partitions"] == [1, 7]
+    finally:
+        p.stop()
+    assert proc.returncode == 0
