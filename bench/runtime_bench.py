@@ -398,7 +398,12 @@ def main() -> int:
         " Unpinned: it shares both cores with the worker. Pinned: worker"
         " and in-process reference on core 1, client on core 0. Exits off = every image runs"
         " all 7 partitions; the w1.0 row uses an untrained full-width network (timing only)"
-        " and 1/8 of the requests.",
+        " and 1/8 of the requests."
+        " Why the ratio falls at tau 0.85: most images leave after partition 1, so the model"
+        " costs ~0.5 ms per image while each request also costs the server ~0.3 ms of HTTP"
+        " work (aiohttp) and the client some more; on 2 cores that work either shares the"
+        " cores with the compute (unpinned) or the worker has a single core (pinned). With a"
+        " heavier model (w1.0) the same overhead is small.",
         "",
         "## 2. LZ4 on real trained activations (batch of held-out images)",
         "",
