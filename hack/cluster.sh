@@ -9,18 +9,20 @@
 #   hack/cluster.sh env     print `export KUBECONFIG=...` (and PATH for kubectl/helm)
 #   hack/cluster.sh status  exit 0 when the cluster is up and /readyz answers
 #   hack/cluster.sh bin     print the directory holding the binaries
+#   hack/cluster.sh state   print the state directory
 #
 # Environment:
 #   XDG_CACHE_HOME                  build cache root (default ~/.cache)
 #   SERFLOW_CLUSTER_STATE           state dir (default hack/.state, gitignored)
 #   SERFLOW_KWOK_POD_READY_DELAY_MS default cold start of a pod on kwok (default 0);
 #                                   per pod: annotation pod-ready.stage.kwok.x-k8s.io/delay
+# Pytest sessions register in $STATE/users/ while they use the cluster (tests/conftest.py).
 # Exit status 3 means the binaries could not be built on this machine.
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS_DIR="$HACK_DIR/tools"
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$HACK_DIR/versions.env"
 
 # Bump when the way binaries are built changes, so the cache key changes with it.
@@ -195,7 +197,8 @@ wait_for() {
 start() {
     local name="$1"
     shift
-    setsid "$@" >"$STATE_DIR/logs/$name.log" 2>&1 </dev/null &
+    # 8>&- 9>&-: the daemons must not inherit (and so hold) the build/state locks.
+    setsid "$@" >"$STATE_DIR/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
     echo $! >"$STATE_DIR/pids/$name.pid"
 }
 
@@ -338,7 +341,7 @@ do_up() {
     do_build
     mkdir -p "$STATE_DIR"
     exec 9>"$STATE_DIR/.lock"
-    flock 9
+    flock -w 600 9 || die "another hack/cluster.sh up/down holds $STATE_DIR/.lock"
     if readyz; then
         log "already up"
         print_usage
@@ -349,7 +352,7 @@ do_up() {
         stop_all
     fi
     local t0=$SECONDS
-    rm -rf "${STATE_DIR:?}"/{etcd,logs,pids,pki,run} "$STATE_DIR"/*.kubeconfig
+    rm -rf "${STATE_DIR:?}"/{etcd,logs,pids,pki,run,users,started-by-pytest} "$STATE_DIR"/*.kubeconfig
     mkdir -p "$STATE_DIR"/{etcd,logs,pids,run}
     chmod 700 "$STATE_DIR/etcd"
     gen_pki
@@ -482,9 +485,9 @@ do_down() {
         return 0
     }
     exec 9>"$STATE_DIR/.lock"
-    flock 9
+    flock -w 120 9 || log "warning: $STATE_DIR/.lock is still held; stopping anyway"
     stop_all
-    rm -rf "${STATE_DIR:?}"/{etcd,logs,pids,pki,run,cluster.env,kubeconfig,kwok.yaml} \
+    rm -rf "${STATE_DIR:?}"/{etcd,logs,pids,pki,run,users,cluster.env,kubeconfig,kwok.yaml,started-by-pytest} \
         "$STATE_DIR"/*.kubeconfig
     log "down"
 }
@@ -508,13 +511,14 @@ build) do_build ;;
 up) do_up ;;
 down) do_down ;;
 env) do_env ;;
+state) echo "$STATE_DIR" ;;
 status) readyz ;;
 bin)
     [[ -f "$BIN_DIR/.complete" ]] || exit 1
     echo "$BIN_DIR"
     ;;
 *)
-    echo "usage: $0 build|up|down|env|status|bin" >&2
+    echo "usage: $0 build|up|down|env|status|bin|state" >&2
     exit 2
     ;;
 esac

@@ -8,7 +8,8 @@ built on it):
 - ``SERFLOW_KUBECONFIG=path``: use that cluster; it must answer ``/readyz``.
 - otherwise reuse the cluster of ``hack/cluster.sh`` if it is up,
 - otherwise run ``hack/cluster.sh up`` (building the binaries the first time) and
-  ``hack/cluster.sh down`` at the end of the session (``SERFLOW_CLUSTER_KEEP=1`` keeps it).
+  ``hack/cluster.sh down`` when the last pytest session using it ends
+  (``SERFLOW_CLUSTER_KEEP=1`` keeps it running).
 
 The tests skip only when the binaries cannot be built on this machine.
 """
@@ -130,9 +131,42 @@ def _state_env() -> dict[str, str]:
     return pairs
 
 
+def _state_dir() -> Path:
+    return Path(_script("state").stdout.strip())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _register(state: Path) -> Path:
+    """Record this pytest process as a user of the cluster (several sessions may share it)."""
+    users = state / "users"
+    users.mkdir(parents=True, exist_ok=True)
+    me = users / str(os.getpid())
+    me.touch()
+    return me
+
+
+def _other_live_users(state: Path) -> list[int]:
+    users = state / "users"
+    pids = [int(p.name) for p in users.glob("*") if p.name.isdigit()] if users.is_dir() else []
+    return [pid for pid in pids if pid != os.getpid() and _pid_alive(pid)]
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    """The session's control plane (reused if one is up, else started and stopped)."""
+    """The session's control plane (reused if one is up, else started and stopped).
+
+    A cluster started by a pytest session is stopped by the last session using it; one
+    started by hand (``hack/cluster.sh up``) is left running.
+    """
     bin_dir = _bin_dir()
     external = os.environ.get("SERFLOW_KUBECONFIG")
     if external:
@@ -142,21 +176,27 @@ def cluster() -> Iterator[Cluster]:
         yield found
         return
 
-    if _script("status").returncode == 0:
-        yield Cluster(Path(_state_env()["KUBECONFIG"]), bin_dir, started_here=False)
-        return
-
-    up = _script("up")
-    if up.returncode == BUILD_FAILED:
-        pytest.skip(f"cluster binaries cannot be built here: {_build_failure_reason(up.stderr)}")
-    if up.returncode != 0:
-        pytest.fail(f"hack/cluster.sh up failed:\n{up.stderr[-4000:]}")
-    started = Cluster(Path(_state_env()["KUBECONFIG"]), bin_dir, started_here=True)
+    state = _state_dir()
+    started = False
+    if _script("status").returncode != 0:
+        up = _script("up")
+        if up.returncode == BUILD_FAILED:
+            pytest.skip(
+                f"cluster binaries cannot be built here: {_build_failure_reason(up.stderr)}"
+            )
+        if up.returncode != 0:
+            pytest.fail(f"hack/cluster.sh up failed:\n{up.stderr[-4000:]}")
+        started = True
+        (state / "started-by-pytest").touch()
+    me = _register(state)
     try:
-        yield started
+        yield Cluster(Path(_state_env()["KUBECONFIG"]), bin_dir, started_here=started)
     finally:
-        if os.environ.get("SERFLOW_CLUSTER_KEEP") != "1":
-            down = _script("down", timeout=120)
+        me.unlink(missing_ok=True)
+        last_out = not _other_live_users(state)
+        by_pytest = (state / "started-by-pytest").exists()
+        if last_out and by_pytest and os.environ.get("SERFLOW_CLUSTER_KEEP") != "1":
+            down = _script("down", timeout=300)
             if down.returncode != 0:
                 print(f"hack/cluster.sh down failed:\n{down.stderr}", file=sys.stderr)
 
