@@ -139,6 +139,7 @@ class _Replay:
         self.uf = fprof.seconds_per_request
         self.f_cold = 0.0 if warm_functions else fprof.cold_start_s
         self.inst_price = cand.economics.instance_price
+        self.per_instance = cand.economics.batches_per_instance
         self.inst_cold_epochs = 0
         window = None if warm_functions else math.ceil(prices.keep_alive_s / self.d)
         self.roles: dict[str, _FunctionRole] = {"spill": _FunctionRole(window)}
@@ -146,6 +147,7 @@ class _Replay:
         self.faas_prefix = _prefix(self.sv, self.uf)
         self.faas_exec = self.faas_prefix[-1]
         self.cut = 0
+        self.head_s = 0.0  # instance seconds per request of the head (hybrid)
         self.stages: list[tuple[str, float, float]] = []  # (role, exec s/req, survival in)
         if s.pool is not PoolKind.FAAS:
             inst = prof.config(s.instance)
@@ -158,6 +160,7 @@ class _Replay:
                 self.pool_prefix = _prefix(self.sv, uh)
             else:
                 self.cut = s.cut
+                self.head_s = sum(uh[: s.cut])
                 u_mix = list(uh[: s.cut]) + [self.uf[j] + x[j - 1] for j in range(s.cut, self.k)]
                 self.pool_prefix = _prefix(self.sv, u_mix)
                 if s.granularity is Granularity.FUSED:
@@ -177,7 +180,7 @@ class _Replay:
         self, epoch: int, count: int, ready: int
     ) -> tuple[int, int, float, float, float, float]:
         """One epoch -> (pool requests, faas requests, fn cost, fn seconds, invocations, misses)."""
-        alloc = balance(count, ready, self.b) if ready else None
+        alloc = balance(count, ready, self.b, self.per_instance) if ready else None
         pooled = alloc.pool_requests if alloc else 0
         spill = count - pooled
         fn_cost = fn_sec = inv_total = misses = 0.0
@@ -236,7 +239,9 @@ class _Replay:
             return 0.0
         for i in range(self.cut, self.k):
             stages = 1 if len(self.stages) == 1 else i - self.cut + 1
-            if m * self.pool_prefix[i] + stages * self.f_cold > self.slo:
+            # A packed batch may start behind the others of its instance: take the last.
+            shift = (self.per_instance - 1) * m * self.head_s
+            if shift + m * self.pool_prefix[i] + stages * self.f_cold > self.slo:
                 return m * self.sv[i]
         return 0.0
 
@@ -312,7 +317,7 @@ def _replay_bound(w: Workload, cand: Candidate, counts: Sequence[int]) -> SimRes
     """Clairvoyant: each epoch the cheapest of 0, q or q+1 instances (q = n // B), all warm.
 
     Cost is linear in the number of full batches given to instances, so the optimum is at
-    an end: no instance, one per full batch, or one more for the partial batch.
+    an end: no instance, enough for the full batches, or one more for the partial batch.
     """
     series = Series()
     pool_total = faas_total = 0
@@ -320,7 +325,7 @@ def _replay_bound(w: Workload, cand: Candidate, counts: Sequence[int]) -> SimRes
     r = _Replay(w, cand, warm_functions=True)
     has_pool = cand.setup.pool is not PoolKind.FAAS
     for t, n in enumerate(counts):
-        q = n // r.b
+        q = n // r.b // r.per_instance
         options = (0, q, q + 1) if has_pool else (0,)
         best: tuple[float, int, tuple[int, int, float, float, float, float]] | None = None
         for k in options:

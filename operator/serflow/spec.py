@@ -36,6 +36,9 @@ class Objective:
     """D: epoch length in seconds (0 means: equal to the SLO)."""
     cold_start_in_feasibility: bool = False
     """Also charge each function stage's cold start to the worst-case batch (stricter)."""
+    pack_batches: bool = False
+    """Let an instance serve several batches per epoch when they still meet the SLO
+    (serflow's extension; the paper gives each instance one batch per epoch)."""
 
     @property
     def epoch(self) -> float:
@@ -129,6 +132,7 @@ def parse_objective(spec: Fields) -> Objective:
         thresholds=taus,
         epoch_s=spec.opt_sub("scaling").number("epochSeconds", 0.0, min=0),
         cold_start_in_feasibility=bool(slo.value.get("coldStartInFeasibility", False)),
+        pack_batches=bool(spec.opt_sub("scaling").value.get("packBatches", False)),
     )
 
 

@@ -28,16 +28,30 @@ def test_balance_table(
     assert (a.full_batches, a.partial, a.faas) == (full, partial, faas)
 
 
-@given(requests=st.integers(0, 100_000), ready=st.integers(0, 500), batch=st.integers(1, 512))
-def test_balance_never_drops_duplicates_or_overfills(requests: int, ready: int, batch: int) -> None:
-    a = balance(requests, ready, batch)
+@given(
+    requests=st.integers(0, 100_000),
+    ready=st.integers(0, 500),
+    batch=st.integers(1, 512),
+    per_instance=st.integers(1, 8),
+)
+def test_balance_never_drops_duplicates_or_overfills(
+    requests: int, ready: int, batch: int, per_instance: int
+) -> None:
+    a = balance(requests, ready, batch, per_instance)
     assert a.pool_requests + a.faas == requests  # nothing dropped or duplicated
-    assert a.instances_used <= ready  # one batch per instance
+    assert a.batches <= ready * per_instance  # never more batches than slots
     assert 0 <= a.partial < batch
     assert a.faas >= 0
-    # FaaS only gets work when the pool is full or no instance is left for the partial batch.
+    # FaaS only gets work when every slot is taken by a full batch.
     if a.faas:
-        assert a.instances_used == ready or a.full_batches == ready
+        assert a.full_batches == ready * per_instance
+
+
+def test_balance_packs_batches_per_instance() -> None:
+    a = balance(450, 2, 100, per_instance=3)
+    assert (a.full_batches, a.partial, a.faas) == (4, 50, 0)
+    a = balance(750, 2, 100, per_instance=3)
+    assert (a.full_batches, a.partial, a.faas) == (6, 0, 150)
 
 
 def test_balance_rejects_negative_input() -> None:

@@ -153,3 +153,23 @@ def test_best_at_picks_per_tau() -> None:
     for tau in (0.5, 0.9):
         c = best_at(plan, tau)
         assert c is not None and c.tau == tau
+
+
+def test_packing_batches_raises_capacity_and_lowers_cost() -> None:
+    # vm: 8 s per batch of 10 on a 10 s epoch -> still one batch; make it fast instead.
+    w = tiny(slo__latencySeconds=10.0)
+    fast = tiny(slo__latencySeconds=10.0, scaling__packBatches=True)
+    doc_rate = 9.0
+    base = configure(w, doc_rate, [PoolKind.IAAS]).chosen
+    packed = configure(fast, doc_rate, [PoolKind.IAAS]).chosen
+    assert base is not None and packed is not None
+    # 8 s of 10: one batch either way; the SLO leaves no room for a second.
+    assert packed.economics.batches_per_instance == 1
+    assert packed.economics.mu == base.economics.mu == 1.0
+    quick = tiny_doc(scaling__packBatches=True)
+    quick["profile"]["configs"][0]["secondsPerRequest"] = [0.1, 0.1]  # 2 s per batch
+    c = configure(parse_workload(quick), doc_rate, [PoolKind.IAAS]).chosen
+    assert c is not None
+    assert c.economics.batches_per_instance == 5  # 5 x 2 s fit the 10 s epoch and SLO
+    assert c.economics.mu == pytest.approx(5.0)
+    assert c.cost_per_s < base.cost_per_s

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from serflow.policy.cost import (
     PoolEconomics,
+    batches_per_epoch,
     chained_tail_per_request,
     faas_per_request,
     fused_tail_per_request,
@@ -136,3 +137,19 @@ def test_cost_rate_is_the_min_over_one_more_or_not(
         return n * p + pooled * e.add_per_request + (rate - pooled) * c_f
 
     assert e.cost_rate(rate) == pytest.approx(min(cost(q), cost(q + 1)), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("busy", "worst", "epoch", "slo", "n"),
+    [
+        (5.5, 5.5, 6.0, 6.0, 1),  # the paper's c6i.xlarge: one batch per epoch
+        (1.0, 1.0, 6.0, 6.0, 6),
+        (1.0, 3.0, 6.0, 6.0, 4),  # the tail after the head takes 2 s: 4*1 + 2 <= 6
+        (1.0, 1.0, 3.0, 6.0, 3),  # the instance must be free again within the epoch
+        (7.0, 7.0, 6.0, 6.0, 1),  # never below one (feasibility is checked elsewhere)
+        (0.0, 2.0, 6.0, 6.0, 1),
+        (0.1, 0.1, 6.0, 6.0, 60),  # exact multiples are not lost to rounding
+    ],
+)
+def test_batches_per_epoch(busy: float, worst: float, epoch: float, slo: float, n: int) -> None:
+    assert batches_per_epoch(busy, worst, epoch, slo) == n

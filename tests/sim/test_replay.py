@@ -112,3 +112,17 @@ def test_instances_serve_only_after_their_cold_start() -> None:
     first_ready = r.series.ready.index(next(a for a in r.series.ready if a))
     assert first_ready - first_alive == 22  # 132 s / 6 s
     assert all(p == 0 for p in r.series.pool[:first_ready])
+
+
+def test_packed_instances_take_several_batches_per_epoch() -> None:
+    doc = tiny_doc(scaling__packBatches=True)
+    doc["profile"]["configs"][0]["secondsPerRequest"] = [0.1, 0.1]  # 2 s per batch: 5 per epoch
+    w = parse_workload(doc)
+    c = _cand(w, [PoolKind.IAAS])
+    assert c.economics.batches_per_instance == 5
+    r = replay(w, c, [45] * 6, PolicyName.LIBRA)
+    # target 4.5 req/s -> q = 0 of mu 5, r 4.5 > TCIP: one instance, ready at t3, takes all 45.
+    assert r.series.alive == [0, 1, 1, 1, 1, 1]
+    assert r.series.pool == [0, 0, 0, 45, 45, 45]
+    bound = replay(w, c, [45] * 6, PolicyName.BOUND)
+    assert bound.series.ready == [1] * 6 and bound.faas_requests == 0

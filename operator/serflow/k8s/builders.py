@@ -144,6 +144,7 @@ def pool_deployment(
         "--cut", str(cut),
         "--batch", str(w.profile.batch),
         "--epoch", f"{w.objective.epoch:g}",
+        "--budget", str(w.profile.batch * cand.economics.batches_per_instance),
     ]  # fmt: skip
     if m.checkpoint:
         args += ["--checkpoint", m.checkpoint]

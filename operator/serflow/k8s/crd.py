@@ -228,6 +228,12 @@ def _spec_schema() -> dict[str, Any]:
                         },
                     ),
                     "k": _num("Target = EWMA + k * deviation.", minimum=0, default=1),
+                    "packBatches": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "Let an instance serve several batches per epoch when they "
+                        "still meet the SLO (the paper gives each one batch per epoch).",
+                    },
                     "minInstances": _int("Pool lower bound.", 0, default=0),
                     "maxInstances": _int("Pool upper bound.", 0, default=100),
                 },

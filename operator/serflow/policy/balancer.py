@@ -30,17 +30,19 @@ class Allocation:
         return self.full_batches * self.batch + self.partial
 
     @property
-    def instances_used(self) -> int:
+    def batches(self) -> int:
+        """Batches the pool serves (one slot each)."""
         return self.full_batches + (1 if self.partial else 0)
 
 
-def balance(requests: int, ready: int, batch: int) -> Allocation:
-    """Split ``requests`` between ``ready`` instances (one batch each) and FaaS."""
-    if requests < 0 or ready < 0 or batch < 1:
-        raise ValueError("requests and ready must be >= 0, batch >= 1")
+def balance(requests: int, ready: int, batch: int, per_instance: int = 1) -> Allocation:
+    """Split ``requests`` between ``ready`` instances (``per_instance`` batches each) and FaaS."""
+    if requests < 0 or ready < 0 or batch < 1 or per_instance < 1:
+        raise ValueError("requests and ready must be >= 0, batch and per_instance >= 1")
+    slots = ready * per_instance
     full, rest = divmod(requests, batch)
-    on_pool = min(full, ready)
-    partial = rest if rest and ready > on_pool else 0
+    on_pool = min(full, slots)
+    partial = rest if rest and slots > on_pool else 0
     faas = requests - on_pool * batch - partial
     return Allocation(on_pool, partial, faas, batch)
 

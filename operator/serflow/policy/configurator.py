@@ -16,6 +16,7 @@ from functools import partial
 
 from serflow.policy.cost import (
     PoolEconomics,
+    batches_per_epoch,
     chained_tail_per_request,
     faas_per_request,
     fused_tail_per_request,
@@ -165,7 +166,12 @@ def candidates(w: Workload, rate: float) -> list[Candidate]:
             for inst in prices.instances:
                 uh = prof.config(inst.name).seconds_per_request
                 p = inst.per_second
-                iaas = PoolEconomics(mu, p, c_f, 0.0, has_pool=True)
+
+                def pool(busy: float, worst: float, c_add: float) -> PoolEconomics:
+                    n = batches_per_epoch(busy, worst, obj.epoch, slo) if obj.pack_batches else 1
+                    return PoolEconomics(n * mu, p, c_f, c_add, True, n)  # noqa: B023
+
+                iaas = pool(b * sum(uh), b * sum(uh), 0.0)
                 add(Setup(PoolKind.IAAS, fsize.name, inst.name), b * sum(uh), iaas)
                 for cut in range(1, k):
                     head = b * sum(uh[:cut])
@@ -188,7 +194,7 @@ def candidates(w: Workload, rate: float) -> list[Candidate]:
                                 + b * sum(uf[j] + x[j - 1] for j in range(cut, k))
                                 + fcold * (k - cut)
                             )
-                        add(setup, worst, PoolEconomics(mu, p, c_f, c_t, has_pool=True))
+                        add(setup, worst, pool(head, worst, c_t))
     return out
 
 

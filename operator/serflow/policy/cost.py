@@ -54,6 +54,21 @@ def chained_tail_per_request(
     return p_f * run + (p_inv / batch) * (k - cut)
 
 
+def batches_per_epoch(busy_s: float, worst_s: float, epoch_s: float, slo_s: float) -> int:
+    """How many batches one instance can serve per epoch and still meet the SLO.
+
+    ``busy_s`` is the instance's own time per worst-case batch, ``worst_s`` the whole
+    batch's (the instance part plus what follows on functions). The k-th batch of an epoch
+    starts after k-1 others: it finishes at k*busy + (worst - busy) <= SLO, and the
+    instance must be free again within the epoch (k*busy <= D). Never less than 1.
+    """
+    if busy_s <= 0:
+        return 1
+    rest = worst_s - busy_s
+    n = min(math.floor(epoch_s / busy_s + 1e-9), math.floor((slo_s - rest) / busy_s + 1e-9))
+    return max(1, n)
+
+
 def tcip(instance_price: float, faas_per_req: float, add_per_req: float) -> float:
     """Traffic cost indifference point in req/s: TCIP = p / (c_F - c_add).
 
@@ -80,6 +95,8 @@ class PoolEconomics:
     """c_add: the pool's per-request add-on (0 for IaaS, c_T(cut) for hybrid)."""
     has_pool: bool
     """False for the FaaS-only pool, which never runs an instance."""
+    batches_per_instance: int = 1
+    """Batches one instance serves per epoch (1 in the paper; more when packing fits the SLO)."""
 
     @property
     def tcip(self) -> float:
