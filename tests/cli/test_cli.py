@@ -35,7 +35,9 @@ def test_plan_json_and_plot(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["rate"] == 20 and out["chosen"]["feasible"]
-    assert len(out["candidates"]) == 3 * (1 + 2 * (1 + 10 * 2))  # taus x (faas + per vm: iaas + cuts x 2)
+    assert len(out["candidates"]) == 3 * (
+        1 + 2 * (1 + 10 * 2)
+    )  # taus x (faas + per vm: iaas + cuts x 2)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

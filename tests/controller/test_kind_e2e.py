@@ -55,4 +55,6 @@ def test_kind_end_to_end() -> None:
             time.sleep(5)
         raise AssertionError("the SerflowInference was never Configured")
     finally:
-        subprocess.run(["kind", "delete", "cluster", "--name", name], capture_output=True, timeout=300)
+        subprocess.run(
+            ["kind", "delete", "cluster", "--name", name], capture_output=True, timeout=300
+        )
