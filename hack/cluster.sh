@@ -459,23 +459,31 @@ fail_up() {
 }
 
 stop_all() {
-    local name pid f i
-    # Reverse start order: nodes/workloads first, etcd last.
-    for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-        f="$STATE_DIR/pids/$name.pid"
-        [[ -f "$f" ]] || continue
-        pid="$(cat "$f")"
-        if kill -0 "$pid" 2>/dev/null && ours "$pid"; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for ((i = 0; i < 40; i++)); do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.25
-            done
-            if kill -0 "$pid" 2>/dev/null; then
-                kill -KILL "$pid" 2>/dev/null || true
+    # Everything but etcd at once (kwok, scheduler, controller manager, API server), then
+    # etcd; SIGKILL whatever is still running after 10 s.
+    local group name pid f i live
+    for group in "kwok kube-scheduler kube-controller-manager kube-apiserver" etcd; do
+        live=()
+        for name in $group; do
+            f="$STATE_DIR/pids/$name.pid"
+            [[ -f "$f" ]] || continue
+            pid="$(cat "$f")"
+            if kill -0 "$pid" 2>/dev/null && ours "$pid"; then
+                kill -TERM "$pid" 2>/dev/null || true
+                live+=("$pid")
             fi
-        fi
-        rm -f "$f"
+            rm -f "$f"
+        done
+        for ((i = 0; i < 40 && ${#live[@]} > 0; i++)); do
+            for pid in "${!live[@]}"; do
+                kill -0 "${live[$pid]}" 2>/dev/null || unset "live[$pid]"
+            done
+            ((${#live[@]} > 0)) && sleep 0.25
+        done
+        for pid in "${live[@]}"; do
+            log "process $pid did not stop on SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        done
     done
 }
 
