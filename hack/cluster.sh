@@ -285,17 +285,18 @@ gen_pki() {
 # ---------------------------------------------------------------------------- up/down
 
 kwok_config() {
-    local f
+    # kwok's own "general" pod stages with no delay by default. Their fixed jitter lines go:
+    # kwok uses the jitter instead of the delay when the jitter is smaller, which would
+    # void the per-pod delay annotation.
+    local f ms
     for f in "$DATA_DIR"/kwok-stages/*.yaml; do
         echo "---"
         case "$(basename "$f")" in
-        pod-ready.yaml)
-            sed -e "s/^\(\s*\)durationMilliseconds: [0-9]*/\1durationMilliseconds: $POD_READY_DELAY_MS/" \
-                -e 's/^\(\s*\)jitterDurationMilliseconds: [0-9]*/\1jitterDurationMilliseconds: 0/' "$f"
-            ;;
         pod-*.yaml)
-            sed -e 's/^\(\s*\)durationMilliseconds: [0-9]*/\1durationMilliseconds: 0/' \
-                -e 's/^\(\s*\)jitterDurationMilliseconds: [0-9]*/\1jitterDurationMilliseconds: 0/' "$f"
+            ms=0
+            [[ "$(basename "$f")" == pod-ready.yaml ]] && ms="$POD_READY_DELAY_MS"
+            sed -e "s/^\(\s*\)durationMilliseconds: [0-9]*/\1durationMilliseconds: $ms/" \
+                -e '/^\s*jitterDurationMilliseconds: [0-9]*$/d' "$f"
             ;;
         *) cat "$f" ;;
         esac

@@ -228,3 +228,29 @@ def test_helm_version(cluster: Cluster, versions: dict[str, str]) -> None:
     pinned = versions["HELM_VERSION"]
     out = cluster.helm("version", "--short").stdout.strip()
     assert out.startswith(pinned), out
+
+
+def test_kwok_pod_ready_delay_models_a_cold_start(api_client: ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(
+                name="cold", annotations={"pod-ready.stage.kwok.x-k8s.io/delay": "3s"}
+            ),
+            spec=client.V1PodSpec(
+                node_selector={"node.kubernetes.io/instance-type": "c6i.large"},
+                containers=[client.V1Container(name="c", image="registry.invalid/w:1")],
+            ),
+        ),
+    )
+
+    def ready_at() -> Any:
+        pod = core.read_namespaced_pod_status("cold", namespace)
+        ready = [c for c in pod.status.conditions or [] if c.type == "Ready" and c.status == "True"]
+        return (pod, ready[0].last_transition_time) if ready else None
+
+    pod, ready_time = poll("the cold pod to become Ready", ready_at)
+    assert pod.spec.node_name == "pool-c6i-large-0"
+    # kwok held the pod for its 3 s delay (server timestamps have 1 s resolution).
+    assert (ready_time - pod.metadata.creation_timestamp).total_seconds() >= 2
