@@ -7,6 +7,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -254,3 +255,16 @@ def test_kwok_pod_ready_delay_models_a_cold_start(api_client: ApiClient, namespa
     assert pod.spec.node_name == "pool-c6i-large-0"
     # kwok held the pod for its 3 s delay (server timestamps have 1 s resolution).
     assert (ready_time - pod.metadata.creation_timestamp).total_seconds() >= 2
+
+
+def test_helm_installs_a_chart(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    chart = tmp_path / "tiny"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: tiny\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\n"
+        "data:\n  answer: {{ .Values.answer | quote }}\n"
+    )
+    cluster.helm("install", "rel", str(chart), "-n", namespace, "--set", "answer=42", "--wait")
+    out = cluster.kubectl("get", "configmap", "rel-cm", "-n", namespace, "-o", "json")
+    assert json.loads(out.stdout)["data"] == {"answer": "42"}
