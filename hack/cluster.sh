@@ -340,6 +340,10 @@ EOF
 
 do_up() {
     do_build
+    local tool
+    for tool in openssl python3 flock setsid base64 sha256sum; do
+        command -v "$tool" >/dev/null || die "$tool is needed to start the cluster"
+    done
     mkdir -p "$STATE_DIR"
     exec 9>"$STATE_DIR/.lock"
     flock -w 600 9 || die "another hack/cluster.sh up/down holds $STATE_DIR/.lock"
