@@ -61,6 +61,9 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serflow.io")
     settings.posting.level = logging.INFO
     settings.peering.standalone = True
+    # Strict mode: exact namespaces or the whole cluster, no namespace/CRD scanning (which
+    # would need list/watch on namespaces and CRDs that the operator does not otherwise use).
+    settings.scanning.disabled = True
     load_config()
     metrics.serve()
 
