@@ -497,6 +497,9 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
         "summary": {**asdict(s), "sloAttainment": s.slo_attainment, "accuracy": s.accuracy,
                     "poolShare": s.pool_share},
         "profiledAccuracy": profiled,
+        "failuresByStatus": {str(k): sum(1 for x in records if x.status == k)
+                             for k in sorted({x.status for x in records if x.status != 200})},
+        "envoyRestarts": state.get("envoyRestarts", 0),
         "measured": asdict(b) | {"total": b.total},
         "predicted": pred, "gap": gap,
         "functionColdStart": fn_cold, "functionSecondsPerImage": fn_s,

