@@ -6,6 +6,7 @@
 #   hack/cluster.sh build   build (or reuse) the binaries and CRD files in the cache
 #   hack/cluster.sh up      build if needed, start everything, apply the CRDs, wait
 #   hack/cluster.sh down    stop exactly the processes `up` started, remove the state
+#                           (refused while a registered user runs, unless --force)
 #   hack/cluster.sh env     print `export KUBECONFIG=...` (and PATH for kubectl/helm)
 #   hack/cluster.sh status  exit 0 when the cluster is up and /readyz answers
 #   hack/cluster.sh bin     print the directory holding the binaries
@@ -16,7 +17,8 @@
 #   SERFLOW_CLUSTER_STATE           state dir (default hack/.state, gitignored)
 #   SERFLOW_KWOK_POD_READY_DELAY_MS default cold start of a pod on kwok (default 0);
 #                                   per pod: annotation pod-ready.stage.kwok.x-k8s.io/delay
-# Pytest sessions register in $STATE/users/ while they use the cluster (tests/conftest.py).
+# Pytest sessions (tests/conftest.py) and other long-running users register by creating
+# $STATE/users/<their PID> while they use the cluster.
 # Exit status 3 means the binaries could not be built on this machine.
 set -euo pipefail
 
@@ -497,6 +499,15 @@ do_down() {
         log "not running"
         return 0
     }
+    local force="${1:-}" users=() u
+    for u in "$STATE_DIR"/users/*; do
+        if [[ -e "$u" ]] && kill -0 "$(basename "$u")" 2>/dev/null; then
+            users+=("$(basename "$u")")
+        fi
+    done
+    if ((${#users[@]} > 0)) && [[ "$force" != --force ]]; then
+        die "processes ${users[*]} are using the cluster (see $STATE_DIR/users); use: down --force"
+    fi
     exec 9>"$STATE_DIR/.lock"
     flock -w 120 9 || log "warning: $STATE_DIR/.lock is still held; stopping anyway"
     stop_all
@@ -522,7 +533,7 @@ do_env() {
 case "${1:-}" in
 build) do_build ;;
 up) do_up ;;
-down) do_down ;;
+down) do_down "${2:-}" ;;
 env) do_env ;;
 state) echo "$STATE_DIR" ;;
 status) readyz ;;
