@@ -29,6 +29,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from serflow.policy.configurator import configure  # noqa: E402
+from serflow.spec import parse_workload  # noqa: E402
 from tests.controller.manifests import manifest  # noqa: E402
 from tests.controller.test_operator_cluster import (  # noqa: E402
     SYSTEM_NS,
@@ -156,11 +158,16 @@ def main() -> None:
             m = manifest(f"sfi{i}", traffic={"expectedRate": 5})
             m["metadata"]["namespace"] = ns
             m["spec"]["scaling"] = {"epochSeconds": 6, "intervalEpochs": 1, "maxInstances": 4}
+            # Dear functions, so that the pool is chosen and scales (mu = 10 / 6 req/s).
+            m["spec"]["prices"]["functions"]["perGBSecond"] = 0.001
             m["spec"]["routing"] = {
                 "statsUrls": [f"http://127.0.0.1:{stats_port}/stats"],
                 "statPrefix": f"sfi{i}",
             }
             docs.append(json.dumps(m))
+        plan = configure(parse_workload(json.loads(docs[0])), 5.0).chosen
+        assert plan is not None and plan.economics.has_pool, "the benchmark needs a pooled plan"
+        print(f"plan per object: {plan.setup.describe()}, mu {plan.economics.mu:.3g} req/s")
         t0 = time.monotonic()
         c.kubectl("apply", "-f", "-", input="\n".join(docs))
         configured = _wait_configured(c, ns, args.objects, 600)

@@ -47,6 +47,8 @@ class ModelSpec:
     """Classes."""
     batch: int
     """B."""
+    pod_annotations: tuple[tuple[str, str], ...] = ()
+    """Extra annotations on the pool's pods (e.g. a scrape config, or kwok's ready delay)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
         exits=tuple(int(x) for x in m.numbers("exits", min=1)),
         num_classes=m.integer("numClasses", 10, min=2),
         batch=m.integer("batch", 100, min=1),
+        pod_annotations=tuple(sorted(m.string_map("podAnnotations").items())),
     )
     fn = f.opt_sub("functions")
     r = f.opt_sub("routing")

@@ -268,3 +268,46 @@ def test_helm_installs_a_chart(cluster: Cluster, namespace: str, tmp_path: Path)
     cluster.helm("install", "rel", str(chart), "-n", namespace, "--set", "answer=42", "--wait")
     out = cluster.kubectl("get", "configmap", "rel-cm", "-n", namespace, "-o", "json")
     assert json.loads(out.stdout)["data"] == {"answer": "42"}
+
+
+def test_server_side_apply_conflict_and_status_subresource(
+    cluster: Cluster, namespace: str
+) -> None:
+    def manifest(concurrency: int) -> str:
+        return json.dumps(knative_service("fn", {"containerConcurrency": concurrency}))
+
+    ns = ("-n", namespace)
+    cluster.kubectl(
+        "apply", "--server-side", "--field-manager=operator", *ns, "-f", "-", input=manifest(4)
+    )
+    other = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=someone-else",
+        *ns,
+        "-f",
+        "-",
+        input=manifest(8),
+        check=False,
+    )
+    assert other.returncode != 0
+    assert "conflict" in other.stderr.lower()
+    assert "spec.template.spec.containerConcurrency" in other.stderr
+
+    # Status is a subresource: written only through it, as Knative's controller would.
+    status = json.dumps({"status": {"url": "http://fn.example", "observedGeneration": 1}})
+    cluster.kubectl(
+        "patch", "ksvc", "fn", *ns, "--subresource=status", "--type=merge", "-p", status
+    )
+    cluster.kubectl(
+        "patch",
+        "ksvc",
+        "fn",
+        *ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"url": "http://ignored"}}),
+    )
+    got = json.loads(cluster.kubectl("get", "ksvc", "fn", *ns, "-o", "json").stdout)
+    assert got["status"]["url"] == "http://fn.example"
+    assert got["spec"]["template"]["spec"]["containerConcurrency"] == 4

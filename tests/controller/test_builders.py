@@ -139,3 +139,13 @@ def test_generated_crd_files_are_current() -> None:
         "charts/serflow-operator/crds/serflowinference.yaml",
     ):
         assert (REPO / path).read_text() == want, f"regenerate {path}: python -m serflow.k8s.crd"
+
+
+def test_pod_annotations_reach_the_pool_pods() -> None:
+    m, w, cand = _plan(PoolKind.IAAS)
+    m["spec"]["model"]["podAnnotations"] = {"pod-ready.stage.kwok.x-k8s.io/delay": "10s"}
+    inf = parse_inference(m["spec"], "vgg")
+    dep = builders.pool_deployment(OWNER, inf, w, cand, 1)
+    assert dep["spec"]["template"]["metadata"]["annotations"] == {
+        "pod-ready.stage.kwok.x-k8s.io/delay": "10s"
+    }

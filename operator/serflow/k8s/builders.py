@@ -176,7 +176,7 @@ def pool_deployment(
             "selector": {"matchLabels": pod_labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {"labels": pod_labels, "annotations": dict(m.pod_annotations)},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,

@@ -120,6 +120,12 @@ def _model_schema() -> dict[str, Any]:
                 "minItems": 1,
             },
             "numClasses": _int("Classes.", 2, default=10),
+            "podAnnotations": {
+                "type": "object",
+                "description": "Extra annotations on the pool's pods.",
+                "additionalProperties": {"type": "string", "maxLength": 1024},
+                "maxProperties": 32,
+            },
             "batch": _int("B: requests per batch; must match the profile.", 1, default=100),
         },
         ["image", "exits"],
