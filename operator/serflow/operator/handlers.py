@@ -10,6 +10,7 @@ the object's status.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -61,6 +62,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serflow.io")
     settings.posting.level = logging.INFO
     settings.peering.standalone = True
+    settings.execution.max_workers = 16  # reconcile bursts (many objects created at once)
     # Strict mode: exact namespaces or the whole cluster, no namespace/CRD scanning (which
     # would need list/watch on namespaces and CRDs that the operator does not otherwise use).
     settings.scanning.disabled = True
@@ -191,7 +193,7 @@ def current_candidate(w: Workload, plan_st: Mapping[str, Any]) -> Candidate | No
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, initial_delay=1.0)
-def epoch_loop(
+async def epoch_loop(
     stopped: kopf.DaemonStopped,
     namespace: str | None,
     name: str,
@@ -199,20 +201,22 @@ def epoch_loop(
     logger: Logger,
     **_: Any,
 ) -> None:
+    # Async, with the blocking API calls in worker threads: a sync daemon would hold one
+    # of kopf's executor threads for the object's whole life and starve the others.
     assert namespace, "SerflowInference is namespaced"
     kube = Kube()
     last = time.monotonic()
     while not stopped:
-        obj = kube.get(API_VERSION, KIND, namespace, name)
+        obj = await asyncio.to_thread(kube.get, API_VERSION, KIND, namespace, name)
         if obj is None:
             return
         epoch_s = _epoch_seconds(obj.get("spec") or {})
-        stopped.wait(max(0.2, epoch_s - (time.monotonic() - last)))
+        await stopped.wait(max(0.2, epoch_s - (time.monotonic() - last)))
         if stopped:
             return
         elapsed, last = time.monotonic() - last, time.monotonic()
         try:
-            tick(kube, namespace, name, uid, elapsed, logger)
+            await asyncio.to_thread(tick, kube, namespace, name, uid, elapsed, logger)
         except (InputError, Pending) as e:
             logger.info("epoch skipped: %s", e)
         except Exception:  # keep the loop alive; the next epoch retries
