@@ -11,7 +11,7 @@ import yaml
 from serflow.inference import parse_inference
 from serflow.k8s import builders
 from serflow.k8s.crd import crd_yaml
-from serflow.k8s.jobs import profiler_jobs
+from serflow.k8s.jobs import MARKER, merge_profiles, profile_from_log, profiler_jobs
 from serflow.policy.configurator import Granularity, PoolKind, configure
 from serflow.spec import parse_workload
 from tests.controller.manifests import REPO, manifest
@@ -129,7 +129,30 @@ def test_profiler_jobs_one_per_config() -> None:
     assert jobs[0]["spec"]["template"]["spec"]["nodeSelector"] == {
         "node.kubernetes.io/instance-type": "c6i.xlarge"
     }
-    assert "0.5,0.9" in jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    script = jobs[0]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert "profile --config c6i.xlarge --batch 10 --taus 0.5,0.9" in script
+
+
+def test_profiles_printed_by_jobs_are_merged() -> None:
+    prof = manifest()["spec"]["profile"]["inline"]
+    logs = []
+    for cfg in prof["configs"]:
+        one = {**prof, "configs": [cfg]}
+        text = yaml.safe_dump({"kind": "Profile", "profile": one})
+        logs.append(f"measuring {cfg['name']}...\nwrote /tmp/profile.yaml\n{MARKER}\n{text}")
+    docs = [profile_from_log(log) for log in logs]
+    assert all(d is not None for d in docs)
+    merged = merge_profiles([d for d in docs if d])
+    assert [c["name"] for c in merged["profile"]["configs"]] == [
+        "c6i.xlarge",
+        "c6i.large",
+        "fn-2048",
+    ]
+    w = parse_workload(
+        {**manifest(), "spec": {**manifest()["spec"], "profile": {"inline": merged["profile"]}}}
+    )
+    assert w.profile.config("c6i.large").seconds_per_request == (0.04, 0.06, 0.08, 0.1)
+    assert profile_from_log("no marker here") is None
 
 
 def test_generated_crd_files_are_current() -> None:

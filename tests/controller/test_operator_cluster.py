@@ -587,6 +587,8 @@ CAN = [
     ("get", "serflowinferences.serflow.io", True),
     ("watch", "serflowinferences.serflow.io", True),
     ("patch", "serflowinferences.serflow.io/status", True),
+    ("update", "serflowinferences.serflow.io/status", False),
+    ("get", "deployments.apps/scale", False),
     ("delete", "serflowinferences.serflow.io", False),
     ("create", "serflowinferences.serflow.io", False),
     ("patch", "deployments.apps", True),
@@ -597,6 +599,7 @@ CAN = [
     ("list", "configmaps", False),
     ("get", "secrets", False),
     ("list", "pods", True),
+    ("get", "pods/log", True),
     ("create", "pods", False),
     ("create", "jobs.batch", True),
     ("create", "events", True),
@@ -608,8 +611,10 @@ def test_service_account_can_do_only_what_it_uses(env: Env) -> None:
     who = f"system:serviceaccount:{SYSTEM_NS}:{SA}"
     wrong = []
     for verb, resource, want in CAN:
+        res, _, sub = resource.partition("/")  # "pods/log": the log subresource of pods
+        extra = [f"--subresource={sub}"] if sub else []
         r = env.kubectl(
-            "auth", "can-i", verb, resource, "-n", env.namespace, "--as", who, check=False
+            "auth", "can-i", verb, res, *extra, "-n", env.namespace, "--as", who, check=False
         )
         got = r.stdout.strip() == "yes"
         if got != want:

@@ -90,7 +90,7 @@ def labels(owner: Owner, component: str) -> dict[str, str]:
     }
 
 
-def _meta(owner: Owner, name: str, component: str) -> dict[str, Any]:
+def meta(owner: Owner, name: str, component: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": owner.namespace,
@@ -170,7 +170,7 @@ def pool_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(owner, Names(owner.name).pool, "pool"),
+        "metadata": meta(owner, Names(owner.name).pool, "pool"),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": pod_labels},
@@ -216,7 +216,7 @@ def pool_service(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(owner, Names(owner.name).pool, "pool"),
+        "metadata": meta(owner, Names(owner.name).pool, "pool"),
         "spec": {
             "selector": labels(owner, "pool"),
             "ports": [{"name": "http", "port": WORKER_PORT, "targetPort": "http"}],
@@ -239,7 +239,7 @@ def knative_service(
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
-        "metadata": _meta(owner, stage.name, f"function-{stage.role}"),
+        "metadata": meta(owner, stage.name, f"function-{stage.role}"),
         "spec": {
             "template": {
                 "metadata": {
@@ -295,7 +295,7 @@ def envoy_configmap(owner: Owner, w: Workload, pool_weight: int, version: str) -
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(owner, n.envoy, "router"),
+        "metadata": meta(owner, n.envoy, "router"),
         "data": {"envoy.yaml": envoy.to_yaml(boot), envoy.ROUTE_FILE: json.dumps(route, indent=1)},
     }
 
@@ -306,7 +306,7 @@ def envoy_deployment(owner: Owner, spec: InferenceSpec) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(owner, n.envoy, "router"),
+        "metadata": meta(owner, n.envoy, "router"),
         "spec": {
             "replicas": spec.routing.replicas,
             "selector": {"matchLabels": pod_labels},
@@ -350,7 +350,7 @@ def envoy_service(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(owner, Names(owner.name).envoy, "router"),
+        "metadata": meta(owner, Names(owner.name).envoy, "router"),
         "spec": {
             "selector": labels(owner, "router"),
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}],

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from serflow.inference import InferenceSpec
-from serflow.k8s.builders import Owner, _meta
-from serflow.profile import PriceSheet
+import yaml
 
-PROFILE_CPUS_PER_FUNCTION_GB = 0.6
-"""Function sizes get CPU in proportion to memory, as cloud functions do (approx.)."""
+from serflow.inference import InferenceSpec
+from serflow.k8s.builders import Owner, meta
+from serflow.profile import PriceSheet
 
 
 def profiler_jobs(owner: Owner, spec: InferenceSpec, prices: PriceSheet) -> list[dict[str, Any]]:
@@ -23,25 +24,32 @@ def profiler_jobs(owner: Owner, spec: InferenceSpec, prices: PriceSheet) -> list
     return out
 
 
+MARKER = "--- serflow profile ---"
+"""The profiler Job prints this line, then the Profile YAML, to its log."""
+
+
 def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
          selector: dict[str, str], taus: str) -> dict[str, Any]:  # fmt: skip
-    name = f"{owner.name}-profile-{_dns(config)}"[:63].rstrip("-")
-    args = [
-        "profile", "--batch", str(spec.model.batch), "--taus", taus,
-        "--name", config, "--kind", kind, "--out", "-",
+    name = job_name(owner.name, config)
+    profile = [
+        "serflow-runtime", "profile", "--config", config, "--batch", str(spec.model.batch),
+        "--taus", taus, "--name", config, "--out", "/tmp/profile.yaml",
     ]  # fmt: skip
     if spec.model.checkpoint:
-        args += ["--checkpoint", spec.model.checkpoint]
-    meta = _meta(owner, name, "profiler")
+        profile += ["--checkpoint", spec.model.checkpoint]
+    # The profile goes to the log after a marker; the operator reads it when the Job is done.
+    script = f"{shlex.join(profile)} >&2 && echo {shlex.quote(MARKER)} && cat /tmp/profile.yaml"
+    md = meta(owner, name, "profiler")
+    md["labels"]["serflow.io/config"] = _dns(config)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": meta,
+        "metadata": md,
         "spec": {
             "backoffLimit": 1,
             "ttlSecondsAfterFinished": 3600,
             "template": {
-                "metadata": {"labels": meta["labels"]},
+                "metadata": {"labels": md["labels"]},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
@@ -51,8 +59,7 @@ def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
                         {
                             "name": "profiler",
                             "image": spec.job_image or spec.model.image,
-                            "command": ["serflow-runtime"],
-                            "args": args,
+                            "command": ["sh", "-c", script],
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
                                 "readOnlyRootFilesystem": True,
@@ -66,6 +73,36 @@ def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
             },
         },
     }
+
+
+def job_name(base: str, config: str) -> str:
+    return f"{base}-profile-{_dns(config)}"[:63].rstrip("-")
+
+
+def profile_from_log(log: str) -> dict[str, Any] | None:
+    """The Profile document a profiler Job printed after the marker (None if absent)."""
+    _, sep, rest = log.partition(MARKER)
+    if not sep:
+        return None
+    doc = yaml.safe_load(rest)
+    return doc if isinstance(doc, dict) else None
+
+
+def merge_profiles(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One Profile from one per config: every job's configs, the rest from the first.
+
+    The exit shares, accuracy and cut sizes depend on the model and the data, not on
+    where it ran, so any job's are the same; the runtimes are per config.
+    """
+    if not docs:
+        raise ValueError("no profile to merge")
+    first = dict(docs[0]["profile"])
+    configs: dict[str, Any] = {}
+    for d in docs:
+        for c in d["profile"]["configs"]:
+            configs.setdefault(c["name"], c)
+    return {"apiVersion": "serflow.io/v1alpha1", "kind": "Profile",
+            "profile": {**first, "configs": list(configs.values())}}  # fmt: skip
 
 
 def _dns(s: str) -> str:

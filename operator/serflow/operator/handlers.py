@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
+import yaml
 
 from serflow.documents import load_yaml
 from serflow.errors import InputError
@@ -86,8 +87,12 @@ def read_inputs(kube: Kube, namespace: str, name: str, uid: str, spec: Mapping[s
         if inf.profile_source is ProfileSource.JOB:
             owner = builders.Owner(name, namespace, uid)
             prices = parse_prices(spec.get("prices"), "spec.prices")
-            for job in jobs.profiler_jobs(owner, inf, prices):
-                kube.apply(job)
+            made = jobs.profiler_jobs(owner, inf, prices)
+            for job in made:
+                if kube.job_state(namespace, job["metadata"]["name"]) == "missing":
+                    kube.apply(job)
+            if kube.configmap_data(namespace, inf.configmap_name) is None:
+                collect_profile(kube, owner, inf, [j["metadata"]["name"] for j in made])
         data = kube.configmap_data(namespace, inf.configmap_name)
         if data is None or inf.configmap_key not in data:
             what = "profiling Jobs" if inf.profile_source is ProfileSource.JOB else "ConfigMap"
@@ -96,6 +101,33 @@ def read_inputs(kube: Kube, namespace: str, name: str, uid: str, spec: Mapping[s
         profile = loaded.get("profile", loaded) if isinstance(loaded, dict) else loaded
         doc["spec"]["profile"] = {"inline": profile}
     return Inputs(parse_workload(doc), inf)
+
+
+def collect_profile(
+    kube: Kube, owner: builders.Owner, inf: InferenceSpec, names: list[str]
+) -> None:
+    """When every profiling Job is done, merge their profiles into the ConfigMap the plan reads."""
+    states = {n: kube.job_state(owner.namespace, n) for n in names}
+    failed = [n for n, s in states.items() if s == "failed"]
+    if failed:
+        raise InputError("spec.profile.fromJob", f"profiling Job {failed[0]} failed")
+    if any(s != "succeeded" for s in states.values()):
+        return
+    docs = []
+    for n in names:
+        doc = jobs.profile_from_log(kube.job_log(owner.namespace, n))
+        if doc is None:
+            raise InputError("spec.profile.fromJob", f"profiling Job {n} printed no profile")
+        docs.append(doc)
+    merged = jobs.merge_profiles(docs)
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": builders.meta(owner, inf.configmap_name, "profile"),
+            "data": {inf.configmap_key: yaml.safe_dump(merged, sort_keys=False)},
+        }
+    )
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

@@ -69,6 +69,29 @@ class Kube:
             GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
         )
 
+    def job_state(self, namespace: str, name: str) -> str:
+        """'succeeded', 'failed', 'running' or 'missing'."""
+        job = self.get("batch/v1", "Job", namespace, name)
+        if job is None:
+            return "missing"
+        st = job.get("status") or {}
+        for c in st.get("conditions") or []:
+            if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
+                return "succeeded" if c["type"] == "Complete" else "failed"
+        return "running"
+
+    def job_log(self, namespace: str, name: str, limit: int = 1 << 20) -> str:
+        """The log of a finished Job's pod (bounded)."""
+        core = client.CoreV1Api(self.api)
+        pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
+        for p in pods.items:
+            if p.status and p.status.phase == "Succeeded" and p.metadata:
+                text = core.read_namespaced_pod_log(
+                    str(p.metadata.name), namespace, limit_bytes=limit
+                )
+                return str(text)
+        return ""
+
     def pod_ips(self, namespace: str, selector: Mapping[str, str]) -> dict[str, str]:
         sel = ",".join(f"{k}={v}" for k, v in selector.items())
         pods = client.CoreV1Api(self.api).list_namespaced_pod(namespace, label_selector=sel)
