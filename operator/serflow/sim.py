@@ -254,6 +254,56 @@ def _prefix(survival: Sequence[float], u: Sequence[float]) -> list[float]:
     return out
 
 
+@dataclass
+class _Totals:
+    """Running sums of one replay, and the per-epoch series."""
+
+    series: Series = field(default_factory=Series)
+    pool: int = 0
+    faas: int = 0
+    fn_cost: float = 0.0
+    fn_sec: float = 0.0
+    inv: float = 0.0
+    misses: float = 0.0
+    inst_sec: float = 0.0
+
+    def add(self, n: int, ready: int, alive: int, served: tuple[int, int, float, float, float, float],
+            inst_sec: float) -> None:  # fmt: skip
+        pooled, spill, c, sec, i, miss = served
+        self.pool += pooled
+        self.faas += spill
+        self.fn_cost += c
+        self.fn_sec += sec
+        self.inv += i
+        self.misses += miss
+        self.inst_sec += inst_sec
+        self.series.requests.append(n)
+        self.series.ready.append(ready)
+        self.series.alive.append(alive)
+        self.series.pool.append(pooled)
+        self.series.faas.append(spill)
+
+    def result(
+        self, policy: PolicyName, cand: Candidate, counts: Sequence[int], inst_price: float
+    ) -> SimResult:
+        return SimResult(
+            policy=policy,
+            tau=cand.tau,
+            setup=cand.setup.describe(),
+            epochs=len(counts),
+            requests=sum(counts),
+            pool_requests=self.pool,
+            faas_requests=self.faas,
+            instance_cost=self.inst_sec * inst_price,
+            function_cost=self.fn_cost,
+            instance_seconds=self.inst_sec,
+            function_seconds=self.fn_sec,
+            invocations=self.inv,
+            slo_misses=self.misses,
+            series=self.series,
+        )
+
+
 def replay(
     w: Workload,
     cand: Candidate,
@@ -268,24 +318,10 @@ def replay(
     econ, scaling = cand.economics, w.scaling
     state = ScalerState()
     launched: list[int] = []  # ready epoch of each alive instance, ascending
-    series = Series()
-    pool_total = faas_total = 0
-    fn_cost = fn_sec = inv = misses = inst_sec = 0.0
+    tot = _Totals()
     for t, n in enumerate(counts):
         ready = bisect_right(launched, t)
-        pooled, spill, c, sec, i, miss = r.serve(t, n, ready)
-        pool_total += pooled
-        faas_total += spill
-        fn_cost += c
-        fn_sec += sec
-        inv += i
-        misses += miss
-        inst_sec += len(launched) * r.d
-        series.requests.append(n)
-        series.ready.append(ready)
-        series.alive.append(len(launched))
-        series.pool.append(pooled)
-        series.faas.append(spill)
+        tot.add(n, ready, len(launched), r.serve(t, n, ready), len(launched) * r.d)
         decision, state = step(state, n / r.d, econ, scaling)
         if decision.rescaled:
             alive = len(launched)
@@ -295,22 +331,7 @@ def replay(
                 del launched[decision.desired :]  # the newest (least ready) go first
         if progress and t % 1000 == 0:
             progress(t)
-    return SimResult(
-        policy=policy,
-        tau=cand.tau,
-        setup=cand.setup.describe(),
-        epochs=len(counts),
-        requests=sum(counts),
-        pool_requests=pool_total,
-        faas_requests=faas_total,
-        instance_cost=inst_sec * r.inst_price,
-        function_cost=fn_cost,
-        instance_seconds=inst_sec,
-        function_seconds=fn_sec,
-        invocations=inv,
-        slo_misses=misses,
-        series=series,
-    )
+    return tot.result(policy, cand, counts, r.inst_price)
 
 
 def _replay_bound(w: Workload, cand: Candidate, counts: Sequence[int]) -> SimResult:
@@ -319,11 +340,9 @@ def _replay_bound(w: Workload, cand: Candidate, counts: Sequence[int]) -> SimRes
     Cost is linear in the number of full batches given to instances, so the optimum is at
     an end: no instance, enough for the full batches, or one more for the partial batch.
     """
-    series = Series()
-    pool_total = faas_total = 0
-    fn_cost = fn_sec = inv = inst_sec = 0.0
     r = _Replay(w, cand, warm_functions=True)
     has_pool = cand.setup.pool is not PoolKind.FAAS
+    tot = _Totals()
     for t, n in enumerate(counts):
         q = n // r.b // r.per_instance
         options = (0, q, q + 1) if has_pool else (0,)
@@ -334,31 +353,6 @@ def _replay_bound(w: Workload, cand: Candidate, counts: Sequence[int]) -> SimRes
             if best is None or total < best[0] - 1e-15:
                 best = (total, k, out)
         assert best is not None
-        _, k, (pooled, spill, c, sec, i, _) = best
-        pool_total += pooled
-        faas_total += spill
-        fn_cost += c
-        fn_sec += sec
-        inv += i
-        inst_sec += k * r.d
-        series.requests.append(n)
-        series.ready.append(k)
-        series.alive.append(k)
-        series.pool.append(pooled)
-        series.faas.append(spill)
-    return SimResult(
-        policy=PolicyName.BOUND,
-        tau=cand.tau,
-        setup=cand.setup.describe(),
-        epochs=len(counts),
-        requests=sum(counts),
-        pool_requests=pool_total,
-        faas_requests=faas_total,
-        instance_cost=inst_sec * r.inst_price,
-        function_cost=fn_cost,
-        instance_seconds=inst_sec,
-        function_seconds=fn_sec,
-        invocations=inv,
-        slo_misses=0.0,
-        series=series,
-    )
+        _, k, out = best
+        tot.add(n, k, k, (*out[:5], 0.0), k * r.d)  # all warm: no miss
+    return tot.result(PolicyName.BOUND, cand, counts, r.inst_price)

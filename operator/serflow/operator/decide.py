@@ -35,34 +35,22 @@ def set_condition(
     """metav1.Condition semantics: lastTransitionTime moves only when the status flips."""
     status = "True" if ok else "False"
     out: list[dict[str, Any]] = []
-    found = False
+    since = now
     for c in conditions:
         if c.get("type") != type_.value:
             out.append(dict(c))
-            continue
-        found = True
-        moved = c.get("status") != status
-        out.append(
-            {
-                "type": type_.value,
-                "status": status,
-                "reason": reason,
-                "message": message[:32000],
-                "observedGeneration": generation,
-                "lastTransitionTime": now if moved else c.get("lastTransitionTime", now),
-            }
-        )
-    if not found:
-        out.append(
-            {
-                "type": type_.value,
-                "status": status,
-                "reason": reason,
-                "message": message[:32000],
-                "observedGeneration": generation,
-                "lastTransitionTime": now,
-            }
-        )
+        elif c.get("status") == status:
+            since = str(c.get("lastTransitionTime", now))
+    out.append(
+        {
+            "type": type_.value,
+            "status": status,
+            "reason": reason,
+            "message": message[:32000],
+            "observedGeneration": generation,
+            "lastTransitionTime": since,
+        }
+    )
     return out
 
 
