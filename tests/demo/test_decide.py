@@ -58,6 +58,9 @@ def test_alive_seconds_clip_to_the_window() -> None:
     ]
     assert decide.alive_seconds(lives, "instance", 2.0, 12.0) == pytest.approx(8.0 + 7.0)
     assert decide.alive_seconds(lives, "function", 2.0, 12.0) == pytest.approx(10.0)
+    assert decide.peak_alive(lives, "instance") == 2
+    assert decide.peak_alive([Life("f", "a", 0.0, 1.0), Life("f", "b", 1.0)], "f") == 1
+    assert decide.peak_alive([], "function") == 0
 
 
 def test_bill_per_use_and_per_pod() -> None:
@@ -93,3 +96,34 @@ def test_where_and_gap_and_calibration() -> None:
     assert sv == pytest.approx([1.0, 0.5, 0.25])
     u = decide.calibrate_function([1.0, 2.0, 4.0], sv, 6.0)
     assert sum(s * x for s, x in zip(sv, u, strict=True)) == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize(
+    ("demand", "procs", "starting", "cc", "lo", "hi", "want"),
+    [
+        (0, 0, 0, 1, 0, 4, (0, 0)),  # idle, scaled to zero: nothing to do
+        (1, 0, 0, 1, 0, 4, (1, 0)),  # scale from zero on the first request
+        (1, 0, 1, 1, 0, 4, (0, 0)),  # ... once: its cold start is in flight
+        (3, 1, 0, 1, 0, 4, (1, 0)),  # all slots busy, requests wait: one more
+        (3, 1, 1, 1, 0, 4, (0, 0)),  # one start in flight at a time
+        (9, 4, 0, 1, 0, 4, (0, 0)),  # at max-scale: requests wait for a slot
+        (9, 3, 1, 1, 0, 4, (0, 0)),  # the one starting counts toward max-scale
+        (4, 1, 0, 4, 0, 4, (0, 0)),  # containerConcurrency 4: one process holds 4
+        (5, 1, 0, 4, 0, 4, (1, 0)),
+        (1, 3, 0, 1, 0, 4, (0, 2)),  # demand fell: two idle ones may stop
+        (0, 3, 0, 1, 2, 4, (0, 1)),  # ... but min-scale stay
+        (0, 0, 0, 1, 2, 4, (1, 0)),  # min-scale is started without requests
+        (0, 5, 0, 1, 0, 4, (0, 5)),  # max-scale lowered below the running ones
+        (2, 0, 0, 1, 0, 1, (1, 0)),  # max-scale 1: one process however long the queue
+        (2, 1, 0, 1, 0, 1, (0, 0)),
+    ],
+)
+def test_scale_functions_like_knative(
+    demand: int, procs: int, starting: int, cc: int, lo: int, hi: int, want: tuple[int, int]
+) -> None:
+    assert decide.scale_functions(demand, procs, starting, cc, lo, hi) == want
+
+
+def test_scale_functions_may_start_several_when_allowed() -> None:
+    assert decide.scale_functions(10, 1, 0, 1, 0, 4, max_starting=5) == (3, 0)
+    assert decide.scale_functions(10, 1, 2, 1, 0, 4, max_starting=5) == (1, 0)

@@ -65,6 +65,33 @@ def idle_expired(last_use: float, now: float, keep_alive_s: float, inflight: int
     return inflight == 0 and now - last_use >= keep_alive_s
 
 
+def scale_functions(
+    demand: int,
+    processes: int,
+    starting: int,
+    concurrency: int,
+    min_scale: int,
+    max_scale: int,
+    max_starting: int = 1,
+) -> tuple[int, int]:
+    """(how many function processes to start, how many idle ones may stop) for one
+    Knative Service, as its activator and autoscaler would.
+
+    ``demand``: requests holding or waiting for a slot; ``processes``: ready ones;
+    ``starting``: cold starts in flight.  The wanted scale is ``ceil(demand /
+    concurrency)`` clamped to [min_scale, max_scale]; starts fill the gap between it and
+    the processes that exist or are starting, at most ``max_starting`` in flight; the
+    ready processes above the wanted scale may stop (the caller stops only those idle
+    for the keep-alive).
+    """
+    concurrency, min_scale = max(1, concurrency), max(0, min_scale)
+    max_scale = max(1, max_scale, min_scale)
+    want = min(max_scale, max(min_scale, -(-max(0, demand) // concurrency)))
+    start = max(0, min(want - processes - starting, max_starting - starting))
+    stop = max(0, processes - max(want, min_scale))
+    return start, stop
+
+
 # -- arguments of the pods, made local -----------------------------------------------
 
 
@@ -116,6 +143,21 @@ def alive_seconds(lives: Iterable[Life], kind: str, t0: float, t1: float) -> flo
         end = t1 if life.end is None else min(life.end, t1)
         total += max(0.0, end - max(life.start, t0))
     return total
+
+
+def peak_alive(lives: Iterable[Life], kind: str) -> int:
+    """Most ``kind`` processes alive at once."""
+    edges = sorted(
+        (t, d)
+        for life in lives
+        if life.kind == kind
+        for t, d in ((life.start, 1), (math.inf if life.end is None else life.end, -1))
+    )  # at equal times an end (-1) sorts before a start
+    peak = now = 0
+    for _, d in edges:
+        now += d
+        peak = max(peak, now)
+    return peak
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -43,6 +44,7 @@ REPO = Path(__file__).resolve().parents[3]
 SHARED_TRACE = REPO.parent / "shared" / "traces" / "wits_logs.txt"
 SYSTEM_NS = "serflow-system"
 SA = "serflow-operator"
+KWOK_READY_DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"
 
 
 def say(msg: str) -> None:
@@ -247,6 +249,12 @@ def demo_manifest(
             c["coldStartSeconds"] = round(fn_cold, 2)
         else:
             c["coldStartSeconds"] = inst_cold
+    # kwok marks a pool pod Ready after this delay: the operator's readyReplicas (so its
+    # pool share and route weights) follows when the local worker serves: after its cold
+    # start, and not before its process answers (it loads like a function), plus the
+    # runtime's poll.
+    notes = m["spec"]["model"].setdefault("podAnnotations", {})
+    notes[KWOK_READY_DELAY] = f"{math.ceil(max(inst_cold, fn_cold)) + 1}s"
     return m
 
 
@@ -368,6 +376,9 @@ def run(a: argparse.Namespace) -> int:
     try:
         cp.up()
         say("chart: helm upgrade --install serflow charts/serflow-operator")
+        # helm installs a chart's CRDs only once: apply this tree's (a reused cluster).
+        cp.tool("kubectl", "apply", "--server-side", "--force-conflicts", "-f",
+                str(REPO / "charts" / "serflow-operator" / "crds"))  # fmt: skip
         cp.tool("helm", "upgrade", "--install", "serflow", str(REPO / "charts" / "serflow-operator"),
                 "-n", SYSTEM_NS, "--create-namespace", "--wait=false")  # fmt: skip
         cp.tool("kubectl", "create", "namespace", ns)
@@ -417,6 +428,10 @@ def run(a: argparse.Namespace) -> int:
     state = read_state(state_path)
     return report(a, out, m, counts, records, timeline, state, t0, t1, manifest_path, trace_path,
                   trace_what, fn_cold, fn_s)  # fmt: skip
+
+
+def fn_max_scale(m: dict[str, Any]) -> int:
+    return int((m["spec"].get("functions") or {}).get("maxScale", 50))
 
 
 def prices_of(m: dict[str, Any], plan: dict[str, Any]) -> decide.Prices:
@@ -505,6 +520,10 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
         "functionColdStart": fn_cold, "functionSecondsPerImage": fn_s,
         "workerColdStarts": state.get("workerColdStarts", []),
         "functionColdStarts": state.get("fnColdStarts", []),
+        "functionPeak": decide.peak_alive(ls, "function"),
+        "functionServingCpuSeconds": state.get("fnServingCpuSeconds"),
+        "functionMaxScale": fn_max_scale(m),
+        "functionConcurrency": int((spec.get("functions") or {}).get("containerConcurrency", 1)),
         "timeline": timeline,
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -547,7 +566,12 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         f"Function: cold start {r['functionColdStart']:.2f} s and {r['functionSecondsPerImage'] * 1e3:.2f} ms "
         f"per spilled image measured before the run (the profile given to the operator and to "
         f"simulate); cold starts during the run: "
-        f"{', '.join(f'{x:.2f}' for x in r['functionColdStarts']) or 'none'} s. "
+        f"{', '.join(f'{x:.2f}' for x in r['functionColdStarts']) or 'none'} s "
+        f"(up to {r['functionPeak']} function processes at once; max-scale "
+        f"{r['functionMaxScale']}, containerConcurrency {r['functionConcurrency']}). "
+        f"Function-seconds are the wall time each request holds a function process "
+        f"(activator-side); the function processes' own CPU time after their cold starts "
+        f"was {float(r['functionServingCpuSeconds'] or 0):.2f} s. "
         f"Worker cold starts (configured {a.cold_start:g} s): "
         f"{', '.join(f'{x:.1f}' for x in wc) or 'none'} s.",
         "",

@@ -6,9 +6,12 @@
   local proxy on one port stands for the pool's Service (round robin over the ready
   workers; 503 with none, which Envoy retries on the functions).
 * Functions: for each Knative Service of the object, an activator on one port (like
-  Knative's): it starts the function process on the first request (scale from zero, a
-  real cold start), forwards, and stops it after the keep-alive without a request.
-  It sets the Knative Services' status Ready, as Knative's controller would.
+  Knative's): each function process has ``containerConcurrency`` slots; a request takes
+  a free slot on any ready process, else waits while the activator starts one more
+  process (scale from zero or out, a real cold start, one start in flight per service)
+  up to the service's ``autoscaling.knative.dev/max-scale``; each process stops after
+  the keep-alive without a request (``min-scale`` stay).  It sets the Knative Services'
+  status Ready, as Knative's controller would.
 * Envoy: a real Envoy from the one renderer, pool -> the pool proxy, functions -> the
   spill activator; the route file is the operator's ConfigMap key, swapped by rename.
 * Bill: every process's life and every function request's duration, in a state file.
@@ -43,6 +46,7 @@ from serflow_runtime.local.decide import (
     idle_expired,
     local_args,
     ready_now,
+    scale_functions,
     scale_pool,
 )
 
@@ -71,6 +75,9 @@ class Proc:
     ident: int = 0
     ready: bool = False
     ready_at: float | None = None
+    busy: int = 0  # function slots taken
+    cpu_at_ready: float | None = None
+    last_use: float = 0.0  # time.time() a function request last ended
 
     @property
     def url(self) -> str:
@@ -86,6 +93,39 @@ class Ledger:
     fn_exec_s: float = 0.0
     fn_cold_starts: list[float] = field(default_factory=list)
     worker_cold_starts: list[float] = field(default_factory=list)
+    fn_serving_cpu_s: float = 0.0  # CPU seconds function processes used after their start
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (Linux), None when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@dataclass
+class Service:
+    """One Knative Service's function processes, as its activator sees them."""
+
+    name: str
+    concurrency: int = 1  # containerConcurrency, as queue-proxy enforces
+    min_scale: int = 0
+    max_scale: int = 1
+    procs: list[Proc] = field(default_factory=list)  # ready ones
+    starting: set[asyncio.Task[Proc | None]] = field(default_factory=set)
+    waiting: int = 0  # requests waiting for a slot
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def free(self) -> Proc | None:
+        """The least busy ready process with a free slot."""
+        ok = [p for p in self.procs if p.popen.poll() is None and p.busy < self.concurrency]
+        return min(ok, key=lambda p: p.busy) if ok else None
+
+    @property
+    def busy(self) -> int:
+        return sum(p.busy for p in self.procs)
 
 
 class Runtime:
@@ -96,17 +136,13 @@ class Runtime:
         self.name, self.ns = a.name, a.namespace
         self.ledger = Ledger()
         self.workers: list[Proc] = []
-        self.functions: dict[str, Proc] = {}  # service name -> its (one) process
+        self.services: dict[str, Service] = {}  # Knative Service name -> its processes
         self.activators: dict[str, int] = {}  # service name -> activator port
         self.fn_args: dict[str, list[str]] = {}
-        self.last_use: dict[str, float] = {}
-        self.inflight: dict[str, int] = {}
-        self.starting: dict[str, asyncio.Task[Proc]] = {}
         self.ready_marked: set[str] = set()
         self.stopping: set[asyncio.Task[None]] = set()
-        self.slots: dict[str, asyncio.Semaphore] = {}
         self.envoy_restarts = 0
-        self.concurrency: dict[str, int] = {}  # containerConcurrency, as queue-proxy enforces
+        self.fn_ids = itertools.count(0)
         self.desired = 0
         self.worker_args: list[str] | None = None
         self.route_text = ""
@@ -145,6 +181,9 @@ class Runtime:
                 self.ledger.lives[i] = Life(life.kind, life.name, life.start, time.time())
 
     async def _stop_proc(self, p: Proc) -> None:
+        cpu = cpu_seconds(p.popen.pid) if p.popen.poll() is None else None
+        if cpu is not None and p.cpu_at_ready is not None:
+            self.ledger.fn_serving_cpu_s += cpu - p.cpu_at_ready
         if p.popen.poll() is None:
             p.popen.send_signal(signal.SIGTERM)
             end = time.monotonic() + STOP_TIMEOUT_S
@@ -222,53 +261,107 @@ class Runtime:
             return web.json_response({"error": f"upstream: {e!r}"}, status=503)
 
     # -- functions ---------------------------------------------------------------
+    def _svc(self, svc: str) -> Service:
+        if svc not in self.services:
+            self.services[svc] = Service(svc)
+        return self.services[svc]
+
+    def _scale(self, s: Service) -> tuple[int, int]:
+        """Start what ``scale_functions`` asks for (call with ``s.changed`` held)."""
+        s.procs = [p for p in s.procs if p.popen.poll() is None or self._died(p)]
+        start, stop = scale_functions(
+            s.busy + s.waiting, len(s.procs), len(s.starting), s.concurrency,
+            s.min_scale, s.max_scale,
+        )  # fmt: skip
+        if s.name not in self.fn_args:  # not read from the cluster yet
+            return 0, stop
+        for _ in range(start):
+            task = asyncio.create_task(self._start_function(s))
+            s.starting.add(task)
+            task.add_done_callback(s.starting.discard)
+        return start, stop
+
+    def _died(self, p: Proc) -> bool:
+        self._ended(p)
+        log.warning("function %s exited with %s", p.name, p.popen.returncode)
+        return False
+
     async def activate(self, request: web.Request) -> web.StreamResponse:
-        svc = request.match_info.get("svc") or request.app["svc"]
-        self.inflight[svc] = self.inflight.get(svc, 0) + 1
+        s = self._svc(request.match_info.get("svc") or request.app["svc"])
+        async with s.changed:
+            s.waiting += 1
+            try:
+                while (p := s.free()) is None:
+                    self._scale(s)
+                    try:
+                        await s.changed.wait()
+                    except asyncio.CancelledError:
+                        s.changed.notify()  # a slot handed to us goes to the next waiter
+                        raise
+            finally:
+                s.waiting -= 1
+            p.busy += 1
         try:
-            p = self.functions.get(svc)
-            if p is None or p.popen.poll() is not None:
-                if svc not in self.starting:
-                    self.starting[svc] = asyncio.create_task(self._start_function(svc))
-                p = await self.starting[svc]
-            async with self.slots.setdefault(svc, asyncio.Semaphore(self.concurrency.get(svc, 1))):
-                t0 = time.perf_counter()  # billed: the time the request holds the pod
-                resp = await self._forward(p.url, request)
-                dt = time.perf_counter() - t0
+            t0 = time.perf_counter()  # billed: the time the request holds the pod
+            resp = await self._forward(p.url, request)
+            dt = time.perf_counter() - t0
             self.ledger.fn_requests += 1
             self.ledger.fn_exec_s += dt
             return resp
         finally:
-            self.inflight[svc] -= 1
-            self.last_use[svc] = time.time()
+            async with s.changed:
+                p.busy -= 1
+                p.last_use = time.time()
+                s.changed.notify()
 
-    async def _start_function(self, svc: str) -> Proc:
+    async def _start_function(self, s: Service) -> Proc | None:
+        name = f"{s.name}-{next(self.fn_ids)}"  # a pod of the service's revision
+        port = free_port()
+        args = local_args(self.fn_args[s.name], port, name)
+        p = self._spawn("function", name, ["function", *args], port)
+        ok = False
         try:
-            port = free_port()
-            args = local_args(self.fn_args[svc], port, svc)
-            p = self._spawn("function", svc, ["function", *args], port)
             end = time.monotonic() + START_TIMEOUT_S
             while not await self._answers(p):
                 if p.popen.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError(f"function {svc} did not start")
+                    log.error("function %s did not start", name)
+                    return None
                 await asyncio.sleep(0.05)
             p.ready, p.ready_at = True, time.time()
+            p.last_use = p.ready_at
+            p.cpu_at_ready = cpu_seconds(p.popen.pid)
             self.ledger.fn_cold_starts.append(p.ready_at - p.started)
-            log.info("function %s ready after %.2f s", svc, p.ready_at - p.started)
-            self.functions[svc] = p
-            self.last_use[svc] = time.time()
+            log.info("function %s ready after %.2f s", name, p.ready_at - p.started)
+            ok = True
             return p
         finally:
-            self.starting.pop(svc, None)
+            if not ok:
+                await asyncio.shield(self._stop_proc(p))
+            async with s.changed:
+                s.starting.discard(asyncio.current_task())
+                if ok:
+                    s.procs.append(p)
+                s.changed.notify_all()  # waiters take its slots (or ask for another start)
 
     async def reap_functions(self) -> None:
         now = time.time()
-        for svc, p in list(self.functions.items()):
-            if idle_expired(
-                self.last_use.get(svc, now), now, self.a.keep_alive, self.inflight.get(svc, 0)
-            ):
-                del self.functions[svc]
+        for s in list(self.services.values()):
+            async with s.changed:
+                _, stop = self._scale(s)
+                idle = [
+                    p for p in s.procs
+                    if idle_expired(p.last_use, now, self.a.keep_alive, p.busy)
+                ]  # fmt: skip
+                idle.sort(key=lambda p: p.last_use)
+                gone = idle[:stop]
+                for p in gone:
+                    s.procs.remove(p)
+            for p in gone:
                 await self._stop_proc(p)
+
+    @property
+    def functions(self) -> list[str]:
+        return sorted(p.name for s in self.services.values() for p in s.procs)
 
     async def _activator(self, svc: str) -> int:
         app = web.Application(client_max_size=64 << 20)
@@ -331,16 +424,27 @@ class Runtime:
             )
             if svc not in self.activators:
                 self.activators[svc] = await self._activator(svc)
-            tmpl = k["spec"]["template"]["spec"]
-            self.concurrency[svc] = int(tmpl.get("containerConcurrency") or 1)
+            tmpl = k["spec"]["template"]
+            notes = (tmpl.get("metadata") or {}).get("annotations") or {}
+            s = self._svc(svc)
+            s.concurrency = int(tmpl["spec"].get("containerConcurrency") or 1)
+            s.min_scale = int(notes.get("autoscaling.knative.dev/min-scale") or 0)
+            s.max_scale = int(notes.get("autoscaling.knative.dev/max-scale") or 1)
             if svc not in self.ready_marked:
                 # Knative starts a new revision at its initial scale (1) and marks the
                 # service Ready when that pod is; the pod scales to zero when idle.
-                if svc not in self.functions and svc not in self.starting:
-                    self.starting[svc] = asyncio.create_task(self._start_function(svc))
-                await self.starting[svc]
+                async with s.changed:
+                    while not s.procs:
+                        if not s.starting:
+                            task = asyncio.create_task(self._start_function(s))
+                            s.starting.add(task)
+                            task.add_done_callback(s.starting.discard)
+                        await s.changed.wait()
                 await loop.run_in_executor(None, self._mark_ready, svc)
                 self.ready_marked.add(svc)
+            else:
+                async with s.changed:
+                    self._scale(s)  # min-scale
         if dep is not None:
             self.desired = int(dep["spec"]["replicas"] or 0)
             self.worker_args = list(dep["spec"]["template"]["spec"]["containers"][0]["args"] or [])
@@ -388,11 +492,12 @@ class Runtime:
             "desired": self.desired,
             "workers": len(self.workers),
             "ready": sum(1 for w in self.workers if w.ready),
-            "functions": sorted(self.functions),
+            "functions": self.functions,
             "lives": [asdict(x) for x in self.ledger.lives],
             "fnRequests": self.ledger.fn_requests,
             "fnExecSeconds": self.ledger.fn_exec_s,
             "fnColdStarts": self.ledger.fn_cold_starts,
+            "fnServingCpuSeconds": self.ledger.fn_serving_cpu_s,
             "workerColdStarts": self.ledger.worker_cold_starts,
             "envoyRestarts": self.envoy_restarts,
         }
@@ -401,7 +506,13 @@ class Runtime:
         os.replace(tmp, self.a.state)
 
     async def run(self) -> None:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.a.timeout))
+        # No connection cap: pool requests wait up to an epoch for their batch, and a cap
+        # (aiohttp's default is 100) would queue function requests behind them, inside
+        # the time billed to the function.
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=self.a.timeout),
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
@@ -431,9 +542,10 @@ class Runtime:
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        procs = [*self.workers, *self.functions.values()]
-        for t in list(self.starting.values()):
-            t.cancel()
+        procs = [*self.workers, *(p for s in self.services.values() for p in s.procs)]
+        for s in self.services.values():
+            for t in list(s.starting):
+                t.cancel()
         await asyncio.gather(
             *(self._stop_proc(p) for p in procs), *self.stopping, return_exceptions=True
         )
