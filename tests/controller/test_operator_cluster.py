@@ -420,7 +420,8 @@ def test_traffic_moves_ewma_replicas_and_weights(env: Env) -> None:
     last = snaps[-1]
     assert last["traffic"]["ewma"] > 5.0  # the load moved the estimate up
     assert last["instances"]["desired"] > 1  # and the pool with it
-    share = pool_share(last["instances"]["ready"], econ.mu, last["traffic"]["ewma"])
+    serving = min(last["instances"]["ready"], last["instances"]["desired"])
+    share = pool_share(serving, econ.mu, last["traffic"]["ewma"])
     assert (last["split"]["poolWeight"], last["split"]["functionWeight"]) == route_weights(share)
     dep = env.get("deployment", "traffic-pool")
     assert dep is not None and dep["spec"]["replicas"] == last["instances"]["desired"]

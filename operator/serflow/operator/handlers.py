@@ -303,7 +303,8 @@ def tick(kube: Kube, namespace: str, name: str, uid: str, elapsed: float, logger
         )
         kopf.info(body, reason="Scaled", message=msg)
         logger.info(msg)
-    share = pool_share(ready, cand.economics.mu, state.estimate.ewma)
+    # Instances being scaled in drain: only the ones that stay take new traffic.
+    share = pool_share(min(ready, decision.desired), cand.economics.mu, state.estimate.ewma)
     weights = route_weights(share)
     old = status.get("split") or {}
     if weights[0] != old.get("poolWeight"):
