@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,runtime
 
-.PHONY: venv demo test lint bench clean cluster cluster-build cluster-down
+.PHONY: venv demo simulate test lint bench clean cluster cluster-build cluster-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,7 +18,14 @@ venv: $(STAMP)
 # The paper's replay when the shared WITS trace is beside the repository, else synthetic.
 TRACE ?= $(if $(wildcard ../shared/traces/wits_logs.txt),../shared/traces/wits_logs.txt,synthetic)
 
+# The main job: the whole loop on this machine (local control plane, chart, operator, real
+# workers, functions and Envoy serving a replayed trace), ending with a report in out/demo.
 demo: $(STAMP)
+	hack/cluster.sh build
+	$(BIN)/python -m serflow_runtime.local.demo --out out/demo
+
+# What it would cost: the paper's setup planned and replayed by the simulator.
+simulate: $(STAMP)
 	mkdir -p out
 	$(BIN)/serflow plan -f preset:paper --plot out/paper-cip.png
 	$(BIN)/serflow simulate -f preset:paper --trace $(TRACE) --epochs 400 --plot out/paper-timeline.png
