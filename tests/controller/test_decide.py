@@ -12,6 +12,7 @@ from serflow.operator.decide import (
     same_setup,
     scaler_from_status,
     set_condition,
+    with_prior,
 )
 from serflow.policy.configurator import configure
 from serflow.spec import parse_workload
@@ -83,3 +84,16 @@ def test_scaler_state_from_status() -> None:
         2,
     )
     assert scaler_from_status({}).estimate.samples == 0
+
+
+def test_expected_rate_is_a_prior_only_before_any_sample() -> None:
+    empty = scaler_from_status({})
+    seeded = with_prior(empty, 30.0)
+    assert (seeded.estimate.ewma, seeded.estimate.dev, seeded.estimate.samples) == (30.0, 0.0, 1)
+    # The first (empty) epoch then moves the EWMA by a, instead of replacing it.
+    from serflow.policy.monitor import observe
+
+    assert observe(seeded.estimate, 0.0, 0.2, 0.2).ewma == pytest.approx(24.0)
+    seen = scaler_from_status({"traffic": {"ewma": 5.0, "samples": 3}})
+    assert with_prior(seen, 30.0) == seen
+    assert with_prior(empty, 0.0) == empty

@@ -119,6 +119,21 @@ def scaler_from_status(status: Mapping[str, Any]) -> ScalerState:
     )
 
 
+def with_prior(state: ScalerState, expected_rate: float) -> ScalerState:
+    """Seed a monitor that has seen nothing with the spec's expected rate.
+
+    The operator's epochs start when the object is created, usually before traffic
+    arrives; without a prior the first (empty) epoch would size the pool at 0 and undo the
+    plan made for the expected rate. The prior counts as one sample: real epochs then
+    move the EWMA as usual.
+    """
+    if state.estimate.samples or expected_rate <= 0:
+        return state
+    return ScalerState(
+        TrafficEstimate(ewma=expected_rate, dev=0.0, samples=1), state.epoch, state.desired
+    )
+
+
 def counter_rate(prev: Mapping[str, int], now: Mapping[str, int], seconds: float) -> float | None:
     """Requests per second from downstream_rq_total counters of several Envoys.
 

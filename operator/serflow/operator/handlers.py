@@ -35,6 +35,7 @@ from serflow.operator.decide import (
     same_setup,
     scaler_from_status,
     set_condition,
+    with_prior,
 )
 from serflow.operator.kube import Kube, load_config, read_counters, stats_urls
 from serflow.policy.balancer import pool_share, route_weights
@@ -284,7 +285,7 @@ def tick(kube: Kube, namespace: str, name: str, uid: str, elapsed: float, logger
     counters = read_counters(urls, f"http.{inf.routing.stat_prefix}.downstream_rq_total")
     prev = (status.get("traffic") or {}).get("counters") or {}
     rate = counter_rate(prev, counters, elapsed)
-    state = scaler_from_status(status)
+    state = with_prior(scaler_from_status(status), w.expected_rate)
     gen = int((obj.get("metadata") or {}).get("generation") or 0)
     patch: dict[str, Any] = {}
     if rate is None:
