@@ -315,21 +315,21 @@ def _condition() -> dict[str, Any]:
 
 def _status_schema() -> dict[str, Any]:
     num = {"type": "number"}
+    # What a candidate and the chosen plan share: the setup, its accuracy and its costs.
+    setup = {
+        "tau": num,
+        "accuracy": num,
+        "pool": {"type": "string"},
+        "instance": {"type": "string"},
+        "cut": {"type": "integer"},
+        "granularity": {"type": "string"},
+        "function": {"type": "string"},
+        "costPerHour": num,
+        "tcip": num,
+    }
     cand = _obj(
         "One costed candidate.",
-        {
-            "tau": num,
-            "accuracy": num,
-            "pool": {"type": "string"},
-            "instance": {"type": "string"},
-            "cut": {"type": "integer"},
-            "granularity": {"type": "string"},
-            "function": {"type": "string"},
-            "feasible": {"type": "boolean"},
-            "reason": {"type": "string"},
-            "costPerHour": num,
-            "tcip": num,
-        },
+        {**setup, "feasible": {"type": "boolean"}, "reason": {"type": "string"}},
     )
     return _obj(
         "What serflow decided and observed.",
@@ -344,16 +344,8 @@ def _status_schema() -> dict[str, Any]:
             "plan": _obj(
                 "The chosen plan.",
                 {
-                    "tau": num,
-                    "accuracy": num,
-                    "pool": {"type": "string"},
-                    "instance": {"type": "string"},
-                    "cut": {"type": "integer"},
-                    "granularity": {"type": "string"},
-                    "function": {"type": "string"},
+                    **setup,
                     "mu": num,
-                    "tcip": num,
-                    "costPerHour": num,
                     "rate": num,
                     "candidates": {"type": "array", "items": cand},
                 },
