@@ -35,6 +35,7 @@ from serflow_runtime.server import (
     error_middleware,
     read_body,
     serve,
+    server_timing,
 )
 
 
@@ -81,7 +82,8 @@ class FunctionApp:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[error_middleware(self.metrics)], client_max_size=MAX_FRAME_BODY
+            middlewares=[server_timing(), error_middleware(self.metrics)],
+            client_max_size=MAX_FRAME_BODY,
         )
         app.router.add_post("/run", self.run)
         app.router.add_post("/infer", self.infer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,8 +49,28 @@ def error_middleware(metrics: Metrics) -> Any:
         except Exception:
             log.exception("internal error on %s %s", request.method, request.path)
             resp = error(500, "internal error")
-        if request.path in ("/infer", "/run"):
+        if request.path in SERVED_PATHS:
             metrics.inc("serflow_requests_total", code=resp.status)
+        return resp
+
+    return mw
+
+
+SERVED_PATHS = ("/infer", "/run")
+
+
+def server_timing() -> Any:
+    """Adds ``Server-Timing: app;dur=<ms>`` to answers of the serving paths: the time this
+    process spent on the request, from its headers to its answer.  It is what a FaaS
+    bills (the code's own duration), as opposed to the time a caller waited, which
+    includes the network and the caller's own queueing."""
+
+    @web.middleware
+    async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        resp = await handler(request)
+        if request.path in SERVED_PATHS:
+            resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1e3:.3f}"
         return resp
 
     return mw

@@ -41,6 +41,7 @@ from serflow_runtime.server import (
     error_middleware,
     read_body,
     serve,
+    server_timing,
 )
 
 log = logging.getLogger("serflow_runtime.worker")
@@ -117,7 +118,7 @@ class WorkerApp:
         self.batcher: asyncio.Task[None] | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[error_middleware(self.metrics)])
+        app = web.Application(middlewares=[server_timing(), error_middleware(self.metrics)])
         app.router.add_post("/infer", self.infer)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)

@@ -127,3 +127,23 @@ def test_scale_functions_like_knative(
 def test_scale_functions_may_start_several_when_allowed() -> None:
     assert decide.scale_functions(10, 1, 0, 1, 0, 4, max_starting=5) == (3, 0)
     assert decide.scale_functions(10, 1, 2, 1, 0, 4, max_starting=5) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("header", "want"),
+    [
+        ("app;dur=3.5", 0.0035),
+        ("db;dur=1, app;dur=12", 0.012),
+        ('app;desc="x";dur="0.25"', 0.00025),
+        ("app", None),
+        ("app;dur=abc", None),
+        ("app;dur=-1", None),
+        ("app;dur=inf", None),
+        ("other;dur=3", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_server_timing_seconds(header: str | None, want: float | None) -> None:
+    got = decide.server_timing_seconds(header)
+    assert got == (None if want is None else pytest.approx(want))

@@ -172,6 +172,42 @@ def test_png_requests(stack: Stack, loaded: Loaded) -> None:
     assert [(o["exit"], o["class"]) for _, o in got] == reference(loaded, xs, stack.tau)
 
 
+def test_answers_carry_the_servers_own_duration(
+    stack: Stack, loaded: Loaded, digits: Dataset
+) -> None:
+    """Server-Timing is what the local runtime bills a function for: the server's own time,
+    never more than what the caller waited, on answers and refusals alike."""
+    import urllib.error
+    import urllib.request
+
+    from serflow_runtime.local.decide import server_timing_seconds
+
+    frame, _ = head_frame(loaded, digits.x_val[:8], 2)
+    for url, body, ctype, want in (
+        (stack.stage_a.url + "/run", frame, codec.FRAME_CT, 200),
+        (stack.stage_a.url + "/run", b"not a frame", codec.FRAME_CT, 400),
+        (
+            stack.chained_worker.url + "/infer",
+            raw_bytes(digits.x_val[0]),
+            "application/octet-stream",
+            200,
+        ),
+    ):
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": ctype})
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                code, header = r.status, r.headers.get("Server-Timing")
+        except urllib.error.HTTPError as e:
+            code, header = e.code, e.headers.get("Server-Timing")
+        waited = time.perf_counter() - t0
+        own = server_timing_seconds(header)
+        assert code == want, url
+        assert own is not None and 0 < own <= waited, (url, header, waited)
+    code, _ = http("GET", stack.stage_a.url + "/readyz")
+    assert code == 200
+
+
 def test_metrics_exposed(stack: Stack, digits: Dataset) -> None:
     post_many(stack.chained_worker.url + "/infer", [raw_bytes(r) for r in digits.x_val[:20]])
     code, raw = http("GET", stack.chained_worker.url + "/metrics")

@@ -203,10 +203,20 @@ def http_ok(url: str) -> bool:
 # -- measuring the function once ------------------------------------------------------
 
 
-def measure_function(
-    tau: float, work: Path, images: list[bytes], n: int = 150
-) -> tuple[float, float]:
-    """(cold start s, median s per single-image request) of a whole-model function."""
+@dataclass(frozen=True)
+class FunctionMeasure:
+    """One whole-model function process, measured alone before the replay."""
+
+    cold_s: float
+    """Seconds from its start to its first ready answer."""
+    own_s: float
+    """Median seconds of its own per single-image request (its Server-Timing): what a
+    FaaS bills, and the profile given to the operator and to simulate."""
+    round_trip_s: float
+    """Median seconds a caller waited for the same requests (HTTP included)."""
+
+
+def measure_function(tau: float, work: Path, images: list[bytes], n: int = 150) -> FunctionMeasure:
     port = free_port()
     t0 = time.monotonic()
     p = subprocess.Popen(
@@ -220,23 +230,26 @@ def measure_function(
             "the function to answer", lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 120, 0.05
         )
         cold = time.monotonic() - t0
-        times = []
+        trips, owns = [], []
         for b in images[:n]:
             req = urllib.request.Request(f"http://127.0.0.1:{port}/infer", data=b,
                                          headers={"Content-Type": "application/octet-stream"})  # fmt: skip
             s = time.perf_counter()
             with urllib.request.urlopen(req, timeout=30) as r:
                 r.read()
-            times.append(time.perf_counter() - s)
-        return cold, statistics.median(times[10:])
+                own = decide.server_timing_seconds(r.headers.get("Server-Timing"))
+            trips.append(time.perf_counter() - s)
+            if own is None:
+                raise RuntimeError("the function answered without a Server-Timing header")
+            owns.append(own)
+        # The first requests warm the allocator and caches: a warm pod's numbers.
+        return FunctionMeasure(cold, statistics.median(owns[10:]), statistics.median(trips[10:]))
     finally:
         p.terminate()
         p.wait(30)
 
 
-def demo_manifest(
-    base: dict[str, Any], fn_cold: float, fn_s: float, inst_cold: float
-) -> dict[str, Any]:
+def demo_manifest(base: dict[str, Any], fn: FunctionMeasure, inst_cold: float) -> dict[str, Any]:
     """The example manifest with this machine's measured function numbers."""
     m = json.loads(json.dumps(base))
     prof = m["spec"]["profile"]["inline"]
@@ -245,8 +258,8 @@ def demo_manifest(
     sv = decide.survival(th["exitShares"])
     for c in prof["configs"]:
         if c["kind"] == "function":
-            c["secondsPerRequest"] = decide.calibrate_function(c["secondsPerRequest"], sv, fn_s)
-            c["coldStartSeconds"] = round(fn_cold, 2)
+            c["secondsPerRequest"] = decide.calibrate_function(c["secondsPerRequest"], sv, fn.own_s)
+            c["coldStartSeconds"] = round(fn.cold_s, 2)
         else:
             c["coldStartSeconds"] = inst_cold
     # kwok marks a pool pod Ready after this delay: the operator's readyReplicas (so its
@@ -254,7 +267,7 @@ def demo_manifest(
     # start, and not before its process answers (it loads like a function), plus the
     # runtime's poll.
     notes = m["spec"]["model"].setdefault("podAnnotations", {})
-    notes[KWOK_READY_DELAY] = f"{math.ceil(max(inst_cold, fn_cold)) + 1}s"
+    notes[KWOK_READY_DELAY] = f"{math.ceil(max(inst_cold, fn.cold_s)) + 1}s"
     return m
 
 
@@ -358,11 +371,10 @@ def run(a: argparse.Namespace) -> int:
     else:
         say(f"model: {BUNDLED.name} (shipped, trained on the digits training split)")
     images, labels = loadgen.heldout_images()
-    fn_cold, fn_s = measure_function(tau, work, images)
-    say(
-        f"measured here: function cold start {fn_cold:.2f} s, {fn_s * 1e3:.2f} ms per spilled image"
-    )
-    m = demo_manifest(base, fn_cold, fn_s, a.cold_start)
+    fn = measure_function(tau, work, images)
+    say(f"measured here: function cold start {fn.cold_s:.2f} s, {fn.own_s * 1e3:.2f} ms of its own "
+        f"per spilled image ({fn.round_trip_s * 1e3:.2f} ms round trip)")  # fmt: skip
+    m = demo_manifest(base, fn, a.cold_start)
     manifest_path = out / "digits-demo.applied.yaml"
     manifest_path.write_text(yaml.safe_dump(m, sort_keys=False))
     trace_path = out / "trace.txt"
@@ -427,7 +439,7 @@ def run(a: argparse.Namespace) -> int:
             cp.down()
     state = read_state(state_path)
     return report(a, out, m, counts, records, timeline, state, t0, t1, manifest_path, trace_path,
-                  trace_what, fn_cold, fn_s)  # fmt: skip
+                  trace_what, fn)  # fmt: skip
 
 
 def fn_max_scale(m: dict[str, Any]) -> int:
@@ -492,7 +504,7 @@ def simulate(manifest: Path, trace: Path, epochs: int) -> dict[str, Any]:
 def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int],
            records: list[Record], timeline: list[dict[str, Any]], state: dict[str, Any],
            t0: float, t1: float, manifest: Path, trace: Path, trace_what: str,
-           fn_cold: float, fn_s: float) -> int:  # fmt: skip
+           fn: FunctionMeasure) -> int:  # fmt: skip
     spec = m["spec"]
     d, slo = float(spec["scaling"]["epochSeconds"]), float(spec["slo"]["latencySeconds"])
     tau = float(spec["thresholds"][0])
@@ -517,7 +529,10 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
         "envoyRestarts": state.get("envoyRestarts", 0),
         "measured": asdict(b) | {"total": b.total},
         "predicted": pred, "gap": gap,
-        "functionColdStart": fn_cold, "functionSecondsPerImage": fn_s,
+        "functionColdStart": fn.cold_s, "functionSecondsPerImage": fn.own_s,
+        "functionRoundTripPerImage": fn.round_trip_s,
+        "functionWallSeconds": state.get("fnWallSeconds"),
+        "functionUntimed": state.get("fnUntimed", 0),
         "workerColdStarts": state.get("workerColdStarts", []),
         "functionColdStarts": state.get("fnColdStarts", []),
         "functionPeak": decide.peak_alive(ls, "function"),
@@ -562,6 +577,8 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         f"| function cost | ${b.function_cost:.6f} | ${pred['functionCost']:.6f} |",
         f"| **total cost** | **${b.total:.6f}** | **${pred['totalCost']:.6f}** ({gap:+.1%} measured vs predicted) |",
         "",
+        f"Where measured and predicted differ: {differences(b, pred, s.function)}",
+        "",
         f"Exits per classifier: {exits}.",
         f"Function: cold start {r['functionColdStart']:.2f} s and {r['functionSecondsPerImage'] * 1e3:.2f} ms "
         f"per spilled image measured before the run (the profile given to the operator and to "
@@ -569,15 +586,32 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         f"{', '.join(f'{x:.2f}' for x in r['functionColdStarts']) or 'none'} s "
         f"(up to {r['functionPeak']} function processes at once; max-scale "
         f"{r['functionMaxScale']}, containerConcurrency {r['functionConcurrency']}). "
-        f"Function-seconds are the wall time each request holds a function process "
-        f"(activator-side); the function processes' own CPU time after their cold starts "
-        f"was {float(r['functionServingCpuSeconds'] or 0):.2f} s. "
+        f"Function-seconds are billed as a FaaS bills them: each request's duration inside "
+        f"the function process (its Server-Timing; {r['functionUntimed']} answers had none and "
+        f"were billed at their wall time). Seen from the activator the same requests held a "
+        f"function for {float(r['functionWallSeconds'] or 0):.2f} s (queueing for the machine's "
+        f"cores and the HTTP hop included); the function processes' CPU time after their "
+        f"cold starts was {float(r['functionServingCpuSeconds'] or 0):.2f} s. "
         f"Worker cold starts (configured {a.cold_start:g} s): "
         f"{', '.join(f'{x:.1f}' for x in wc) or 'none'} s.",
         "",
         f"![timeline]({png})",
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def differences(b: decide.Bill, pred: dict[str, Any], fn_requests: int) -> str:
+    """The cost gap split into its parts, each with the numbers behind it."""
+    inst = b.instance_cost - pred["instanceCost"]
+    fn = b.function_cost - pred["functionCost"]
+    per_req = b.function_seconds / max(1, fn_requests)
+    per_req_pred = pred["functionSeconds"] / max(1, pred["faasRequests"])
+    return (
+        f"instances {inst:+.6f} $ ({b.instance_seconds:.1f} against {pred['instanceSeconds']:.1f} "
+        f"instance-seconds); functions {fn:+.6f} $ ({fn_requests} against {pred['faasRequests']} "
+        f"spilled requests, {per_req * 1e3:.2f} against {per_req_pred * 1e3:.2f} ms billed per "
+        f"request)."
+    )
 
 
 def plot(timeline: list[dict[str, Any]], records: list[Record], epochs: int, d: float, bound: float,

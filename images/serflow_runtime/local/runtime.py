@@ -48,6 +48,7 @@ from serflow_runtime.local.decide import (
     ready_now,
     scale_functions,
     scale_pool,
+    server_timing_seconds,
 )
 
 log = logging.getLogger("serflow_runtime.local")
@@ -90,7 +91,9 @@ class Ledger:
 
     lives: list[Life] = field(default_factory=list)
     fn_requests: int = 0
-    fn_exec_s: float = 0.0
+    fn_exec_s: float = 0.0  # billed: the functions' own time per request (Server-Timing)
+    fn_wall_s: float = 0.0  # the time requests held a function, seen from the activator
+    fn_untimed: int = 0  # answers without Server-Timing: billed at their wall time
     fn_cold_starts: list[float] = field(default_factory=list)
     worker_cold_starts: list[float] = field(default_factory=list)
     fn_serving_cpu_s: float = 0.0  # CPU seconds function processes used after their start
@@ -254,9 +257,11 @@ class Runtime:
                 base + request.path, data=body, headers={"Content-Type": ct}
             ) as r:
                 payload = await r.read()
+                keep = {k: r.headers[k] for k in ("Server-Timing",) if k in r.headers}
                 return web.Response(
-                    body=payload, status=r.status, content_type=r.content_type or None
-                )
+                    body=payload, status=r.status, content_type=r.content_type or None,
+                    headers=keep,
+                )  # fmt: skip
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             return web.json_response({"error": f"upstream: {e!r}"}, status=503)
 
@@ -302,11 +307,15 @@ class Runtime:
                 s.waiting -= 1
             p.busy += 1
         try:
-            t0 = time.perf_counter()  # billed: the time the request holds the pod
+            t0 = time.perf_counter()
             resp = await self._forward(p.url, request)
-            dt = time.perf_counter() - t0
+            wall = time.perf_counter() - t0
+            # Billed like a FaaS: the function's own duration, not this process's queueing.
+            own = server_timing_seconds(resp.headers.get("Server-Timing"))
             self.ledger.fn_requests += 1
-            self.ledger.fn_exec_s += dt
+            self.ledger.fn_wall_s += wall
+            self.ledger.fn_exec_s += wall if own is None else min(own, wall)
+            self.ledger.fn_untimed += int(own is None)
             return resp
         finally:
             async with s.changed:
@@ -382,21 +391,26 @@ class Runtime:
 
     # -- the cluster -------------------------------------------------------------
     def _read(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
+        """The pool Deployment, the Knative Services and the route, as plain JSON: the
+        client's model classes cost milliseconds of CPU per object, and this thread
+        holds the GIL the activator's event loop needs."""
         from kubernetes.client import ApiException
 
-        try:
-            dep = self.apps.read_namespaced_deployment(f"{self.name}-pool", self.ns).to_dict()
-        except ApiException:
-            dep = None
-        ks = self.custom.list_namespaced_custom_object(
+        def raw(call: Any, *args: Any, **kw: Any) -> dict[str, Any] | None:
+            try:
+                r = call(*args, _preload_content=False, **kw)
+            except ApiException:
+                return None
+            return dict(json.loads(r.data))
+
+        dep = raw(self.apps.read_namespaced_deployment, f"{self.name}-pool", self.ns)
+        ks = raw(
+            self.custom.list_namespaced_custom_object,
             "serving.knative.dev", "v1", self.ns, "services",
             label_selector=f"app.kubernetes.io/instance={self.name}",
-        )  # fmt: skip
-        try:
-            cm = self.core.read_namespaced_config_map(f"{self.name}-envoy", self.ns)
-            route = (cm.data or {}).get("route.yaml")
-        except ApiException:
-            route = None
+        ) or {}  # fmt: skip
+        cm = raw(self.core.read_namespaced_config_map, f"{self.name}-envoy", self.ns)
+        route = ((cm or {}).get("data") or {}).get("route.yaml")
         return dep, list(ks.get("items") or []), route
 
     def _mark_ready(self, svc: str) -> None:
@@ -446,8 +460,10 @@ class Runtime:
                 async with s.changed:
                     self._scale(s)  # min-scale
         if dep is not None:
-            self.desired = int(dep["spec"]["replicas"] or 0)
-            self.worker_args = list(dep["spec"]["template"]["spec"]["containers"][0]["args"] or [])
+            self.desired = int(dep["spec"].get("replicas") or 0)
+            self.worker_args = list(
+                dep["spec"]["template"]["spec"]["containers"][0].get("args") or []
+            )
         if route and route != self.route_text:
             self._write_route(route)
             self.route_text = route
@@ -496,6 +512,8 @@ class Runtime:
             "lives": [asdict(x) for x in self.ledger.lives],
             "fnRequests": self.ledger.fn_requests,
             "fnExecSeconds": self.ledger.fn_exec_s,
+            "fnWallSeconds": self.ledger.fn_wall_s,
+            "fnUntimed": self.ledger.fn_untimed,
             "fnColdStarts": self.ledger.fn_cold_starts,
             "fnServingCpuSeconds": self.ledger.fn_serving_cpu_s,
             "workerColdStarts": self.ledger.worker_cold_starts,
