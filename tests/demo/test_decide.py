@@ -147,3 +147,34 @@ def test_scale_functions_may_start_several_when_allowed() -> None:
 def test_server_timing_seconds(header: str | None, want: float | None) -> None:
     got = decide.server_timing_seconds(header)
     assert got == (None if want is None else pytest.approx(want))
+
+
+@pytest.mark.parametrize("own_ms", [0.9, 1.83, 2.9, 8.0])
+def test_demo_plan_is_the_examples_whatever_the_machines_speed(own_ms: float) -> None:
+    """The demo bills measured seconds but keeps the example's price per spilled image,
+    so the plan (setup, T-CIP, mu) does not hinge on how fast this machine is."""
+    from pathlib import Path
+
+    import yaml
+
+    from serflow.policy.configurator import configure
+    from serflow.spec import parse_workload
+    from serflow_runtime.local import demo
+
+    base = yaml.safe_load((Path(demo.REPO) / "examples" / "digits-demo.yaml").read_text())
+    want = configure(parse_workload(base), 64.0).chosen
+    m = demo.demo_manifest(base, demo.FunctionMeasure(3.0, own_ms / 1e3, 2 * own_ms / 1e3), 10.0)
+    got = configure(parse_workload(m), 64.0).chosen
+    assert want is not None and got is not None
+    assert got.setup == want.setup and got.tau == want.tau
+    assert got.economics.tcip == pytest.approx(want.economics.tcip, rel=2e-3)
+    assert got.economics.mu == pytest.approx(want.economics.mu)
+    fn = next(c for c in m["spec"]["profile"]["inline"]["configs"] if c["kind"] == "function")
+    sv = decide.survival(
+        next(t for t in m["spec"]["profile"]["inline"]["thresholds"] if t["tau"] == got.tau)[
+            "exitShares"
+        ]
+    )
+    assert decide.request_seconds(fn["secondsPerRequest"], sv) == pytest.approx(
+        own_ms / 1e3, rel=1e-3
+    )

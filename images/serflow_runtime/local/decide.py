@@ -310,12 +310,17 @@ def relative_gap(measured: float, predicted: float) -> float:
     return (measured - predicted) / predicted
 
 
+def request_seconds(seconds_per_request: Sequence[float], survival: Sequence[float]) -> float:
+    """Seconds of one whole-model request at a tau: sum_i s_i u_i."""
+    return sum(s * u for s, u in zip(survival, seconds_per_request, strict=True))
+
+
 def calibrate_function(
     seconds_per_request: Sequence[float], survival: Sequence[float], measured_s: float
 ) -> list[float]:
     """Scale a function config's per-partition seconds so a whole-model request at this
     tau (sum_i s_i u_i) costs ``measured_s``: what one spilled image really takes."""
-    now = sum(s * u for s, u in zip(survival, seconds_per_request, strict=True))
+    now = request_seconds(seconds_per_request, survival)
     if now <= 0 or measured_s <= 0:
         raise ValueError("need positive seconds")
     f = measured_s / now

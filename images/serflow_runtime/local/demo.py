@@ -250,18 +250,28 @@ def measure_function(tau: float, work: Path, images: list[bytes], n: int = 150) 
 
 
 def demo_manifest(base: dict[str, Any], fn: FunctionMeasure, inst_cold: float) -> dict[str, Any]:
-    """The example manifest with this machine's measured function numbers."""
+    """The example manifest with this machine's measured function numbers.
+
+    The function's seconds become the measured ones, and its price per GB-s moves the
+    other way so that a spilled image costs what the example prices it at: the plan
+    (T-CIP, pool size) is the example's on a fast machine and on a slow one alike."""
     m = json.loads(json.dumps(base))
     prof = m["spec"]["profile"]["inline"]
     tau = float(m["spec"]["thresholds"][0])
     th = next(t for t in prof["thresholds"] if abs(t["tau"] - tau) < 1e-9)
     sv = decide.survival(th["exitShares"])
+    functions = [c for c in prof["configs"] if c["kind"] == "function"]
+    if len(functions) != 1:
+        raise ValueError("the demo's example must profile exactly one function size")
     for c in prof["configs"]:
         if c["kind"] == "function":
+            example_s = decide.request_seconds(c["secondsPerRequest"], sv)
             c["secondsPerRequest"] = decide.calibrate_function(c["secondsPerRequest"], sv, fn.own_s)
             c["coldStartSeconds"] = round(fn.cold_s, 2)
         else:
             c["coldStartSeconds"] = inst_cold
+    fp = m["spec"]["prices"]["functions"]
+    fp["perGBSecond"] = float(f"{float(fp['perGBSecond']) * example_s / fn.own_s:.4g}")
     # kwok marks a pool pod Ready after this delay: the operator's readyReplicas (so its
     # pool share and route weights) follows when the local worker serves: after its cold
     # start, and not before its process answers (it loads like a function), plus the
