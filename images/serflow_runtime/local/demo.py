@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -686,7 +687,14 @@ def term_as_interrupt() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    with term_as_interrupt():
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / ".lock").open("w") as lock, term_as_interrupt():
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"error: another demo is writing to {out}; pass another --out")
+            return 2
         try:
             return run(a)
         except KeyboardInterrupt:

@@ -519,7 +519,7 @@ class Runtime:
             "workerColdStarts": self.ledger.worker_cold_starts,
             "envoyRestarts": self.envoy_restarts,
         }
-        tmp = Path(self.a.state).with_suffix(".tmp")
+        tmp = Path(self.a.state).with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(st))
         os.replace(tmp, self.a.state)
 
