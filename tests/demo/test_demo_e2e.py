@@ -26,7 +26,8 @@ def test_short_replay_serves_everything(cluster: Any, tmp_path: Path) -> None:
     trace.write_text("".join(f"{n}\n" for n in [40] * 3 + [220] * 12))
     out = tmp_path / "out"
     rc = demo.main(["--trace", str(trace), "--epochs", "15", "--scale", "1",
-                    "--cold-start", "4", "--out", str(out), "--keep-cluster"])  # fmt: skip
+                    "--cold-start", "4", "--calibration-epochs", "4", "--out", str(out),
+                    "--keep-cluster"])  # fmt: skip
     r = json.loads((out / "results.json").read_text())
     s = r["summary"]
     assert s["requests"] == 3 * 40 + 12 * 220
@@ -42,4 +43,5 @@ def test_short_replay_serves_everything(cluster: Any, tmp_path: Path) -> None:
     assert s["pool"] > 0 and s["function"] > 0  # the pool served, the functions took spill
     # The spill activator scaled the function out (Knative's initial scale is one pod).
     assert r["functionPeak"] >= 2, r["functionColdStarts"]
+    assert r["calibrationEpochs"] == 4 and r["functionAlone"]["own_s"] > 0
     assert (out / "timeline.png").stat().st_size > 0
