@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from serflow_runtime.local import decide
@@ -179,19 +177,4 @@ def test_demo_plan_is_the_examples_whatever_the_machines_speed(own_ms: float) ->
     )
     assert decide.request_seconds(fn["secondsPerRequest"], sv) == pytest.approx(
         own_ms / 1e3, rel=1e-3
-    )
-
-
-def test_a_second_demo_on_the_same_output_is_refused(
-    tmp_path: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import fcntl
-
-    from serflow_runtime.local import demo
-
-    with (tmp_path / ".lock").open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert demo.main(["--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().out.strip() == (
-        f"error: another demo is writing to {tmp_path}; pass another --out"
     )

@@ -741,16 +741,18 @@ def plot(timeline: list[dict[str, Any]], records: list[Record], epochs: int, d: 
 
 @contextlib.contextmanager
 def term_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop every child."""
+    """SIGTERM and SIGINT unwind like Ctrl-C, so the finally blocks stop every child (a
+    shell starts a background job with SIGINT ignored: the demo takes it back)."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def main(argv: list[str] | None = None) -> int:
