@@ -421,9 +421,10 @@ def run(a: argparse.Namespace) -> int:
             first = serve(a, cp, demo_manifest(base, alone, a.cold_start), cal, images, labels,
                           work / "calibration", show=False)  # fmt: skip
             fn = calibrated(alone, first.state)
+            failed = sum(1 for r in first.records if r.status != 200)
             say(f"calibrated: {fn.own_s * 1e3:.2f} ms of its own per spilled image on the "
-                f"running stack ({int(first.state.get('fnRequests', 0))} requests), "
-                f"cold start {fn.cold_s:.2f} s")  # fmt: skip
+                f"running stack ({int(first.state.get('fnRequests', 0))} spilled of "
+                f"{len(first.records)} requests, {failed} failed), cold start {fn.cold_s:.2f} s")  # fmt: skip
         m = demo_manifest(base, fn, a.cold_start)
         manifest_path = out / "digits-demo.applied.yaml"
         manifest_path.write_text(yaml.safe_dump(m, sort_keys=False))
