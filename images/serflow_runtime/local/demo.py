@@ -2,12 +2,14 @@
 
 1. the local control plane (``hack/cluster.sh up`` unless one is up), the chart;
 2. the model: the shipped checkpoint (trained here if it is missing);
-3. a function process measured once (cold start, seconds per spilled image): the demo's
-   profile takes these numbers, so the operator and ``serflow simulate`` plan with them;
-4. the local runtime (workers, function activators, a real Envoy), the operator as a
-   local process with the chart's ServiceAccount, the SerflowInference applied;
-5. an open-loop replay of the trace with real held-out images and live progress;
-6. a report: service, accuracy, exits, pool vs function share, the measured bill next to
+3. a function process measured alone (cold start, its own seconds per spilled image);
+4. a calibration: the first epochs replayed, unbilled, on the whole running stack (as
+   in 5 and 6) to measure the function where it runs; the demo's profile takes those
+   numbers, so the operator and ``serflow simulate`` plan with them;
+5. in a fresh namespace: the local runtime (workers, function activators, a real Envoy),
+   the operator as a local process with the chart's ServiceAccount, the SerflowInference;
+6. an open-loop replay of the trace with real held-out images and live progress;
+7. a report: service, accuracy, exits, pool vs function share, the measured bill next to
    ``serflow simulate``'s prediction for the same counts, and a PNG timeline.
 
 Every process it started is stopped at the end, on Ctrl-C and on SIGTERM.

@@ -15,6 +15,8 @@
 * Envoy: a real Envoy from the one renderer, pool -> the pool proxy, functions -> the
   spill activator; the route file is the operator's ConfigMap key, swapped by rename.
 * Bill: every process's life and every function request's duration, in a state file.
+  A function is billed for its own time (the ``Server-Timing`` it answers with), as a
+  FaaS bills; the time the request held it, seen from here, is kept beside it.
 
 Everything binds 127.0.0.1.  SIGTERM/SIGINT stop every process it started.
 """
