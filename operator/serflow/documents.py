@@ -33,8 +33,9 @@ def load_yaml(text: str, source: str) -> Any:
     return docs[0]
 
 
-def read_workload(ref: str) -> Workload:
-    """Parse ``ref``: a path to YAML/JSON, or ``preset:NAME`` for a shipped preset."""
+def read_document(ref: str) -> Any:
+    """The first serflow document of ``ref``: a path to YAML/JSON (at most
+    ``MAX_DOCUMENT_BYTES``), or ``preset:NAME`` for a shipped preset; unparsed."""
     if ref.startswith(PRESET_PREFIX):
         name = ref[len(PRESET_PREFIX) :]
         try:
@@ -51,7 +52,13 @@ def read_workload(ref: str) -> Workload:
             raise InputError(ref, "no such file") from None
         except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
             raise InputError(ref, f"cannot read ({type(e).__name__})") from None
+    return load_yaml(text, ref)
+
+
+def read_workload(ref: str) -> Workload:
+    """Parse ``ref`` (see ``read_document``) into a Workload."""
+    doc = read_document(ref)
     try:
-        return parse_workload(load_yaml(text, ref))
+        return parse_workload(doc)
     except InputError as e:
         raise e.within(ref) if not e.where.startswith(ref) else e from None

@@ -347,8 +347,45 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_counts(a: argparse.Namespace) -> tuple[list[int], str]:
+@dataclass(frozen=True)
+class Inputs:
+    """What the demo will replay and apply, read and checked before anything starts."""
+
+    counts: list[int]
+    """Requests per epoch: the trace's lines from --start, times --scale."""
+    trace_what: str
+    """Where the counts come from, for the transcript and the report."""
+    manifest: dict[str, Any]
+    """The SerflowInference the demo calibrates and applies."""
+
+
+def read_inputs(a: argparse.Namespace) -> Inputs:
+    """The arguments, the manifest and the trace, checked; an ``InputError`` names the first
+    thing wrong, so a bad input stops the demo before it starts a process."""
+    from serflow.documents import read_document
+    from serflow.errors import InputError
+    from serflow.spec import parse_workload
     from serflow.traces import read_trace, synthetic_trace
+
+    for flag, value, least in (("--start", a.start, 0), ("--epochs", a.epochs, 1),
+                               ("--calibration-epochs", a.calibration_epochs, 0)):  # fmt: skip
+        if value < least:
+            raise InputError(flag, f"expected {least} or more, got {value}")
+    for flag, x in (("--scale", a.scale), ("--cold-start", a.cold_start)):
+        if not (math.isfinite(x) and x >= 0):
+            raise InputError(flag, f"expected a finite number >= 0, got {x}")
+    doc = read_document(a.manifest)
+    try:
+        parse_workload(doc)
+    except InputError as e:
+        raise e.within(a.manifest) from None
+    if doc.get("kind") != "SerflowInference":
+        raise InputError(a.manifest, f"expected a SerflowInference, got {doc.get('kind')!r}")
+    configs = doc["spec"]["profile"]["inline"]["configs"]
+    fns = [c for c in configs if c.get("kind") == "function"]
+    if len(fns) != 1:
+        raise InputError(f"{a.manifest}: spec.profile.inline.configs",
+                         f"the demo needs exactly one function config, found {len(fns)}")  # fmt: skip
 
     src = a.trace
     if src == "auto":
@@ -359,7 +396,10 @@ def load_counts(a: argparse.Namespace) -> tuple[list[int], str]:
     else:
         raw = read_trace(src)
         what = f"WITS trace ({Path(src).name})" if Path(src).name == "wits_logs.txt" else src
-    return decide.transform_trace(raw, a.start, a.epochs, a.scale), what
+        if len(raw) < a.start + a.epochs:
+            raise InputError(src, f"{len(raw)} lines; --start {a.start} and --epochs "
+                                  f"{a.epochs} need {a.start + a.epochs}")  # fmt: skip
+    return Inputs(decide.transform_trace(raw, a.start, a.epochs, a.scale), what, doc)
 
 
 @dataclass
@@ -378,8 +418,8 @@ def run(a: argparse.Namespace) -> int:
     out = Path(a.out).resolve()
     work = out / "run"
     work.mkdir(parents=True, exist_ok=True)
-    counts, trace_what = load_counts(a)
-    base = yaml.safe_load(Path(a.manifest).read_text())
+    given = read_inputs(a)
+    counts, trace_what, base = given.counts, given.trace_what, given.manifest
     spec = base["spec"]
     d = float(spec["scaling"]["epochSeconds"])
     tau = float(spec["thresholds"][0])
@@ -759,10 +799,17 @@ def term_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from serflow.errors import InputError
+
     a = parser().parse_args(argv)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / ".lock").open("w") as lock, term_as_interrupt():
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = (out / ".lock").open("w")
+    except OSError as e:
+        say(f"error: --out {out}: cannot write there ({e.strerror})")
+        return 2
+    with lock, term_as_interrupt():
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -770,6 +817,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             return run(a)
+        except InputError as e:
+            say(f"error: {e}")
+            return 2
         except KeyboardInterrupt:
             say("interrupted: every process this demo started was stopped")
             return 130
