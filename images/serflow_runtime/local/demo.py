@@ -331,14 +331,16 @@ def lives(state: dict[str, Any]) -> list[Life]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serflow_runtime.local.demo", description=__doc__)
-    p.add_argument("-f", "--manifest", default=str(REPO / "examples" / "digits-demo.yaml"))
+    p = argparse.ArgumentParser(prog="python -m serflow_runtime.local.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("-f", "--manifest", default=str(REPO / "examples" / "digits-demo.yaml"),
+                   help="a SerflowInference with an inline profile of one function size")  # fmt: skip
     p.add_argument("--trace", default="auto", help="per-epoch counts file, 'synthetic' or 'auto'")
     p.add_argument("--start", type=int, default=0, help="first trace line replayed")
     p.add_argument("--epochs", type=int, default=90, help="trace lines replayed (one per epoch)")
     p.add_argument("--scale", type=float, default=0.6, help="count-scale factor")
     p.add_argument("--cold-start", type=float, default=10.0, help="pool instance cold start, s")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="arrival times, image order, synthetic trace")
     p.add_argument("--calibration-epochs", type=int, default=20,
                    help="epochs replayed first, unbilled, to profile the function on the "
                         "running stack (0: use the measurement of the function alone)")  # fmt: skip
