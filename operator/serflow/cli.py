@@ -14,8 +14,8 @@ from typing import Any
 from serflow.documents import read_workload
 from serflow.errors import InputError
 from serflow.policy.configurator import Candidate, PoolKind, best_at, configure
-from serflow.report import plan_dict, plan_text, result_dict, simulate_text
-from serflow.sim import PolicyName, SimResult, replay
+from serflow.report import phase_text, plan_dict, plan_text, result_dict, simulate_text
+from serflow.sim import TICKED, PhaseRange, PolicyName, SimResult, phase_range, replay
 from serflow.spec import Workload
 from serflow.traces import read_trace, scale_counts, synthetic_trace
 
@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--scale", type=float, default=1.0, help="multiply every count by X")
     sim.add_argument("--tau", type=float, help="only this threshold (default: every allowed tau)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace")
+    sim.add_argument(
+        "--phases",
+        action="store_true",
+        help="also replay LIBRA and SERFLOW at each of the S scaling-tick phases and report "
+        "the range of their cost (a running operator's ticks fall anywhere in the trace)",
+    )
     sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sim.add_argument("--plot", metavar="PNG", help="write a per-epoch timeline")
 
@@ -145,7 +151,9 @@ def _simulate(args: argparse.Namespace) -> int:
     plan = configure(w, rate)
     taus = [args.tau] if args.tau is not None else sorted({c.tau for c in plan.candidates})
     by_tau: dict[float, dict[PolicyName, SimResult]] = {}
-    progress = _progress(len(counts) * len(taus) * len(policies))
+    ranges: dict[tuple[float, PolicyName], PhaseRange] = {}
+    runs = len(policies) + (w.scaling.interval_epochs * len(TICKED) if args.phases else 0)
+    progress = _progress(len(counts) * len(taus) * runs)
     for tau in taus:
         picks = _setups(w, rate, tau)
         if not picks:
@@ -155,6 +163,8 @@ def _simulate(args: argparse.Namespace) -> int:
             cand = picks.get(pol)
             if cand is not None:
                 results[pol] = replay(w, cand, counts, pol, progress)
+                if args.phases and pol in TICKED:
+                    ranges[tau, pol] = phase_range(w, cand, counts, pol, progress)
         by_tau[tau] = results
     progress(None)
     if not by_tau:
@@ -169,7 +179,11 @@ def _simulate(args: argparse.Namespace) -> int:
         out: dict[str, Any] = {
             "rate": rate,
             "epochs": len(counts),
-            "results": [result_dict(r, res) for res in by_tau.values() for r in res.values()],
+            "results": [
+                result_dict(r, res, ranges.get((tau, r.policy)))
+                for tau, res in by_tau.items()
+                for r in res.values()
+            ],
         }
         print(json.dumps(out, indent=2))
     else:
@@ -178,6 +192,8 @@ def _simulate(args: argparse.Namespace) -> int:
             f"planned at {rate:.4g} req/s, pricing {w.prices.mode.value}"
         )
         print(simulate_text(by_tau))
+        if ranges:
+            print(phase_text(ranges, w.scaling.interval_epochs))
     return 0
 
 

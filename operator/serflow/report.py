@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from serflow.policy.configurator import Candidate, Plan
-from serflow.sim import PolicyName, SimResult
+from serflow.sim import PhaseRange, PolicyName, SimResult
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -92,7 +92,9 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
-def result_dict(r: SimResult, against: dict[PolicyName, SimResult]) -> dict[str, Any]:
+def result_dict(
+    r: SimResult, against: dict[PolicyName, SimResult], phases: PhaseRange | None = None
+) -> dict[str, Any]:
     return {
         "policy": r.policy.value,
         "tau": r.tau,
@@ -112,7 +114,18 @@ def result_dict(r: SimResult, against: dict[PolicyName, SimResult]) -> dict[str,
         "instanceSeconds": r.instance_seconds,
         "functionSeconds": r.function_seconds,
         "invocations": r.invocations,
+        "phaseRange": None
+        if phases is None
+        else {"cheapest": phases.cheapest, "dearest": phases.dearest, "phases": phases.phases},
     }
+
+
+def phase_text(ranges: dict[tuple[float, PolicyName], PhaseRange], interval: int) -> str:
+    """One line per (tau, policy): the cost range over the scaling-tick phases."""
+    lines = [f"total cost over the {interval} scaling-tick phases (phase 0 is the table's):"]
+    for (tau, pol), pr in ranges.items():
+        lines.append(f"  tau {tau:g} {pol.value}: {pr.cheapest:.4f} to {pr.dearest:.4f} $")
+    return "\n".join(lines)
 
 
 def savings(r: SimResult, base: SimResult | None) -> float | None:

@@ -20,7 +20,7 @@ import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from serflow.policy.balancer import balance
@@ -310,19 +310,30 @@ def replay(
     counts: Sequence[int],
     policy: PolicyName,
     progress: Callable[[int], None] | None = None,
+    phase: int = 0,
 ) -> SimResult:
-    """Replay per-epoch request counts through one policy and setup."""
+    """Replay per-epoch request counts through one policy and setup.
+
+    ``phase`` places the scaling ticks: the pool is sized at epoch 0, then resized at the
+    epochs t > 0 with t = phase (mod S).  A running operator counts its epochs from when
+    it started, not from a trace's first line, so every phase in [0, S) is as likely.
+    """
+    if not 0 <= phase < w.scaling.interval_epochs:
+        raise ValueError(f"phase must be in [0, {w.scaling.interval_epochs}), got {phase}")
     if policy is PolicyName.BOUND:
         return _replay_bound(w, cand, counts)
     r = _Replay(w, cand, warm_functions=False)
     econ, scaling = cand.economics, w.scaling
     state = ScalerState()
+    shift = -phase % scaling.interval_epochs  # added to the tick clock after epoch 0
     launched: list[int] = []  # ready epoch of each alive instance, ascending
     tot = _Totals()
     for t, n in enumerate(counts):
         ready = bisect_right(launched, t)
         tot.add(n, ready, len(launched), r.serve(t, n, ready), len(launched) * r.d)
         decision, state = step(state, n / r.d, econ, scaling)
+        if t == 0:
+            state = replace(state, epoch=state.epoch + shift)
         if decision.rescaled:
             alive = len(launched)
             if decision.desired > alive:
@@ -332,6 +343,37 @@ def replay(
         if progress and t % 1000 == 0:
             progress(t)
     return tot.result(policy, cand, counts, r.inst_price)
+
+
+TICKED = (PolicyName.LIBRA, PolicyName.SERFLOW)
+"""The policies that resize a pool on scaling ticks, so whose cost depends on the phase."""
+
+
+@dataclass(frozen=True)
+class PhaseRange:
+    """One policy's total cost over every scaling-tick phase (see ``replay``)."""
+
+    cheapest: float
+    """The lowest total cost, $."""
+    dearest: float
+    """The highest total cost, $."""
+    phases: int
+    """How many phases were replayed: S."""
+
+
+def phase_range(
+    w: Workload,
+    cand: Candidate,
+    counts: Sequence[int],
+    policy: PolicyName,
+    progress: Callable[[int], None] | None = None,
+) -> PhaseRange:
+    """Replay at each phase in [0, S): how much the operator's tick phase alone moves the bill."""
+    costs = [
+        replay(w, cand, counts, policy, progress, phase).total_cost
+        for phase in range(w.scaling.interval_epochs)
+    ]
+    return PhaseRange(min(costs), max(costs), len(costs))
 
 
 def _replay_bound(w: Workload, cand: Candidate, counts: Sequence[int]) -> SimResult:

@@ -158,3 +158,23 @@ def test_control_plane_imports_no_torch() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_simulate_phases_gives_each_ticked_policy_its_cost_range(tmp_path: Path) -> None:
+    doc, trace = tmp_path / "tiny.yaml", tmp_path / "trace.txt"
+    doc.write_text(yaml.safe_dump(tiny_doc(scaling__intervalEpochs=3)))
+    # a dip that one phase's tick sees and the others' do not (tests/sim: the phase table)
+    trace.write_text("\n".join(map(str, [25, 25, 5, 5, 5, 5, 45, 45, 45, 45])) + "\n")
+    base = ("simulate", "-f", str(doc), "--trace", str(trace), "--tau", "0.5", "--phases")
+    r = serflow(*base, "--json")
+    assert r.returncode == 0, r.stderr
+    res = {x["policy"]: x for x in json.loads(r.stdout)["results"]}
+    assert res["faas"]["phaseRange"] is None and res["bound"]["phaseRange"] is None
+    libra = res["libra"]["phaseRange"]
+    assert libra["phases"] == 3
+    assert libra["cheapest"] <= res["libra"]["totalCost"] <= libra["dearest"]
+    assert libra["cheapest"] < libra["dearest"]
+    text = serflow(*base)
+    assert text.returncode == 0, text.stderr
+    assert "total cost over the 3 scaling-tick phases" in text.stdout
+    assert f"tau 0.5 libra: {libra['cheapest']:.4f} to {libra['dearest']:.4f} $" in text.stdout

@@ -178,3 +178,13 @@ def test_demo_plan_is_the_examples_whatever_the_machines_speed(own_ms: float) ->
     assert decide.request_seconds(fn["secondsPerRequest"], sv) == pytest.approx(
         own_ms / 1e3, rel=1e-3
     )
+
+
+@pytest.mark.parametrize(
+    ("measured", "expected"),
+    [(100.0, 0.0), (90.0, 0.0), (110.0, 0.0), (121.0, 0.1), (81.0, -0.1)],
+)
+def test_band_gap_is_zero_inside_and_relative_to_the_nearer_end(
+    measured: float, expected: float
+) -> None:
+    assert decide.band_gap(measured, 90.0, 110.0) == pytest.approx(expected)

@@ -126,3 +126,27 @@ def test_packed_instances_take_several_batches_per_epoch() -> None:
     assert r.series.pool == [0, 0, 0, 45, 45, 45]
     bound = replay(w, c, [45] * 6, PolicyName.BOUND)
     assert bound.series.ready == [1] * 6 and bound.faas_requests == 0
+
+
+@pytest.mark.parametrize(
+    ("phase", "alive"),
+    [
+        # S = 3: sized at t0 (2 instances), then resized at t = phase (mod 3); a size
+        # decided at t is alive from t + 1.
+        (0, [0, 2, 2, 2, 2, 2, 2, 5, 5, 5]),  # ticks 3, 6, 9: the dip at t3 keeps 2
+        (1, [0, 2, 2, 2, 2, 1, 1, 1, 5, 5]),  # ticks 1, 4, 7: the dip at t4 shrinks to 1
+        (2, [0, 2, 2, 2, 2, 2, 1, 1, 1, 5]),  # ticks 2, 5, 8
+    ],
+)
+def test_the_scaling_tick_phase_moves_when_the_pool_resizes(phase: int, alive: list[int]) -> None:
+    w = parse_workload(tiny_doc(scaling__intervalEpochs=3))
+    counts = [25, 25, 5, 5, 5, 5, 45, 45, 45, 45]
+    r = replay(w, _cand(w, [PoolKind.IAAS]), counts, PolicyName.LIBRA, phase=phase)
+    assert r.series.alive == alive
+
+
+@pytest.mark.parametrize("phase", [-1, 3])
+def test_a_phase_outside_the_interval_is_refused(phase: int) -> None:
+    w = parse_workload(tiny_doc(scaling__intervalEpochs=3))
+    with pytest.raises(ValueError, match=r"phase must be in \[0, 3\)"):
+        replay(w, _cand(w, [PoolKind.IAAS]), [25], PolicyName.LIBRA, phase=phase)

@@ -310,6 +310,16 @@ def relative_gap(measured: float, predicted: float) -> float:
     return (measured - predicted) / predicted
 
 
+def band_gap(measured: float, cheapest: float, dearest: float) -> float:
+    """How far ``measured`` lies outside [cheapest, dearest], relative to the nearer end;
+    0 inside.  The band is simulate's cost over every scaling-tick phase."""
+    if measured < cheapest:
+        return relative_gap(measured, cheapest)
+    if measured > dearest:
+        return relative_gap(measured, dearest)
+    return 0.0
+
+
 def request_seconds(seconds_per_request: Sequence[float], survival: Sequence[float]) -> float:
     """Seconds of one whole-model request at a tau: sum_i s_i u_i."""
     return sum(s * u for s, u in zip(survival, seconds_per_request, strict=True))

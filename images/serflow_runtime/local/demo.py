@@ -340,7 +340,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=90, help="trace lines replayed (one per epoch)")
     p.add_argument("--scale", type=float, default=0.6, help="count-scale factor")
     p.add_argument("--cold-start", type=float, default=10.0, help="pool instance cold start, s")
-    p.add_argument("--seed", type=int, default=0, help="arrival times, image order, synthetic trace")
+    p.add_argument("--seed", type=int, default=0, help="arrivals, image order, synthetic trace")
     p.add_argument("--calibration-epochs", type=int, default=20,
                    help="epochs replayed first, unbilled, to profile the function on the "
                         "running stack (0: use the measurement of the function alone)")  # fmt: skip
@@ -609,7 +609,7 @@ def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, image
 
 def simulate(manifest: Path, trace: Path, epochs: int) -> dict[str, Any]:
     r = subprocess.run([sys.executable, "-m", "serflow.cli", "simulate", "-f", str(manifest),
-                        "--trace", str(trace), "--epochs", str(epochs), "--policy", "serflow", "--json"],
+                        "--trace", str(trace), "--epochs", str(epochs), "--policy", "serflow", "--phases", "--json"],
                        capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
     return dict(json.loads(r.stdout)["results"][0])
 
@@ -693,6 +693,8 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         "",
         f"Where measured and predicted differ: {differences(b, pred, s.function)}",
         "",
+        phase_band(b.total, pred),
+        "",
         f"Exits per classifier: {exits}.",
         f"Function profile given to the operator and to simulate: cold start "
         f"{r['functionColdStart']:.2f} s, {r['functionSecondsPerImage'] * 1e3:.2f} ms of its own per "
@@ -722,6 +724,18 @@ def calibration_source(r: dict[str, Any]) -> str:
         return (f"measured in an unbilled calibration replay of the first {r['calibrationEpochs']} "
                 f"epochs on the running stack ({was})")  # fmt: skip
     return f"measured before the run on {was}"
+
+
+def phase_band(measured: float, pred: dict[str, Any]) -> str:
+    """The prediction over every scaling-tick phase: the operator's ticks are counted from
+    its own start, simulate's from the trace's first line."""
+    pr = pred.get("phaseRange")
+    if not pr:
+        return "simulate gave no range over the scaling-tick phases."
+    where = decide.band_gap(measured, pr["cheapest"], pr["dearest"])
+    verdict = "inside it" if where == 0 else f"{where:+.1%} from its nearer end"
+    return (f"Over the {pr['phases']} scaling-tick phases simulate predicts ${pr['cheapest']:.6f} "
+            f"to ${pr['dearest']:.6f} (the table's is phase 0); the measured bill is {verdict}.")  # fmt: skip
 
 
 def differences(b: decide.Bill, pred: dict[str, Any], fn_requests: int) -> str:
