@@ -85,3 +85,20 @@ def test_bad_input_is_one_line_before_anything_starts(
     assert code == 2
     assert out.startswith(expected.replace("{tmp}", str(tmp_path)))
     assert "\n" not in out  # one line: nothing was started
+
+
+def test_the_report_sets_the_operators_estimate_beside_simulates() -> None:
+    scaling = {"epochSeconds": 2, "ewma": {"a": 0.5, "b": 0.5}, "k": 1}
+    # simulate, rates 10, 0, 10: dev 0, 5, 5 (mean 3.3); target 10, 10, 12.5 (mean 10.8)
+    timeline = [
+        {"deviation": 1.0, "target": 8.0},
+        {"deviation": 2.0, "target": 10.0},
+        {"deviation": None, "target": None},  # a status poll that missed the estimate
+    ]
+    assert demo.estimates(timeline, [20, 0, 20], 2.0, scaling) == (
+        "Traffic estimate, mean over the replay: the operator's deviation 1.5 req/s and "
+        "target 9.0 req/s; simulate's 3.3 and 10.8 req/s (EWMA a 0.5, b 0.5, k 1)."
+    )
+    assert demo.estimates([], [20], 2.0, scaling) == (
+        "The operator reported no traffic estimate during the replay."
+    )

@@ -591,7 +591,8 @@ def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, image
                         float(rs.get("fnExecSeconds", 0.0)), decide.alive_seconds(lives(rs), "function", t0, now),
                         int(rs.get("fnRequests", 0)), prices)  # fmt: skip
         row = {"epoch": e, "sent": counts[e], "answered": len(mine), "function": fn,
-               "ewma": tr.get("ewma"), "desired": inst.get("desired"), "readyK8s": inst.get("ready"),
+               "ewma": tr.get("ewma"), "rate": tr.get("rate"), "deviation": tr.get("deviation"),
+               "target": tr.get("target"), "desired": inst.get("desired"), "readyK8s": inst.get("ready"),
                "readyLocal": rs.get("ready"), "workers": rs.get("workers"),
                "poolShare": split.get("poolShare"), "cost": b.total,
                "fnRequests": rs.get("fnRequests", 0), "fnExecSeconds": rs.get("fnExecSeconds", 0.0)}  # fmt: skip
@@ -634,6 +635,7 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
     gap = decide.relative_gap(b.total, pred["totalCost"])
     results = {
         "trace": trace_what, "epochs": len(counts), "epochSeconds": d, "slo": slo, "tau": tau,
+        "counts": counts, "scaling": spec["scaling"],
         "summary": {**asdict(s), "sloAttainment": s.slo_attainment, "accuracy": s.accuracy,
                     "poolShare": s.pool_share},
         "profiledAccuracy": profiled,
@@ -695,6 +697,8 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         "",
         phase_band(b.total, pred),
         "",
+        estimates(r["timeline"], r["counts"], r["epochSeconds"], r["scaling"]),
+        "",
         f"Exits per classifier: {exits}.",
         f"Function profile given to the operator and to simulate: cold start "
         f"{r['functionColdStart']:.2f} s, {r['functionSecondsPerImage'] * 1e3:.2f} ms of its own per "
@@ -736,6 +740,34 @@ def phase_band(measured: float, pred: dict[str, Any]) -> str:
     verdict = "inside it" if where == 0 else f"{where:+.1%} from its nearer end"
     return (f"Over the {pr['phases']} scaling-tick phases simulate predicts ${pr['cheapest']:.6f} "
             f"to ${pr['dearest']:.6f} (the table's is phase 0); the measured bill is {verdict}.")  # fmt: skip
+
+
+def estimates(timeline: list[dict[str, Any]], counts: list[int], d: float,
+              scaling: dict[str, Any]) -> str:  # fmt: skip
+    """The operator's traffic estimate next to the one simulate computes from the counts.
+
+    The operator measures its rate over windows of its own clock; simulate takes each
+    epoch's count.  The pool size follows the target (EWMA + k x deviation), so a lower
+    deviation means a smaller pool and more spill for the same EWMA."""
+    from serflow.fields import Fields
+    from serflow.policy.monitor import TrafficEstimate, observe
+    from serflow.spec import parse_scaling
+
+    sc = parse_scaling(Fields(scaling, "spec.scaling"))
+    a, b, k = sc.ewma_a, sc.ewma_b, sc.k
+    est, sim_dev, sim_target = TrafficEstimate(), [], []
+    for n in counts:
+        est = observe(est, n / d, a, b)
+        sim_dev.append(est.dev)
+        sim_target.append(est.target(k))
+    seen = [r for r in timeline if r.get("deviation") is not None and r.get("target") is not None]
+    if not seen:
+        return "The operator reported no traffic estimate during the replay."
+    op_dev = statistics.fmean(float(r["deviation"]) for r in seen)
+    op_target = statistics.fmean(float(r["target"]) for r in seen)
+    return (f"Traffic estimate, mean over the replay: the operator's deviation {op_dev:.1f} req/s "
+            f"and target {op_target:.1f} req/s; simulate's {statistics.fmean(sim_dev):.1f} and "
+            f"{statistics.fmean(sim_target):.1f} req/s (EWMA a {a:g}, b {b:g}, k {k:g}).")  # fmt: skip
 
 
 def differences(b: decide.Bill, pred: dict[str, Any], fn_requests: int) -> str:
