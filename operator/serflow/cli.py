@@ -193,7 +193,7 @@ def _simulate(args: argparse.Namespace) -> int:
         )
         print(simulate_text(by_tau))
         if ranges:
-            print(phase_text(ranges, w.scaling.interval_epochs))
+            print(phase_text(ranges))
     return 0
 
 

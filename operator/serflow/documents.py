@@ -55,10 +55,14 @@ def read_document(ref: str) -> Any:
     return load_yaml(text, ref)
 
 
-def read_workload(ref: str) -> Workload:
-    """Parse ``ref`` (see ``read_document``) into a Workload."""
-    doc = read_document(ref)
+def workload_of(doc: Any, ref: str) -> Workload:
+    """Parse a document read from ``ref``; an error names ``ref`` first."""
     try:
         return parse_workload(doc)
     except InputError as e:
         raise e.within(ref) if not e.where.startswith(ref) else e from None
+
+
+def read_workload(ref: str) -> Workload:
+    """Parse ``ref`` (see ``read_document``) into a Workload."""
+    return workload_of(read_document(ref), ref)

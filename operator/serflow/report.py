@@ -120,9 +120,10 @@ def result_dict(
     }
 
 
-def phase_text(ranges: dict[tuple[float, PolicyName], PhaseRange], interval: int) -> str:
+def phase_text(ranges: dict[tuple[float, PolicyName], PhaseRange]) -> str:
     """One line per (tau, policy): the cost range over the scaling-tick phases."""
-    lines = [f"total cost over the {interval} scaling-tick phases (phase 0 is the table's):"]
+    phases = next(iter(ranges.values())).phases
+    lines = [f"total cost over the {phases} scaling-tick phases (phase 0 is the table's):"]
     for (tau, pol), pr in ranges.items():
         lines.append(f"  tau {tau:g} {pol.value}: {pr.cheapest:.4f} to {pr.dearest:.4f} $")
     return "\n".join(lines)

@@ -364,9 +364,8 @@ class Inputs:
 def read_inputs(a: argparse.Namespace) -> Inputs:
     """The arguments, the manifest and the trace, checked; an ``InputError`` names the first
     thing wrong, so a bad input stops the demo before it starts a process."""
-    from serflow.documents import read_document
+    from serflow.documents import read_document, workload_of
     from serflow.errors import InputError
-    from serflow.spec import parse_workload
     from serflow.traces import read_trace, synthetic_trace
 
     for flag, value, least in (("--start", a.start, 0), ("--epochs", a.epochs, 1),
@@ -377,10 +376,7 @@ def read_inputs(a: argparse.Namespace) -> Inputs:
         if not (math.isfinite(x) and x >= 0):
             raise InputError(flag, f"expected a finite number >= 0, got {x}")
     doc = read_document(a.manifest)
-    try:
-        parse_workload(doc)
-    except InputError as e:
-        raise e.within(a.manifest) from None
+    workload_of(doc, a.manifest)  # every field checked as the CLI checks it
     if doc.get("kind") != "SerflowInference":
         raise InputError(a.manifest, f"expected a SerflowInference, got {doc.get('kind')!r}")
     configs = doc["spec"]["profile"]["inline"]["configs"]
