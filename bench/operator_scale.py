@@ -149,7 +149,7 @@ def main() -> None:
                               "--base-id", str(stats_port), "-l", "warning"])  # fmt: skip
     kc = tmp / "sa.kubeconfig"
     _sa_kubeconfig(c, kc)
-    op = subprocess.Popen([sys.executable, "-m", "serflow.operator", "--namespace", ns],
+    op = subprocess.Popen([sys.executable, "-m", "serflow.controller", "--namespace", ns],
                           env={**os.environ, "KUBECONFIG": str(kc), "SERFLOW_METRICS_PORT": "0"},
                           stdout=(tmp / "operator.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serflow.operator.decide import (
+from serflow.controller.decide import (
     ConditionType,
     counter_rate,
     parse_counter,

@@ -169,7 +169,7 @@ class Operator:
             "SERFLOW_METRICS_PORT": str(free_port()),
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serflow.operator", "--namespace", self.namespace,
+            [sys.executable, "-m", "serflow.controller", "--namespace", self.namespace,
              "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
             env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -515,7 +515,7 @@ def serve(a: argparse.Namespace, cp: ControlPlane, m: dict[str, Any], counts: li
         wait_for("Envoy's stats listener", lambda: http_ok(stats_url), 60)
         sak = work / "sa.kubeconfig"
         sa_kubeconfig(cp, sak)
-        kids.start("operator", [sys.executable, "-m", "serflow.operator", "--namespace", ns,
+        kids.start("operator", [sys.executable, "-m", "serflow.controller", "--namespace", ns,
                                 "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
                    work / "operator.log",
                    {"KUBECONFIG": str(sak), "SERFLOW_METRICS_PORT": str(free_port())})  # fmt: skip

@@ -13,8 +13,8 @@ from kubernetes import client, config
 from kubernetes.client import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from serflow.controller.decide import parse_counter
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
-from serflow.operator.decide import parse_counter
 
 FIELD_MANAGER = "serflow"
 STATS_LIMIT = 256 * 1024

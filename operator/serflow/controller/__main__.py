@@ -1,4 +1,4 @@
-"""Run the operator: ``python -m serflow.operator [--namespace NS ...] [kopf run options]``."""
+"""Run the operator: ``python -m serflow.controller [--namespace NS ...] [kopf run options]``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def main() -> None:
     args = sys.argv[1:]
     if not any(a in ("-n", "--namespace", "-A", "--all-namespaces") for a in args):
         args = ["--all-namespaces", *args]
-    sys.argv = ["kopf", "run", "--standalone", "-m", "serflow.operator.handlers", *args]
+    sys.argv = ["kopf", "run", "--standalone", "-m", "serflow.controller.handlers", *args]
     kopf_main()
 
 

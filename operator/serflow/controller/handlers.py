@@ -21,13 +21,8 @@ from typing import Any, cast
 import kopf
 import yaml
 
-from serflow.documents import load_yaml
-from serflow.errors import InputError
-from serflow.inference import InferenceSpec, ProfileSource, fingerprint_mismatch, parse_inference
-from serflow.k8s import builders, jobs
-from serflow.k8s.crd import GROUP, PLURAL, VERSION
-from serflow.operator import metrics
-from serflow.operator.decide import (
+from serflow.controller import metrics
+from serflow.controller.decide import (
     ConditionType,
     counter_rate,
     estimate_status,
@@ -37,7 +32,12 @@ from serflow.operator.decide import (
     set_condition,
     with_prior,
 )
-from serflow.operator.kube import Kube, load_config, read_counters, stats_urls
+from serflow.controller.kube import Kube, load_config, read_counters, stats_urls
+from serflow.documents import load_yaml
+from serflow.errors import InputError
+from serflow.inference import InferenceSpec, ProfileSource, fingerprint_mismatch, parse_inference
+from serflow.k8s import builders, jobs
+from serflow.k8s.crd import GROUP, PLURAL, VERSION
 from serflow.policy.balancer import pool_share, route_weights
 from serflow.policy.configurator import Candidate, Plan, configure
 from serflow.policy.scaler import desired_instances, step
