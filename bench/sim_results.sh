@@ -26,7 +26,7 @@ run() { echo '```'; echo "\$ $*"; "$@"; echo '```'; echo; }
   echo "## Paper preset, synthetic bursty trace (seed 0, 5000 epochs)"
   echo
   run $bin/serflow simulate -f preset:paper --trace synthetic --epochs 5000
-  echo "## Speed: 45,000 epochs, all four policies, CPU seconds (best of 5)"
+  echo "## Speed: 45,000 epochs, every policy, CPU seconds (best of 5)"
   echo
   run $bin/python bench/sim_speed.py
 } > "$out"

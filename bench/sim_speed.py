@@ -1,4 +1,4 @@
-"""Replay speed: 45,000 epochs through all four policies, on one core.
+"""Replay speed: 45,000 epochs through every policy (the same-rules limit included), on one core.
 
 Usage: python bench/sim_speed.py [--trace FILE] [--repeat N]
 Uses the WITS trace when it is beside the repository (../shared/traces/wits_logs.txt),
@@ -45,6 +45,7 @@ def main() -> None:
             PolicyName.SERFLOW: best_at(configure(w, rate), tau),
         }
         picks[PolicyName.BOUND] = picks[PolicyName.SERFLOW]
+        picks[PolicyName.LIMIT] = picks[PolicyName.SERFLOW]
         times: dict[PolicyName, float] = {}
         for pol, cand in picks.items():
             assert cand is not None
@@ -57,8 +58,8 @@ def main() -> None:
         total = sum(times.values())
         parts = ", ".join(f"{p.value} {t:.3f}" for p, t in times.items())
         print(
-            f"tau {tau}: all four policies {total:.3f} s CPU "
-            f"({4 * EPOCHS / total:,.0f} policy-epochs/s; {parts})"
+            f"tau {tau}: all {len(times)} policies {total:.3f} s CPU "
+            f"({len(times) * EPOCHS / total:,.0f} policy-epochs/s; {parts})"
         )
 
 

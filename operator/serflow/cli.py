@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--plot", metavar="PNG", help="write cost versus residual load with T-CIP")
 
     sim = sub.add_parser(
-        "simulate", help="replay a trace through FaaS-only, LIBRA, SERFLOW and the bound"
+        "simulate",
+        help="replay a trace through FaaS-only, LIBRA, SERFLOW, the per-epoch bound and the same-rules limit",
     )
     sim.add_argument(
         "-f", "--file", required=True, help="Profile or SerflowInference YAML/JSON, or preset:NAME"
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--phases",
         action="store_true",
-        help="also replay LIBRA and SERFLOW at each of the S scaling-tick phases and report "
+        help="also replay LIBRA, SERFLOW and the limit at each of the S scaling-tick phases and report "
         "the range of their cost (a running operator's ticks fall anywhere in the trace)",
     )
     sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -203,7 +204,7 @@ def _serflow_cost(results: dict[PolicyName, SimResult]) -> float:
 
 
 def _setups(w: Workload, rate: float, tau: float) -> dict[PolicyName, Candidate]:
-    """Each policy's setup at one tau: FaaS-only, LIBRA (IaaS), SERFLOW (any) and its bound."""
+    """Each policy's setup at one tau: FaaS-only, LIBRA (IaaS), SERFLOW (any), its bound and limit."""
     out: dict[PolicyName, Candidate] = {}
     for pol, pools in (
         (PolicyName.FAAS, [PoolKind.FAAS]),
@@ -215,6 +216,7 @@ def _setups(w: Workload, rate: float, tau: float) -> dict[PolicyName, Candidate]
             out[pol] = c
     if PolicyName.SERFLOW in out:
         out[PolicyName.BOUND] = out[PolicyName.SERFLOW]
+        out[PolicyName.LIMIT] = out[PolicyName.SERFLOW]
     return out
 
 

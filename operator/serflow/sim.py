@@ -19,14 +19,15 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from serflow.policy.balancer import balance
+from serflow.policy.balancer import Allocation, balance
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
 from serflow.policy.scaler import ScalerState, step
 from serflow.profile import PricingMode
+from serflow.schedule import EpochCosts, cheapest_schedule, ticks
 from serflow.spec import Workload
 
 
@@ -41,6 +42,9 @@ class PolicyName(StrEnum):
     """The configurator's pool (FaaS, IaaS or hybrid) with T-CIP scaling."""
     BOUND = "bound"
     """Clairvoyant lower bound: SERFLOW's setup, each epoch's best instance count, no cold start."""
+    LIMIT = "limit"
+    """Same-rules limit: SERFLOW's setup, knowing every count but obeying the online rules
+    (one size per scaling window, the same cold start and billing): the cheapest schedule."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,12 @@ class _Replay:
     ) -> tuple[int, int, float, float, float, float]:
         """One epoch -> (pool requests, faas requests, fn cost, fn seconds, invocations, misses)."""
         alloc = balance(count, ready, self.b, self.per_instance) if ready else None
+        return self.serve_allocation(epoch, count, alloc)
+
+    def serve_allocation(
+        self, epoch: int, count: int, alloc: Allocation | None
+    ) -> tuple[int, int, float, float, float, float]:
+        """Like ``serve``, with the pool's share given (None: nothing on the pool)."""
         pooled = alloc.pool_requests if alloc else 0
         spill = count - pooled
         fn_cost = fn_sec = inv_total = misses = 0.0
@@ -322,30 +332,111 @@ def replay(
         raise ValueError(f"phase must be in [0, {w.scaling.interval_epochs}), got {phase}")
     if policy is PolicyName.BOUND:
         return _replay_bound(w, cand, counts)
-    r = _Replay(w, cand, warm_functions=False)
-    econ, scaling = cand.economics, w.scaling
+    if policy is PolicyName.LIMIT:
+        return _replay_limit(w, cand, counts, phase, progress)
+    econ, scaling, d = cand.economics, w.scaling, w.objective.epoch
     state = ScalerState()
     shift = -phase % scaling.interval_epochs  # added to the tick clock after epoch 0
+
+    def resize(t: int, n: int) -> int | None:
+        nonlocal state
+        decision, state = step(state, n / d, econ, scaling)
+        if t == 0:
+            state = replace(state, epoch=state.epoch + shift)
+        return decision.desired if decision.rescaled else None
+
+    return _replay_sizes(w, cand, counts, policy, resize, progress)
+
+
+def _replay_sizes(
+    w: Workload,
+    cand: Candidate,
+    counts: Sequence[int],
+    policy: PolicyName,
+    resize: Callable[[int, int], int | None],
+    progress: Callable[[int], None] | None,
+) -> SimResult:
+    """The online mechanics: after each epoch, ``resize`` may set a new pool size."""
+    r = _Replay(w, cand, warm_functions=False)
     launched: list[int] = []  # ready epoch of each alive instance, ascending
     tot = _Totals()
     for t, n in enumerate(counts):
         ready = bisect_right(launched, t)
         tot.add(n, ready, len(launched), r.serve(t, n, ready), len(launched) * r.d)
-        decision, state = step(state, n / r.d, econ, scaling)
-        if t == 0:
-            state = replace(state, epoch=state.epoch + shift)
-        if decision.rescaled:
+        desired = resize(t, n)
+        if desired is not None:
             alive = len(launched)
-            if decision.desired > alive:
-                launched.extend([t + 1 + r.inst_cold_epochs] * (decision.desired - alive))
-            elif decision.desired < alive:
-                del launched[decision.desired :]  # the newest (least ready) go first
+            if desired > alive:
+                launched.extend([t + 1 + r.inst_cold_epochs] * (desired - alive))
+            elif desired < alive:
+                del launched[desired:]  # the newest (least ready) go first
         if progress and t % 1000 == 0:
             progress(t)
     return tot.result(policy, cand, counts, r.inst_price)
 
 
-TICKED = (PolicyName.LIBRA, PolicyName.SERFLOW)
+def _replay_limit(
+    w: Workload,
+    cand: Candidate,
+    counts: Sequence[int],
+    phase: int,
+    progress: Callable[[int], None] | None,
+) -> SimResult:
+    """The same-rules limit: the cheapest schedule (``serflow.schedule``), then replayed.
+
+    The schedule is found with each epoch's function bill as a function of the ready
+    instances. Per use, that bill does not depend on which functions are warm, so the
+    replay's cost equals the schedule's and the limit is exact. Per pod, idle function
+    pods kept alive depend on the past; the schedule is chosen without them, and the
+    replay then bills them as for every other policy.
+    """
+    s = w.scaling
+    at = ticks(len(counts), s.interval_epochs, phase)
+    if cand.setup.pool is PoolKind.FAAS or not counts:
+        sizes = [0] * len(at)
+    else:
+        costs = epoch_costs(w, cand, counts)
+        b = w.profile.batch
+        # More instances than every batch of the busiest epoch only add cost.
+        slots = max(math.ceil(math.ceil(n / b) / costs.per_instance) for n in counts)
+        top = max(s.min_instances, min(s.max_instances, slots))
+        r = _Replay(w, cand, warm_functions=False)
+        sizes = cheapest_schedule(
+            costs, at, r.inst_cold_epochs, r.d * r.inst_price, range(s.min_instances, top + 1)
+        ).sizes
+    return replay_schedule(w, cand, counts, dict(zip(at, sizes, strict=True)), progress=progress)
+
+
+def replay_schedule(
+    w: Workload,
+    cand: Candidate,
+    counts: Sequence[int],
+    sizes: Mapping[int, int],
+    policy: PolicyName = PolicyName.LIMIT,
+    progress: Callable[[int], None] | None = None,
+) -> SimResult:
+    """Replay a given schedule: after epoch t, the pool is resized to ``sizes[t]`` if present."""
+    return _replay_sizes(w, cand, counts, policy, lambda t, _: sizes.get(t), progress)
+
+
+def epoch_costs(w: Workload, cand: Candidate, counts: Sequence[int]) -> EpochCosts:
+    """Each epoch's function bill with nothing, the full batches, or everything on the pool."""
+    r = _Replay(w, cand, warm_functions=True)
+    b = r.b
+    none, full, whole, batches = [], [], [], []
+    for t, n in enumerate(counts):
+        q, rest = divmod(n, b)
+        g0 = r.serve_allocation(t, n, None)[2]
+        gq = r.serve_allocation(t, n, Allocation(q, 0, n - q * b, b))[2] if q else g0
+        ga = r.serve_allocation(t, n, Allocation(q, rest, 0, b))[2] if rest else gq
+        none.append(g0)
+        full.append(gq)
+        whole.append(ga)
+        batches.append(q)
+    return EpochCosts(none, full, whole, batches, r.per_instance)
+
+
+TICKED = (PolicyName.LIBRA, PolicyName.SERFLOW, PolicyName.LIMIT)
 """The policies that resize a pool on scaling ticks, so whose cost depends on the phase."""
 
 

@@ -73,11 +73,11 @@ def test_simulate_synthetic_json_and_plot(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)["results"]
-    assert {x["policy"] for x in res} == {"faas", "libra", "serflow", "bound"}
+    assert {x["policy"] for x in res} == {"faas", "libra", "serflow", "bound", "limit"}
     for x in res:
         assert x["poolRequests"] + x["faasRequests"] == x["requests"]
         if x["policy"] == "serflow":
-            assert x["ratioToBound"] >= 1.0 - 1e-9
+            assert x["ratioToBound"] >= x["ratioToLimit"] >= 1.0 - 1e-9
     assert png.stat().st_size > 10_000
 
 
