@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--phases",
         action="store_true",
-        help="also replay LIBRA, SERFLOW and the limit at each of the S scaling-tick phases and report "
+        help="also replay the policies that resize on ticks at each of the S scaling-tick phases and report "
         "the range of their cost (a running operator's ticks fall anywhere in the trace)",
     )
     sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -204,7 +204,8 @@ def _serflow_cost(results: dict[PolicyName, SimResult]) -> float:
 
 
 def _setups(w: Workload, rate: float, tau: float) -> dict[PolicyName, Candidate]:
-    """Each policy's setup at one tau: FaaS-only, LIBRA (IaaS), SERFLOW (any), its bound and limit."""
+    """Each policy's setup at one tau: FaaS-only, LIBRA (IaaS), SERFLOW (any) with either
+    scaler, its bound and its limit."""
     out: dict[PolicyName, Candidate] = {}
     for pol, pools in (
         (PolicyName.FAAS, [PoolKind.FAAS]),
@@ -216,6 +217,7 @@ def _setups(w: Workload, rate: float, tau: float) -> dict[PolicyName, Candidate]
             out[pol] = c
     if PolicyName.SERFLOW in out:
         out[PolicyName.BOUND] = out[PolicyName.SERFLOW]
+        out[PolicyName.EXPECTED_COST] = out[PolicyName.SERFLOW]
         out[PolicyName.LIMIT] = out[PolicyName.SERFLOW]
     return out
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from serflow.policy import expected_cost
 from serflow.policy.balancer import Allocation, balance
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
 from serflow.policy.scaler import ScalerState, step
@@ -39,7 +40,9 @@ class PolicyName(StrEnum):
     LIBRA = "libra"
     """IaaS instances sized for the whole model, FaaS for the excess (the baseline)."""
     SERFLOW = "serflow"
-    """The configurator's pool (FaaS, IaaS or hybrid) with T-CIP scaling."""
+    """The configurator's pool (FaaS, IaaS or hybrid) with the paper's T-CIP scaling rule."""
+    EXPECTED_COST = "expected-cost"
+    """The configurator's pool with the expected-cost scaler (``serflow.policy.expected_cost``)."""
     BOUND = "bound"
     """Clairvoyant lower bound: SERFLOW's setup, each epoch's best instance count, no cold start."""
     LIMIT = "limit"
@@ -335,8 +338,20 @@ def replay(
     if policy is PolicyName.LIMIT:
         return _replay_limit(w, cand, counts, phase, progress)
     econ, scaling, d = cand.economics, w.scaling, w.objective.epoch
-    state = ScalerState()
     shift = -phase % scaling.interval_epochs  # added to the tick clock after epoch 0
+    if policy is PolicyName.EXPECTED_COST:
+        cold = _Replay(w, cand, warm_functions=False).inst_cold_epochs
+        costed = expected_cost.ExpectedCostState()
+
+        def resize_expected(t: int, n: int) -> int | None:
+            nonlocal costed
+            decision, costed = expected_cost.step(costed, n / d, econ, scaling, cold)
+            if t == 0:
+                costed = replace(costed, epoch=costed.epoch + shift)
+            return decision.desired if decision.rescaled else None
+
+        return _replay_sizes(w, cand, counts, policy, resize_expected, progress)
+    state = ScalerState()
 
     def resize(t: int, n: int) -> int | None:
         nonlocal state
@@ -436,7 +451,7 @@ def epoch_costs(w: Workload, cand: Candidate, counts: Sequence[int]) -> EpochCos
     return EpochCosts(none, full, whole, batches, r.per_instance)
 
 
-TICKED = (PolicyName.LIBRA, PolicyName.SERFLOW, PolicyName.LIMIT)
+TICKED = (PolicyName.LIBRA, PolicyName.SERFLOW, PolicyName.EXPECTED_COST, PolicyName.LIMIT)
 """The policies that resize a pool on scaling ticks, so whose cost depends on the phase."""
 
 

@@ -73,7 +73,7 @@ def test_simulate_synthetic_json_and_plot(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)["results"]
-    assert {x["policy"] for x in res} == {"faas", "libra", "serflow", "bound", "limit"}
+    assert {x["policy"] for x in res} == {"faas", "libra", "serflow", "expected-cost", "bound", "limit"}
     for x in res:
         assert x["poolRequests"] + x["faasRequests"] == x["requests"]
         if x["policy"] == "serflow":
