@@ -45,6 +45,7 @@ def main() -> None:
             PolicyName.SERFLOW: best_at(configure(w, rate), tau),
         }
         picks[PolicyName.BOUND] = picks[PolicyName.SERFLOW]
+        picks[PolicyName.EXPECTED_COST] = picks[PolicyName.SERFLOW]
         picks[PolicyName.LIMIT] = picks[PolicyName.SERFLOW]
         times: dict[PolicyName, float] = {}
         for pol, cand in picks.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -150,6 +151,10 @@ def _simulate(args: argparse.Namespace) -> int:
     counts = _counts(args)
     rate = w.expected_rate or sum(counts) / len(counts) / w.objective.epoch
     plan = configure(w, rate)
+    profiled = sorted(t.tau for t in w.profile.thresholds)
+    if args.tau is not None and not any(math.isclose(args.tau, t) for t in profiled):
+        have = ", ".join(f"{t:g}" for t in profiled)
+        raise InputError("--tau", f"{args.tau:g} is not profiled (the profile has: {have})")
     taus = [args.tau] if args.tau is not None else sorted({c.tau for c in plan.candidates})
     by_tau: dict[float, dict[PolicyName, SimResult]] = {}
     ranges: dict[tuple[float, PolicyName], PhaseRange] = {}
@@ -169,7 +174,11 @@ def _simulate(args: argparse.Namespace) -> int:
         by_tau[tau] = results
     progress(None)
     if not by_tau:
-        raise InputError(args.file, f"no feasible setup at tau {taus}: {plan.reason}")
+        why = sorted({c.reason for c in plan.candidates if c.tau in taus and c.reason})
+        listed = ", ".join(f"{t:g}" for t in taus)
+        raise InputError(
+            args.file, f"no feasible setup at tau {listed}: " + ("; ".join(why) or "no candidate")
+        )
     if args.plot:
         from serflow.plot import plot_timeline
 

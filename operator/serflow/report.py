@@ -107,8 +107,8 @@ def result_dict(
         "instanceCost": r.instance_cost,
         "functionCost": r.function_cost,
         "costPerMillion": r.cost_per_million,
-        "savingsVsLibra": savings(r, against.get(PolicyName.LIBRA)),
-        "savingsVsFaas": savings(r, against.get(PolicyName.FAAS)),
+        "costVsLibra": cost_change(r, against.get(PolicyName.LIBRA)),
+        "costVsFaas": cost_change(r, against.get(PolicyName.FAAS)),
         "ratioToBound": ratio(r, against.get(PolicyName.BOUND)),
         "ratioToLimit": ratio(r, against.get(PolicyName.LIMIT)),
         "sloAttainment": r.slo_attainment,
@@ -130,11 +130,15 @@ def phase_text(ranges: dict[tuple[float, PolicyName], PhaseRange]) -> str:
     return "\n".join(lines)
 
 
-def savings(r: SimResult, base: SimResult | None) -> float | None:
-    """1 - cost / base cost (positive: cheaper than the base)."""
+SIGN_NOTE = "vs LIBRA, vs FaaS: cost change against that baseline (negative: cheaper)"
+"""The one sign convention of every cost comparison the tools print."""
+
+
+def cost_change(r: SimResult, base: SimResult | None) -> float | None:
+    """cost / base cost - 1: negative when cheaper than the base, positive when dearer."""
     if base is None or base.total_cost <= 0:
         return None
-    return 1.0 - r.total_cost / base.total_cost
+    return r.total_cost / base.total_cost - 1.0
 
 
 def ratio(r: SimResult, bound: SimResult | None) -> float | None:
@@ -154,8 +158,8 @@ def simulate_text(by_tau: dict[float, dict[PolicyName, SimResult]]) -> str:
                     r.setup,
                     f"{r.total_cost:.4f}",
                     f"{r.cost_per_million:.3f}",
-                    _pct(savings(r, results.get(PolicyName.LIBRA))),
-                    _pct(savings(r, results.get(PolicyName.FAAS))),
+                    _pct(cost_change(r, results.get(PolicyName.LIBRA))),
+                    _pct(cost_change(r, results.get(PolicyName.FAAS))),
                     _x(ratio(r, results.get(PolicyName.BOUND))),
                     _x(ratio(r, results.get(PolicyName.LIMIT))),
                     f"{100 * r.slo_attainment:.2f}%",
@@ -179,7 +183,7 @@ def simulate_text(by_tau: dict[float, dict[PolicyName, SimResult]]) -> str:
         "inst-s",
         "fn-s",
     ]
-    return table(header, rows)
+    return table(header, rows) + "\n" + SIGN_NOTE + "; x bound, x limit: cost / that bound's cost"
 
 
 def _pct(x: float | None) -> str:

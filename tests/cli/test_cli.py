@@ -178,3 +178,23 @@ def test_simulate_phases_gives_each_ticked_policy_its_cost_range(tmp_path: Path)
     assert text.returncode == 0, text.stderr
     assert "total cost over the 3 scaling-tick phases" in text.stdout
     assert f"tau 0.5 libra: {libra['cheapest']:.4f} to {libra['dearest']:.4f} $" in text.stdout
+
+
+def test_an_unprofiled_tau_names_what_the_profile_has() -> None:
+    r = serflow("simulate", "-f", "preset:paper", "--trace", "synthetic", "--epochs", "20", "--tau", "0.6")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "serflow: error: --tau: 0.6 is not profiled (the profile has: 0.5, 0.7, 0.85)"
+
+
+def test_cost_changes_are_negative_when_cheaper() -> None:
+    r = serflow("simulate", "-f", "preset:paper", "--trace", "synthetic", "--epochs", "400", "--tau", "0.5", "--json")
+    assert r.returncode == 0, r.stderr
+    res = {x["policy"]: x for x in json.loads(r.stdout)["results"]}
+    libra, faas = res["libra"]["totalCost"], res["faas"]["totalCost"]
+    assert faas < libra  # at tau 0.5 functions are cheaper than whole-model VMs (README)
+    assert res["faas"]["costVsLibra"] == pytest.approx(faas / libra - 1) and res["faas"]["costVsLibra"] < 0
+    assert res["libra"]["costVsFaas"] > 0 and res["libra"]["costVsLibra"] == 0
+    table = serflow("simulate", "-f", "preset:paper", "--trace", "synthetic", "--epochs", "400", "--tau", "0.5")
+    assert "(negative: cheaper)" in table.stdout
+    row = next(line for line in table.stdout.splitlines() if line.split()[1:2] == ["faas"])
+    assert f"{100 * (faas / libra - 1):+.1f}%" in row
