@@ -20,8 +20,9 @@ from serflow.policy.cost import (
     chained_tail_per_request,
     faas_per_request,
     fused_tail_per_request,
+    pod_epochs_per_request,
 )
-from serflow.profile import ThresholdProfile
+from serflow.profile import PricingMode, ThresholdProfile
 from serflow.spec import Workload
 
 
@@ -158,7 +159,12 @@ def candidates(w: Workload, rate: float) -> list[Candidate]:
             fprof = prof.config(fsize.name)
             uf = fprof.seconds_per_request
             p_f = prices.function_per_second(fsize.name)
-            c_f = faas_per_request(uf, s, p_f, p_inv, b)
+            per_pod = prices.mode is PricingMode.PER_POD
+            c_f = (
+                pod_epochs_per_request(s, [0], p_f, obj.epoch, b)
+                if per_pod
+                else faas_per_request(uf, s, p_f, p_inv, b)
+            )
             fcold = fprof.cold_start_s if obj.cold_start_in_feasibility else 0.0
             faas = PoolEconomics(mu, 0.0, c_f, 0.0, has_pool=False)
             add(Setup(PoolKind.FAAS, fsize.name), b * sum(uf) + fcold, faas)
@@ -185,10 +191,18 @@ def candidates(w: Workload, rate: float) -> list[Candidate]:
                             continue
                         x = [t or 0.0 for t in transfer]
                         if g is Granularity.FUSED:
-                            c_t = fused_tail_per_request(uf, s, x, cut, p_f, p_inv, b)
+                            c_t = (
+                                pod_epochs_per_request(s, [cut], p_f, obj.epoch, b)
+                                if per_pod
+                                else fused_tail_per_request(uf, s, x, cut, p_f, p_inv, b)
+                            )
                             worst = head + b * (x[cut - 1] + sum(uf[cut:])) + fcold
                         else:
-                            c_t = chained_tail_per_request(uf, s, x, cut, p_f, p_inv, b)
+                            c_t = (
+                                pod_epochs_per_request(s, range(cut, k), p_f, obj.epoch, b)
+                                if per_pod
+                                else chained_tail_per_request(uf, s, x, cut, p_f, p_inv, b)
+                            )
                             worst = (
                                 head
                                 + b * sum(uf[j] + x[j - 1] for j in range(cut, k))

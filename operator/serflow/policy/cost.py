@@ -54,6 +54,20 @@ def chained_tail_per_request(
     return p_f * run + (p_inv / batch) * (k - cut)
 
 
+def pod_epochs_per_request(
+    survival: Sequence[float], stages: Sequence[int], p_f: float, epoch_s: float, batch: int
+) -> float:
+    """Per-pod billing: dollars per request when each batch a stage receives holds a pod
+    for the whole epoch (as the simulator bills per-pod functions).
+
+    ``stages`` are the 0-based partitions that start a function stage (whole model on a
+    function: [0]; fused tail: [cut]; chained: cut..K-1). A stage is called for a batch
+    when at least one of its B requests reaches it: probability 1 - (1 - s)^B.
+    """
+    calls = sum(1.0 - (1.0 - survival[j]) ** batch for j in stages)
+    return p_f * epoch_s * calls / batch
+
+
 def batches_per_epoch(busy_s: float, worst_s: float, epoch_s: float, slo_s: float) -> int:
     """How many batches one instance can serve per epoch and still meet the SLO.
 
