@@ -15,7 +15,16 @@ from typing import Any
 from serflow.documents import read_workload
 from serflow.errors import InputError
 from serflow.policy.configurator import Candidate, PoolKind, best_at, configure
-from serflow.report import phase_text, plan_dict, plan_text, result_dict, simulate_text
+from serflow.ranking import rank
+from serflow.report import (
+    phase_text,
+    plan_dict,
+    plan_text,
+    ranking_dict,
+    ranking_text,
+    result_dict,
+    simulate_text,
+)
 from serflow.sim import TICKED, PhaseRange, PolicyName, SimResult, phase_range, replay
 from serflow.spec import Workload
 from serflow.traces import read_trace, scale_counts, synthetic_trace
@@ -34,6 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--rate", type=float, help="long-term rate in req/s (default: traffic.expectedRate)"
     )
+    plan.add_argument(
+        "--trace",
+        help="also rank the cheapest candidates by replaying this trace (file of per-epoch "
+        "counts, or 'synthetic') with --scaler",
+    )
+    plan.add_argument(
+        "--scaler",
+        default=PolicyName.EXPECTED_COST.value,
+        choices=[PolicyName.EXPECTED_COST.value, PolicyName.SERFLOW.value],
+        help="the online scaler the replay runs (serflow: the paper's rule)",
+    )
+    plan.add_argument("--epochs", type=int, help="replay only the first N epochs of --trace")
+    plan.add_argument("--scale", type=float, default=1.0, help="multiply the trace's counts")
+    plan.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plan.add_argument("--plot", metavar="PNG", help="write cost versus residual load with T-CIP")
 
@@ -106,7 +129,18 @@ def _plan(args: argparse.Namespace) -> int:
             from serflow.plot import plot_tcip
 
             plot_tcip(shown, args.plot)
-    print(json.dumps(plan_dict(plan), indent=2) if args.json else plan_text(plan))
+    ranking = None
+    if args.trace is not None:
+        ranking = rank(w, plan, _counts(args), PolicyName(args.scaler))
+    if args.json:
+        doc = plan_dict(plan)
+        if ranking is not None:
+            doc["ranking"] = ranking_dict(ranking)
+        print(json.dumps(doc, indent=2))
+    else:
+        print(plan_text(plan))
+        if ranking is not None:
+            print(ranking_text(ranking, args.trace))
     return 0 if plan.chosen else 1
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from serflow.policy.configurator import Candidate, Plan
+from serflow.ranking import RankedBy, Ranking
 from serflow.sim import PhaseRange, PolicyName, SimResult
 
 
@@ -50,6 +51,49 @@ def plan_text(plan: Plan) -> str:
     for x in plan.crossings:
         out.append(f"S-CIP {x.a.value}/{x.b.value}: tau = {x.tau:.3f}")
     return "\n".join(out)
+
+
+def ranking_text(r: Ranking, trace: str) -> str:
+    """The shortlist's replays and which ranking chose the plan."""
+    if r.by is RankedBy.STEADY:
+        return "Ranked by: steady cost (nothing to replay)"
+    first = r.replayed[0].result
+    rows = [
+        [
+            f"{x.candidate.tau:g}",
+            x.candidate.setup.describe(),
+            _num(x.candidate.cost_per_hour, ".5f"),
+            f"{x.result.total_cost:.4f}",
+            f"{100 * x.result.slo_attainment:.2f}%",
+        ]
+        for x in r.replayed
+    ]
+    return "\n".join(
+        [
+            "",
+            f"Replayed on {trace} ({first.epochs} epochs, {first.requests} requests) "
+            f"with the {first.policy.value} scaler:",
+            table(["tau", "setup", "steady $/h", "replay $", "SLO"], rows),
+            "",
+            "Ranked by: replay. Chosen: " + chosen_line(r.replayed[0].candidate),
+        ]
+    )
+
+
+def ranking_dict(r: Ranking) -> dict[str, Any]:
+    return {
+        "by": r.by.value,
+        "chosen": candidate_dict(r.chosen) if r.chosen else None,
+        "replayed": [
+            {
+                **candidate_dict(x.candidate),
+                "replayCost": x.result.total_cost,
+                "sloAttainment": x.result.slo_attainment,
+                "scaler": x.result.policy.value,
+            }
+            for x in r.replayed
+        ],
+    }
 
 
 def chosen_line(c: Candidate) -> str:

@@ -198,3 +198,18 @@ def test_cost_changes_are_negative_when_cheaper() -> None:
     assert "(negative: cheaper)" in table.stdout
     row = next(line for line in table.stdout.splitlines() if line.split()[1:2] == ["faas"])
     assert f"{100 * (faas / libra - 1):+.1f}%" in row
+
+
+def test_plan_ranks_by_a_replay_of_the_trace(tmp_path: Path) -> None:
+    doc, trace = tmp_path / "tiny.yaml", tmp_path / "bursty.txt"
+    doc.write_text(yaml.safe_dump(tiny_doc()))
+    trace.write_text("\n".join(map(str, ([250] + [0] * 9) * 6)) + "\n")
+    r = serflow("plan", "-f", str(doc), "--trace", str(trace), "--scaler", "serflow", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["chosen"]["pool"] != "faas"  # the steady ranking at traffic.expectedRate
+    assert out["ranking"]["by"] == "replay" and out["ranking"]["chosen"]["pool"] == "faas"
+    text = serflow("plan", "-f", str(doc), "--trace", str(trace))
+    assert "Ranked by: replay. Chosen: tau 0.5" in text.stdout and "faas[fn]" in text.stdout
+    bad = serflow("plan", "-f", str(doc), "--trace", str(tmp_path / "missing.txt"))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
