@@ -19,7 +19,8 @@ from serflow.k8s import envoy
 from serflow.k8s.crd import GROUP, KIND, VERSION
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
 from serflow.spec import Workload
-from serflow.wire import ENVOY_PORT, SERVICE_PORT, STATS_PORT, WORKER_PORT
+from serflow.wire import ENVOY_PORT, SERVICE_PORT, WORKER_PORT
+from serflow.wire import STATS_PORT as STATS_PORT  # re-exported: the operator scrapes it
 
 ENVOY_DIR = "/etc/envoy"
 

@@ -475,7 +475,7 @@ def _finite_number(checker: Any, value: Any) -> bool:
     )
 
 
-_Validator = jsonschema.validators.extend(
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # stubs lack it
     jsonschema.Draft4Validator,
     type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine("number", _finite_number),
 )
@@ -499,9 +499,10 @@ def validate(value: Any, schema: Schema, path: str = "") -> None:
 
 
 def _problem(error: ValidationError) -> str:
-    v, limit, schema = error.instance, error.validator_value, error.schema
+    v: Any = error.instance
+    limit, schema = error.validator_value, error.schema
     if not isinstance(schema, Mapping):
-        return error.message
+        return str(error.message)
     match error.validator:
         case "minItems" if limit == 1:
             return "expected a non-empty list"
@@ -515,7 +516,7 @@ def _problem(error: ValidationError) -> str:
             return f"expected at most {limit} entries, got {len(v)}"
         case "type" | "enum" | "minimum" | "maximum" | "minLength" | "pattern":
             return f"expected {expected(schema)}, got {kind_of(v)}"
-    return error.message
+    return str(error.message)
 
 
 def expected(schema: Mapping[str, Any]) -> str:
