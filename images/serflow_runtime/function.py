@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from aiohttp import web
 
-from serflow_runtime import checkpoint, codec
+from serflow_runtime import DEFAULT_PORT, checkpoint, codec
 from serflow_runtime.engine import StageResult, run_range
 from serflow_runtime.metrics import Metrics
 from serflow_runtime.server import (
@@ -44,7 +44,7 @@ from serflow_runtime.server import (
 class FunctionConfig:
     checkpoint: Path
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = DEFAULT_PORT
     first: int = 1
     last: int = 0  # 0: K
     tau: float | None = 0.85

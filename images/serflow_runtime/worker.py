@@ -31,7 +31,7 @@ import aiohttp
 import torch
 from aiohttp import web
 
-from serflow_runtime import checkpoint, codec
+from serflow_runtime import DEFAULT_PORT, checkpoint, codec
 from serflow_runtime.engine import run_range
 from serflow_runtime.metrics import Metrics
 from serflow_runtime.server import (
@@ -68,7 +68,7 @@ class Stage:
 class WorkerConfig:
     checkpoint: Path
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = DEFAULT_PORT
     cut: int = 0  # last partition run here; 0: all of them
     tau: float | None = 0.85
     batch: int = 100
