@@ -141,6 +141,8 @@ def test_envoy_counts_under_the_specs_stat_prefix_on_the_wire_ports(prefix: str 
     assert router["image"] == wire.ENVOY_IMAGE
     pool = objs[("Deployment", "vgg-pool")]["spec"]["template"]["spec"]["containers"][0]
     assert pool["ports"] == [{"name": "http", "containerPort": wire.WORKER_PORT}]
+    spill = objs[("Service", "vgg-spill")]["spec"]["template"]["spec"]["containers"][0]
+    assert spill["ports"] == [{"containerPort": wire.FUNCTION_PORT}]
 
 
 def test_profiler_jobs_one_per_config() -> None:

@@ -19,7 +19,7 @@ from serflow.k8s import envoy
 from serflow.k8s.crd import GROUP, KIND, VERSION
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
 from serflow.spec import Workload
-from serflow.wire import ENVOY_PORT, SERVICE_PORT, WORKER_PORT
+from serflow.wire import ENVOY_PORT, FUNCTION_PORT, SERVICE_PORT, WORKER_PORT
 from serflow.wire import STATS_PORT as STATS_PORT  # re-exported: the operator scrapes it
 
 ENVOY_DIR = "/etc/envoy"
@@ -254,7 +254,7 @@ def knative_service(
                         {
                             "image": spec.model.function_image,
                             "args": args,
-                            "ports": [{"containerPort": WORKER_PORT}],
+                            "ports": [{"containerPort": FUNCTION_PORT}],
                             "resources": {
                                 "requests": {"memory": f"{mem}Mi"},
                                 "limits": {"memory": f"{mem}Mi"},
