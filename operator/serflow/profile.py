@@ -22,7 +22,7 @@ from typing import Any
 
 from serflow.errors import InputError
 from serflow.fields import Fields
-from serflow.schemas import PRICES, PROFILE, bounded, validate
+from serflow.schemas import PRICES, PROFILE, prices_schema, profile_schema, validate
 
 SHARE_TOLERANCE = 1e-3
 """How far the exit shares of one tau may sum from 1 (rounding in measured profiles)."""
@@ -235,13 +235,13 @@ class PriceSheet:
 
 def parse_profile(value: Any, path: str = "profile") -> Profile:
     """Validate ``value`` against the profile's JSON Schema, then build it."""
-    validate(value, bounded(PROFILE), path)
+    validate(value, profile_schema(), path)
     return profile_of(Fields(value, path, PROFILE))
 
 
 def parse_prices(value: Any, path: str = "prices") -> PriceSheet:
     """Validate ``value`` against the price sheet's JSON Schema, then build it."""
-    validate(value, bounded(PRICES), path)
+    validate(value, prices_schema(), path)
     return prices_of(Fields(value, path, PRICES))
 
 

@@ -8,6 +8,7 @@ parsers make (DESIGN.md section 2 and issue 5).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -27,7 +28,7 @@ SHORT = "sfi"
 
 def _spec_schema() -> dict[str, Any]:
     """The spec's JSON Schema plus the cross-field rules as CEL (the parsers make the same)."""
-    spec = inference_spec_schema()
+    spec = copy.deepcopy(inference_spec_schema())
     profile = spec["properties"]["profile"]
     p = profile["properties"]["inline"]
     k = "size(self.fingerprint.exits) + 1"

@@ -14,6 +14,7 @@ runtime per partition, shares summing to 1, ...) that the CRD adds as CEL rules.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -394,8 +395,23 @@ def bounded(schema: Schema, key: str = "") -> Schema:
     return s
 
 
+@functools.cache
+def profile_schema() -> Schema:
+    """The profile as validated (with the bounds the API server enforces)."""
+    return bounded(PROFILE)
+
+
+@functools.cache
+def prices_schema() -> Schema:
+    """The price sheet as validated (with the bounds the API server enforces)."""
+    return bounded(PRICES)
+
+
+@functools.cache
 def inference_spec_schema() -> Schema:
-    """JSON Schema of a SerflowInference's ``spec`` (the CRD adds CEL rules to it)."""
+    """JSON Schema of a SerflowInference's ``spec`` (the CRD adds CEL rules to a copy).
+
+    Built once and shared, like the other document schemas: never change the result."""
     return bounded(
         obj(
             "What to serve, under which SLO, at which prices.",
@@ -415,6 +431,7 @@ def inference_spec_schema() -> Schema:
     )
 
 
+@functools.cache
 def inference_document_schema() -> Schema:
     """JSON Schema of a SerflowInference manifest, as the CLI reads it (no status)."""
     return {
@@ -429,6 +446,7 @@ def inference_document_schema() -> Schema:
     }
 
 
+@functools.cache
 def profile_document_schema() -> Schema:
     """JSON Schema (draft 4 style bounds, as OpenAPI v3) of a ``kind: Profile`` document."""
     return {
@@ -439,8 +457,8 @@ def profile_document_schema() -> Schema:
             "apiVersion": {"type": "string", "enum": [API_VERSION]},
             "kind": {"type": "string", "enum": ["Profile"]},
             "metadata": {"type": "object"},
-            "profile": bounded(PROFILE),
-            "prices": bounded(PRICES),
+            "profile": profile_schema(),
+            "prices": prices_schema(),
             "slo": SLO,
             "thresholds": THRESHOLDS,
             "traffic": TRAFFIC,
@@ -481,12 +499,23 @@ _Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # s
 )
 
 
+_validators: dict[int, tuple[Schema, Any]] = {}
+
+
+def _validator(schema: Schema) -> Any:
+    """One validator per (shared, never changed) schema."""
+    kept = _validators.get(id(schema))
+    if kept is None or kept[0] is not schema:
+        kept = _validators[id(schema)] = (schema, _Validator(schema))
+    return kept[1]
+
+
 def validate(value: Any, schema: Schema, path: str = "") -> None:
     """Raise an ``InputError`` for the most relevant way ``value`` breaks ``schema``.
 
     ``path`` is where ``value`` sits in its document (e.g. ``spec.prices``).
     """
-    error = best_match(_Validator(schema).iter_errors(value))
+    error = best_match(_validator(schema).iter_errors(value))
     if error is None:
         return
     where = path
