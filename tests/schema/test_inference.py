@@ -4,6 +4,7 @@ their defaults from it and keep only the cross-field rules."""
 from __future__ import annotations
 
 import copy
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -108,3 +109,14 @@ def test_profiling_jobs_measure_the_schemas_default_taus() -> None:
     taus = inference_spec_schema()["properties"]["profile"]["properties"]["fromJob"]
     assert inf.job_taus == tuple(taus["properties"]["taus"]["default"])
     assert inf.configmap_name == "vgg-profile" and inf.job_image == inf.model.image
+
+
+def test_read_only_views_validate_like_dicts() -> None:
+    """The operator passes kopf's read-only view of the spec, not a dict."""
+    spec = _spec()
+    view = MappingProxyType({**spec, "model": MappingProxyType(spec["model"])})
+    assert parse_inference(view, "vgg") == parse_inference(spec, "vgg")
+    doc = MappingProxyType({**manifest(), "spec": view})
+    assert parse_workload(doc) == parse_workload(manifest())
+    with pytest.raises(InputError, match=r"^spec.model.exits: expected a non-empty list$"):
+        parse_inference(MappingProxyType({**spec, "model": {"image": "w", "exits": ()}}), "vgg")

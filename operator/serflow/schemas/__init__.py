@@ -493,9 +493,20 @@ def _finite_number(checker: Any, value: Any) -> bool:
     )
 
 
+def _mapping(checker: Any, value: Any) -> bool:
+    # The operator reads specs through kopf's read-only views, which are not dicts.
+    return isinstance(value, Mapping)
+
+
+def _sequence(checker: Any, value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
 _Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # stubs lack it
     jsonschema.Draft4Validator,
-    type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine("number", _finite_number),
+    type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine_many(
+        {"number": _finite_number, "object": _mapping, "array": _sequence}
+    ),
 )
 
 
