@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from serflow_runtime import DEFAULT_PORT
+
 BUNDLED = Path(__file__).parent / "checkpoints" / "digits-vgg16-w025.pt"
 
 
@@ -84,7 +86,7 @@ def cmd_function(a: argparse.Namespace) -> int:
 
     from serflow_runtime.function import FunctionConfig, main
 
-    port = a.port if a.port is not None else int(os.environ.get("PORT", "8080"))
+    port = a.port if a.port is not None else int(os.environ.get("PORT", DEFAULT_PORT))
     first, _, last = a.partitions.partition("-")
     return main(
         FunctionConfig(
@@ -145,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--name", default=name)
         s.set_defaults(fn=fn)
         if name == "worker":
-            s.add_argument("--port", type=int, default=8080)
+            s.add_argument("--port", type=int, default=DEFAULT_PORT)
             s.add_argument("--cut", type=int, default=0, help="last partition run here (0: all)")
             s.add_argument("--batch", type=int, default=100, help="B")
             s.add_argument("--epoch", type=float, default=6.0, help="D seconds")
@@ -159,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
                 help="A-B=URL: a function stage running partitions A..B (repeat to chain)",
             )
         else:
-            s.add_argument("--port", type=int, default=None, help="default: $PORT or 8080")
+            s.add_argument("--port", type=int, default=None, help=f"default: $PORT or {DEFAULT_PORT}")
             s.add_argument(
                 "--partitions", default="1-K", help="A-B range this function runs (B may be K)"
             )

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from aiohttp import web
 
-from serflow_runtime import checkpoint, codec
+from serflow_runtime import DEFAULT_PORT, checkpoint, codec
 from serflow_runtime.engine import StageResult, run_range
 from serflow_runtime.metrics import Metrics
 from serflow_runtime.server import (
@@ -33,6 +33,7 @@ from serflow_runtime.server import (
     MAX_FRAME_RAW,
     error,
     error_middleware,
+    metrics_view,
     read_body,
     serve,
     server_timing,
@@ -43,7 +44,7 @@ from serflow_runtime.server import (
 class FunctionConfig:
     checkpoint: Path
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = DEFAULT_PORT
     first: int = 1
     last: int = 0  # 0: K
     tau: float | None = 0.85
@@ -89,7 +90,7 @@ class FunctionApp:
         app.router.add_post("/infer", self.infer)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_view)
+        app.router.add_get("/metrics", metrics_view(self.metrics))
         return app
 
     async def _compute(self, x: torch.Tensor, first: int, rows: list[int] | None) -> StageResult:
@@ -99,9 +100,7 @@ class FunctionApp:
             self.pool, run_range, self.loaded.model, x, first, self.last, self.cfg.tau, rows
         )
         self.metrics.observe("serflow_batch_seconds", time.perf_counter() - t0)
-        self.metrics.observe(
-            "serflow_batch_size", float(x.shape[0]), buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500)
-        )
+        self.metrics.observe("serflow_batch_size", float(x.shape[0]))
         for e in res.exits:
             self.metrics.inc("serflow_exits_total", exit=e.exit)
         return res
@@ -165,9 +164,6 @@ class FunctionApp:
         if not self.ready:
             return error(503, "draining")
         return web.json_response({"ready": True, "partitions": [self.first, self.last]})
-
-    async def metrics_view(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain")
 
     async def drain(self) -> None:
         self.ready = False

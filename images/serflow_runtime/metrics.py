@@ -1,73 +1,113 @@
-"""A few Prometheus metrics rendered in the text exposition format (no client library)."""
+"""The servers' Prometheus metrics, on prometheus_client with one private registry per server.
+
+A private registry keeps two servers in one process (the tests, the local runtime) from
+sharing counters, and leaves out the client's default process and platform collectors.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
+from dataclasses import dataclass
+from enum import StrEnum
 
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 
-HELP = {
-    "serflow_requests_total": ("counter", "Requests answered, by HTTP status code."),
-    "serflow_exits_total": (
-        "counter",
-        "Requests answered, by the exit (classifier) that answered.",
+BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds of ``serflow_batch_seconds``: a batch of B runs in milliseconds to seconds."""
+BATCH_SIZE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 500.0)
+"""Upper bounds of ``serflow_batch_size``: requests per batch, up to the largest B served."""
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The Content-Type of ``Metrics.render()``'s output (the text exposition format)."""
+
+
+class Kind(StrEnum):
+    """Prometheus metric types the servers use."""
+
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric as exposed: its type, help text, label names and (histograms) buckets."""
+
+    kind: Kind
+    """Counter or histogram."""
+    help: str
+    """The ``# HELP`` text."""
+    labels: tuple[str, ...] = ()
+    """Label names every sample carries."""
+    buckets: tuple[float, ...] = ()
+    """Histogram bucket upper bounds (``+Inf`` is added); empty for counters."""
+
+
+SPECS: dict[str, MetricSpec] = {
+    "serflow_requests_total": MetricSpec(
+        Kind.COUNTER, "Requests answered, by HTTP status code.", ("code",)
     ),
-    "serflow_offloads_total": ("counter", "Stage calls to functions, by stage (first partition)."),
-    "serflow_offloaded_requests_total": ("counter", "Requests whose activations were offloaded."),
-    "serflow_sheds_total": (
-        "counter",
-        "Requests refused with 503 because the epoch budget was full.",
+    "serflow_exits_total": MetricSpec(
+        Kind.COUNTER, "Requests answered, by the exit (classifier) that answered.", ("exit",)
     ),
-    "serflow_bad_requests_total": ("counter", "Requests refused with a 4xx."),
-    "serflow_batch_seconds": ("histogram", "Seconds to run the local partitions of one batch."),
-    "serflow_batch_size": ("histogram", "Requests per batch."),
+    "serflow_offloads_total": MetricSpec(
+        Kind.COUNTER, "Stage calls to functions, by stage (first partition).", ("stage",)
+    ),
+    "serflow_offloaded_requests_total": MetricSpec(
+        Kind.COUNTER, "Requests whose activations were offloaded."
+    ),
+    "serflow_sheds_total": MetricSpec(
+        Kind.COUNTER, "Requests refused with 503 because the epoch budget was full."
+    ),
+    "serflow_bad_requests_total": MetricSpec(Kind.COUNTER, "Requests refused with a 4xx."),
+    "serflow_batch_seconds": MetricSpec(
+        Kind.HISTOGRAM,
+        "Seconds to run the local partitions of one batch.",
+        buckets=BATCH_SECONDS_BUCKETS,
+    ),
+    "serflow_batch_size": MetricSpec(
+        Kind.HISTOGRAM, "Requests per batch.", buckets=BATCH_SIZE_BUCKETS
+    ),
 }
-
-Labels = tuple[tuple[str, str], ...]
+"""Every metric a worker or function server exposes, by its exposed name."""
 
 
 class Metrics:
+    """One server's metrics (every name in ``SPECS``), in a registry of its own."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
-        self._hists: dict[str, tuple[list[int], list[float]]] = {}
+        self.registry = CollectorRegistry()
+        self._counters: dict[str, Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
+        for name, spec in SPECS.items():
+            metric: Counter | Histogram
+            if spec.kind is Kind.COUNTER:
+                # prometheus_client appends _total itself.
+                metric = self._counters[name] = Counter(
+                    name.removesuffix("_total"), spec.help, spec.labels, registry=None
+                )
+            else:
+                metric = self._histograms[name] = Histogram(
+                    name, spec.help, spec.labels, registry=None, buckets=spec.buckets
+                )
+            self.registry.register(metric)
 
     def inc(self, name: str, value: float = 1.0, **labels: str | int) -> None:
-        key = tuple(sorted((k, str(v)) for k, v in labels.items()))
-        with self._lock:
-            self._counters[name][key] += value
+        c = self._counters[name]
+        (c.labels(**{k: str(v) for k, v in labels.items()}) if labels else c).inc(value)
 
-    def observe(self, name: str, value: float, buckets: tuple[float, ...] = BUCKETS) -> None:
-        with self._lock:
-            counts, acc = self._hists.setdefault(name, ([0] * (len(buckets) + 1), [0.0, 0.0]))
-            for i, b in enumerate(buckets):
-                if value <= b:
-                    counts[i] += 1
-            counts[-1] += 1
-            acc[0] += value
-            acc[1] += 1
+    def observe(self, name: str, value: float) -> None:
+        self._histograms[name].observe(value)
 
     def value(self, name: str, **labels: str | int) -> float:
-        key = tuple(sorted((k, str(v)) for k, v in labels.items()))
-        with self._lock:
-            return self._counters.get(name, {}).get(key, 0.0)
+        """A counter's current value (0 before its first increment)."""
+        got = self.registry.get_sample_value(name, {k: str(v) for k, v in labels.items()})
+        return 0.0 if got is None else got
 
-    def render(self) -> str:
-        out: list[str] = []
-        with self._lock:
-            for name in sorted(set(self._counters) | set(self._hists) | set(HELP)):
-                kind, text = HELP.get(name, ("counter", name))
-                out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-                if kind == "histogram":
-                    counts, acc = self._hists.get(name, ([0] * (len(BUCKETS) + 1), [0.0, 0.0]))
-                    for b, c in zip(BUCKETS, counts, strict=False):
-                        out.append(f'{name}_bucket{{le="{b}"}} {c}')
-                    out.append(f'{name}_bucket{{le="+Inf"}} {counts[-1]}')
-                    out.append(f"{name}_sum {acc[0]}")
-                    out.append(f"{name}_count {int(acc[1])}")
-                    continue
-                for key, v in sorted(self._counters.get(name, {}).items()):
-                    lab = ",".join(f'{k}="{val}"' for k, val in key)
-                    out.append(f"{name}{{{lab}}} {v:g}" if lab else f"{name} {v:g}")
-        return "\n".join(out) + "\n"
+    def render(self) -> bytes:
+        """The text exposition of every metric (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)

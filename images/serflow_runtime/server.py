@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from serflow_runtime.codec import BadRequest
-from serflow_runtime.metrics import Metrics
+from serflow_runtime.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("serflow_runtime")
 
@@ -25,6 +25,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def error(status: int, problem: str, **extra: Any) -> web.Response:
     return web.json_response({"error": problem, **extra}, status=status)
+
+
+def metrics_view(metrics: Metrics) -> Handler:
+    """``GET /metrics``: the server's metrics in the Prometheus text format."""
+
+    async def view(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    return view
 
 
 def error_middleware(metrics: Metrics) -> Any:

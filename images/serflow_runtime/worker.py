@@ -31,7 +31,7 @@ import aiohttp
 import torch
 from aiohttp import web
 
-from serflow_runtime import checkpoint, codec
+from serflow_runtime import DEFAULT_PORT, checkpoint, codec
 from serflow_runtime.engine import run_range
 from serflow_runtime.metrics import Metrics
 from serflow_runtime.server import (
@@ -39,6 +39,7 @@ from serflow_runtime.server import (
     MAX_FRAME_RAW,
     error,
     error_middleware,
+    metrics_view,
     read_body,
     serve,
     server_timing,
@@ -67,7 +68,7 @@ class Stage:
 class WorkerConfig:
     checkpoint: Path
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = DEFAULT_PORT
     cut: int = 0  # last partition run here; 0: all of them
     tau: float | None = 0.85
     batch: int = 100
@@ -122,7 +123,7 @@ class WorkerApp:
         app.router.add_post("/infer", self.infer)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_view)
+        app.router.add_get("/metrics", metrics_view(self.metrics))
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
@@ -207,9 +208,7 @@ class WorkerApp:
             self.pool, run_range, self.loaded.model, x, 1, self.cut, self.cfg.tau, None
         )
         self.metrics.observe("serflow_batch_seconds", time.perf_counter() - t0)
-        self.metrics.observe(
-            "serflow_batch_size", float(len(items)), buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500)
-        )
+        self.metrics.observe("serflow_batch_size", float(len(items)))
         here = f"worker:{self.cfg.name}"
         for e in res.exits:
             self._answer(items[e.row], e.exit, e.cls, e.confidence, [([1, e.exit], here)])
@@ -273,9 +272,6 @@ class WorkerApp:
         if self.draining:
             return error(503, "draining")
         return web.json_response({"ready": True, "cut": self.cut})
-
-    async def metrics_view(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain")
 
     async def drain(self) -> None:
         self.draining = True

@@ -2,7 +2,7 @@
 
 The cost side (profile, prices, SLO, traffic, scaling) is ``serflow.spec.Workload``; this
 module reads the model, the functions' scaling, the routing and where the profile comes
-from. Pure: it takes the decoded spec.
+from, after validating the spec against its JSON Schema. Pure: it takes the decoded spec.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from serflow import wire
 from serflow.errors import InputError
 from serflow.fields import Fields
 from serflow.profile import Profile
-
-DEFAULT_ENVOY_IMAGE = "envoyproxy/envoy:v1.34.1"
+from serflow.schemas import inference_spec_schema, validate
 
 
 class ProfileSource(StrEnum):
@@ -67,13 +67,13 @@ class FunctionsSpec:
 class RoutingSpec:
     """Envoy in front of the pool and the functions."""
 
-    image: str = DEFAULT_ENVOY_IMAGE
+    image: str = wire.ENVOY_IMAGE
     """Envoy image."""
     replicas: int = 1
     """Envoy replicas (their counters are summed)."""
     stats_urls: tuple[str, ...] = ()
     """Explicit stats endpoints (default: the Envoy pods' stats port)."""
-    stat_prefix: str = "ingress"
+    stat_prefix: str = wire.STAT_PREFIX
     """Envoy HTTP stat prefix whose downstream_rq_total counts this object's requests."""
 
 
@@ -97,27 +97,24 @@ class InferenceSpec:
 
 
 def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
-    f = Fields(spec, "spec")
+    """Validate a SerflowInference spec against its JSON Schema, then build the deployment side."""
+    schema = inference_spec_schema()
+    validate(spec, schema, "spec")
+    f = Fields(spec, "spec", schema)
     m = f.sub("model")
     image = m.text("image")
     model = ModelSpec(
         image=image,
         function_image=m.text("functionImage", image),
-        checkpoint=str(m.value.get("checkpoint") or ""),
-        architecture=m.text("architecture", "vgg16_bn"),
-        width=m.number("width", 1.0, above=0),
-        exits=tuple(int(x) for x in m.numbers("exits", min=1)),
-        num_classes=m.integer("numClasses", 10, min=2),
-        batch=m.integer("batch", 100, min=1),
+        checkpoint=m.text("checkpoint", ""),
+        architecture=m.text("architecture"),
+        width=m.number("width"),
+        exits=tuple(int(x) for x in m.numbers("exits")),
+        num_classes=m.integer("numClasses"),
+        batch=m.integer("batch"),
         pod_annotations=tuple(sorted(m.string_map("podAnnotations").items())),
     )
-    fn = f.opt_sub("functions")
-    r = f.opt_sub("routing")
-    urls = tuple(str(u) for _, u in r.items("statsUrls", nonempty=False))
-    for i, u in enumerate(urls):
-        if not u.startswith(("http://", "https://")):
-            raise InputError(f"spec.routing.statsUrls[{i}]", f"expected an http(s) URL, got {u!r}")
-    prof = f.sub("profile")
+    fn, r, prof = f.opt_sub("functions"), f.opt_sub("routing"), f.sub("profile")
     present = [s for s in ProfileSource if prof.has(s.value)]
     if len(present) != 1:
         raise InputError("spec.profile", "set exactly one of inline, configMapRef or fromJob")
@@ -126,24 +123,24 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
     taus: tuple[float, ...] = ()
     if source is ProfileSource.CONFIGMAP:
         ref = prof.sub("configMapRef")
-        cm_name, cm_key = ref.text("name"), ref.text("key", "profile.yaml")
+        cm_name, cm_key = ref.text("name"), ref.text("key")
     elif source is ProfileSource.JOB:
         job = prof.opt_sub("fromJob")
         cm_name = f"{name}-profile"
-        taus = job.numbers("taus") if job.has("taus") else (0.5, 0.7, 0.85, 0.95)
-        job_image = str(job.value.get("image") or image)
+        taus = job.numbers("taus")
+        job_image = job.text("image", image)
     return InferenceSpec(
         model=model,
         functions=FunctionsSpec(
-            container_concurrency=fn.integer("containerConcurrency", 1, min=1),
-            min_scale=fn.integer("minScale", 0, min=0),
-            max_scale=fn.integer("maxScale", 50, min=1),
+            container_concurrency=fn.integer("containerConcurrency"),
+            min_scale=fn.integer("minScale"),
+            max_scale=fn.integer("maxScale"),
         ),
         routing=RoutingSpec(
-            image=r.text("image", DEFAULT_ENVOY_IMAGE),
-            replicas=r.integer("replicas", 1, min=1),
-            stats_urls=urls,
-            stat_prefix=r.text("statPrefix", "ingress"),
+            image=r.text("image"),
+            replicas=r.integer("replicas"),
+            stats_urls=r.texts("statsUrls"),
+            stat_prefix=r.text("statPrefix"),
         ),
         profile_source=source,
         configmap_name=cm_name,

@@ -6,9 +6,10 @@ activation size and transfer time, per threshold tau the exit shares and accurac
 model's fingerprint. A *price sheet* says what each config costs. Both are owned here and
 reused by the CRD's inline profile, by the runtime's profiler and by the CLI.
 
-Keys are camelCase on the wire (as in Kubernetes); the JSON Schema is in
-``serflow.schemas`` and ``schemas/profile.schema.json``. Parsing is pure and every error
-names the field that is wrong.
+Keys are camelCase on the wire (as in Kubernetes). The JSON Schema in ``serflow.schemas``
+(published as ``schemas/profile.schema.json``) validates every field; the parsers here
+build the dataclasses and check the cross-field rules. Pure, and every error names the
+field that is wrong.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 from serflow.errors import InputError
 from serflow.fields import Fields
+from serflow.schemas import PRICES, PROFILE, prices_schema, profile_schema, validate
 
-API_VERSION = "serflow.io/v1alpha1"
 SHARE_TOLERANCE = 1e-3
 """How far the exit shares of one tau may sum from 1 (rounding in measured profiles)."""
 
@@ -233,45 +234,50 @@ class PriceSheet:
 
 
 def parse_profile(value: Any, path: str = "profile") -> Profile:
-    f = Fields(value, path)
-    fp = _parse_fingerprint(f.sub("fingerprint"))
-    k = fp.partitions
-    batch = f.integer("batch", min=1)
-    configs = tuple(_parse_config(Fields(v, p), k) for p, v in f.items("configs"))
-    _unique([c.name for c in configs], f.at("configs"), "name")
-    cuts = tuple(_parse_cut(Fields(v, p), k) for p, v in f.items("cuts", nonempty=False))
-    _unique([c.after for c in cuts], f.at("cuts"), "after")
-    thresholds = tuple(_parse_threshold(Fields(v, p), k) for p, v in f.items("thresholds"))
-    _unique([t.tau for t in thresholds], f.at("thresholds"), "tau")
-    thresholds = tuple(sorted(thresholds, key=lambda t: t.tau))
-    return Profile(fp, batch, configs, tuple(sorted(cuts, key=lambda c: c.after)), thresholds)
+    """Validate ``value`` against the profile's JSON Schema, then build it."""
+    validate(value, profile_schema(), path)
+    return profile_of(Fields(value, path, PROFILE))
 
 
 def parse_prices(value: Any, path: str = "prices") -> PriceSheet:
-    f = Fields(value, path)
-    instances = tuple(
-        _parse_instance(Fields(v, p)) for p, v in f.items("instances", nonempty=False)
+    """Validate ``value`` against the price sheet's JSON Schema, then build it."""
+    validate(value, prices_schema(), path)
+    return prices_of(Fields(value, path, PRICES))
+
+
+def profile_of(f: Fields) -> Profile:
+    """Build a validated profile; check what the schema cannot (lengths per partition, ...)."""
+    fp = _fingerprint(f.sub("fingerprint"))
+    k = fp.partitions
+    configs = tuple(_config(c, k) for c in f.each("configs"))
+    _unique([c.name for c in configs], f.at("configs"), "name")
+    cuts = tuple(_cut(c, k) for c in f.each("cuts"))
+    _unique([c.after for c in cuts], f.at("cuts"), "after")
+    thresholds = tuple(_threshold(t, k) for t in f.each("thresholds"))
+    _unique([t.tau for t in thresholds], f.at("thresholds"), "tau")
+    return Profile(
+        fp,
+        f.integer("batch"),
+        configs,
+        tuple(sorted(cuts, key=lambda c: c.after)),
+        tuple(sorted(thresholds, key=lambda t: t.tau)),
     )
+
+
+def prices_of(f: Fields) -> PriceSheet:
+    """Build a validated price sheet; names must be unique."""
+    instances = tuple(_instance(i) for i in f.each("instances"))
     _unique([i.name for i in instances], f.at("instances"), "name")
     fn = f.sub("functions")
-    sizes = tuple(
-        FunctionSize(s.text("name"), s.number("memoryMiB", above=0))
-        for s in (Fields(v, p) for p, v in fn.items("sizes"))
-    )
+    sizes = tuple(FunctionSize(s.text("name"), s.number("memoryMiB")) for s in fn.each("sizes"))
     _unique([s.name for s in sizes], fn.at("sizes"), "name")
-    mode_text = f.text("mode", PricingMode.PER_USE.value)
-    try:
-        mode = PricingMode(mode_text)
-    except ValueError:
-        modes = ", ".join(m.value for m in PricingMode)
-        raise InputError(f.at("mode"), f"expected one of {modes}, got {mode_text!r}") from None
     return PriceSheet(
         instances=instances,
         functions=sizes,
-        per_gb_second=fn.number("perGBSecond", min=0),
-        per_invocation=fn.number("perInvocation", 0.0, min=0),
-        mode=mode,
-        keep_alive_s=fn.number("keepAliveSeconds", 300.0, min=0),
+        per_gb_second=fn.number("perGBSecond"),
+        per_invocation=fn.number("perInvocation"),
+        mode=PricingMode(f.text("mode")),
+        keep_alive_s=fn.number("keepAliveSeconds"),
     )
 
 
@@ -292,28 +298,21 @@ def check_prices_cover(profile: Profile, prices: PriceSheet, path: str = "prices
             )
 
 
-def _parse_fingerprint(f: Fields) -> Fingerprint:
-    exits = tuple(int(x) for x in f.numbers("exits", min=1))
+def _fingerprint(f: Fields) -> Fingerprint:
+    exits = tuple(int(x) for x in f.numbers("exits"))
     if list(exits) != sorted(set(exits)):
         raise InputError(f.at("exits"), "expected strictly increasing block indices")
     return Fingerprint(
         architecture=f.text("architecture"),
         exits=exits,
-        width=f.number("width", 1.0, above=0),
-        num_classes=f.integer("numClasses", 10, min=2),
-        checkpoint_sha256=str(f.value.get("checkpointSha256") or ""),
+        width=f.number("width"),
+        num_classes=f.integer("numClasses"),
+        checkpoint_sha256=f.text("checkpointSha256"),
     )
 
 
-def _parse_config(f: Fields, k: int) -> ResourceProfile:
-    kind_text = f.text("kind")
-    try:
-        kind = ConfigKind(kind_text)
-    except ValueError:
-        raise InputError(
-            f.at("kind"), f"expected instance or function, got {kind_text!r}"
-        ) from None
-    u = f.numbers("secondsPerRequest", min=0)
+def _config(f: Fields, k: int) -> ResourceProfile:
+    u = f.numbers("secondsPerRequest")
     if len(u) != k:
         raise InputError(
             f.at("secondsPerRequest"), f"expected {k} values (one per partition), got {len(u)}"
@@ -322,30 +321,29 @@ def _parse_config(f: Fields, k: int) -> ResourceProfile:
         raise InputError(f.at("secondsPerRequest"), "expected a positive total runtime")
     return ResourceProfile(
         name=f.text("name"),
-        kind=kind,
-        vcpu=f.number("vcpu", above=0),
-        memory_mib=f.number("memoryMiB", above=0),
-        cold_start_s=f.number("coldStartSeconds", min=0),
+        kind=ConfigKind(f.text("kind")),
+        vcpu=f.number("vcpu"),
+        memory_mib=f.number("memoryMiB"),
+        cold_start_s=f.number("coldStartSeconds"),
         seconds_per_request=u,
     )
 
 
-def _parse_cut(f: Fields, k: int) -> CutProfile:
-    after = f.integer("after", min=1)
+def _cut(f: Fields, k: int) -> CutProfile:
+    after = f.integer("after")
     if after >= k:
         raise InputError(
             f.at("after"), f"expected a cut between partitions (1..{k - 1}), got {after}"
         )
     return CutProfile(
         after=after,
-        activation_bytes=f.number("activationBytes", min=0),
-        transfer_s=f.number("transferSeconds", min=0),
+        activation_bytes=f.number("activationBytes"),
+        transfer_s=f.number("transferSeconds"),
     )
 
 
-def _parse_threshold(f: Fields, k: int) -> ThresholdProfile:
-    tau = f.number("tau", above=0, max=1)
-    shares = f.numbers("exitShares", min=0)
+def _threshold(f: Fields, k: int) -> ThresholdProfile:
+    shares = f.numbers("exitShares")
     if len(shares) != k:
         raise InputError(
             f.at("exitShares"), f"expected {k} values (one per exit), got {len(shares)}"
@@ -355,15 +353,13 @@ def _parse_threshold(f: Fields, k: int) -> ThresholdProfile:
         raise InputError(f.at("exitShares"), f"expected shares summing to 1, got {total:.6g}")
     # Renormalise the rounding so survival starts at exactly 1.
     shares = tuple(s / total for s in shares)
-    return ThresholdProfile(
-        tau=tau, accuracy=f.number("accuracy", min=0, max=1), exit_shares=shares
-    )
+    return ThresholdProfile(tau=f.number("tau"), accuracy=f.number("accuracy"), exit_shares=shares)
 
 
-def _parse_instance(f: Fields) -> InstancePrice:
+def _instance(f: Fields) -> InstancePrice:
     name = f.text("name")
     selector = f.string_map("nodeSelector") or {"node.kubernetes.io/instance-type": name}
-    return InstancePrice(name=name, per_hour=f.number("perHour", min=0), node_selector=selector)
+    return InstancePrice(name=name, per_hour=f.number("perHour"), node_selector=selector)
 
 
 def _unique(values: list[Any], path: str, key: str) -> None:

@@ -3,7 +3,8 @@
 Two documents carry it: a ``Profile`` document (profile plus optional prices, slo,
 traffic and scaling at the top level; what the CLI and the presets use) and a
 ``SerflowInference`` manifest (the same pieces under ``spec``, the profile inline).
-Both parse into one ``Workload``.
+Both are validated against their JSON Schema (``serflow.schemas``) and parse into one
+``Workload``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from serflow.errors import InputError
-from serflow.fields import Fields, number
-from serflow.profile import (
-    PriceSheet,
-    Profile,
-    check_prices_cover,
-    parse_prices,
-    parse_profile,
+from serflow.fields import Fields
+from serflow.profile import PriceSheet, Profile, check_prices_cover, prices_of, profile_of
+from serflow.schemas import (
+    DOCUMENT_KIND,
+    SCALING,
+    inference_document_schema,
+    profile_document_schema,
+    validate,
 )
 
 
@@ -82,11 +84,15 @@ class Workload:
 
 
 def parse_workload(doc: Any) -> Workload:
-    """Parse a Profile document or a SerflowInference manifest."""
-    top = Fields(doc, "")
-    kind = top.text("kind")
-    name = str(Fields(top.value.get("metadata") or {}, "metadata").value.get("name") or "")
-    if kind == "SerflowInference":
+    """Validate a Profile document or a SerflowInference manifest against its JSON Schema,
+    then build the Workload."""
+    validate(doc, DOCUMENT_KIND)
+    manifest = doc["kind"] == "SerflowInference"
+    schema = inference_document_schema() if manifest else profile_document_schema()
+    validate(doc, schema)
+    top = Fields(doc, "", schema)
+    name = str((top.value.get("metadata") or {}).get("name") or "")
+    if manifest:
         spec = top.sub("spec")
         prof = spec.sub("profile")
         if not prof.has("inline"):
@@ -95,62 +101,57 @@ def parse_workload(doc: Any) -> Workload:
                 "missing (the CLI needs the profile inline; a ConfigMap reference is resolved "
                 "by the operator)",
             )
-        profile = parse_profile(prof.raw("inline"), prof.at("inline"))
-    elif kind == "Profile":
-        spec = top
-        profile = parse_profile(top.raw("profile"), "profile")
+        profile = profile_of(prof.sub("inline"))
     else:
-        raise InputError("kind", f"expected Profile or SerflowInference, got {kind!r}")
+        spec = top
+        profile = profile_of(top.sub("profile"))
     if not spec.has("prices"):
         raise InputError(spec.at("prices"), "missing (a price sheet is needed to plan)")
-    prices = parse_prices(spec.raw("prices"), spec.at("prices"))
+    prices = prices_of(spec.sub("prices"))
     check_prices_cover(profile, prices, spec.at("prices"))
     objective = parse_objective(spec)
     for i, tau in enumerate(objective.thresholds):
         try:
             profile.threshold(tau)
         except KeyError:
-            raise InputError(f"thresholds[{i}]", f"tau {tau:g} was not profiled") from None
+            raise InputError(
+                f"{spec.at('thresholds')}[{i}]", f"tau {tau:g} was not profiled"
+            ) from None
     return Workload(
         name=name,
         profile=profile,
         prices=prices,
         objective=objective,
         scaling=parse_scaling(spec.opt_sub("scaling")),
-        expected_rate=spec.opt_sub("traffic").number("expectedRate", 0.0, min=0),
+        expected_rate=spec.opt_sub("traffic").number("expectedRate"),
     )
 
 
 def parse_objective(spec: Fields) -> Objective:
-    slo = spec.sub("slo")
-    taus = tuple(_tau(v, p) for p, v in spec.items("thresholds", nonempty=False)) or tuple(
-        _tau(v, p) for p, v in slo.items("thresholds", nonempty=False)
-    )
+    """The objective of a validated document (or spec)."""
+    slo, scaling = spec.sub("slo"), spec.opt_sub("scaling")
     return Objective(
-        slo_s=slo.number("latencySeconds", above=0),
-        target_accuracy=slo.number("targetAccuracy", 0.0, min=0, max=1),
-        thresholds=taus,
-        epoch_s=spec.opt_sub("scaling").number("epochSeconds", 0.0, min=0),
-        cold_start_in_feasibility=bool(slo.value.get("coldStartInFeasibility", False)),
-        pack_batches=bool(spec.opt_sub("scaling").value.get("packBatches", False)),
+        slo_s=slo.number("latencySeconds"),
+        target_accuracy=slo.number("targetAccuracy"),
+        thresholds=spec.numbers("thresholds"),
+        epoch_s=scaling.number("epochSeconds", 0.0),
+        cold_start_in_feasibility=slo.flag("coldStartInFeasibility"),
+        pack_batches=scaling.flag("packBatches"),
     )
 
 
 def parse_scaling(f: Fields) -> ScalingSpec:
+    """The scaling knobs of a validated ``scaling`` mapping (defaults from its schema)."""
+    f = Fields(f.value, f.path, SCALING)
     ewma = f.opt_sub("ewma")
-    lo = f.integer("minInstances", 0, min=0)
-    hi = f.integer("maxInstances", 1000, min=0)
+    lo, hi = f.integer("minInstances"), f.integer("maxInstances")
     if hi < lo:
         raise InputError(f.at("maxInstances"), f"expected >= minInstances ({lo}), got {hi}")
     return ScalingSpec(
-        interval_epochs=f.integer("intervalEpochs", 25, min=1),
-        ewma_a=ewma.number("a", 0.2, above=0, max=1),
-        ewma_b=ewma.number("b", 0.2, above=0, max=1),
-        k=f.number("k", 1.0, min=0),
+        interval_epochs=f.integer("intervalEpochs"),
+        ewma_a=ewma.number("a"),
+        ewma_b=ewma.number("b"),
+        k=f.number("k"),
         min_instances=lo,
         max_instances=hi,
     )
-
-
-def _tau(v: Any, path: str) -> float:
-    return number(v, path, above=0, max=1)

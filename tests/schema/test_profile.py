@@ -52,13 +52,22 @@ def test_presets_validate_against_the_json_schema() -> None:
         jsonschema.Draft4Validator(schema).validate(yaml.safe_load(preset_text(name)))
 
 
-def test_json_schema_rejects_what_the_parser_rejects() -> None:
+def test_the_published_schema_is_the_one_that_refuses() -> None:
+    """A bound of the published file (not restated anywhere in the parsers) is enforced."""
+    shipped = json.loads(
+        resources.files("serflow.schemas").joinpath("profile.schema.json").read_text()
+    )
+    cuts = shipped["properties"]["profile"]["properties"]["cuts"]
     doc = paper_doc()
-    doc["profile"]["configs"][0]["secondsPerRequest"][0] = -1
+    doc["profile"]["cuts"] = doc["profile"]["cuts"] * (cuts["maxItems"] // 10 + 1)
+    assert len(doc["profile"]["cuts"]) > cuts["maxItems"]
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(doc, profile_document_schema(), cls=jsonschema.Draft4Validator)
-    with pytest.raises(InputError):
+        jsonschema.Draft4Validator(shipped).validate(doc)
+    with pytest.raises(InputError) as e:
         parse_workload(doc)
+    assert str(e.value) == (
+        f"profile.cuts: expected at most {cuts['maxItems']} items, got {len(doc['profile']['cuts'])}"
+    )
 
 
 def test_paper_preset_derived_numbers() -> None:
@@ -121,19 +130,48 @@ BAD = [
     (
         "profile.configs.0.kind",
         "vm",
-        "profile.configs[0].kind: expected instance or function, got 'vm'",
+        "profile.configs[0].kind: expected one of instance, function, got 'vm'",
+    ),
+    (
+        "profile.configs.0.vcpu",
+        float("inf"),
+        "profile.configs[0].vcpu: expected a number > 0, got inf",
+    ),
+    (
+        "profile.configs.0.vcpu",
+        float("nan"),
+        "profile.configs[0].vcpu: expected a number > 0, got nan",
+    ),
+    ("profile.fingerprint", [2], "profile.fingerprint: expected a mapping, got a list"),
+    (
+        "profile.fingerprint.exits.0",
+        1.5,
+        "profile.fingerprint.exits[0]: expected an integer >= 1, got 1.5",
+    ),
+    (
+        "prices.functions.sizes.0.name",
+        "f" * 300,
+        "prices.functions.sizes[0].name: expected at most 253 characters, got 300",
     ),
     (
         "profile.thresholds.0.exitShares.0",
         0.9,
         "profile.thresholds[0].exitShares: expected shares summing to 1, got 1.6",
     ),
-    ("profile.thresholds.0.tau", 1.5, "profile.thresholds[0].tau: expected a number <= 1, got 1.5"),
-    ("profile.thresholds.0.tau", 0, "profile.thresholds[0].tau: expected a number > 0, got 0"),
+    (
+        "profile.thresholds.0.tau",
+        1.5,
+        "profile.thresholds[0].tau: expected a number > 0 and <= 1, got 1.5",
+    ),
+    (
+        "profile.thresholds.0.tau",
+        0,
+        "profile.thresholds[0].tau: expected a number > 0 and <= 1, got 0",
+    ),
     (
         "profile.thresholds.0.tau",
         "high",
-        "profile.thresholds[0].tau: expected a finite number, got 'high'",
+        "profile.thresholds[0].tau: expected a number > 0 and <= 1, got 'high'",
     ),
     ("profile.batch", 0, "profile.batch: expected an integer >= 1, got 0"),
     (
@@ -159,8 +197,16 @@ BAD = [
         "prices.instances[0].perHour: expected a number >= 0, got -0.1",
     ),
     ("slo.latencySeconds", 0, "slo.latencySeconds: expected a number > 0, got 0"),
+    ("slo.latencySeconds", None, "slo.latencySeconds: expected a number > 0, got nothing"),
+    ("slo", KeyError, "slo: missing"),
+    ("thresholds", [0.5, 2], "thresholds[1]: expected a number > 0 and <= 1, got 2"),
     ("scaling.intervalEpochs", 0, "scaling.intervalEpochs: expected an integer >= 1, got 0"),
-    ("kind", "Deployment", "kind: expected Profile or SerflowInference, got 'Deployment'"),
+    (
+        "kind",
+        "Deployment",
+        "kind: expected one of Profile, SerflowInference, got 'Deployment'",
+    ),
+    ("kind", KeyError, "kind: missing"),
     ("prices", KeyError, "prices: missing (a price sheet is needed to plan)"),
 ]
 
@@ -176,12 +222,14 @@ def test_bad_input_names_the_field(path: str, value: Any, message: str) -> None:
 
 def test_serflow_inference_manifest_parses_like_the_profile() -> None:
     doc = paper_doc()
+    fp = doc["profile"]["fingerprint"]
+    model = {"image": "serflow/worker:dev", "exits": fp["exits"], "batch": doc["profile"]["batch"]}
     manifest = {
         "apiVersion": "serflow.io/v1alpha1",
         "kind": "SerflowInference",
         "metadata": {"name": "vgg"},
         "spec": {k: doc[k] for k in ("prices", "slo", "traffic", "scaling")}
-        | {"profile": {"inline": doc["profile"]}},
+        | {"profile": {"inline": doc["profile"]}, "model": model},
     }
     a, b = parse_workload(doc), parse_workload(json.loads(json.dumps(manifest)))
     assert (a.profile, a.prices, a.objective, a.scaling) == (
@@ -193,5 +241,5 @@ def test_serflow_inference_manifest_parses_like_the_profile() -> None:
 
 
 def test_unprofiled_threshold_is_refused() -> None:
-    with pytest.raises(InputError, match=r"thresholds\[0\]: tau 0.6 was not profiled"):
-        parse_workload(_set(paper_doc(), "slo.thresholds", [0.6]))
+    with pytest.raises(InputError, match=r"^thresholds\[0\]: tau 0.6 was not profiled$"):
+        parse_workload(_set(paper_doc(), "thresholds", [0.6]))

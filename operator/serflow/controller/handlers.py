@@ -309,7 +309,7 @@ def tick(kube: Kube, namespace: str, name: str, uid: str, elapsed: float, logger
     weights = route_weights(share)
     old = status.get("split") or {}
     if weights[0] != old.get("poolWeight"):
-        kube.apply(builders.envoy_configmap(owner, w, weights[0], f"g{gen}e{state.epoch}"))
+        kube.apply(builders.envoy_configmap(owner, inf, w, weights[0], f"g{gen}e{state.epoch}"))
         kopf.info(
             body,
             reason="Routed",

@@ -19,13 +19,10 @@ from serflow.k8s import envoy
 from serflow.k8s.crd import GROUP, KIND, VERSION
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
 from serflow.spec import Workload
+from serflow.wire import ENVOY_PORT, FUNCTION_PORT, SERVICE_PORT, WORKER_PORT
+from serflow.wire import STATS_PORT as STATS_PORT  # re-exported: the operator scrapes it
 
-WORKER_PORT = 8080
-ENVOY_PORT = 8080
-STATS_PORT = 9901
 ENVOY_DIR = "/etc/envoy"
-STAT_PREFIX = "ingress"
-"""Envoy's HTTP stat prefix: the operator reads http.<prefix>.downstream_rq_total."""
 
 _SECURITY = {
     "runAsNonRoot": True,
@@ -257,7 +254,7 @@ def knative_service(
                         {
                             "image": spec.model.function_image,
                             "args": args,
-                            "ports": [{"containerPort": WORKER_PORT}],
+                            "ports": [{"containerPort": FUNCTION_PORT}],
                             "resources": {
                                 "requests": {"memory": f"{mem}Mi"},
                                 "limits": {"memory": f"{mem}Mi"},
@@ -272,17 +269,21 @@ def knative_service(
     }
 
 
-def envoy_configmap(owner: Owner, w: Workload, pool_weight: int, version: str) -> dict[str, Any]:
-    """Bootstrap and route file; the operator rewrites route.yaml to move the split."""
+def envoy_configmap(
+    owner: Owner, spec: InferenceSpec, w: Workload, pool_weight: int, version: str
+) -> dict[str, Any]:
+    """Bootstrap (counting under the spec's stat prefix) and route file; the operator
+    rewrites route.yaml to move the split."""
     n = Names(owner.name)
     spill_host = f"{n.spill}.{owner.namespace}.svc.cluster.local"
     boot = envoy.bootstrap(
         pool=[(f"{n.pool}.{owner.namespace}.svc.cluster.local", WORKER_PORT)],
-        functions=[(spill_host, 80)],
+        functions=[(spill_host, SERVICE_PORT)],
         route_dir=ENVOY_DIR,
         listen=("0.0.0.0", ENVOY_PORT),
         stats=("0.0.0.0", STATS_PORT),
         node_id=owner.name,
+        stat_prefix=spec.routing.stat_prefix,
     )
     route = envoy.route_discovery(
         envoy.route_config(
@@ -353,7 +354,7 @@ def envoy_service(owner: Owner) -> dict[str, Any]:
         "metadata": meta(owner, Names(owner.name).envoy, "router"),
         "spec": {
             "selector": labels(owner, "router"),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
         },
     }
 
@@ -372,7 +373,7 @@ def children(
         pool_deployment(owner, spec, w, cand, replicas),
         pool_service(owner),
         *(knative_service(owner, spec, w, cand, st) for st in stages(owner, w, cand)),
-        envoy_configmap(owner, w, pool_weight, route_version),
+        envoy_configmap(owner, spec, w, pool_weight, route_version),
         envoy_deployment(owner, spec),
         envoy_service(owner),
     ]

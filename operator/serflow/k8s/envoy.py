@@ -12,7 +12,7 @@ Fixed cluster names; the upstream addresses and the pool's weight are parameters
 * ``envoy_admin``: the admin interface, bound to 127.0.0.1 only; the stats listener
   proxies just the read-only stats paths to it.
 
-Weights are integers summing to ``TOTAL_WEIGHT``.  The route lives in its own file
+Weights are integers summing to ``wire.WEIGHT_TOTAL``.  The route lives in its own file
 (an RDS DiscoveryResponse) read through ``path_config_source`` with
 ``watched_directory``: swapping the file by rename applies the new split to the next
 request without dropping in-flight ones (a kubelet-updated ConfigMap does the same).
@@ -28,13 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from serflow import wire
+
 CLUSTER_POOL = "pool"
 CLUSTER_FUNCTIONS = "functions"
 CLUSTER_SPILL = "pool_spill"
 CLUSTER_ADMIN = "envoy_admin"
 ROUTE_NAME = "serflow"
 ROUTE_FILE = "route.yaml"
-TOTAL_WEIGHT = 1000
 STATS_PATHS = ("/stats/prometheus", "/stats")
 
 Address = tuple[str, int]
@@ -134,9 +135,10 @@ def route_config(
     """The RouteConfiguration: weighted [pool_spill, functions] with the spill retry."""
     if isinstance(pool_weight, bool) or not isinstance(pool_weight, int):
         raise TypeError("pool_weight must be an int")
-    if not 0 <= pool_weight <= TOTAL_WEIGHT:
-        raise ValueError(f"pool_weight must be in 0..{TOTAL_WEIGHT}, got {pool_weight}")
-    weights = [(CLUSTER_SPILL, pool_weight), (CLUSTER_FUNCTIONS, TOTAL_WEIGHT - pool_weight)]
+    total = wire.WEIGHT_TOTAL
+    if not 0 <= pool_weight <= total:
+        raise ValueError(f"pool_weight must be in 0..{total}, got {pool_weight}")
+    weights = [(CLUSTER_SPILL, pool_weight), (CLUSTER_FUNCTIONS, total - pool_weight)]
     action: dict[str, Any] = {
         # Envoy refuses a zero weight only when all are zero; leave zeros out anyway.
         "weighted_clusters": {"clusters": [{"name": n, "weight": w} for n, w in weights if w > 0]},
@@ -175,12 +177,17 @@ def bootstrap(
     pool: Sequence[Address],
     functions: Sequence[Address],
     route_dir: str,
-    listen: Address = ("127.0.0.1", 10000),
-    stats: Address = ("127.0.0.1", 9901),
-    admin_port: int = 19000,
+    listen: Address = ("127.0.0.1", wire.ENVOY_PORT),
+    stats: Address = ("127.0.0.1", wire.STATS_PORT),
+    admin_port: int = wire.ENVOY_ADMIN_PORT,
     node_id: str = "serflow",
+    stat_prefix: str = wire.STAT_PREFIX,
 ) -> dict[str, Any]:
-    """The static bootstrap: ingress listener (route from ``route_dir``), stats listener."""
+    """The static bootstrap: ingress listener (route from ``route_dir``), stats listener.
+
+    The ingress listener counts its requests under ``stat_prefix``
+    (``wire.request_counter(stat_prefix)``), which is where the operator reads them.
+    """
     route_path = str(Path(route_dir) / ROUTE_FILE)
     ingress_route = {
         "rds": {
@@ -232,7 +239,7 @@ def bootstrap(
                 {
                     "name": "ingress",
                     "address": _sock(*listen),
-                    "filter_chains": [{"filters": [_hcm("ingress", **ingress_route)]}],
+                    "filter_chains": [{"filters": [_hcm(stat_prefix, **ingress_route)]}],
                 },
                 {
                     "name": "stats",

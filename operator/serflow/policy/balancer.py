@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WEIGHT_TOTAL = 1000
-"""Envoy weighted clusters' total weight."""
+from serflow.wire import WEIGHT_TOTAL
 
 
 @dataclass(frozen=True)

@@ -1,54 +1,103 @@
-"""The profile and price-sheet schemas, published as JSON Schema.
+"""The documents' schemas, as JSON Schema: the one validator of every field.
 
 Written in the structural subset that Kubernetes' OpenAPI v3 accepts (no $ref, no
-oneOf), so the CRD embeds the same dicts. ``python -m serflow.schemas`` prints the JSON
-Schema of a Profile document; ``profile.schema.json`` beside this file is that output.
-Cross-field rules (one runtime per partition, shares summing to 1) are enforced by the
-parser in ``serflow.profile``; the CRD adds them as CEL rules.
+oneOf), so the CRD embeds the same dicts. ``validate`` checks a document with the
+``jsonschema`` library and raises the first problem as a one-line ``InputError`` naming
+the field; the parsers (``serflow.profile``, ``serflow.spec``, ``serflow.inference``) then
+only build dataclasses, take defaults from here, and enforce the cross-field rules (one
+runtime per partition, shares summing to 1, ...) that the CRD adds as CEL rules.
+
+``python -m serflow.schemas`` prints the JSON Schema of a Profile document;
+``profile.schema.json`` beside this file is that output.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
 
-def _num(desc: str, minimum: float | None = 0, exclusive: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "number", "description": desc}
-    if minimum is not None:
-        out["minimum"] = minimum
-        if exclusive:
-            out["exclusiveMinimum"] = True
+from serflow import wire
+from serflow.errors import InputError
+
+Schema = dict[str, Any]
+
+GROUP = "serflow.io"
+"""API group of the SerflowInference resource."""
+VERSION = "v1alpha1"
+"""Its version."""
+API_VERSION = f"{GROUP}/{VERSION}"
+"""apiVersion of both documents."""
+
+
+def string(desc: str, **kw: Any) -> Schema:
+    return {"type": "string", "description": desc, "maxLength": 1024, **kw}
+
+
+def integer(desc: str, minimum: int = 0, **kw: Any) -> Schema:
+    return {"type": "integer", "description": desc, "minimum": minimum, **kw}
+
+
+def number(desc: str, **kw: Any) -> Schema:
+    return {"type": "number", "description": desc, **kw}
+
+
+def obj(desc: str, props: Schema, required: list[str] | None = None, **kw: Any) -> Schema:
+    out: Schema = {"type": "object", "description": desc, "properties": props, **kw}
+    if required:
+        out["required"] = required
     return out
 
 
-def _obj(desc: str, props: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "description": desc, "properties": props, "required": required}
+def array(desc: str, items: Schema, min_items: int = 1, **kw: Any) -> Schema:
+    return {"type": "array", "description": desc, "items": items, "minItems": min_items, **kw}
 
 
-def _list(desc: str, items: dict[str, Any], min_items: int = 1) -> dict[str, Any]:
-    return {"type": "array", "description": desc, "items": items, "minItems": min_items}
+def _positive(desc: str, **kw: Any) -> Schema:
+    return number(desc, minimum=0, exclusiveMinimum=True, **kw)
 
 
-FINGERPRINT = _obj(
+def _non_negative(desc: str, **kw: Any) -> Schema:
+    return number(desc, minimum=0, **kw)
+
+
+TAU: Schema = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1}
+"""A confidence threshold: 0 < tau <= 1."""
+
+# ---------------------------------------------------------------------------------------
+# The profile and the price sheet (DESIGN.md section 4)
+
+FINGERPRINT = obj(
     "What identifies the model; a profile whose fingerprint differs from the spec's is refused.",
     {
         "architecture": {"type": "string", "description": "Network family, e.g. vgg16_bn."},
-        "width": _num("Channel width multiplier (1.0 is the full network).", 0, True),
-        "exits": _list(
+        "width": _positive("Channel width multiplier (1.0 is the full network).", default=1.0),
+        "exits": array(
             "IC placement: conv blocks after which an internal classifier sits, increasing.",
             {"type": "integer", "minimum": 1},
         ),
-        "numClasses": {"type": "integer", "minimum": 2, "description": "Number of classes."},
+        "numClasses": {
+            "type": "integer",
+            "minimum": 2,
+            "description": "Number of classes.",
+            "default": 10,
+        },
         "checkpointSha256": {
             "type": "string",
             "description": "SHA-256 of the profiled checkpoint.",
+            "default": "",
         },
     },
     ["architecture", "exits"],
 )
 
-CONFIG = _obj(
+CONFIG = obj(
     "Measurements of one instance type or function size.",
     {
         "name": {"type": "string", "minLength": 1, "description": "As in the price sheet."},
@@ -57,18 +106,18 @@ CONFIG = _obj(
             "enum": ["instance", "function"],
             "description": "Where it runs.",
         },
-        "vcpu": _num("CPUs the measurement was taken with.", 0, True),
-        "memoryMiB": _num("Memory in MiB (for functions, the billed size).", 0, True),
-        "coldStartSeconds": _num("Seconds from launch until it serves."),
-        "secondsPerRequest": _list(
+        "vcpu": _positive("CPUs the measurement was taken with."),
+        "memoryMiB": _positive("Memory in MiB (for functions, the billed size)."),
+        "coldStartSeconds": _non_negative("Seconds from launch until it serves."),
+        "secondsPerRequest": array(
             "u_i: mean seconds per request of each partition in batches of B (one per partition).",
-            _num("Seconds per request."),
+            _non_negative("Seconds per request."),
         ),
     },
     ["name", "kind", "vcpu", "memoryMiB", "coldStartSeconds", "secondsPerRequest"],
 )
 
-CUT = _obj(
+CUT = obj(
     "The activation crossing the cut after one partition.",
     {
         "after": {
@@ -76,31 +125,25 @@ CUT = _obj(
             "minimum": 1,
             "description": "Cut after partition i (1..K-1).",
         },
-        "activationBytes": _num("Compressed bytes per request."),
-        "transferSeconds": _num(
+        "activationBytes": _non_negative("Compressed bytes per request."),
+        "transferSeconds": _non_negative(
             "x_cut: function-side seconds per request to receive and decompress."
         ),
     },
     ["after", "activationBytes", "transferSeconds"],
 )
 
-THRESHOLD = _obj(
+THRESHOLD = obj(
     "Exit distribution and accuracy at one confidence threshold.",
     {
-        "tau": {
-            "type": "number",
-            "minimum": 0,
-            "exclusiveMinimum": True,
-            "maximum": 1,
-            "description": "Leave at the first exit whose max softmax >= tau.",
-        },
+        "tau": {**TAU, "description": "Leave at the first exit whose max softmax >= tau."},
         "accuracy": {
             "type": "number",
             "minimum": 0,
             "maximum": 1,
             "description": "Accuracy at tau.",
         },
-        "exitShares": _list(
+        "exitShares": array(
             "e_i: share of all requests leaving at exit i; one per exit, summing to 1.",
             {"type": "number", "minimum": 0, "maximum": 1},
         ),
@@ -108,19 +151,19 @@ THRESHOLD = _obj(
     ["tau", "accuracy", "exitShares"],
 )
 
-PROFILE = _obj(
+PROFILE = obj(
     "What was measured about one model (DESIGN.md section 4).",
     {
         "fingerprint": FINGERPRINT,
         "batch": {"type": "integer", "minimum": 1, "description": "B: the measured batch size."},
-        "configs": _list("One per instance type or function size.", CONFIG),
-        "cuts": _list("One per cut position.", CUT, 0),
-        "thresholds": _list("One per profiled tau.", THRESHOLD),
+        "configs": array("One per instance type or function size.", CONFIG),
+        "cuts": array("One per cut position.", CUT, 0),
+        "thresholds": array("One per profiled tau.", THRESHOLD),
     },
     ["fingerprint", "batch", "configs", "thresholds"],
 )
 
-PRICES = _obj(
+PRICES = obj(
     "What each config costs.",
     {
         "mode": {
@@ -129,13 +172,13 @@ PRICES = _obj(
             "default": "per-use",
             "description": "per-use: execution GB-s plus invocations; per-pod: pods billed while alive.",
         },
-        "instances": _list(
+        "instances": array(
             "Node-pool instance types.",
-            _obj(
+            obj(
                 "One instance type.",
                 {
                     "name": {"type": "string", "minLength": 1, "description": "Instance type."},
-                    "perHour": _num("Dollars per hour for one instance."),
+                    "perHour": _non_negative("Dollars per hour for one instance."),
                     "nodeSelector": {
                         "type": "object",
                         "additionalProperties": {"type": "string"},
@@ -146,15 +189,17 @@ PRICES = _obj(
             ),
             0,
         ),
-        "functions": _obj(
+        "functions": obj(
             "Function (Knative Service) prices and sizes.",
             {
-                "perGBSecond": _num("Dollars per GB-second."),
-                "perInvocation": _num("Dollars per invocation (per-use)."),
-                "keepAliveSeconds": _num("Seconds an idle function stays warm."),
-                "sizes": _list(
+                "perGBSecond": _non_negative("Dollars per GB-second."),
+                "perInvocation": _non_negative("Dollars per invocation (per-use).", default=0),
+                "keepAliveSeconds": _non_negative(
+                    "Seconds an idle function stays warm.", default=300
+                ),
+                "sizes": array(
                     "Function sizes.",
-                    _obj(
+                    obj(
                         "One size.",
                         {
                             "name": {
@@ -162,7 +207,7 @@ PRICES = _obj(
                                 "minLength": 1,
                                 "description": "As in the profile.",
                             },
-                            "memoryMiB": _num("Billed memory in MiB.", 0, True),
+                            "memoryMiB": _positive("Billed memory in MiB."),
                         },
                         ["name", "memoryMiB"],
                     ),
@@ -174,26 +219,383 @@ PRICES = _obj(
     ["functions"],
 )
 
+# ---------------------------------------------------------------------------------------
+# What is asked for: SLO, thresholds, traffic, scaling (a Profile document and a spec)
 
-def profile_document_schema() -> dict[str, Any]:
+SLO = obj(
+    "The latency SLO and accuracy target.",
+    {
+        "latencySeconds": _positive("SLO: a worst-case warm batch must finish within it."),
+        "targetAccuracy": number(
+            "Only taus at least this accurate.", minimum=0, maximum=1, default=0
+        ),
+        "coldStartInFeasibility": {
+            "type": "boolean",
+            "description": "Also charge function cold starts to the worst-case batch.",
+            "default": False,
+        },
+    },
+    ["latencySeconds"],
+)
+
+THRESHOLDS: Schema = {
+    "type": "array",
+    "description": "Exit thresholds tau allowed (default: every profiled tau); 0 < tau <= 1.",
+    "items": {**TAU, "description": "A confidence threshold."},
+    "maxItems": 32,
+}
+
+TRAFFIC = obj(
+    "What traffic to plan for.",
+    {"expectedRate": _non_negative("Long-term rate in req/s for the offline plan.", default=0)},
+)
+
+SCALING = obj(
+    "The online loop.",
+    {
+        "epochSeconds": number("D: epoch length (default: the SLO).", minimum=0),
+        "intervalEpochs": integer("S: resize the pool every S epochs.", 1, default=25),
+        "ewma": obj(
+            "Traffic monitor weights.",
+            {
+                "a": _positive("Weight of the newest rate.", maximum=1, default=0.2),
+                "b": _positive("Weight of the newest deviation.", maximum=1, default=0.2),
+            },
+        ),
+        "k": number("Target = EWMA + k * deviation.", minimum=0, default=1),
+        "packBatches": {
+            "type": "boolean",
+            "default": False,
+            "description": "Let an instance serve several batches per epoch when they "
+            "still meet the SLO (the paper gives each one batch per epoch).",
+        },
+        "minInstances": integer("Pool lower bound.", 0, default=0),
+        "maxInstances": integer("Pool upper bound.", 0, default=1000),
+    },
+)
+
+# ---------------------------------------------------------------------------------------
+# The deployment side of a SerflowInference spec
+
+MODEL = obj(
+    "The early-exit model to serve.",
+    {
+        "image": string("Worker image (Dockerfile.worker)."),
+        "functionImage": string("Function image (Dockerfile.fn); default: the worker image."),
+        "checkpoint": string("Checkpoint path inside the image (default: the bundled one)."),
+        "architecture": string(
+            "Network family; must match the profile's fingerprint.", default="vgg16_bn"
+        ),
+        "width": number("Channel width multiplier.", default=1.0, minimum=0, exclusiveMinimum=True),
+        "exits": {
+            "type": "array",
+            "description": "IC placement: conv blocks followed by an internal classifier.",
+            "items": {"type": "integer", "minimum": 1},
+            "maxItems": 63,
+            "minItems": 1,
+        },
+        "numClasses": integer("Classes.", 2, default=10),
+        "podAnnotations": {
+            "type": "object",
+            "description": "Extra annotations on the pool's pods.",
+            "additionalProperties": {"type": "string", "maxLength": 1024},
+            "maxProperties": 32,
+        },
+        "batch": integer("B: requests per batch; must match the profile.", 1, default=100),
+    },
+    ["image", "exits"],
+)
+
+PROFILE_SOURCE = obj(
+    "The measured profile: inline, from a ConfigMap, or measured by Jobs.",
+    {
+        "inline": PROFILE,
+        "configMapRef": obj(
+            "A ConfigMap holding a Profile document.",
+            {
+                "name": string("ConfigMap name.", maxLength=253),
+                "key": string("Key holding the YAML.", default="profile.yaml", maxLength=253),
+            },
+            ["name"],
+        ),
+        "fromJob": obj(
+            "Run the runtime's profiler as a Job per instance type and function size.",
+            {
+                "image": string("Profiler image (default: the model image)."),
+                "taus": {
+                    "type": "array",
+                    "items": TAU,
+                    "maxItems": 32,
+                    "description": "Taus to profile.",
+                    "minItems": 1,
+                    "default": [0.5, 0.7, 0.85, 0.95],
+                },
+            },
+        ),
+    },
+)
+
+FUNCTIONS = obj(
+    "Knative Services of the tail and the spill.",
+    {
+        "containerConcurrency": integer("Requests one function pod takes at once.", 1, default=1),
+        "minScale": integer("Knative min-scale (0: scale to zero).", 0, default=0),
+        "maxScale": integer("Knative max-scale.", 1, default=50),
+    },
+)
+
+ROUTING = obj(
+    "Envoy in front of the pool and the functions.",
+    {
+        "image": string("Envoy image.", default=wire.ENVOY_IMAGE),
+        "replicas": integer("Envoy replicas.", 1, default=1),
+        "statPrefix": string(
+            "Envoy HTTP stat prefix counting this object's requests.",
+            default=wire.STAT_PREFIX,
+            maxLength=128,
+            pattern="^[a-zA-Z0-9_]+$",
+        ),
+        "statsUrls": {
+            "type": "array",
+            "description": "Stats endpoints to read counters from (default: the Envoy pods' stats port).",
+            "items": {"type": "string", "maxLength": 512, "pattern": "^https?://"},
+            "maxItems": 16,
+        },
+    },
+)
+
+# CEL cost estimation needs bounds on every list and string it walks; the API server
+# enforces them, so every reader does.
+_MAX_ITEMS = {
+    "exits": 63,
+    "configs": 32,
+    "cuts": 64,
+    "thresholds": 32,
+    "secondsPerRequest": 64,
+    "exitShares": 64,
+    "instances": 32,
+    "sizes": 32,
+}
+_MAX_NAME = 253
+
+
+def bounded(schema: Schema, key: str = "") -> Schema:
+    """A deep copy with maxItems/maxLength added where none is given."""
+    s = copy.deepcopy(schema)
+    if s.get("type") == "array":
+        s.setdefault("maxItems", _MAX_ITEMS.get(key, 64))
+        s["items"] = bounded(s["items"])
+    elif s.get("type") == "object":
+        for k, v in s.get("properties", {}).items():
+            s["properties"][k] = bounded(v, k)
+        if isinstance(s.get("additionalProperties"), dict):
+            s["additionalProperties"] = bounded(s["additionalProperties"])
+    elif s.get("type") == "string" and "enum" not in s:
+        s.setdefault("maxLength", _MAX_NAME if key == "name" else 1024)
+    return s
+
+
+@functools.cache
+def profile_schema() -> Schema:
+    """The profile as validated (with the bounds the API server enforces)."""
+    return bounded(PROFILE)
+
+
+@functools.cache
+def prices_schema() -> Schema:
+    """The price sheet as validated (with the bounds the API server enforces)."""
+    return bounded(PRICES)
+
+
+@functools.cache
+def inference_spec_schema() -> Schema:
+    """JSON Schema of a SerflowInference's ``spec`` (the CRD adds CEL rules to a copy).
+
+    Built once and shared, like the other document schemas: never change the result."""
+    return bounded(
+        obj(
+            "What to serve, under which SLO, at which prices.",
+            {
+                "model": MODEL,
+                "slo": SLO,
+                "thresholds": THRESHOLDS,
+                "prices": PRICES,
+                "profile": PROFILE_SOURCE,
+                "traffic": TRAFFIC,
+                "scaling": SCALING,
+                "functions": FUNCTIONS,
+                "routing": ROUTING,
+            },
+            ["model", "slo", "prices", "profile"],
+        )
+    )
+
+
+@functools.cache
+def inference_document_schema() -> Schema:
+    """JSON Schema of a SerflowInference manifest, as the CLI reads it (no status)."""
+    return {
+        "type": "object",
+        "properties": {
+            "apiVersion": {"type": "string", "enum": [API_VERSION]},
+            "kind": {"type": "string", "enum": ["SerflowInference"]},
+            "metadata": {"type": "object"},
+            "spec": inference_spec_schema(),
+        },
+        "required": ["kind", "spec"],
+    }
+
+
+@functools.cache
+def profile_document_schema() -> Schema:
     """JSON Schema (draft 4 style bounds, as OpenAPI v3) of a ``kind: Profile`` document."""
     return {
         "$schema": "http://json-schema.org/draft-04/schema#",
         "title": "serflow Profile document",
         "type": "object",
         "properties": {
-            "apiVersion": {"type": "string", "enum": ["serflow.io/v1alpha1"]},
+            "apiVersion": {"type": "string", "enum": [API_VERSION]},
             "kind": {"type": "string", "enum": ["Profile"]},
             "metadata": {"type": "object"},
-            "profile": PROFILE,
-            "prices": PRICES,
-            "slo": {"type": "object"},
-            "traffic": {"type": "object"},
-            "scaling": {"type": "object"},
+            "profile": profile_schema(),
+            "prices": prices_schema(),
+            "slo": SLO,
+            "thresholds": THRESHOLDS,
+            "traffic": TRAFFIC,
+            "scaling": SCALING,
         },
         "required": ["kind", "profile"],
     }
 
 
+DOCUMENT_KIND: Schema = {
+    "type": "object",
+    "properties": {"kind": {"type": "string", "enum": ["Profile", "SerflowInference"]}},
+    "required": ["kind"],
+}
+"""What every document read by the CLI declares: which of the two it is."""
+
+
 def schema_json() -> str:
     return json.dumps(profile_document_schema(), indent=2, sort_keys=True) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Validation: jsonschema's best match, as one line naming the field
+
+
+def _finite_number(checker: Any, value: Any) -> bool:
+    # JSON has no inf or NaN, YAML does (.inf, .nan): neither is a usable number.
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (isinstance(value, int) or math.isfinite(value))
+    )
+
+
+def _mapping(checker: Any, value: Any) -> bool:
+    # The operator reads specs through kopf's read-only views, which are not dicts.
+    return isinstance(value, Mapping)
+
+
+def _sequence(checker: Any, value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # stubs lack it
+    jsonschema.Draft4Validator,
+    type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine_many(
+        {"number": _finite_number, "object": _mapping, "array": _sequence}
+    ),
+)
+
+
+_validators: dict[int, tuple[Schema, Any]] = {}
+
+
+def _validator(schema: Schema) -> Any:
+    """One validator per (shared, never changed) schema."""
+    kept = _validators.get(id(schema))
+    if kept is None or kept[0] is not schema:
+        kept = _validators[id(schema)] = (schema, _Validator(schema))
+    return kept[1]
+
+
+def validate(value: Any, schema: Schema, path: str = "") -> None:
+    """Raise an ``InputError`` for the most relevant way ``value`` breaks ``schema``.
+
+    ``path`` is where ``value`` sits in its document (e.g. ``spec.prices``).
+    """
+    error = best_match(_validator(schema).iter_errors(value))
+    if error is None:
+        return
+    where = path
+    for key in error.absolute_path:
+        where = f"{where}[{key}]" if isinstance(key, int) else (f"{where}.{key}" if where else key)
+    if error.validator == "required":
+        missing = next(k for k in error.validator_value if k not in error.instance)
+        raise InputError(f"{where}.{missing}" if where else missing, "missing")
+    raise InputError(where, _problem(error))
+
+
+def _problem(error: ValidationError) -> str:
+    v: Any = error.instance
+    limit, schema = error.validator_value, error.schema
+    if not isinstance(schema, Mapping):
+        return str(error.message)
+    match error.validator:
+        case "minItems" if limit == 1:
+            return "expected a non-empty list"
+        case "minItems":
+            return f"expected at least {limit} items, got {len(v)}"
+        case "maxItems":
+            return f"expected at most {limit} items, got {len(v)}"
+        case "maxLength":
+            return f"expected at most {limit} characters, got {len(v)}"
+        case "maxProperties":
+            return f"expected at most {limit} entries, got {len(v)}"
+        case "type" | "enum" | "minimum" | "maximum" | "minLength" | "pattern":
+            return f"expected {expected(schema)}, got {kind_of(v)}"
+    return str(error.message)
+
+
+def expected(schema: Mapping[str, Any]) -> str:
+    """What a value of ``schema`` is, in words: ``a number > 0 and <= 1``."""
+    if "enum" in schema:
+        return "one of " + ", ".join(str(x) for x in schema["enum"])
+    t = schema.get("type")
+    if t in ("number", "integer"):
+        bounds = []
+        if "minimum" in schema:
+            op = ">" if schema.get("exclusiveMinimum") else ">="
+            bounds.append(f"{op} {schema['minimum']:g}")
+        if "maximum" in schema:
+            op = "<" if schema.get("exclusiveMaximum") else "<="
+            bounds.append(f"{op} {schema['maximum']:g}")
+        noun = "a number" if t == "number" else "an integer"
+        return " ".join([noun, " and ".join(bounds)]) if bounds else noun
+    if t == "string":
+        text = "a non-empty string" if schema.get("minLength", 0) >= 1 else "a string"
+        return f"{text} matching {schema['pattern']}" if "pattern" in schema else text
+    if t == "array":
+        return "a non-empty list" if schema.get("minItems", 0) >= 1 else "a list"
+    if t == "object":
+        return "a mapping"
+    if t == "boolean":
+        return "true or false"
+    return f"a {t}"
+
+
+def kind_of(v: Any) -> str:
+    """A short rendering of a bad value for an error message."""
+    if v is None:
+        return "nothing"
+    if isinstance(v, bool | int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return repr(v) if len(v) < 40 else "a long string"
+    if isinstance(v, Mapping):
+        return "a mapping"
+    if isinstance(v, Sequence):
+        return "a list"
+    return f"a {type(v).__name__}"
