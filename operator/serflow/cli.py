@@ -25,7 +25,15 @@ from serflow.report import (
     result_dict,
     simulate_text,
 )
-from serflow.sim import TICKED, PhaseRange, PolicyName, SimResult, phase_range, replay
+from serflow.sim import (
+    TICKED,
+    PhaseRange,
+    PolicyName,
+    SimResult,
+    online_policy,
+    phase_range,
+    replay,
+)
 from serflow.spec import Workload
 from serflow.traces import read_trace, scale_counts, synthetic_trace
 
@@ -50,9 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument(
         "--scaler",
-        default=PolicyName.EXPECTED_COST.value,
         choices=[PolicyName.EXPECTED_COST.value, PolicyName.SERFLOW.value],
-        help="the online scaler the replay runs (serflow: the paper's rule)",
+        help="the online scaler the replay runs (default: the file's scaling.policy; "
+        "serflow: the paper's rule)",
     )
     plan.add_argument("--epochs", type=int, help="replay only the first N epochs of --trace")
     plan.add_argument("--scale", type=float, default=1.0, help="multiply the trace's counts")
@@ -131,7 +139,8 @@ def _plan(args: argparse.Namespace) -> int:
             plot_tcip(shown, args.plot)
     ranking = None
     if args.trace is not None:
-        ranking = rank(w, plan, _counts(args), PolicyName(args.scaler))
+        scaler = PolicyName(args.scaler) if args.scaler else online_policy(w.scaling.policy)
+        ranking = rank(w, plan, _counts(args), scaler)
     if args.json:
         doc = plan_dict(plan)
         if ranking is not None:

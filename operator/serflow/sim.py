@@ -29,7 +29,7 @@ from serflow.policy.configurator import Candidate, Granularity, PoolKind
 from serflow.policy.scaler import ScalerState, step
 from serflow.profile import PricingMode
 from serflow.schedule import EpochCosts, cheapest_schedule, ticks
-from serflow.spec import Workload
+from serflow.spec import ScalingPolicy, Workload
 
 
 class PolicyName(StrEnum):
@@ -449,6 +449,11 @@ def epoch_costs(w: Workload, cand: Candidate, counts: Sequence[int]) -> EpochCos
         whole.append(ga)
         batches.append(q)
     return EpochCosts(none, full, whole, batches, r.per_instance)
+
+
+def online_policy(scaler: ScalingPolicy) -> PolicyName:
+    """The simulator's policy that runs the configurator's setup with this scaler."""
+    return PolicyName.SERFLOW if scaler is ScalingPolicy.PAPER else PolicyName.EXPECTED_COST
 
 
 TICKED = (PolicyName.LIBRA, PolicyName.SERFLOW, PolicyName.EXPECTED_COST, PolicyName.LIMIT)

@@ -10,6 +10,7 @@ Both are validated against their JSON Schema (``serflow.schemas``) and parse int
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from serflow.errors import InputError
@@ -47,6 +48,15 @@ class Objective:
         return self.epoch_s or self.slo_s
 
 
+class ScalingPolicy(StrEnum):
+    """How the pool is sized every S epochs (``scaling.policy``)."""
+
+    EXPECTED_COST = "expected-cost"
+    """The size with the least expected cost over the recent rates (``policy.expected_cost``)."""
+    PAPER = "paper"
+    """SERFLOW's rule: floor(lam*/mu) + [remainder > T-CIP], lam* = EWMA + k x deviation."""
+
+
 @dataclass(frozen=True)
 class ScalingSpec:
     """Knobs of the online loop (DESIGN.md section 2, online loop)."""
@@ -63,6 +73,8 @@ class ScalingSpec:
     """Lower bound on the pool size."""
     max_instances: int = 1000
     """Upper bound on the pool size."""
+    policy: ScalingPolicy = ScalingPolicy.EXPECTED_COST
+    """Which scaler sizes the pool."""
 
 
 @dataclass(frozen=True)
@@ -154,4 +166,5 @@ def parse_scaling(f: Fields) -> ScalingSpec:
         k=f.number("k"),
         min_instances=lo,
         max_instances=hi,
+        policy=ScalingPolicy(f.text("policy")),
     )

@@ -200,7 +200,8 @@ BAD = [
     ("slo.latencySeconds", None, "slo.latencySeconds: expected a number > 0, got nothing"),
     ("slo", KeyError, "slo: missing"),
     ("thresholds", [0.5, 2], "thresholds[1]: expected a number > 0 and <= 1, got 2"),
-    ("scaling.intervalEpochs", 0, "scaling.intervalEpochs: expected an integer >= 1, got 0"),
+    ("scaling.intervalEpochs", 0, "scaling.intervalEpochs: expected an integer >= 1 and <= 1000, got 0"),
+    ("scaling.policy", "newest", "scaling.policy: expected one of expected-cost, paper, got 'newest'"),
     (
         "kind",
         "Deployment",

@@ -254,7 +254,18 @@ SCALING = obj(
     "The online loop.",
     {
         "epochSeconds": number("D: epoch length (default: the SLO).", minimum=0),
-        "intervalEpochs": integer("S: resize the pool every S epochs.", 1, default=25),
+        "intervalEpochs": integer(
+            "S: resize the pool every S epochs.", 1, default=25, maximum=1000
+        ),
+        "policy": {
+            "type": "string",
+            "enum": ["expected-cost", "paper"],
+            "default": "expected-cost",
+            "description": "How the pool is sized every S epochs. expected-cost: the size "
+            "with the least expected cost over the recent rates, with a cold-start band "
+            "against flapping; paper: SERFLOW's rule, floor(lam*/mu) + [remainder > T-CIP] "
+            "with lam* = EWMA + k * deviation.",
+        },
         "ewma": obj(
             "Traffic monitor weights.",
             {
