@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,8 +36,7 @@ from serflow_runtime import checkpoint, codec
 from serflow_runtime.engine import run_range
 from serflow_runtime.metrics import Metrics
 from serflow_runtime.server import (
-    MAX_BODY,
-    MAX_FRAME_RAW,
+    CLIENT_TIMEOUT,
     error,
     error_middleware,
     read_body,
@@ -54,13 +54,14 @@ class Stage:
     url: str
 
     @classmethod
-    def parse(cls, spec: str) -> Stage:
-        """``A-B=URL`` (base URL; the worker posts to URL/run)."""
+    def parse(cls, spec: str, k: int) -> Stage:
+        """``A-B=URL``: partitions A..B (B may be K, see ``codec.parse_partitions``) at the
+        base URL; the worker posts to URL/run."""
         rng, sep, url = spec.partition("=")
-        a, _, b = rng.partition("-")
-        if not sep or not url:
-            raise ValueError(f"tail stage {spec!r} must look like A-B=URL")
-        return cls(int(a), int(b or a), url.rstrip("/"))
+        if not sep or not url.startswith(("http://", "https://")):
+            raise ValueError(f"tail stage {spec!r} must look like A-B=http://HOST[:PORT]")
+        first, last = codec.parse_partitions(rng, k)
+        return cls(first, last, url.rstrip("/"))
 
 
 @dataclass
@@ -78,6 +79,7 @@ class WorkerConfig:
     name: str = "worker"
     drain_timeout: float = 30.0
     stage_timeout: float = 60.0
+    client_timeout: float = CLIENT_TIMEOUT
 
 
 @dataclass
@@ -94,15 +96,20 @@ class WorkerApp:
         k = self.loaded.arch.num_partitions
         self.k = k
         self.cut = cfg.cut or k
-        self.stages = [Stage.parse(s) for s in cfg.tail]
+        self.stages = [Stage.parse(s, k) for s in cfg.tail]
+        if not 1 <= self.cut <= k:
+            raise ValueError(f"cut {cfg.cut} is outside 1..{k} (K={k}; 0 runs all of them)")
         nxt = self.cut + 1
         for s in self.stages:
-            if s.first != nxt or s.last < s.first:
+            if s.first != nxt:
                 raise ValueError(f"tail stages must cover {self.cut + 1}..{k} in order")
             nxt = s.last + 1
         if nxt != k + 1:
             raise ValueError(f"tail stages must cover {self.cut + 1}..{k} (end at {nxt - 1})")
+        if cfg.batch < 1:
+            raise ValueError(f"batch must be at least 1, got {cfg.batch}")
         self.token = self.loaded.fingerprint.token()
+        self.max_body = codec.image_body_limit(self.loaded.arch.input_shape)
         self.budget = cfg.budget or cfg.batch
         self.metrics = Metrics()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-compute")
@@ -118,7 +125,10 @@ class WorkerApp:
         self.batcher: asyncio.Task[None] | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[server_timing(), error_middleware(self.metrics)])
+        app = web.Application(
+            middlewares=[server_timing(), error_middleware(self.metrics)],
+            client_max_size=self.max_body,
+        )
         app.router.add_post("/infer", self.infer)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -154,7 +164,7 @@ class WorkerApp:
     async def infer(self, request: web.Request) -> web.Response:
         if self.draining:
             return error(503, "draining")
-        body = await read_body(request, MAX_BODY)
+        body = await read_body(request, self.max_body, self.cfg.client_timeout)
         ld = self.loaded
         x = codec.decode_image(body, request.content_type, ld.arch.input_shape, ld.mean, ld.std)
         if not self._admit():
@@ -244,8 +254,10 @@ class WorkerApp:
                 raise RuntimeError(
                     f"stage {stage.first}-{stage.last} answered {r.status}: {payload[:200]!r}"
                 )
+        # The answer holds at most the rows sent, with the activations after stage.last.
         expect = None if stage.last == self.k else self.loaded.model.cut_shape(stage.last)
-        header, out = codec.decode_frame(payload, MAX_FRAME_RAW, expect)
+        max_raw = codec.frame_raw_limit(expect or (), len(rows))
+        header, out = codec.decode_frame(payload, max_raw, expect, codec.header_limit(len(rows)))
         if header.get("fingerprint") != self.token:
             raise RuntimeError("stage answered with another model's fingerprint")
         return header, out
@@ -287,6 +299,10 @@ class WorkerApp:
 
 def main(cfg: WorkerConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    w = WorkerApp(cfg)
-    asyncio.run(serve(w.app(), cfg.host, cfg.port, w.drain))
+    try:
+        w = WorkerApp(cfg)
+    except ValueError as e:  # bad arguments: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(w.app(), cfg.host, cfg.port, w.drain, cfg.client_timeout))
     return 0
