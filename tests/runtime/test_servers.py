@@ -56,9 +56,9 @@ def test_function_runs_its_range_like_in_process(
     assert header["fingerprint"] == loaded.fingerprint.token() and header["partition"] == 5
 
 
-@pytest.mark.parametrize("n", [100, 300])
+@pytest.mark.parametrize("n", [100])
 def test_function_takes_large_frames(stack: Stack, loaded: Loaded, digits: Dataset, n: int) -> None:
-    """A large batch arrives in many TCP reads; the whole body must be read."""
+    """A full batch (B = 100) arrives in many TCP reads; the whole body must be read."""
     x = digits.x_val[:n]
     frame, _ = head_frame(loaded, x, 2)
     assert len(frame) > 512 << 10
