@@ -205,9 +205,10 @@ class WorkerApp:
             await self._process(items)
         except Exception as e:  # a failed stage fails its requests, not the server
             log.warning("batch failed: %s", e)
+            # 503: Envoy retries these requests on the functions, which run the whole model.
             for it in items:
                 if not it.fut.done():
-                    it.fut.set_result({"error": f"offload failed: {e}", "status": 502})
+                    it.fut.set_result({"error": f"offload failed: {e}", "status": 503})
 
     async def _process(self, items: list[_Item]) -> None:
         x = torch.cat([it.x for it in items])
@@ -246,14 +247,24 @@ class WorkerApp:
         body = codec.encode_frame(
             {"fingerprint": self.token, "partition": stage.first, "rows": rows}, hidden
         )
-        async with self.session.post(
-            f"{stage.url}/run", data=body, headers={"Content-Type": codec.FRAME_CT}
-        ) as r:
-            payload = await r.read()
-            if r.status != 200:
-                raise RuntimeError(
-                    f"stage {stage.first}-{stage.last} answered {r.status}: {payload[:200]!r}"
-                )
+        for attempt in (1, 2):
+            try:
+                async with self.session.post(
+                    f"{stage.url}/run", data=body, headers={"Content-Type": codec.FRAME_CT}
+                ) as r:
+                    payload = await r.read()
+                    status = r.status
+                break
+            except aiohttp.ClientConnectionError as e:
+                # A stage is idempotent: after a connect failure or a reset (its pod died),
+                # call once more; the Service routes the retry to a live pod.
+                if attempt == 2:
+                    raise RuntimeError(f"stage {stage.first}-{stage.last}: {e}") from e
+                log.info("stage %d-%d: %s; calling once more", stage.first, stage.last, e)
+        if status != 200:
+            raise RuntimeError(
+                f"stage {stage.first}-{stage.last} answered {status}: {payload[:200]!r}"
+            )
         # The answer holds at most the rows sent, with the activations after stage.last.
         expect = None if stage.last == self.k else self.loaded.model.cut_shape(stage.last)
         max_raw = codec.frame_raw_limit(expect or (), len(rows))

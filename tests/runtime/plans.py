@@ -66,6 +66,8 @@ class Served:
     workers: list[Proc]
     functions: dict[str, Proc]
     """Knative Service name -> its local function process."""
+    spills: list[Proc] = field(default_factory=list)
+    """The hosts of Envoy's functions cluster: processes of the spill Service."""
     procs: list[Proc] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -111,9 +113,16 @@ def _localize_bootstrap(
 
 
 def serve(
-    shape: Shape, tmp: Path, pool_weight: int, workers: int = 1, epoch_s: float = 0.05
+    shape: Shape,
+    tmp: Path,
+    pool_weight: int,
+    workers: int = 1,
+    epoch_s: float = 0.05,
+    spills: int = 1,
 ) -> Served:
-    """Start the plan's functions, ``workers`` pool workers and Envoy; wait until ready."""
+    """Start the plan's functions, ``workers`` pool workers and Envoy; wait until ready.
+    ``spills`` processes of the spill Service are the functions cluster's hosts (as the
+    pods behind a Knative Service)."""
     inf, w, cand = plan(shape, epoch_s)
     objs = builders.children(OWNER, inf, w, cand, workers, pool_weight, "1")
     by_kind = {(o["kind"], o["metadata"]["name"]): o for o in objs}
@@ -126,6 +135,13 @@ def serve(
             p = spawn(["function", *local_args(args, port, st.name)], tmp, st.name, port)
             served.procs.append(p)
             served.functions[st.name] = p
+            if st.name == names.spill:
+                served.spills.append(p)
+                for i in range(1, spills):
+                    port, name = free_port(), f"{st.name}-{i}"
+                    p = spawn(["function", *local_args(args, port, name)], tmp, name, port)
+                    served.procs.append(p)
+                    served.spills.append(p)
         urls = {n: p.url for n, p in served.functions.items()}
         pool_args = _container(by_kind[("Deployment", names.pool)])["args"]
         if shape.pool is not PoolKind.FAAS:
@@ -146,7 +162,7 @@ def serve(
             yaml.safe_load(cm["data"]["envoy.yaml"]),
             {
                 render.CLUSTER_POOL: pool_addrs,
-                render.CLUSTER_FUNCTIONS: [("127.0.0.1", served.functions[names.spill].port)],
+                render.CLUSTER_FUNCTIONS: [("127.0.0.1", p.port) for p in served.spills],
             },
             e,
         )

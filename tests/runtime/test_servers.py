@@ -318,8 +318,8 @@ def test_unreachable_tail_fails_only_the_survivors(
             if ex <= 2:
                 assert code == 200 and (out["exit"], out["class"]) == (ex, cls)
             else:
-                assert code == 502 and "offload failed" in out["error"]
-        assert {code for code, _ in got} == {200, 502}
+                assert code == 503 and "offload failed" in out["error"]
+        assert {code for code, _ in got} == {200, 503}
         assert http("GET", w.url + "/healthz")[0] == 200
     finally:
         c.stop()

@@ -219,11 +219,14 @@ def _probe(path: str, period: int) -> dict[str, Any]:
 
 
 def pool_service(owner: Owner) -> dict[str, Any]:
+    """Headless: its name resolves to every ready pool pod, so Envoy balances over the pods
+    itself and ejects a dead one (a ClusterIP would hide them behind one address)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": meta(owner, Names(owner.name).pool, "pool"),
         "spec": {
+            "clusterIP": "None",
             "selector": labels(owner, "pool"),
             "ports": [{"name": "http", "port": WORKER_PORT, "targetPort": "http"}],
         },

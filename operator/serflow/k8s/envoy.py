@@ -44,6 +44,7 @@ _HCM = _T + "extensions.filters.network.http_connection_manager.v3.HttpConnectio
 _ROUTER = _T + "extensions.filters.http.router.v3.Router"
 _AGGREGATE = _T + "extensions.clusters.aggregate.v3.ClusterConfig"
 _PREV_PRIO = _T + "extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
+_PREV_HOSTS = _T + "extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 _ROUTE_CFG = _T + "config.route.v3.RouteConfiguration"
 
 
@@ -78,13 +79,38 @@ def _breakers() -> dict[str, Any]:
     }
 
 
+def _outlier_detection() -> dict[str, Any]:
+    # Only failures Envoy sees itself (connect failures, resets, timeouts) eject a host:
+    # a worker's 503 sheds a request beyond its epoch budget and must not eject it.
+    return {
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": 2,
+        "enforcing_consecutive_local_origin_failure": 100,
+        "enforcing_local_origin_success_rate": 0,
+        "enforcing_consecutive_5xx": 0,
+        "enforcing_consecutive_gateway_failure": 0,
+        "enforcing_success_rate": 0,
+        "interval": "1s",
+        "base_ejection_time": "10s",
+        "max_ejection_percent": 100,
+    }
+
+
 def cluster(
-    name: str, upstreams: Sequence[Address], connect_timeout: float = 1.0
+    name: str,
+    upstreams: Sequence[Address],
+    connect_timeout: float = 1.0,
+    eject_failed_hosts: bool = False,
 ) -> dict[str, Any]:
+    """A ROUND_ROBIN cluster; a host name (a headless Service) is resolved to every
+    address it has, so each pod is a host of its own.  ``eject_failed_hosts``: outlier
+    detection ejects a host that fails to connect or resets twice in a row, and the
+    cluster never falls back to an ejected host (no panic mode): within the aggregate
+    cluster, a pool without healthy hosts leaves its share to the functions."""
     if not upstreams:
         raise ValueError(f"cluster {name} needs at least one upstream address")
     static = all(_is_ip(h) for h, _ in upstreams)
-    return {
+    out: dict[str, Any] = {
         "name": name,
         "type": "STATIC" if static else "STRICT_DNS",
         "connect_timeout": f"{connect_timeout}s",
@@ -97,6 +123,10 @@ def cluster(
             ],
         },
     }
+    if eject_failed_hosts:
+        out["outlier_detection"] = _outlier_detection()
+        out["common_lb_config"] = {"healthy_panic_threshold": {"value": 0.0}}
+    return out
 
 
 def spill_cluster() -> dict[str, Any]:
@@ -141,14 +171,27 @@ def route_config(
         # Envoy refuses a zero weight only when all are zero; leave zeros out anyway.
         "weighted_clusters": {"clusters": [{"name": n, "weight": w} for n, w in weights if w > 0]},
         "timeout": f"{timeout_seconds}s",
+        # Inference is idempotent: a request whose host failed to connect or reset (a
+        # killed worker's open batch, a killed function) is sent again, to another host
+        # and, from the pool, to the functions.  Three retries: a request the pool sheds
+        # (503) may meet a dead function host before outlier detection ejects it; then
+        # every priority has been tried, the plugin starts over at the pool, and only the
+        # third retry reaches a live function host.
         "retry_policy": {
-            "retry_on": "retriable-status-codes,connect-failure,refused-stream",
+            "retry_on": "retriable-status-codes,connect-failure,refused-stream,reset",
             "retriable_status_codes": [503],
-            "num_retries": 1,
+            "num_retries": 3,
             "retry_priority": {
                 "name": "envoy.retry_priorities.previous_priorities",
                 "typed_config": {"@type": _PREV_PRIO, "update_frequency": 1},
             },
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {"@type": _PREV_HOSTS},
+                }
+            ],
+            "host_selection_retry_max_attempts": 3,
         },
     }
     if functions_host:
@@ -241,8 +284,8 @@ def bootstrap(
                 },
             ],
             "clusters": [
-                cluster(CLUSTER_POOL, pool),
-                cluster(CLUSTER_FUNCTIONS, functions),
+                cluster(CLUSTER_POOL, pool, eject_failed_hosts=True),
+                cluster(CLUSTER_FUNCTIONS, functions, eject_failed_hosts=True),
                 spill_cluster(),
                 cluster(CLUSTER_ADMIN, [("127.0.0.1", admin_port)]),
             ],
