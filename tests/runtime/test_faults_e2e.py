@@ -60,3 +60,5 @@ def test_no_client_error_when_workers_and_functions_die(
     # after the kill, the dead worker answers nothing, and its open batch was retried
     assert "worker:digits-pool-0" not in by["tail function SIGKILL"].where()
     assert run.retries > 0 and run.ejections > 0
+    # with its tail dead, the live worker called the stage once more, then answered 503
+    assert "calling once more" in (tmp_path / "digits-pool-1.log").read_text()
