@@ -5,8 +5,9 @@
   itself and sends the survivors' activations, LZ4-compressed in a frame carrying the
   model fingerprint, to the tail: one call per batch per stage.  With a chained tail it
   calls each stage in turn with the previous stage's survivors, so no function waits
-  on another.  At most ``budget`` requests are admitted per epoch; beyond that it
-  answers 503 (Envoy retries them on the functions).  The answer::
+  on another.  A stage call that fails to connect or is reset is made once more; a
+  stage that still fails answers its survivors 503, as does a request beyond the
+  ``budget`` admitted per epoch: Envoy retries both on the functions.  The answer::
 
       {"class": 3, "exit": 2, "confidence": 0.97, "fingerprint": "...",
        "ran": [{"partitions": [1, 2], "on": "worker:NAME"},

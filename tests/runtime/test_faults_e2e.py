@@ -37,6 +37,10 @@ def test_pool_is_headless_and_envoy_retries_and_ejects() -> None:
         od = c["outlier_detection"]
         assert od["split_external_local_origin_errors"] is True
         assert od["enforcing_consecutive_5xx"] == 0  # a shed (503) never ejects a worker
+    # no panic mode in the pool: with every worker ejected, its share goes to the functions
+    assert clusters[render.CLUSTER_POOL]["common_lb_config"]["healthy_panic_threshold"] == {
+        "value": 0.0
+    }
     route = yaml.safe_load(cm["data"][render.ROUTE_FILE])["resources"][0]
     rp = route["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]
     assert {"connect-failure", "reset", "retriable-status-codes"} <= set(rp["retry_on"].split(","))

@@ -101,12 +101,14 @@ def cluster(
     upstreams: Sequence[Address],
     connect_timeout: float = 1.0,
     eject_failed_hosts: bool = False,
+    panic_threshold: float | None = None,
 ) -> dict[str, Any]:
     """A ROUND_ROBIN cluster; a host name (a headless Service) is resolved to every
     address it has, so each pod is a host of its own.  ``eject_failed_hosts``: outlier
-    detection ejects a host that fails to connect or resets twice in a row, and the
-    cluster never falls back to an ejected host (no panic mode): within the aggregate
-    cluster, a pool without healthy hosts leaves its share to the functions."""
+    detection ejects a host that fails to connect or resets twice in a row.
+    ``panic_threshold``: below this percentage of healthy hosts Envoy balances over all
+    of them, ejected or not (None: Envoy's 50; 0: never, so within the aggregate cluster
+    a pool without a healthy worker leaves its share to the functions)."""
     if not upstreams:
         raise ValueError(f"cluster {name} needs at least one upstream address")
     static = all(_is_ip(h) for h, _ in upstreams)
@@ -125,7 +127,8 @@ def cluster(
     }
     if eject_failed_hosts:
         out["outlier_detection"] = _outlier_detection()
-        out["common_lb_config"] = {"healthy_panic_threshold": {"value": 0.0}}
+    if panic_threshold is not None:
+        out["common_lb_config"] = {"healthy_panic_threshold": {"value": panic_threshold}}
     return out
 
 
@@ -284,7 +287,9 @@ def bootstrap(
                 },
             ],
             "clusters": [
-                cluster(CLUSTER_POOL, pool, eject_failed_hosts=True),
+                cluster(CLUSTER_POOL, pool, eject_failed_hosts=True, panic_threshold=0.0),
+                # The functions keep the panic mode: behind one Knative address, ejecting
+                # that address must not leave the spill without a host.
                 cluster(CLUSTER_FUNCTIONS, functions, eject_failed_hosts=True),
                 spill_cluster(),
                 cluster(CLUSTER_ADMIN, [("127.0.0.1", admin_port)]),
