@@ -83,7 +83,7 @@ def main() -> int:
             "What saves each request: a killed worker's open batch and connections reset, "
             "and the route retries them (`reset`, `connect-failure`) with the "
             "previous_priorities plugin, so they land on the functions; outlier detection "
-            "ejects the dead worker after two local failures, and the pool cluster has no "
+            "ejects the dead worker after five local failures, and the pool cluster has no "
             "panic mode, so its share goes to the live worker. With the tail killed, the "
             "worker calls the stage once more, then answers its survivors 503, which the "
             "route retries on the functions (they run the whole model). A killed spill host "

@@ -81,10 +81,12 @@ def _breakers() -> dict[str, Any]:
 
 def _outlier_detection() -> dict[str, Any]:
     # Only failures Envoy sees itself (connect failures, resets, timeouts) eject a host:
-    # a worker's 503 sheds a request beyond its epoch budget and must not eject it.
+    # a worker's 503 sheds a request beyond its epoch budget and must not eject it.  Five
+    # in a row: a dead host fails every request at once (each one retried elsewhere),
+    # while a live but slow one rarely times out five times running.
     return {
         "split_external_local_origin_errors": True,
-        "consecutive_local_origin_failure": 2,
+        "consecutive_local_origin_failure": 5,
         "enforcing_consecutive_local_origin_failure": 100,
         "enforcing_local_origin_success_rate": 0,
         "enforcing_consecutive_5xx": 0,
@@ -105,7 +107,7 @@ def cluster(
 ) -> dict[str, Any]:
     """A ROUND_ROBIN cluster; a host name (a headless Service) is resolved to every
     address it has, so each pod is a host of its own.  ``eject_failed_hosts``: outlier
-    detection ejects a host that fails to connect or resets twice in a row.
+    detection ejects a host that fails to connect, resets or times out five times in a row.
     ``panic_threshold``: below this percentage of healthy hosts Envoy balances over all
     of them, ejected or not (None: Envoy's 50; 0: never, so within the aggregate cluster
     a pool without a healthy worker leaves its share to the functions)."""
