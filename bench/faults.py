@@ -86,8 +86,9 @@ def main() -> int:
             "ejects the dead worker after five local failures, and the pool cluster has no "
             "panic mode, so its share goes to the live worker. With the tail killed, the "
             "worker calls the stage once more, then answers its survivors 503, which the "
-            "route retries on the functions (they run the whole model). A killed spill host "
-            "is retried on the other (previous_hosts) and ejected. The route swap is a "
+            "route retries on the functions (they run the whole model). A request that meets "
+            "a killed spill host is retried on the other (previous_hosts); the functions "
+            "cluster ejects no host, as it is the last resort. The route swap is a "
             "rename in Envoy's watched directory.",
             "",
         ]

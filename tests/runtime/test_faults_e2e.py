@@ -32,11 +32,11 @@ def test_pool_is_headless_and_envoy_retries_and_ejects() -> None:
     boot = yaml.safe_load(cm["data"]["envoy.yaml"])
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     for name in (render.CLUSTER_POOL, render.CLUSTER_FUNCTIONS):
-        c = clusters[name]
-        assert c["type"] == "STRICT_DNS"  # every address of the name is a host
-        od = c["outlier_detection"]
-        assert od["split_external_local_origin_errors"] is True
-        assert od["enforcing_consecutive_5xx"] == 0  # a shed (503) never ejects a worker
+        assert clusters[name]["type"] == "STRICT_DNS"  # every address of the name is a host
+    od = clusters[render.CLUSTER_POOL]["outlier_detection"]
+    assert od["split_external_local_origin_errors"] is True
+    assert od["enforcing_consecutive_5xx"] == 0  # a shed (503) never ejects a worker
+    assert "outlier_detection" not in clusters[render.CLUSTER_FUNCTIONS]  # the last resort
     # no panic mode in the pool: with every worker ejected, its share goes to the functions
     assert clusters[render.CLUSTER_POOL]["common_lb_config"]["healthy_panic_threshold"] == {
         "value": 0.0

@@ -290,9 +290,10 @@ def bootstrap(
             ],
             "clusters": [
                 cluster(CLUSTER_POOL, pool, eject_failed_hosts=True, panic_threshold=0.0),
-                # The functions keep the panic mode: behind one Knative address, ejecting
-                # that address must not leave the spill without a host.
-                cluster(CLUSTER_FUNCTIONS, functions, eject_failed_hosts=True),
+                # No ejection from the functions: the spill is the last resort (behind one
+                # Knative address in a cluster), and the route's retries already skip a
+                # host that failed (previous_hosts).
+                cluster(CLUSTER_FUNCTIONS, functions),
                 spill_cluster(),
                 cluster(CLUSTER_ADMIN, [("127.0.0.1", admin_port)]),
             ],
