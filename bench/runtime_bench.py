@@ -281,7 +281,9 @@ def bench_hop(
 ) -> dict[str, float]:
     """Per batch: local compute of cut+1..K versus frame + POST + function compute + decode."""
     k = ld.arch.num_partitions
-    fn = p.runtime("function", "--partitions", f"{cut + 1}-K", "--exits-off")
+    fn = p.runtime(
+        "function", "--partitions", f"{cut + 1}-K", "--exits-off", "--batch", str(x.shape[0])
+    )
     head = run_range(ld.model, x, 1, cut, None)
     assert head.hidden is not None
     hidden, rows = head.hidden, head.survivor_rows

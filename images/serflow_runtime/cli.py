@@ -77,6 +77,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
             tail=list(a.tail),
             threads=a.threads,
             name=a.name,
+            client_timeout=a.client_timeout,
         )
     )
 
@@ -87,22 +88,24 @@ def cmd_function(a: argparse.Namespace) -> int:
     from serflow_runtime.function import FunctionConfig, main
 
     port = a.port if a.port is not None else int(os.environ.get("PORT", DEFAULT_PORT))
-    first, _, last = a.partitions.partition("-")
     return main(
         FunctionConfig(
             checkpoint=Path(a.checkpoint),
             host=a.host,
             port=port,
-            first=int(first),
-            last=int(last or first) if last != "K" else 0,
+            partitions=a.partitions,
+            batch=a.batch,
             tau=None if a.exits_off else a.tau,
             threads=a.threads,
             name=a.name,
+            client_timeout=a.client_timeout,
         )
     )
 
 
 def parser() -> argparse.ArgumentParser:
+    from serflow_runtime.server import CLIENT_TIMEOUT
+
     p = argparse.ArgumentParser(prog="serflow-runtime", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -145,11 +148,17 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--exits-off", action="store_true", help="answer every request at exit K")
         s.add_argument("--threads", type=int, default=0)
         s.add_argument("--name", default=name)
+        s.add_argument("--batch", type=int, default=100, help="B: the most requests per batch")
+        s.add_argument(
+            "--client-timeout",
+            type=float,
+            default=CLIENT_TIMEOUT,
+            help="seconds a client may idle or take to send a request before it is dropped",
+        )
         s.set_defaults(fn=fn)
         if name == "worker":
             s.add_argument("--port", type=int, default=DEFAULT_PORT)
             s.add_argument("--cut", type=int, default=0, help="last partition run here (0: all)")
-            s.add_argument("--batch", type=int, default=100, help="B")
             s.add_argument("--epoch", type=float, default=6.0, help="D seconds")
             s.add_argument(
                 "--budget", type=int, default=0, help="requests admitted per epoch (0: B)"
@@ -158,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
                 "--tail",
                 action="append",
                 default=[],
-                help="A-B=URL: a function stage running partitions A..B (repeat to chain)",
+                help="A-B=URL: a function stage running partitions A..B, B may be K (repeat to chain)",
             )
         else:
             s.add_argument("--port", type=int, default=None, help=f"default: $PORT or {DEFAULT_PORT}")

@@ -27,6 +27,7 @@ import io
 import json
 import math
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import lz4.frame
@@ -40,6 +41,55 @@ RAW_CT = "application/octet-stream"
 PNG_CT = "image/png"
 MAX_HEADER = 1 << 20
 _PREFIX = struct.Struct(">4sBI")
+PNG_SLACK = 64 << 10
+"""Bytes a PNG may carry beyond the raw size of the image (chunks, metadata)."""
+
+
+# -- limits, from the model's shapes and the batch B ------------------------------------
+
+
+def activation_bytes(row_shape: Sequence[int]) -> int:
+    """Bytes of one row of float32 activations (or of one input image)."""
+    return math.prod(row_shape) * 4
+
+
+def image_body_limit(input_shape: Sequence[int]) -> int:
+    """The largest ``/infer`` body: one raw input, or a PNG of it with its chunks."""
+    return activation_bytes(input_shape) + PNG_SLACK
+
+
+def header_limit(batch: int) -> int:
+    """The largest frame header for B rows: row ids and exits of at most B requests."""
+    return 4096 + 128 * batch
+
+
+def frame_raw_limit(row_shape: Sequence[int], batch: int) -> int:
+    """The most a frame may decompress to: the activations of B rows."""
+    return batch * activation_bytes(row_shape)
+
+
+def frame_body_limit(row_shape: Sequence[int], batch: int) -> int:
+    """The largest frame on the wire: prefix, header, and LZ4's worst case (incompressible
+    data grows by 1/255 plus a frame header and block headers)."""
+    raw = frame_raw_limit(row_shape, batch)
+    return _PREFIX.size + header_limit(batch) + raw + raw // 255 + 4096
+
+
+def parse_partitions(text: str, k: int) -> tuple[int, int]:
+    """A partition range ``A-B`` (or ``A``) to (A, B) with 1 <= A <= B <= k; ``B`` may be
+    ``K``, the model's last partition.  The one format of the worker's ``--tail A-B=URL``
+    and the function's ``--partitions A-B`` (the operator's builders write it)."""
+    a, sep, b = text.strip().partition("-")
+    try:
+        first = int(a)
+        last = k if b.strip().upper() == "K" else int(b) if sep else first
+    except ValueError:
+        raise ValueError(
+            f"partition range {text!r} must look like A-B with integers (B may be K)"
+        ) from None
+    if not 1 <= first <= last <= k:
+        raise ValueError(f"partition range {text!r} is outside 1..{k} (K={k})")
+    return first, last
 
 
 class BadRequest(ValueError):
@@ -89,21 +139,47 @@ def _decode_png(
     from PIL import Image, UnidentifiedImageError
 
     c, h, w = shape
+    # The size comes from the IHDR chunk: refuse before PIL sees the image (its own bomb
+    # check would raise past the handler) and before any pixel data is decompressed.
+    pw, ph = _png_size(body)
+    if (pw, ph) != (w, h):
+        raise BadRequest(
+            f"PNG must be {w}x{h}, got {pw}x{ph}", status=413 if pw * ph > w * h else 400
+        )
     try:
         img = Image.open(io.BytesIO(body), formats=["PNG"])
-        # The size comes from the header: refuse before decoding any pixel data.
-        if img.size != (w, h):
-            raise BadRequest(f"PNG must be {w}x{h}, got {img.size[0]}x{img.size[1]}")
+        if img.size != (w, h) or img.mode not in _PNG_MODES:
+            raise BadRequest(
+                f"PNG must be 8-bit {w}x{h} grey, RGB or RGBA, got {img.mode} {img.size}"
+            )
         img = img.convert("RGB")
     except BadRequest:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as e:
         raise BadRequest(f"body is not a valid PNG: {e}") from e
     arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W, 3)
     t = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)[:, :c]
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
     return ((t - m) / s).contiguous()
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_MODES = ("L", "LA", "P", "RGB", "RGBA")
+
+
+def _png_size(body: bytes) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, which must come first."""
+    if len(body) < 24 or body[:8] != _PNG_SIGNATURE or body[12:16] != b"IHDR":
+        raise BadRequest("body is not a valid PNG: no PNG signature and IHDR chunk")
+    w, h = struct.unpack_from(">II", body, 16)
+    return int(w), int(h)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -126,6 +202,12 @@ def decompress(payload: bytes, raw_bytes: int) -> bytes:
         if payload:
             raise BadRequest("frame payload present but rawBytes is 0")
         return b""
+    try:
+        declared = int(lz4.frame.get_frame_info(payload)["content_size"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise BadRequest(f"corrupt LZ4 frame: {e}") from e
+    if declared and declared != raw_bytes:  # 0: the writer did not store it
+        raise BadRequest(f"LZ4 frame declares {declared} bytes, rawBytes={raw_bytes}")
     d = lz4.frame.LZ4FrameDecompressor()
     out = bytearray()
     data = payload
@@ -166,7 +248,7 @@ def encode_frame(header: dict[str, Any], tensor: torch.Tensor | None) -> bytes:
     return _PREFIX.pack(MAGIC, VERSION, len(hj)) + hj + payload
 
 
-def frame_header(body: bytes) -> tuple[dict[str, Any], int]:
+def frame_header(body: bytes, max_header: int = MAX_HEADER) -> tuple[dict[str, Any], int]:
     """Parse the prefix and JSON header; returns (header, payload offset)."""
     if len(body) < _PREFIX.size:
         raise BadRequest("frame too short")
@@ -175,22 +257,28 @@ def frame_header(body: bytes) -> tuple[dict[str, Any], int]:
         raise BadRequest("not a serflow frame (bad magic)")
     if version != VERSION:
         raise BadRequest(f"unsupported frame version {version}")
-    if hlen > MAX_HEADER or _PREFIX.size + hlen > len(body):
-        raise BadRequest("frame header length out of bounds")
+    if hlen > max_header or _PREFIX.size + hlen > len(body):
+        raise BadRequest(f"frame header length {hlen} out of bounds (limit {max_header})")
     try:
         header = json.loads(body[_PREFIX.size : _PREFIX.size + hlen])
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadRequest(f"frame header is not JSON: {e}") from e
+    except RecursionError:  # the C decoder stops at the interpreter's recursion limit
+        raise BadRequest("frame header nests too deeply") from None
     if not isinstance(header, dict):
         raise BadRequest("frame header must be a JSON object")
     return header, _PREFIX.size + hlen
 
 
 def decode_frame(
-    body: bytes, max_raw: int, expect_shape: tuple[int, ...] | None = None
+    body: bytes,
+    max_raw: int,
+    expect_shape: tuple[int, ...] | None = None,
+    max_header: int = MAX_HEADER,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """Full frame to (header, tensor); ``expect_shape`` is one row's (C, H, W)."""
-    header, off = frame_header(body)
+    """Full frame to (header, tensor); ``expect_shape`` is one row's (C, H, W).  The
+    shape and size are checked against ``max_raw`` before anything is decompressed."""
+    header, off = frame_header(body, max_header)
     shape = header.get("shape")
     if (
         not isinstance(shape, list)

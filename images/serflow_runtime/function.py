@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,9 +29,7 @@ from serflow_runtime import DEFAULT_PORT, checkpoint, codec
 from serflow_runtime.engine import StageResult, run_range
 from serflow_runtime.metrics import Metrics
 from serflow_runtime.server import (
-    MAX_BODY,
-    MAX_FRAME_BODY,
-    MAX_FRAME_RAW,
+    CLIENT_TIMEOUT,
     error,
     error_middleware,
     metrics_view,
@@ -45,8 +44,9 @@ class FunctionConfig:
     checkpoint: Path
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    first: int = 1
-    last: int = 0  # 0: K
+    partitions: str = "1-K"  # A-B, see codec.parse_partitions
+    batch: int = 100  # B: the most rows a frame carries
+    client_timeout: float = CLIENT_TIMEOUT
     tau: float | None = 0.85
     threads: int = 0
     name: str = "function"
@@ -69,10 +69,15 @@ class FunctionApp:
         self.cfg = cfg
         self.loaded = checkpoint.load(cfg.checkpoint)
         k = self.loaded.arch.num_partitions
-        self.first = cfg.first
-        self.last = cfg.last or k
-        if not 1 <= self.first <= self.last <= k:
-            raise ValueError(f"partition range {self.first}..{self.last} outside 1..{k}")
+        self.first, self.last = codec.parse_partitions(cfg.partitions, k)
+        if cfg.batch < 1:
+            raise ValueError(f"batch must be at least 1, got {cfg.batch}")
+        # A frame never expands past B rows of the activations entering `first`.
+        row = self.loaded.model.input_shape_of(self.first)
+        self.max_frame_raw = codec.frame_raw_limit(row, cfg.batch)
+        self.max_frame_body = codec.frame_body_limit(row, cfg.batch)
+        self.max_header = codec.header_limit(cfg.batch)
+        self.max_image_body = codec.image_body_limit(self.loaded.arch.input_shape)
         self.token = self.loaded.fingerprint.token()
         self.metrics = Metrics()
         # One compute thread: torch parallelises inside an op; two batches would contend.
@@ -84,7 +89,7 @@ class FunctionApp:
     def app(self) -> web.Application:
         app = web.Application(
             middlewares=[server_timing(), error_middleware(self.metrics)],
-            client_max_size=MAX_FRAME_BODY,
+            client_max_size=max(self.max_frame_body, self.max_image_body),
         )
         app.router.add_post("/run", self.run)
         app.router.add_post("/infer", self.infer)
@@ -106,8 +111,8 @@ class FunctionApp:
         return res
 
     async def run(self, request: web.Request) -> web.Response:
-        body = await read_body(request, MAX_FRAME_BODY)
-        header, _ = codec.frame_header(body)
+        body = await read_body(request, self.max_frame_body, self.cfg.client_timeout)
+        header, _ = codec.frame_header(body, self.max_header)
         if header.get("fingerprint") != self.token:
             return error(
                 409,
@@ -122,7 +127,9 @@ class FunctionApp:
                 status=409,
             )
         model = self.loaded.model
-        _, x = codec.decode_frame(body, MAX_FRAME_RAW, model.input_shape_of(self.first))
+        _, x = codec.decode_frame(
+            body, self.max_frame_raw, model.input_shape_of(self.first), self.max_header
+        )
         rows = header.get("rows")
         if (
             not isinstance(rows, list)
@@ -140,7 +147,7 @@ class FunctionApp:
                 f"this function runs partitions {self.first}..{self.last}; images need 1..K",
                 status=404,
             )
-        body = await read_body(request, MAX_BODY)
+        body = await read_body(request, self.max_image_body, self.cfg.client_timeout)
         ld = self.loaded
         x = codec.decode_image(body, request.content_type, ld.arch.input_shape, ld.mean, ld.std)
         res = await self._compute(x, 1, None)
@@ -172,6 +179,10 @@ class FunctionApp:
 
 def main(cfg: FunctionConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    fa = FunctionApp(cfg)
-    asyncio.run(serve(fa.app(), cfg.host, cfg.port, fa.drain))
+    try:
+        fa = FunctionApp(cfg)
+    except ValueError as e:  # bad arguments: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(fa.app(), cfg.host, cfg.port, fa.drain, cfg.client_timeout))
     return 0

@@ -10,15 +10,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from serflow_runtime.codec import BadRequest
 from serflow_runtime.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("serflow_runtime")
 
-MAX_BODY = 1 << 20  # one image is 12 KiB raw; PNGs are smaller
-MAX_FRAME_BODY = 64 << 20  # a compressed batch of activations
-MAX_FRAME_RAW = 256 << 20  # its decompressed size
+CLIENT_TIMEOUT = 30.0
+"""Seconds a client may stay idle between requests, or take to send a request's headers
+or its body; then its connection is closed (slow or stalled clients hold no slot)."""
+DISCONNECTED = 499
+"""The status counted for a request whose client went away before its answer."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,6 +49,8 @@ def error_middleware(metrics: Metrics) -> Any:
         except BadRequest as e:
             metrics.inc("serflow_bad_requests_total")
             resp = error(e.status, e.problem)
+            if e.status == 408:  # a stalled body: close rather than linger over its rest
+                resp.force_close()
         except web.HTTPException as e:
             if e.status >= 400:
                 if e.status < 500:
@@ -55,14 +60,29 @@ def error_middleware(metrics: Metrics) -> Any:
                 raise
         except asyncio.CancelledError:
             raise
+        except (ConnectionError, HttpProcessingError) as e:
+            if not _gone(request):
+                raise
+            log.info("client disconnected during %s %s: %s", request.method, request.path, e)
+            resp = error(DISCONNECTED, "client disconnected")
         except Exception:
             log.exception("internal error on %s %s", request.method, request.path)
             resp = error(500, "internal error")
         if request.path in SERVED_PATHS:
-            metrics.inc("serflow_requests_total", code=resp.status)
+            gone = resp.status == DISCONNECTED or _gone(request)
+            if gone and resp.status != DISCONNECTED:
+                log.info(
+                    "client disconnected before the answer to %s %s", request.method, request.path
+                )
+            metrics.inc("serflow_requests_total", code=DISCONNECTED if gone else resp.status)
         return resp
 
     return mw
+
+
+def _gone(request: web.Request) -> bool:
+    t = request.transport
+    return t is None or t.is_closing()
 
 
 SERVED_PATHS = ("/infer", "/run")
@@ -85,16 +105,21 @@ def server_timing() -> Any:
     return mw
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; refuse a larger body without buffering it."""
+async def read_body(request: web.Request, limit: int, timeout: float = CLIENT_TIMEOUT) -> bytes:
+    """Read at most ``limit`` bytes within ``timeout`` seconds; refuse a larger body without
+    buffering it, and a slower one with 408 (the connection is closed)."""
     if request.content_length is not None and request.content_length > limit:
         raise BadRequest(f"body of {request.content_length} bytes exceeds {limit}", status=413)
     # StreamReader.read(n) returns what has arrived so far, not n bytes: loop to EOF.
     body = bytearray()
-    while chunk := await request.content.read(min(1 << 20, limit + 1 - len(body))):
-        body += chunk
-        if len(body) > limit:
-            raise BadRequest(f"body exceeds {limit} bytes", status=413)
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(min(1 << 20, limit + 1 - len(body))):
+                body += chunk
+                if len(body) > limit:
+                    raise BadRequest(f"body exceeds {limit} bytes", status=413)
+    except TimeoutError:
+        raise BadRequest(f"body not received within {timeout:g} s", status=408) from None
     if not body:
         raise BadRequest("empty body")
     return bytes(body)
@@ -105,9 +130,14 @@ async def serve(
     host: str,
     port: int,
     on_term: Callable[[], Awaitable[None]] | None = None,
+    client_timeout: float = CLIENT_TIMEOUT,
 ) -> None:
-    """Run until SIGTERM/SIGINT; ``on_term`` drains before the listener closes."""
-    runner = web.AppRunner(app, access_log=None)
+    """Run until SIGTERM/SIGINT; ``on_term`` drains before the listener closes.
+
+    aiohttp closes a connection that has not completed a request's headers within
+    ``client_timeout`` of its start or of its previous answer (its keep-alive timeout
+    runs from the connection's start); ``read_body`` bounds the body the same way."""
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=client_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

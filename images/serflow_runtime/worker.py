@@ -5,8 +5,9 @@
   itself and sends the survivors' activations, LZ4-compressed in a frame carrying the
   model fingerprint, to the tail: one call per batch per stage.  With a chained tail it
   calls each stage in turn with the previous stage's survivors, so no function waits
-  on another.  At most ``budget`` requests are admitted per epoch; beyond that it
-  answers 503 (Envoy retries them on the functions).  The answer::
+  on another.  A stage call that fails to connect or is reset is made once more; a
+  stage that still fails answers its survivors 503, as does a request beyond the
+  ``budget`` admitted per epoch: Envoy retries both on the functions.  The answer::
 
       {"class": 3, "exit": 2, "confidence": 0.97, "fingerprint": "...",
        "ran": [{"partitions": [1, 2], "on": "worker:NAME"},
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,8 +37,7 @@ from serflow_runtime import DEFAULT_PORT, checkpoint, codec
 from serflow_runtime.engine import run_range
 from serflow_runtime.metrics import Metrics
 from serflow_runtime.server import (
-    MAX_BODY,
-    MAX_FRAME_RAW,
+    CLIENT_TIMEOUT,
     error,
     error_middleware,
     metrics_view,
@@ -55,13 +56,14 @@ class Stage:
     url: str
 
     @classmethod
-    def parse(cls, spec: str) -> Stage:
-        """``A-B=URL`` (base URL; the worker posts to URL/run)."""
+    def parse(cls, spec: str, k: int) -> Stage:
+        """``A-B=URL``: partitions A..B (B may be K, see ``codec.parse_partitions``) at the
+        base URL; the worker posts to URL/run."""
         rng, sep, url = spec.partition("=")
-        a, _, b = rng.partition("-")
-        if not sep or not url:
-            raise ValueError(f"tail stage {spec!r} must look like A-B=URL")
-        return cls(int(a), int(b or a), url.rstrip("/"))
+        if not sep or not url.startswith(("http://", "https://")):
+            raise ValueError(f"tail stage {spec!r} must look like A-B=http://HOST[:PORT]")
+        first, last = codec.parse_partitions(rng, k)
+        return cls(first, last, url.rstrip("/"))
 
 
 @dataclass
@@ -79,6 +81,7 @@ class WorkerConfig:
     name: str = "worker"
     drain_timeout: float = 30.0
     stage_timeout: float = 60.0
+    client_timeout: float = CLIENT_TIMEOUT
 
 
 @dataclass
@@ -95,15 +98,20 @@ class WorkerApp:
         k = self.loaded.arch.num_partitions
         self.k = k
         self.cut = cfg.cut or k
-        self.stages = [Stage.parse(s) for s in cfg.tail]
+        self.stages = [Stage.parse(s, k) for s in cfg.tail]
+        if not 1 <= self.cut <= k:
+            raise ValueError(f"cut {cfg.cut} is outside 1..{k} (K={k}; 0 runs all of them)")
         nxt = self.cut + 1
         for s in self.stages:
-            if s.first != nxt or s.last < s.first:
+            if s.first != nxt:
                 raise ValueError(f"tail stages must cover {self.cut + 1}..{k} in order")
             nxt = s.last + 1
         if nxt != k + 1:
             raise ValueError(f"tail stages must cover {self.cut + 1}..{k} (end at {nxt - 1})")
+        if cfg.batch < 1:
+            raise ValueError(f"batch must be at least 1, got {cfg.batch}")
         self.token = self.loaded.fingerprint.token()
+        self.max_body = codec.image_body_limit(self.loaded.arch.input_shape)
         self.budget = cfg.budget or cfg.batch
         self.metrics = Metrics()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-compute")
@@ -119,7 +127,10 @@ class WorkerApp:
         self.batcher: asyncio.Task[None] | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[server_timing(), error_middleware(self.metrics)])
+        app = web.Application(
+            middlewares=[server_timing(), error_middleware(self.metrics)],
+            client_max_size=self.max_body,
+        )
         app.router.add_post("/infer", self.infer)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -155,7 +166,7 @@ class WorkerApp:
     async def infer(self, request: web.Request) -> web.Response:
         if self.draining:
             return error(503, "draining")
-        body = await read_body(request, MAX_BODY)
+        body = await read_body(request, self.max_body, self.cfg.client_timeout)
         ld = self.loaded
         x = codec.decode_image(body, request.content_type, ld.arch.input_shape, ld.mean, ld.std)
         if not self._admit():
@@ -196,9 +207,10 @@ class WorkerApp:
             await self._process(items)
         except Exception as e:  # a failed stage fails its requests, not the server
             log.warning("batch failed: %s", e)
+            # 503: Envoy retries these requests on the functions, which run the whole model.
             for it in items:
                 if not it.fut.done():
-                    it.fut.set_result({"error": f"offload failed: {e}", "status": 502})
+                    it.fut.set_result({"error": f"offload failed: {e}", "status": 503})
 
     async def _process(self, items: list[_Item]) -> None:
         x = torch.cat([it.x for it in items])
@@ -235,16 +247,28 @@ class WorkerApp:
         body = codec.encode_frame(
             {"fingerprint": self.token, "partition": stage.first, "rows": rows}, hidden
         )
-        async with self.session.post(
-            f"{stage.url}/run", data=body, headers={"Content-Type": codec.FRAME_CT}
-        ) as r:
-            payload = await r.read()
-            if r.status != 200:
-                raise RuntimeError(
-                    f"stage {stage.first}-{stage.last} answered {r.status}: {payload[:200]!r}"
-                )
+        for attempt in (1, 2):
+            try:
+                async with self.session.post(
+                    f"{stage.url}/run", data=body, headers={"Content-Type": codec.FRAME_CT}
+                ) as r:
+                    payload = await r.read()
+                    status = r.status
+                break
+            except aiohttp.ClientConnectionError as e:
+                # A stage is idempotent: after a connect failure or a reset (its pod died),
+                # call once more; the Service routes the retry to a live pod.
+                if attempt == 2:
+                    raise RuntimeError(f"stage {stage.first}-{stage.last}: {e}") from e
+                log.info("stage %d-%d: %s; calling once more", stage.first, stage.last, e)
+        if status != 200:
+            raise RuntimeError(
+                f"stage {stage.first}-{stage.last} answered {status}: {payload[:200]!r}"
+            )
+        # The answer holds at most the rows sent, with the activations after stage.last.
         expect = None if stage.last == self.k else self.loaded.model.cut_shape(stage.last)
-        header, out = codec.decode_frame(payload, MAX_FRAME_RAW, expect)
+        max_raw = codec.frame_raw_limit(expect or (), len(rows))
+        header, out = codec.decode_frame(payload, max_raw, expect, codec.header_limit(len(rows)))
         if header.get("fingerprint") != self.token:
             raise RuntimeError("stage answered with another model's fingerprint")
         return header, out
@@ -283,6 +307,10 @@ class WorkerApp:
 
 def main(cfg: WorkerConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    w = WorkerApp(cfg)
-    asyncio.run(serve(w.app(), cfg.host, cfg.port, w.drain))
+    try:
+        w = WorkerApp(cfg)
+    except ValueError as e:  # bad arguments: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(w.app(), cfg.host, cfg.port, w.drain, cfg.client_timeout))
     return 0

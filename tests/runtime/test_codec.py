@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 
+import lz4.frame
 import numpy as np
 import pytest
 
@@ -81,6 +82,7 @@ def _bad_frames() -> list[tuple[str, bytes, str, int]]:
     h, t = _good()
     payload = codec.compress(t)
     big = codec.compress(torch.zeros(4, 4, 2, 2))  # decompresses to 256 bytes
+    big_unsized = lz4.frame.compress(bytes(256), store_size=False)  # says nothing of it
     nan = codec.compress(torch.full((2, 4, 2, 2), float("nan")))
     corrupt = bytearray(payload)
     corrupt[len(corrupt) // 2] ^= 0xFF
@@ -101,7 +103,8 @@ def _bad_frames() -> list[tuple[str, bytes, str, int]]:
             "limit",
             413,
         ),
-        ("expands-beyond", _frame(h, big), "beyond rawBytes", 400),
+        ("declares-more", _frame(h, big), "declares 256 bytes", 400),
+        ("expands-beyond", _frame(h, big_unsized), "beyond rawBytes", 400),
         ("truncated", _frame(h, payload[:-6]), "LZ4", 400),
         ("corrupt", _frame(h, bytes(corrupt)), "LZ4", 400),
         ("trailing", _frame(h, payload + b"junk"), "", 400),

@@ -60,9 +60,9 @@ def test_function_runs_its_range_like_in_process(
     assert header["fingerprint"] == loaded.fingerprint.token() and header["partition"] == 5
 
 
-@pytest.mark.parametrize("n", [100, 300])
+@pytest.mark.parametrize("n", [100])
 def test_function_takes_large_frames(stack: Stack, loaded: Loaded, digits: Dataset, n: int) -> None:
-    """A large batch arrives in many TCP reads; the whole body must be read."""
+    """A full batch (B = 100) arrives in many TCP reads; the whole body must be read."""
     x = digits.x_val[:n]
     frame, _ = head_frame(loaded, x, 2)
     assert len(frame) > 512 << 10
@@ -343,8 +343,8 @@ def test_unreachable_tail_fails_only_the_survivors(
             if ex <= 2:
                 assert code == 200 and (out["exit"], out["class"]) == (ex, cls)
             else:
-                assert code == 502 and "offload failed" in out["error"]
-        assert {code for code, _ in got} == {200, 502}
+                assert code == 503 and "offload failed" in out["error"]
+        assert {code for code, _ in got} == {200, 503}
         assert http("GET", w.url + "/healthz")[0] == 200
     finally:
         c.stop()

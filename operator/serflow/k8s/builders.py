@@ -112,6 +112,13 @@ class Stage:
     """spill, tail or stage."""
 
 
+def partition_range(first: int, last: int, k: int) -> str:
+    """``A-B`` with ``K`` for the last partition: the one format of the worker's
+    ``--tail A-B=URL`` and the function's ``--partitions`` (the runtime's
+    ``codec.parse_partitions`` reads it)."""
+    return f"{first}-{'K' if last == k else last}"
+
+
 def stages(owner: Owner, w: Workload, cand: Candidate) -> list[Stage]:
     """The Knative Services a plan needs: the whole-model spill, plus the hybrid tail."""
     k = w.profile.partitions
@@ -147,8 +154,7 @@ def pool_deployment(
         args += ["--checkpoint", m.checkpoint]
     for st in stages(owner, w, cand):
         if st.role != "spill":
-            last = "K" if st.last == k else str(st.last)
-            args += ["--tail", f"{st.first}-{last}={_url(owner, st.name)}"]
+            args += ["--tail", f"{partition_range(st.first, st.last, k)}={_url(owner, st.name)}"]
     selector = {}
     resources: dict[str, Any] = {}
     if s.instance:
@@ -210,11 +216,14 @@ def _probe(path: str, period: int) -> dict[str, Any]:
 
 
 def pool_service(owner: Owner) -> dict[str, Any]:
+    """Headless: its name resolves to every ready pool pod, so Envoy balances over the pods
+    itself and ejects a dead one (a ClusterIP would hide them behind one address)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": meta(owner, Names(owner.name).pool, "pool"),
         "spec": {
+            "clusterIP": "None",
             "selector": labels(owner, "pool"),
             "ports": [{"name": "http", "port": WORKER_PORT, "targetPort": "http"}],
         },
@@ -227,8 +236,9 @@ def knative_service(
     """One function role as a Knative Service (scale to zero, one batch per pod)."""
     k = w.profile.partitions
     size = w.prices.function(cand.setup.function)
-    last = "K" if stage.last == k else str(stage.last)
-    args = ["--host", "0.0.0.0", "--partitions", f"{stage.first}-{last}", "--tau", f"{cand.tau:g}"]
+    rng = partition_range(stage.first, stage.last, k)
+    args = ["--host", "0.0.0.0", "--partitions", rng, "--tau", f"{cand.tau:g}"]
+    args += ["--batch", str(w.profile.batch)]  # bounds the frames it accepts
     if spec.model.checkpoint:
         args += ["--checkpoint", spec.model.checkpoint]
     fn = spec.functions

@@ -45,6 +45,7 @@ _HCM = _T + "extensions.filters.network.http_connection_manager.v3.HttpConnectio
 _ROUTER = _T + "extensions.filters.http.router.v3.Router"
 _AGGREGATE = _T + "extensions.clusters.aggregate.v3.ClusterConfig"
 _PREV_PRIO = _T + "extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
+_PREV_HOSTS = _T + "extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 _ROUTE_CFG = _T + "config.route.v3.RouteConfiguration"
 
 
@@ -79,13 +80,42 @@ def _breakers() -> dict[str, Any]:
     }
 
 
+def _outlier_detection() -> dict[str, Any]:
+    # Only failures Envoy sees itself (connect failures, resets, timeouts) eject a host:
+    # a worker's 503 sheds a request beyond its epoch budget and must not eject it.  Five
+    # in a row: a dead host fails every request at once (each one retried elsewhere),
+    # while a live but slow one rarely times out five times running.
+    return {
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": 5,
+        "enforcing_consecutive_local_origin_failure": 100,
+        "enforcing_local_origin_success_rate": 0,
+        "enforcing_consecutive_5xx": 0,
+        "enforcing_consecutive_gateway_failure": 0,
+        "enforcing_success_rate": 0,
+        "interval": "1s",
+        "base_ejection_time": "10s",
+        "max_ejection_percent": 100,
+    }
+
+
 def cluster(
-    name: str, upstreams: Sequence[Address], connect_timeout: float = 1.0
+    name: str,
+    upstreams: Sequence[Address],
+    connect_timeout: float = 1.0,
+    eject_failed_hosts: bool = False,
+    panic_threshold: float | None = None,
 ) -> dict[str, Any]:
+    """A ROUND_ROBIN cluster; a host name (a headless Service) is resolved to every
+    address it has, so each pod is a host of its own.  ``eject_failed_hosts``: outlier
+    detection ejects a host that fails to connect, resets or times out five times in a row.
+    ``panic_threshold``: below this percentage of healthy hosts Envoy balances over all
+    of them, ejected or not (None: Envoy's 50; 0: never, so within the aggregate cluster
+    a pool without a healthy worker leaves its share to the functions)."""
     if not upstreams:
         raise ValueError(f"cluster {name} needs at least one upstream address")
     static = all(_is_ip(h) for h, _ in upstreams)
-    return {
+    out: dict[str, Any] = {
         "name": name,
         "type": "STATIC" if static else "STRICT_DNS",
         "connect_timeout": f"{connect_timeout}s",
@@ -98,6 +128,11 @@ def cluster(
             ],
         },
     }
+    if eject_failed_hosts:
+        out["outlier_detection"] = _outlier_detection()
+    if panic_threshold is not None:
+        out["common_lb_config"] = {"healthy_panic_threshold": {"value": panic_threshold}}
+    return out
 
 
 def spill_cluster() -> dict[str, Any]:
@@ -143,14 +178,27 @@ def route_config(
         # Envoy refuses a zero weight only when all are zero; leave zeros out anyway.
         "weighted_clusters": {"clusters": [{"name": n, "weight": w} for n, w in weights if w > 0]},
         "timeout": f"{timeout_seconds}s",
+        # Inference is idempotent: a request whose host failed to connect or reset (a
+        # killed worker's open batch, a killed function) is sent again, to another host
+        # and, from the pool, to the functions.  Three retries: a request the pool sheds
+        # (503) may meet a dead function host before outlier detection ejects it; then
+        # every priority has been tried, the plugin starts over at the pool, and only the
+        # third retry reaches a live function host.
         "retry_policy": {
-            "retry_on": "retriable-status-codes,connect-failure,refused-stream",
+            "retry_on": "retriable-status-codes,connect-failure,refused-stream,reset",
             "retriable_status_codes": [503],
-            "num_retries": 1,
+            "num_retries": 3,
             "retry_priority": {
                 "name": "envoy.retry_priorities.previous_priorities",
                 "typed_config": {"@type": _PREV_PRIO, "update_frequency": 1},
             },
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {"@type": _PREV_HOSTS},
+                }
+            ],
+            "host_selection_retry_max_attempts": 3,
         },
     }
     if functions_host:
@@ -248,7 +296,10 @@ def bootstrap(
                 },
             ],
             "clusters": [
-                cluster(CLUSTER_POOL, pool),
+                cluster(CLUSTER_POOL, pool, eject_failed_hosts=True, panic_threshold=0.0),
+                # No ejection from the functions: the spill is the last resort (behind one
+                # Knative address in a cluster), and the route's retries already skip a
+                # host that failed (previous_hosts).
                 cluster(CLUSTER_FUNCTIONS, functions),
                 spill_cluster(),
                 cluster(CLUSTER_ADMIN, [("127.0.0.1", admin_port)]),

@@ -1,0 +1,68 @@
+"""Zero loss under faults: SIGKILL a pool worker, the tail function and a spill host under
+load through the real Envoy (the builders' bootstrap and route), then swap the route; every
+client request is answered, and answered right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("envoy")
+
+from serflow.k8s import builders  # noqa: E402
+from serflow.k8s import envoy as render  # noqa: E402
+from serflow_runtime.checkpoint import Loaded  # noqa: E402
+from serflow_runtime.data import Dataset  # noqa: E402
+from serflow_runtime.engine import decide  # noqa: E402
+
+from .conftest import raw_bytes  # noqa: E402
+from .faults import SHAPE, fault_run  # noqa: E402
+from .plans import OWNER, plan  # noqa: E402
+
+
+def test_pool_is_headless_and_envoy_retries_and_ejects() -> None:
+    inf, w, cand = plan(SHAPE)
+    objs = builders.children(OWNER, inf, w, cand, 2, 700, "1")
+    svc = next(o for o in objs if o["kind"] == "Service" and o["apiVersion"] == "v1")
+    assert svc["metadata"]["name"] == f"{OWNER.name}-pool" and svc["spec"]["clusterIP"] == "None"
+    cm = next(o for o in objs if o["kind"] == "ConfigMap")
+    boot = yaml.safe_load(cm["data"]["envoy.yaml"])
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    for name in (render.CLUSTER_POOL, render.CLUSTER_FUNCTIONS):
+        assert clusters[name]["type"] == "STRICT_DNS"  # every address of the name is a host
+    od = clusters[render.CLUSTER_POOL]["outlier_detection"]
+    assert od["split_external_local_origin_errors"] is True
+    assert od["enforcing_consecutive_5xx"] == 0  # a shed (503) never ejects a worker
+    assert "outlier_detection" not in clusters[render.CLUSTER_FUNCTIONS]  # the last resort
+    # no panic mode in the pool: with every worker ejected, its share goes to the functions
+    assert clusters[render.CLUSTER_POOL]["common_lb_config"]["healthy_panic_threshold"] == {
+        "value": 0.0
+    }
+    route = yaml.safe_load(cm["data"][render.ROUTE_FILE])["resources"][0]
+    rp = route["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]
+    assert {"connect-failure", "reset", "retriable-status-codes"} <= set(rp["retry_on"].split(","))
+
+
+def test_no_client_error_when_workers_and_functions_die(
+    tmp_path: Path, loaded: Loaded, digits: Dataset
+) -> None:
+    _, _, cand = plan(SHAPE)
+    x = digits.x_val[:300]
+    with torch.inference_mode():
+        ex, pred = decide(loaded.model(x), cand.tau)
+    run = fault_run(tmp_path, [raw_bytes(r) for r in x], per_phase=150, clients=8)
+    print("\n" + run.table(), f"\nretries {run.retries:g}, ejections {run.ejections:g}")
+    failed = [(a.code, a.body) for a in run.answers if a.code != 200]
+    assert not failed, failed[:5]
+    for a in run.answers:
+        assert (a.body["exit"], a.body["class"]) == (int(ex[a.image]), int(pred[a.image]))
+    by = {p.name: p for p in run.phases}
+    assert all(len(p.answers) >= 150 for p in run.phases)
+    # after the kill, the dead worker answers nothing, and its open batch was retried
+    assert "worker:digits-pool-0" not in by["tail function SIGKILL"].where()
+    assert run.retries > 0 and run.ejections > 0
+    # with its tail dead, the live worker called the stage once more, then answered 503
+    assert "calling once more" in (tmp_path / "digits-pool-1.log").read_text()
