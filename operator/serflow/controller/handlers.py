@@ -49,7 +49,6 @@ from serflow.profile import parse_prices
 from serflow.report import chosen_line
 from serflow.spec import Workload, parse_workload
 
-API_VERSION = f"{GROUP}/{VERSION}"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 KIND = "SerflowInference"
 
@@ -91,9 +90,8 @@ def start_profiling(kube: Kube, owner: builders.Owner, inf: InferenceSpec, price
         collect_profile(kube, owner, inf, [j["metadata"]["name"] for j in made])
 
 
-def read_inputs(kube: Kube, namespace: str, name: str, spec: Mapping[str, Any]) -> Inputs:
-    """Parse the spec; fetch the profile from its ConfigMap when it is not inline."""
-    inf = parse_inference(spec, name)
+def read_inputs(kube: Kube, namespace: str, inf: InferenceSpec, spec: Mapping[str, Any]) -> Inputs:
+    """The workload of a parsed spec; the profile from its ConfigMap when it is not inline."""
     doc: dict[str, Any] = {"kind": KIND, "spec": dict(spec)}
     if inf.profile_source is not ProfileSource.INLINE:
         data = kube.configmap_data(namespace, inf.configmap_name)
@@ -166,7 +164,7 @@ def reconcile(
         inf = parse_inference(spec, name)
         if inf.profile_source is ProfileSource.JOB:
             start_profiling(kube, owner, inf, spec.get("prices"))
-        inputs = read_inputs(kube, namespace, name, spec)
+        inputs = read_inputs(kube, namespace, inf, spec)
     except InputError as e:
         return refuse("InvalidSpec", str(e))
     except Pending as e:
