@@ -128,3 +128,18 @@ def test_expected_rate_is_a_prior_only_before_any_sample() -> None:
     seen = scaler_from_status({"traffic": {"ewma": 5.0, "samples": 3}})
     assert with_prior(seen, 30.0) == seen
     assert with_prior(empty, 0.0) == empty
+
+
+def test_resume_keeps_the_plan_status_holds_for_the_same_spec() -> None:
+    from serflow.controller.handlers import kept_candidate
+
+    plan = configure(parse_workload(manifest()), 30.0)
+    assert plan.chosen is not None
+    conds = set_condition([], ConditionType.CONFIGURED, True, "Planned", "x", 4, "t")
+    status = {"observedGeneration": 4, "conditions": conds, "plan": plan_status(plan)}
+    kept = kept_candidate("resume", status, 4)
+    assert kept is not None and kept.economics == plan.chosen.economics
+    assert kept_candidate("update", status, 4) is None  # a spec change re-plans
+    assert kept_candidate("resume", status, 5) is None  # changed while the operator was down
+    refused = set_condition(conds, ConditionType.CONFIGURED, False, "InvalidSpec", "x", 4, "t")
+    assert kept_candidate("resume", {**status, "conditions": refused}, 4) is None
