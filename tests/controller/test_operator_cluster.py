@@ -371,26 +371,28 @@ def test_goes_ready_with_planned_children(env: Env) -> None:
 def _traffic_changes(
     api: Any,
     env: Env,
-    name: str,
-    since: str,
+    since: dict[str, Any],
     enough: Callable[[list[dict[str, Any]]], bool],
     timeout: int = 90,
 ) -> list[dict[str, Any]]:
-    """Every status whose traffic changed after resourceVersion ``since``, in order.
+    """Every status whose traffic changed after the object ``since``, in order.
 
     A watch sees every write, so no epoch is missed (polling could skip some, or all).
     """
+    name, version = since["metadata"]["name"], since["metadata"]["resourceVersion"]
+    last = (since.get("status") or {}).get("traffic") or {}
     seen: list[dict[str, Any]] = []
     w = watch.Watch()
     for ev in w.stream(
         client.CustomObjectsApi(api).list_namespaced_custom_object,
         GROUP, VERSION, env.namespace, PLURAL,
-        field_selector=f"metadata.name={name}", resource_version=since, timeout_seconds=timeout,
+        field_selector=f"metadata.name={name}", resource_version=version, timeout_seconds=timeout,
     ):  # fmt: skip
         st = ev["object"].get("status") or {}
         traffic = st.get("traffic") or {}
-        if "ewma" in traffic and (not seen or seen[-1]["traffic"] != traffic):
+        if "ewma" in traffic and traffic != last:
             seen.append(st)
+            last = traffic
             if enough(seen):
                 w.stop()
                 return seen
@@ -426,7 +428,7 @@ def test_traffic_moves_ewma_replicas_and_weights(env: Env, api_client: Any) -> N
     t.start()
     try:
         snaps = _traffic_changes(
-            api_client, env, "traffic", obj["metadata"]["resourceVersion"],
+            api_client, env, obj,
             lambda s: len(_consecutive(s)) >= 6 and s[-1]["instances"]["desired"] > 1,
         )  # fmt: skip
     finally:
@@ -484,10 +486,7 @@ def test_restart_continues_from_status(env: Env, api_client: Any) -> None:
     then = obj["status"]["traffic"]
     log_size = env.operator.log.stat().st_size
     env.operator.start()
-    snaps = _traffic_changes(
-        api_client, env, "restart", obj["metadata"]["resourceVersion"],
-        lambda s: len(s) >= 2,
-    )  # fmt: skip
+    snaps = _traffic_changes(api_client, env, obj, lambda s: len(s) >= 2)
     first, second = snaps[0]["traffic"], snaps[1]["traffic"]
     # The restarted daemon carries the monitor on from status; its first read of the
     # counters is only a baseline (the old ones were read by a process now gone).
