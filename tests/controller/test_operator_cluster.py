@@ -507,6 +507,39 @@ def test_restart_continues_from_status(env: Env, api_client: Any) -> None:
     assert "kept iaas[c6i.xlarge]+faas[fn-2048]" in log, log[-2000:]
 
 
+def test_children_changed_by_hand_are_restored(env: Env) -> None:
+    assert env.apply(_sfi("drift", env)).returncode == 0
+    wait_for("Configured", lambda: env.condition("drift", "Configured").get("status") == "True")
+    desired = env.sfi("drift")["status"]["instances"]["desired"]
+    ns = env.namespace
+    env.kubectl("scale", "deployment", "drift-pool", "-n", ns, "--replicas=7")
+    env.kubectl("delete", "ksvc", "drift-spill", "-n", ns)
+    env.kubectl("set", "image", "deployment/drift-envoy", "-n", ns, "envoy=example/other:1")
+
+    def restored() -> bool:
+        pool = env.get("deployment", "drift-pool") or {}
+        envoy = env.get("deployment", "drift-envoy") or {}
+        image = envoy.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])
+        return (
+            pool.get("spec", {}).get("replicas") == desired
+            and env.get("ksvc", "drift-spill") is not None
+            and image[0].get("image") != "example/other:1"
+        )
+
+    wait_for("the children restored", restored, 30)
+
+    def drift_events() -> list[str]:
+        return [e["message"] for e in env.events("drift") if e["reason"] == "DriftCorrected"]
+
+    # Posted right after the applies, in the same epoch.
+    drift = wait_for(
+        "the DriftCorrected events", lambda: len(drift_events()) >= 3 and drift_events()
+    )
+    assert any(m.startswith("Deployment drift-pool: spec.replicas changed") for m in drift), drift
+    assert "Service drift-spill: deleted; re-applied" in drift
+    assert any(m.startswith("Deployment drift-envoy: spec.template") for m in drift), drift
+
+
 def test_delete_garbage_collects_children(env: Env) -> None:
     assert env.apply(_sfi("gone", env)).returncode == 0
     wait_for("children", lambda: len(_children(env, "gone")) >= 5)

@@ -269,8 +269,8 @@ async def epoch_loop(
             return
         last = CLOCK.monotonic()
         plan = memo.get("plan")
-        if not isinstance(plan, ChosenPlan) or plan.generation != meta.get("generation"):
-            continue  # not planned yet, or a new spec is being planned (or was refused)
+        if not isinstance(plan, ChosenPlan) or not planned_status_seen(plan, meta, status):
+            continue
         if state is None:
             state = epoch_state_from_status(status, plan)
         elif plan is not used:
@@ -285,6 +285,20 @@ async def epoch_loop(
         state = decision.state
         for e in decision.events:
             logger.info("%s: %s", e.reason.value, e.message)
+
+
+def planned_status_seen(
+    plan: ChosenPlan, meta: Mapping[str, Any], status: Mapping[str, Any]
+) -> bool:
+    """Whether the live body holds the status planning wrote for this plan's spec.
+
+    Not yet: the spec is being planned (or was refused), or the watch has not brought
+    planning's status patch yet. An epoch then would write conditions without it.
+    """
+    conds = status.get("conditions") or []
+    return plan.generation == meta.get("generation") == status.get(
+        "observedGeneration"
+    ) and condition_true(conds, ConditionType.CONFIGURED)
 
 
 def _epoch_seconds(spec: Mapping[str, Any]) -> float:
