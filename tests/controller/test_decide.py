@@ -6,10 +6,13 @@ import pytest
 
 from serflow.controller.decide import (
     ConditionType,
-    counter_rate,
+    CounterReading,
+    SampleKind,
+    candidate_from_status,
     parse_counter,
     plan_status,
     same_setup,
+    sample_rate,
     scaler_from_status,
     set_condition,
     with_prior,
@@ -32,21 +35,39 @@ def test_condition_transition_time_moves_only_on_flip() -> None:
     assert [x["type"] for x in c] == ["Ready", "Scaled"]
 
 
+def _readings(**values: int | None) -> tuple[CounterReading, ...]:
+    return tuple(CounterReading(k, v) for k, v in values.items())
+
+
 @pytest.mark.parametrize(
-    ("prev", "now", "seconds", "rate"),
+    ("prev", "prev_at", "now", "kind", "rate"),
     [
-        ({}, {"a": 100}, 6.0, None),  # first reading: a baseline only
-        ({"a": 100}, {"a": 160}, 6.0, 10.0),
-        ({"a": 100}, {"a": 40}, 4.0, 10.0),  # reset: the counter restarted at 0
-        ({"a": 100}, {"a": 130, "b": 30}, 6.0, 10.0),  # a new replica counts from 0
-        ({"a": 100, "b": 50}, {"a": 112}, 6.0, 2.0),  # an unreachable replica is left out
-        ({"a": 100}, {"a": 100}, 0.0, None),
+        ({}, None, _readings(a=100), SampleKind.BASELINE, None),  # first reading
+        ({"a": 100}, None, _readings(a=160), SampleKind.BASELINE, None),  # after a restart
+        ({"a": 100}, 0.0, _readings(a=160), SampleKind.OK, 10.0),
+        ({"a": 100}, 2.0, _readings(a=40), SampleKind.OK, 10.0),  # reset: restarted at 0
+        ({"a": 100}, 0.0, _readings(a=130, b=30), SampleKind.OK, 5.0),  # new replica: baseline
+        ({"a": 100, "b": 50}, 0.0, _readings(a=112), SampleKind.OK, 2.0),  # b is gone
+        ({"a": 100}, 0.0, _readings(b=30), SampleKind.BASELINE, None),  # every replica new
+        ({"a": 100, "b": 50}, 0.0, _readings(a=160, b=None), SampleKind.MISSING, None),
+        ({"a": 100}, 0.0, (), SampleKind.MISSING, None),  # no endpoint at all
+        ({"a": 100}, 6.0, _readings(a=100), SampleKind.BASELINE, None),  # no time passed
     ],
 )
-def test_counter_rate(
-    prev: dict[str, int], now: dict[str, int], seconds: float, rate: float | None
+def test_sample_rate(
+    prev: dict[str, int],
+    prev_at: float | None,
+    now: tuple[CounterReading, ...],
+    kind: SampleKind,
+    rate: float | None,
 ) -> None:
-    assert counter_rate(prev, now, seconds) == rate
+    got = sample_rate(prev, prev_at, now, 6.0)
+    assert (got.kind, got.rate) == (kind, rate)
+    if kind is SampleKind.MISSING:  # the baseline is kept, time included
+        assert (got.counters, got.counters_at) == (prev, prev_at)
+    else:
+        assert got.counters == {r.endpoint: r.value for r in now}
+        assert got.counters_at == 6.0
 
 
 def test_parse_counter() -> None:
@@ -67,6 +88,16 @@ def test_plan_status_round_trips_the_setup() -> None:
     assert len(st["candidates"]) == len(plan.candidates)
     others = [c for c in plan.candidates if c.setup != plan.chosen.setup]
     assert not any(same_setup(st, c) for c in others if c.tau == plan.chosen.tau)
+    # The economics kept in status rebuild the chosen candidate without the configurator.
+    kept = candidate_from_status(st)
+    assert kept is not None
+    assert (kept.setup, kept.tau, kept.economics) == (
+        plan.chosen.setup,
+        plan.chosen.tau,
+        plan.chosen.economics,
+    )
+    assert kept.cost_per_hour == pytest.approx(plan.chosen.cost_per_hour)
+    assert candidate_from_status({k: v for k, v in st.items() if k != "economics"}) is None
 
 
 def test_scaler_state_from_status() -> None:
@@ -97,3 +128,18 @@ def test_expected_rate_is_a_prior_only_before_any_sample() -> None:
     seen = scaler_from_status({"traffic": {"ewma": 5.0, "samples": 3}})
     assert with_prior(seen, 30.0) == seen
     assert with_prior(empty, 0.0) == empty
+
+
+def test_resume_keeps_the_plan_status_holds_for_the_same_spec() -> None:
+    from serflow.controller.handlers import kept_candidate
+
+    plan = configure(parse_workload(manifest()), 30.0)
+    assert plan.chosen is not None
+    conds = set_condition([], ConditionType.CONFIGURED, True, "Planned", "x", 4, "t")
+    status = {"observedGeneration": 4, "conditions": conds, "plan": plan_status(plan)}
+    kept = kept_candidate("resume", status, 4)
+    assert kept is not None and kept.economics == plan.chosen.economics
+    assert kept_candidate("update", status, 4) is None  # a spec change re-plans
+    assert kept_candidate("resume", status, 5) is None  # changed while the operator was down
+    refused = set_condition(conds, ConditionType.CONFIGURED, False, "InvalidSpec", "x", 4, "t")
+    assert kept_candidate("resume", {**status, "conditions": refused}, 4) is None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -46,14 +45,9 @@ def test_kind_end_to_end() -> None:
         _run("helm", "install", "serflow", "charts/serflow-operator", "-n", "serflow-system", "--create-namespace",
              "--set", "image.repository=serflow/operator", "--set", "image.tag=e2e")  # fmt: skip
         _run("kubectl", "apply", "-f", "examples/vgg16-cifar10.yaml")
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            out = _run("kubectl", "get", "sfi", "vgg16-cifar10",
-                       "-o", "jsonpath={.status.conditions[?(@.type=='Configured')].status}")  # fmt: skip
-            if out == "True":
-                return
-            time.sleep(5)
-        raise AssertionError("the SerflowInference was never Configured")
+        configured = "jsonpath={.status.conditions[?(@.type=='Configured')].status}=True"
+        _run("kubectl", "wait", f"--for={configured}", "sfi/vgg16-cifar10", "--timeout=600s",
+             timeout=660)  # fmt: skip
     finally:
         subprocess.run(
             ["kind", "delete", "cluster", "--name", name], capture_output=True, timeout=300

@@ -1,38 +1,42 @@
-"""kopf handlers: read, decide with ``serflow.policy``, write.
+"""kopf handlers: plan on create/update/resume, then one epoch per D seconds.
 
-- create/update/resume: run the configurator and server-side apply the children;
-- one daemon per object, once per epoch: read Envoy's counters, step the traffic
-  monitor, every S epochs resize the pool, and move the route weights.
+- create/update/resume: run the configurator (resume keeps the plan status already
+  holds for the current spec), server-side apply the children, and leave the chosen
+  plan in the object's memo;
+- one daemon per object runs the epochs (``serflow.controller.epoch``): gather the
+  counters and the children, decide (pure), execute. It reads its own object only
+  through kopf's live body, never with a GET, and never re-plans.
 
-State that must survive a restart (monitor, epoch, desired size, last counters) lives in
-the object's status.
+State that must survive a restart (monitor, epoch, desired size, last counters, the
+plan's economics) lives in the object's status.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import yaml
 
 from serflow.controller import metrics
 from serflow.controller.decide import (
+    ChosenPlan,
     ConditionType,
-    counter_rate,
-    estimate_status,
+    EpochState,
+    candidate_from_status,
+    condition_true,
+    epoch_state_from_status,
     plan_status,
     same_setup,
     scaler_from_status,
     set_condition,
-    with_prior,
 )
-from serflow.controller.kube import Kube, load_config, read_counters, stats_urls
+from serflow.controller.epoch import Clock, run_epoch, utc_now
+from serflow.controller.kube import Kube, load_config
 from serflow.documents import load_yaml
 from serflow.errors import InputError
 from serflow.inference import InferenceSpec, ProfileSource, fingerprint_mismatch, parse_inference
@@ -40,22 +44,17 @@ from serflow.k8s import builders, jobs
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 from serflow.policy.balancer import pool_share, route_weights
 from serflow.policy.configurator import Candidate, Plan, configure
-from serflow.policy.scaler import desired_instances, step
+from serflow.policy.scaler import desired_instances
 from serflow.profile import parse_prices
 from serflow.report import chosen_line
 from serflow.spec import Workload, parse_workload
 
-API_VERSION = f"{GROUP}/{VERSION}"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 KIND = "SerflowInference"
 
 
 class Pending(Exception):
     """The inputs are not there yet (a profile ConfigMap, profiling Jobs)."""
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @kopf.on.startup()
@@ -80,20 +79,21 @@ class Inputs:
     inference: InferenceSpec
 
 
-def read_inputs(kube: Kube, namespace: str, name: str, uid: str, spec: Mapping[str, Any]) -> Inputs:
-    """Parse the spec; fetch the profile from a ConfigMap (or Jobs) when not inline."""
-    inf = parse_inference(spec, name)
+def start_profiling(kube: Kube, owner: builders.Owner, inf: InferenceSpec, prices: Any) -> None:
+    """spec.profile.fromJob: create the profiling Jobs, and merge their profiles when done."""
+    namespace = owner.namespace
+    made = jobs.profiler_jobs(owner, inf, parse_prices(prices, "spec.prices"))
+    for job in made:
+        if kube.job_state(namespace, job["metadata"]["name"]) == "missing":
+            kube.apply(job)
+    if kube.configmap_data(namespace, inf.configmap_name) is None:
+        collect_profile(kube, owner, inf, [j["metadata"]["name"] for j in made])
+
+
+def read_inputs(kube: Kube, namespace: str, inf: InferenceSpec, spec: Mapping[str, Any]) -> Inputs:
+    """The workload of a parsed spec; the profile from its ConfigMap when it is not inline."""
     doc: dict[str, Any] = {"kind": KIND, "spec": dict(spec)}
     if inf.profile_source is not ProfileSource.INLINE:
-        if inf.profile_source is ProfileSource.JOB:
-            owner = builders.Owner(name, namespace, uid)
-            prices = parse_prices(spec.get("prices"), "spec.prices")
-            made = jobs.profiler_jobs(owner, inf, prices)
-            for job in made:
-                if kube.job_state(namespace, job["metadata"]["name"]) == "missing":
-                    kube.apply(job)
-            if kube.configmap_data(namespace, inf.configmap_name) is None:
-                collect_profile(kube, owner, inf, [j["metadata"]["name"] for j in made])
         data = kube.configmap_data(namespace, inf.configmap_name)
         if data is None or inf.configmap_key not in data:
             what = "profiling Jobs" if inf.profile_source is ProfileSource.JOB else "ConfigMap"
@@ -142,6 +142,8 @@ def reconcile(
     namespace: str | None,
     name: str,
     uid: str,
+    reason: str,
+    memo: kopf.Memo,
     logger: Logger,
     **_: Any,
 ) -> None:
@@ -149,32 +151,41 @@ def reconcile(
     kube = Kube()
     gen = int(meta.get("generation") or 0)
     conds = list(status.get("conditions") or [])
+    owner = builders.Owner(name, namespace, uid)
 
-    def refuse(reason: str, message: str) -> None:
+    def refuse(why: str, message: str) -> None:
         # Children are left as they were: a bad spec must not take serving down.
-        kopf.warn(body, reason=reason, message=message)
-        c = set_condition(conds, ConditionType.CONFIGURED, False, reason, message, gen, now())
-        c = set_condition(c, ConditionType.READY, False, reason, message, gen, now())
+        kopf.warn(body, reason=why, message=message)
+        c = set_condition(conds, ConditionType.CONFIGURED, False, why, message, gen, utc_now())
+        c = set_condition(c, ConditionType.READY, False, why, message, gen, utc_now())
         kube.patch_status(namespace, name, {"conditions": c, "observedGeneration": gen})
 
     try:
-        inputs = read_inputs(kube, namespace, name, uid, spec)
+        inf = parse_inference(spec, name)
+        if inf.profile_source is ProfileSource.JOB:
+            start_profiling(kube, owner, inf, spec.get("prices"))
+        inputs = read_inputs(kube, namespace, inf, spec)
     except InputError as e:
         return refuse("InvalidSpec", str(e))
     except Pending as e:
         refuse("ProfilePending", str(e))
         raise kopf.TemporaryError(str(e), delay=15) from None
-    w, inf = inputs.workload, inputs.inference
+    w = inputs.workload
     mismatch = fingerprint_mismatch(inf.model, w.profile)
     if mismatch:
         return refuse("ProfileMismatch", mismatch)
     state = scaler_from_status(status)
     rate = state.estimate.ewma if state.estimate.samples else w.expected_rate
-    plan = configure(w, rate)
-    if plan.chosen is None:
-        return refuse("NoFeasibleSetup", plan.reason)
-    cand = plan.chosen
     old_plan = status.get("plan") or {}
+    kept = kept_candidate(reason, status, gen)
+    plan: Plan | None = None
+    if kept is not None:
+        cand = kept
+    else:
+        plan = configure(w, rate)
+        if plan.chosen is None:
+            return refuse("NoFeasibleSetup", plan.reason)
+        cand = plan.chosen
     changed = not same_setup(old_plan, cand)
     target = state.estimate.target(w.scaling.k) if state.estimate.samples else rate
     desired = (
@@ -182,33 +193,43 @@ def reconcile(
         if changed or not old_plan
         else state.desired
     )
-    owner = builders.Owner(name, namespace, uid)
     ready = _ready(kube, namespace, builders.Names(name).pool)
-    share = pool_share(ready, cand.economics.mu, state.estimate.ewma or rate)
+    share = pool_share(min(ready, desired), cand.economics.mu, state.estimate.ewma or rate)
     pool_w, fn_w = route_weights(share)
-    for obj in builders.children(owner, inf, w, cand, desired, pool_w, f"g{gen}e{state.epoch}"):
+    version = f"g{gen}e{state.epoch}"
+    chosen = ChosenPlan(owner, inf, w, cand, gen, desired, pool_w, version)
+    for obj in chosen.children(desired, pool_w, version):
         kube.apply(obj)
     c = set_condition(
-        conds, ConditionType.CONFIGURED, True, "Planned", chosen_line(cand), gen, now()
+        conds, ConditionType.CONFIGURED, True, "Planned", chosen_line(cand), gen, utc_now()
     )
     c = set_condition(
-        c, ConditionType.ROUTED, True, "RouteApplied", f"pool weight {pool_w}/1000", gen, now()
+        c, ConditionType.ROUTED, True, "RouteApplied", f"pool weight {pool_w}/1000", gen, utc_now()
     )
-    kube.patch_status(
-        namespace,
-        name,
-        {
-            "observedGeneration": gen,
-            "conditions": c,
-            "plan": plan_status(plan),
-            "instances": {"desired": desired, "ready": ready},
-            "split": {"poolShare": share, "poolWeight": pool_w, "functionWeight": fn_w},
-            "costPerHour": cand.economics.cost_rate(rate) * 3600,
-        },
-    )
+    patch: dict[str, Any] = {
+        "observedGeneration": gen,
+        "conditions": c,
+        "instances": {"desired": desired, "ready": ready},
+        "split": {"poolShare": share, "poolWeight": pool_w, "functionWeight": fn_w},
+        "costPerHour": cand.economics.cost_rate(rate) * 3600,
+    }
+    if plan is not None:
+        patch["plan"] = plan_status(plan)
+    kube.patch_status(namespace, name, patch)
+    memo["plan"] = chosen  # the epochs read it from here: no re-planning per epoch
     if changed:
         kopf.info(body, reason="Planned", message=chosen_line(cand))
-    logger.info("planned %s", cand.setup.describe())
+    logger.info("%s %s", "kept" if kept else "planned", cand.setup.describe())
+
+
+def kept_candidate(reason: str, status: Mapping[str, Any], gen: int) -> Candidate | None:
+    """On resume, the plan status holds for this very spec (so a restart does not re-plan)."""
+    if reason != kopf.Reason.RESUME or status.get("observedGeneration") != gen:
+        return None
+    conds = status.get("conditions") or []
+    if not condition_true(conds, ConditionType.CONFIGURED):
+        return None
+    return candidate_from_status(status.get("plan") or {})
 
 
 def _ready(kube: Kube, namespace: str, deployment: str) -> int:
@@ -216,132 +237,71 @@ def _ready(kube: Kube, namespace: str, deployment: str) -> int:
     return int(((d or {}).get("status") or {}).get("readyReplicas") or 0)
 
 
-def current_candidate(w: Workload, plan_st: Mapping[str, Any]) -> Candidate | None:
-    """The candidate status.plan describes, re-costed from the same inputs."""
-    plan: Plan = configure(w, float(plan_st.get("rate", 0.0)))
-    for c in plan.candidates:
-        if c.feasible and same_setup(plan_st, c):
-            return c
-    return None
+CLOCK = Clock()
+"""The epochs' clock."""
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, initial_delay=1.0)
 async def epoch_loop(
     stopped: kopf.DaemonStopped,
-    namespace: str | None,
-    name: str,
-    uid: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
     logger: Logger,
     **_: Any,
 ) -> None:
+    """Once per epoch: gather, decide, execute, with the plan planning left in ``memo``.
+
+    ``spec``, ``status`` and ``meta`` are kopf's live views of the object (kept current
+    by its watch), so the loop never GETs its own object. The carried state lives in
+    this coroutine; it is seeded from status when the daemon starts (after a restart).
+    """
     # Async, with the blocking API calls in worker threads: a sync daemon would hold one
     # of kopf's executor threads for the object's whole life and starve the others.
-    assert namespace, "SerflowInference is namespaced"
     kube = Kube()
-    last = time.monotonic()
+    state: EpochState | None = None
+    used: ChosenPlan | None = None
+    last = CLOCK.monotonic()
     while not stopped:
-        obj = await asyncio.to_thread(kube.get, API_VERSION, KIND, namespace, name)
-        if obj is None:
-            return
-        epoch_s = _epoch_seconds(obj.get("spec") or {})
-        await stopped.wait(max(0.2, epoch_s - (time.monotonic() - last)))
+        await stopped.wait(max(0.2, _epoch_seconds(spec) - (CLOCK.monotonic() - last)))
         if stopped:
             return
-        elapsed, last = time.monotonic() - last, time.monotonic()
+        last = CLOCK.monotonic()
+        plan = memo.get("plan")
+        if not isinstance(plan, ChosenPlan) or not planned_status_seen(plan, meta, status):
+            continue
+        if state is None:
+            state = epoch_state_from_status(status, plan)
+        elif plan is not used:
+            state = state.replanned(plan)
+        used = plan
+        conditions = [dict(c) for c in status.get("conditions") or []]
         try:
-            await asyncio.to_thread(tick, kube, namespace, name, uid, elapsed, logger)
-        except (InputError, Pending) as e:
-            logger.info("epoch skipped: %s", e)
+            decision = await asyncio.to_thread(run_epoch, kube, plan, state, CLOCK, conditions)
         except Exception:  # keep the loop alive; the next epoch retries
             logger.exception("epoch failed")
+            continue
+        state = decision.state
+        for e in decision.events:
+            logger.info("%s: %s", e.reason.value, e.message)
+
+
+def planned_status_seen(
+    plan: ChosenPlan, meta: Mapping[str, Any], status: Mapping[str, Any]
+) -> bool:
+    """Whether the live body holds the status planning wrote for this plan's spec.
+
+    Not yet: the spec is being planned (or was refused), or the watch has not brought
+    planning's status patch yet. An epoch then would write conditions without it.
+    """
+    conds = status.get("conditions") or []
+    return plan.generation == meta.get("generation") == status.get(
+        "observedGeneration"
+    ) and condition_true(conds, ConditionType.CONFIGURED)
 
 
 def _epoch_seconds(spec: Mapping[str, Any]) -> float:
     scaling = spec.get("scaling") or {}
     slo = (spec.get("slo") or {}).get("latencySeconds") or 6.0
     return float(scaling.get("epochSeconds") or slo)
-
-
-def tick(kube: Kube, namespace: str, name: str, uid: str, elapsed: float, logger: Logger) -> None:
-    """One epoch: observe the rate, step the scaler, write replicas, weights and status."""
-    obj = kube.get(API_VERSION, KIND, namespace, name)
-    if obj is None:
-        return
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    conds = list(status.get("conditions") or [])
-    if not any(c.get("type") == "Configured" and c.get("status") == "True" for c in conds):
-        return
-    inputs = read_inputs(kube, namespace, name, uid, spec)
-    w, inf = inputs.workload, inputs.inference
-    cand = current_candidate(w, status.get("plan") or {})
-    if cand is None:
-        return
-    owner = builders.Owner(name, namespace, uid)
-    names = builders.Names(name)
-    pods = (
-        {} if inf.routing.stats_urls else kube.pod_ips(namespace, builders.labels(owner, "router"))
-    )
-    urls = stats_urls(inf.routing.stats_urls, pods, builders.STATS_PORT)
-    counters = read_counters(urls, f"http.{inf.routing.stat_prefix}.downstream_rq_total")
-    prev = (status.get("traffic") or {}).get("counters") or {}
-    rate = counter_rate(prev, counters, elapsed)
-    state = with_prior(scaler_from_status(status), w.expected_rate)
-    gen = int((obj.get("metadata") or {}).get("generation") or 0)
-    patch: dict[str, Any] = {}
-    if rate is None:
-        patch["traffic"] = {**(status.get("traffic") or {}), "counters": counters}
-        kube.patch_status(namespace, name, patch)
-        return
-    before = state.desired
-    decision, state = step(state, rate, cand.economics, w.scaling)
-    ready = _ready(kube, namespace, names.pool)
-    body = kopf.Body(cast(kopf.RawBody, obj))
-    if decision.rescaled and decision.desired != before:
-        kube.apply(builders.pool_deployment(owner, inf, w, cand, decision.desired))
-        msg = (
-            f"pool {before} -> {decision.desired} instances "
-            f"(target {decision.target_rate:.4g} req/s, T-CIP {cand.economics.tcip:.4g})"
-        )
-        kopf.info(body, reason="Scaled", message=msg)
-        logger.info(msg)
-    # Instances being scaled in drain: only the ones that stay take new traffic.
-    share = pool_share(min(ready, decision.desired), cand.economics.mu, state.estimate.ewma)
-    weights = route_weights(share)
-    old = status.get("split") or {}
-    if weights[0] != old.get("poolWeight"):
-        kube.apply(builders.envoy_configmap(owner, inf, w, weights[0], f"g{gen}e{state.epoch}"))
-        kopf.info(
-            body,
-            reason="Routed",
-            message=f"pool weight {old.get('poolWeight')} -> {weights[0]}/1000",
-        )
-    ready_ok = ready >= decision.desired and _functions_ready(kube, owner, w, cand)
-    t = now()
-    c = set_condition(conds, ConditionType.SCALED, ready >= decision.desired, "PoolSize",
-                      f"{ready}/{decision.desired} instances ready", gen, t)  # fmt: skip
-    c = set_condition(
-        c, ConditionType.ROUTED, True, "RouteApplied", f"pool weight {weights[0]}/1000", gen, t
-    )
-    c = set_condition(c, ConditionType.READY, ready_ok, "Serving" if ready_ok else "NotReady",
-                      "pool, functions and route ready" if ready_ok else "waiting for the pool or functions",
-                      gen, t)  # fmt: skip
-    cost = cand.economics.cost_rate(state.estimate.ewma) * 3600
-    patch = {
-        "traffic": estimate_status(state, rate, decision.target_rate, counters),
-        "instances": {"desired": decision.desired, "ready": ready},
-        "split": {"poolShare": share, "poolWeight": weights[0], "functionWeight": weights[1]},
-        "costPerHour": cost,
-        "conditions": c,
-    }
-    kube.patch_status(namespace, name, patch)
-    metrics.record(namespace, name, rate, state.estimate.ewma, state.estimate.dev,
-                   decision.target_rate, decision.desired, ready, share, cost)  # fmt: skip
-
-
-def _functions_ready(kube: Kube, owner: builders.Owner, w: Workload, cand: Candidate) -> bool:
-    for st in builders.stages(owner, w, cand):
-        ks = kube.get("serving.knative.dev/v1", "Service", owner.namespace, st.name)
-        conds = ((ks or {}).get("status") or {}).get("conditions") or []
-        if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
-            return False
-    return True

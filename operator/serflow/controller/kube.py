@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,7 +14,7 @@ from kubernetes import client, config
 from kubernetes.client import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from serflow.controller.decide import parse_counter
+from serflow.controller.decide import CounterReading, parse_counter
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "serflow"
@@ -92,6 +93,23 @@ class Kube:
                 return str(text)
         return ""
 
+    def post_event(self, involved: Mapping[str, Any], reason: str, message: str, at: str) -> None:
+        """A Normal core/v1 Event on ``involved`` (apiVersion, kind, name, namespace, uid)."""
+        namespace = str(involved["namespace"])
+        when = datetime.datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{involved['name']}.", namespace=namespace),
+            involved_object=client.V1ObjectReference(**dict(involved)),
+            reason=reason,
+            message=message[:1024],
+            type="Normal",
+            source=client.V1EventSource(component=FIELD_MANAGER),
+            first_timestamp=when,
+            last_timestamp=when,
+            count=1,
+        )
+        client.CoreV1Api(self.api).create_namespaced_event(namespace, event)
+
     def pod_ips(self, namespace: str, selector: Mapping[str, str]) -> dict[str, str]:
         sel = ",".join(f"{k}={v}" for k, v in selector.items())
         pods = client.CoreV1Api(self.api).list_namespaced_pod(namespace, label_selector=sel)
@@ -102,9 +120,11 @@ class Kube:
         }
 
 
-def read_counters(urls: Mapping[str, str], counter: str, timeout: float = 2.0) -> dict[str, int]:
-    """downstream_rq_total per endpoint; an endpoint that does not answer is left out."""
-    out: dict[str, int] = {}
+def read_counters(
+    urls: Mapping[str, str], counter: str, timeout: float = 2.0
+) -> tuple[CounterReading, ...]:
+    """downstream_rq_total per endpoint; an endpoint that does not answer reads None."""
+    out = []
     for key, url in urls.items():
         query = urllib.parse.urlencode({"filter": f"^{counter.replace('.', '[.]')}$"})
         full = f"{url}{'&' if '?' in url else '?'}{query}"
@@ -112,11 +132,10 @@ def read_counters(urls: Mapping[str, str], counter: str, timeout: float = 2.0) -
             with urllib.request.urlopen(full, timeout=timeout) as r:
                 text = r.read(STATS_LIMIT).decode("utf-8", "replace")
         except (urllib.error.URLError, OSError, ValueError):
+            out.append(CounterReading(key, None))
             continue
-        value = parse_counter(text, counter)
-        if value is not None:
-            out[key] = value
-    return out
+        out.append(CounterReading(key, parse_counter(text, counter)))
+    return tuple(out)
 
 
 def stats_urls(explicit: Sequence[str], pod_ips: Mapping[str, str], port: int) -> dict[str, str]:

@@ -27,7 +27,7 @@ def serve() -> None:
 def record(
     namespace: str,
     name: str,
-    rate: float,
+    rate: float | None,
     ewma: float,
     dev: float,
     target: float,
@@ -36,8 +36,10 @@ def record(
     share: float,
     cost: float,
 ) -> None:
+    if rate is not None:  # no sample this epoch: the gauge keeps the last rate
+        RATE.labels(namespace, name).set(rate)
     for gauge, value in (
-        (RATE, rate), (EWMA, ewma), (DEV, dev), (TARGET, target), (DESIRED, desired),
+        (EWMA, ewma), (DEV, dev), (TARGET, target), (DESIRED, desired),
         (READY, ready), (SHARE, share), (COST, cost),
     ):  # fmt: skip
         gauge.labels(namespace, name).set(value)

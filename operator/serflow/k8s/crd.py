@@ -129,6 +129,18 @@ def _status_schema() -> dict[str, Any]:
                     **setup,
                     "mu": num,
                     "rate": num,
+                    "worstBatchSeconds": num,
+                    "economics": _obj(
+                        "What the epochs need of the plan (kept so a restart need not re-plan).",
+                        {
+                            "mu": num,
+                            "instancePricePerSecond": num,
+                            "faasPerRequest": num,
+                            "addPerRequest": num,
+                            "hasPool": {"type": "boolean"},
+                            "batchesPerInstance": {"type": "integer"},
+                        },
+                    ),
                     "candidates": {"type": "array", "items": cand},
                 },
             ),
@@ -141,6 +153,12 @@ def _status_schema() -> dict[str, Any]:
                     "target": num,
                     "samples": {"type": "integer"},
                     "epoch": {"type": "integer"},
+                    "lastSample": {
+                        "type": "string",
+                        "enum": ["ok", "baseline", "missing"],
+                        "description": "The last epoch's scrape: a rate, a baseline only, or missing (skipped).",
+                    },
+                    "samplesMissed": _int("Epochs whose scrape failed (the monitor skipped them)."),
                     "counters": {
                         "type": "object",
                         "additionalProperties": {"type": "integer"},

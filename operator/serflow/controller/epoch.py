@@ -1,0 +1,87 @@
+"""One epoch of the operator: gather (I/O only) -> decide (pure) -> execute (writes only).
+
+The daemon in ``handlers`` calls ``run_epoch`` once per epoch with the plan that planning
+left in the object's memo and the state the previous epoch returned; nothing here reads
+the SerflowInference itself or runs the configurator.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from serflow import wire
+from serflow.controller import metrics
+from serflow.controller.decide import ChosenPlan, Decision, EpochState, Observation, decide
+from serflow.controller.kube import Kube, read_counters, stats_urls
+from serflow.k8s import builders
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Where an epoch gets its time from (tests pass their own)."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    """Seconds for rates and epoch lengths."""
+    wall: Callable[[], str] = utc_now
+    """UTC timestamps for conditions and events."""
+
+
+def gather(
+    kube: Kube, plan: ChosenPlan, clock: Clock, conditions: Sequence[Mapping[str, Any]]
+) -> Observation:
+    """Read the counters and the children; ``conditions`` come from the daemon's live body."""
+    inf, owner = plan.inference, plan.owner
+    pods = (
+        {}
+        if inf.routing.stats_urls
+        else kube.pod_ips(owner.namespace, builders.labels(owner, "router"))
+    )
+    urls = stats_urls(inf.routing.stats_urls, pods, wire.STATS_PORT)
+    readings = read_counters(urls, wire.request_counter(inf.routing.stat_prefix))
+    now = clock.monotonic()
+    children = {key: kube.get(key[0], key[1], owner.namespace, key[2]) for key in plan.child_keys()}
+    return Observation(
+        now=now,
+        wall=clock.wall(),
+        counters=readings,
+        children=children,
+        conditions=tuple(dict(c) for c in conditions),
+    )
+
+
+def execute(kube: Kube, plan: ChosenPlan, decision: Decision, at: str) -> None:
+    """Apply the children that differ, patch the status, post the events, set the gauges."""
+    owner = plan.owner
+    for obj in decision.apply:
+        kube.apply(obj)
+    kube.patch_status(owner.namespace, owner.name, decision.status)
+    ref = {**owner.reference(), "namespace": owner.namespace}
+    involved = {k: ref[k] for k in ("apiVersion", "kind", "name", "namespace", "uid")}
+    for e in decision.events:
+        kube.post_event(involved, e.reason.value, e.message, at)
+    est = decision.state.scaler.estimate
+    metrics.record(owner.namespace, owner.name, decision.sample.rate, est.ewma, est.dev,
+                   decision.target_rate, decision.state.scaler.desired, decision.ready,
+                   decision.pool_share, decision.cost_per_hour)  # fmt: skip
+
+
+def run_epoch(
+    kube: Kube,
+    plan: ChosenPlan,
+    state: EpochState,
+    clock: Clock,
+    conditions: Sequence[Mapping[str, Any]],
+) -> Decision:
+    """Gather, decide, execute; the decision's state is the next epoch's."""
+    obs = gather(kube, plan, clock, conditions)
+    decision = decide(state, obs, plan)
+    execute(kube, plan, decision, obs.wall)
+    return decision

@@ -1,0 +1,315 @@
+"""The epoch (gather -> decide -> execute) in this process, on the real API server.
+
+A fake clock drives the epochs; the counters come from a tiny stats endpoint on
+127.0.0.1 that serves what the test sets (and can answer 503). The plan is made here,
+as the create handler would, so that what one epoch does can be counted on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+import serflow.controller.handlers as handlers
+import serflow.policy.configurator as configurator
+from serflow.controller.decide import (
+    ChosenPlan,
+    Decision,
+    EpochState,
+    EventReason,
+    SampleKind,
+    epoch_state_from_status,
+)
+from serflow.controller.epoch import Clock, run_epoch
+from serflow.controller.kube import Kube
+from serflow.inference import parse_inference
+from serflow.k8s import builders
+from serflow.k8s.crd import GROUP, PLURAL, VERSION
+from serflow.policy.monitor import TrafficEstimate, observe
+from serflow.policy.scaler import desired_instances
+from serflow.spec import parse_workload
+from tests.controller.manifests import REPO, manifest
+
+pytestmark = pytest.mark.cluster
+
+NAME = "ep"
+COUNTER = "http.ingress.downstream_rq_total"
+
+
+@dataclass
+class StatsEndpoint:
+    """Envoy's stats listener as the operator reads it: one counter, or a 503 when told."""
+
+    value: int = 0
+    failures: int = 0
+    """How many of the next scrapes answer 503."""
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if endpoint.failures:
+                    endpoint.failures -= 1
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                body = f"{COUNTER}: {endpoint.value}\n".encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/plain")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/stats"
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@dataclass
+class FakeClock:
+    """Monotonic seconds the test sets; a fixed wall time."""
+
+    t: float = 0.0
+
+    def clock(self) -> Clock:
+        return Clock(monotonic=lambda: self.t, wall=lambda: "2026-01-01T00:00:00Z")
+
+
+@dataclass
+class Requests:
+    """Every request an ApiClient sends: (method, path)."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def wrap(self, api: client.ApiClient) -> None:
+        send: Callable[..., Any] = api.rest_client.request
+
+        def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            self.calls.append((method, urllib.parse.urlsplit(url).path))
+            return send(method, url, *args, **kwargs)
+
+        api.rest_client.request = request
+
+
+@dataclass
+class Bed:
+    """One SerflowInference planned here, its children applied, and an epoch runner."""
+
+    kube: Kube
+    requests: Requests
+    stats: StatsEndpoint
+    time: FakeClock
+    plan: ChosenPlan
+    state: EpochState
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    """The object's conditions as the daemon's live body would hold them."""
+
+    def epoch(self, at: float, value: int | None = None) -> Decision:
+        """One epoch at ``at`` seconds, the counter at ``value`` (None: the scrape fails)."""
+        self.time.t = at
+        if value is None:
+            self.stats.failures = 1
+        else:
+            self.stats.value = value
+        d = run_epoch(self.kube, self.plan, self.state, self.time.clock(), self.conditions)
+        self.state, self.conditions = d.state, d.status["conditions"]
+        return d
+
+    def status(self) -> dict[str, Any]:
+        obj = self.custom().get_namespaced_custom_object_status(
+            GROUP, VERSION, self.plan.owner.namespace, PLURAL, NAME
+        )
+        return dict(obj.get("status") or {})
+
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.kube.api)
+
+    def get(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get(api_version, kind, self.plan.owner.namespace, name)
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: Any) -> None:
+    """The CRD of this tree (helm never upgrades a chart's CRDs, so apply it here)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                    str(REPO / "crds" / "serflowinference.yaml"))  # fmt: skip
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    f"crd/{PLURAL}.{GROUP}")  # fmt: skip
+
+
+@pytest.fixture
+def bed(cluster: Any, crd: None, namespace: str) -> Iterator[Bed]:
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    requests = Requests()
+    requests.wrap(api)
+    kube = Kube(api)
+    stats = StatsEndpoint()
+    stats.start()
+    m = manifest(NAME)
+    m["spec"]["routing"] = {"statsUrls": [stats.url]}
+    m["spec"]["scaling"]["intervalEpochs"] = 1  # resize every epoch: a skipped one would show
+    m["metadata"]["namespace"] = namespace
+    obj = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, m
+    )
+    w = parse_workload(m)
+    chosen = configurator.configure(w, w.expected_rate).chosen
+    assert chosen is not None
+    owner = builders.Owner(NAME, namespace, obj["metadata"]["uid"])
+    desired = desired_instances(w.expected_rate, chosen.economics, w.scaling)
+    plan = ChosenPlan(owner, parse_inference(m["spec"], NAME), w, chosen, 1, desired, 0, "g1e0")
+    for child in plan.children(desired, 0, "g1e0"):
+        kube.apply(child)
+    try:
+        yield Bed(kube, requests, stats, FakeClock(), plan, epoch_state_from_status({}, plan))
+    finally:
+        stats.stop()
+        api.close()
+
+
+def _spy_on_planning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning must not happen inside an epoch: make every way to it fail loudly."""
+
+    def planned(*_: Any, **__: Any) -> Any:
+        raise AssertionError("an epoch planned")
+
+    monkeypatch.setattr(configurator, "configure", planned)
+    monkeypatch.setattr(handlers, "configure", planned)
+    monkeypatch.setattr(handlers, "read_inputs", planned)
+    monkeypatch.setattr(handlers, "start_profiling", planned)
+
+
+def test_one_epoch_reads_only_its_children_and_plans_nothing(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _spy_on_planning(monkeypatch)
+    first = bed.epoch(0.0, 0)
+    # The children as the API server stores them (defaults, canonical quantities) match
+    # what the builders set: nothing counts as drift.
+    assert first.sample.kind is SampleKind.BASELINE
+    assert not _drift(first)
+    bed.requests.calls.clear()
+    d = bed.epoch(1.0, 20)
+    assert d.sample.rate == 20.0 and not _drift(d)
+    ns = bed.plan.owner.namespace
+    own = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{NAME}"
+    assert ("GET", own) not in bed.requests.calls
+    # Reads: each child once. Writes: the status, what this epoch decided to change (the
+    # route, when kwok's pool pods became ready meanwhile), and its events.
+    applied = [("PATCH", _path(o, ns)) for o in d.apply]
+    events = [("POST", f"/api/v1/namespaces/{ns}/events")] * len(d.events)
+    assert sorted(bed.requests.calls) == sorted(
+        [
+            ("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}-pool"),
+            ("GET", f"/api/v1/namespaces/{ns}/services/{NAME}-pool"),
+            ("GET", f"/apis/serving.knative.dev/v1/namespaces/{ns}/services/{NAME}-spill"),
+            ("GET", f"/api/v1/namespaces/{ns}/configmaps/{NAME}-envoy"),
+            ("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}-envoy"),
+            ("GET", f"/api/v1/namespaces/{ns}/services/{NAME}-envoy"),
+            ("PATCH", f"{own}/status"),
+            *applied,
+            *events,
+        ]
+    )
+
+
+def _drift(d: Decision) -> list[str]:
+    return [e.message for e in d.events if e.reason is EventReason.DRIFT_CORRECTED]
+
+
+def _path(obj: dict[str, Any], ns: str) -> str:
+    group = obj["apiVersion"]
+    base = f"/api/{group}" if "/" not in group else f"/apis/{group}"
+    plural = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps"}
+    return f"{base}/namespaces/{ns}/{plural[obj['kind']]}/{obj['metadata']['name']}"
+
+
+def test_a_failed_scrape_leaves_ewma_and_pool_size_unchanged(bed: Bed) -> None:
+    w = bed.plan.workload
+    a, b, k = w.scaling.ewma_a, w.scaling.ewma_b, w.scaling.k
+    econ = bed.plan.candidate.economics
+    seen = []
+    for at, value in [(0.0, 0), (1.0, 20), (2.0, None), (3.0, 60), (4.0, 80)]:
+        bed.epoch(at, value)
+        st = bed.status()
+        pool = bed.get("apps/v1", "Deployment", f"{NAME}-pool")
+        assert pool is not None
+        seen.append((st["traffic"], st["instances"]["desired"], pool["spec"]["replicas"]))
+    traffic = [t for t, _, _ in seen]
+    assert [t["lastSample"] for t in traffic] == ["baseline", "ok", "missing", "ok", "ok"]
+    assert [t["samplesMissed"] for t in traffic] == [0, 0, 1, 1, 1]
+    assert [t.get("rate") for t in traffic] == [None, 20.0, 20.0, 20.0, 20.0]
+    # What the monitor should hold: the prior (the expected rate), then 20 req/s three
+    # times; the failed epoch repeats the previous one exactly.
+    est = TrafficEstimate(w.expected_rate, 0.0, 1)
+    want = [est]
+    for rate in (20.0, None, 20.0, 20.0):
+        est = est if rate is None else observe(est, rate, a, b)
+        want.append(est)
+    got = [TrafficEstimate(t["ewma"], t["deviation"], t["samples"]) for t in traffic]
+    assert got == want
+    sizes = [desired_instances(e.target(k), econ, w.scaling) for e in want]
+    assert [d for _, d, _ in seen] == [r for _, _, r in seen] == [bed.plan.desired, *sizes[1:]]
+    assert seen[2][0] | {"lastSample": "ok", "samplesMissed": 0} == seen[1][0]
+
+
+def test_drifted_children_are_restored_in_one_epoch(bed: Bed, cluster: Any) -> None:
+    bed.epoch(0.0, 0)
+    ns = bed.plan.owner.namespace
+    kubectl = cluster.kubectl
+    kubectl("scale", "deployment", f"{NAME}-pool", "-n", ns, "--replicas=7")
+    kubectl("delete", "ksvc", f"{NAME}-spill", "-n", ns)
+    kubectl("patch", "configmap", f"{NAME}-envoy", "-n", ns, "--type=merge",
+            "-p", json.dumps({"data": {"route.yaml": "{}"}}))  # fmt: skip
+    kubectl("set", "image", f"deployment/{NAME}-envoy", "-n", ns, "envoy=example/other:1")
+    other = {"spec": {"selector": {"app.kubernetes.io/component": "other"}}}
+    kubectl("patch", "service", f"{NAME}-pool", "-n", ns, "--type=merge", "-p", json.dumps(other))
+    d = bed.epoch(1.0, None)
+    assert sorted(_drift(d)) == [
+        f"ConfigMap {NAME}-envoy: data.route.yaml changed; re-applied",
+        f"Deployment {NAME}-envoy: spec.template.spec.containers[0].image changed; re-applied",
+        f"Deployment {NAME}-pool: spec.replicas changed; re-applied",
+        f"Service {NAME}-pool: spec.selector.app.kubernetes.io/component changed; re-applied",
+        f"Service {NAME}-spill: deleted; re-applied",
+    ]
+    want = {(o["kind"], o["metadata"]["name"]): o for o in bed.plan.children(
+        bed.state.scaler.desired, bed.state.pool_weight, bed.state.route_version)}  # fmt: skip
+    pool = bed.get("apps/v1", "Deployment", f"{NAME}-pool") or {}
+    assert pool["spec"]["replicas"] == bed.plan.desired
+    envoy = bed.get("apps/v1", "Deployment", f"{NAME}-envoy") or {}
+    image = envoy["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == bed.plan.inference.routing.image
+    cm = bed.get("v1", "ConfigMap", f"{NAME}-envoy") or {}
+    assert cm["data"] == want[("ConfigMap", f"{NAME}-envoy")]["data"]
+    svc = bed.get("v1", "Service", f"{NAME}-pool") or {}
+    assert svc["spec"]["selector"] == builders.labels(bed.plan.owner, "pool")
+    assert bed.get("serving.knative.dev/v1", "Service", f"{NAME}-spill") is not None
+    events = client.CoreV1Api(bed.kube.api).list_namespaced_event(
+        ns, field_selector=f"involvedObject.name={NAME},reason=DriftCorrected"
+    )
+    assert len(events.items) == 5
+    again = bed.epoch(2.0, None)
+    assert not _drift(again)
