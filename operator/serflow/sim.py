@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from serflow.policy import expected_cost
 from serflow.policy.balancer import Allocation, balance
-from serflow.policy.configurator import Candidate, Granularity, PoolKind
-from serflow.policy.scaler import ScalerState, step
+from serflow.policy.configurator import Candidate, Granularity, PoolKind, instance_cold_epochs
+from serflow.policy.expected_cost import step_with
+from serflow.policy.scaler import ScalerState
 from serflow.profile import PricingMode
 from serflow.schedule import EpochCosts, cheapest_schedule, ticks
 from serflow.spec import ScalingPolicy, Workload
@@ -158,7 +158,7 @@ class _Replay:
         self.stages: list[tuple[str, float, float]] = []  # (role, exec s/req, survival in)
         if s.pool is not PoolKind.FAAS:
             inst = prof.config(s.instance)
-            self.inst_cold_epochs = 0 if warm_functions else math.ceil(inst.cold_start_s / self.d)
+            self.inst_cold_epochs = 0 if warm_functions else instance_cold_epochs(w, cand)
             uh = inst.seconds_per_request
             x = [0.0] * (self.k - 1)
             for c in prof.cuts:
@@ -339,23 +339,13 @@ def replay(
         return _replay_limit(w, cand, counts, phase, progress)
     econ, scaling, d = cand.economics, w.scaling, w.objective.epoch
     shift = -phase % scaling.interval_epochs  # added to the tick clock after epoch 0
-    if policy is PolicyName.EXPECTED_COST:
-        cold = _Replay(w, cand, warm_functions=False).inst_cold_epochs
-        costed = expected_cost.ExpectedCostState()
-
-        def resize_expected(t: int, n: int) -> int | None:
-            nonlocal costed
-            decision, costed = expected_cost.step(costed, n / d, econ, scaling, cold)
-            if t == 0:
-                costed = replace(costed, epoch=costed.epoch + shift)
-            return decision.desired if decision.rescaled else None
-
-        return _replay_sizes(w, cand, counts, policy, resize_expected, progress)
+    rule = ScalingPolicy.EXPECTED_COST if policy is PolicyName.EXPECTED_COST else ScalingPolicy.PAPER
+    cold = instance_cold_epochs(w, cand)
     state = ScalerState()
 
     def resize(t: int, n: int) -> int | None:
         nonlocal state
-        decision, state = step(state, n / d, econ, scaling)
+        decision, state = step_with(rule, state, n / d, econ, scaling, cold)
         if t == 0:
             state = replace(state, epoch=state.epoch + shift)
         return decision.desired if decision.rescaled else None

@@ -72,6 +72,7 @@ _SPEC: dict[str, Any] = {
     "scaling": {
         "epochSeconds": 1,
         "intervalEpochs": 2,
+        "policy": "paper",  # the tests of the epoch check the paper rule's exact numbers
         "ewma": {"a": 0.5, "b": 0.5},
         "k": 1,
         "maxInstances": 20,

@@ -29,7 +29,8 @@ from kubernetes import client, watch
 from serflow.k8s import envoy as render
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 from serflow.policy.balancer import pool_share, route_weights
-from serflow.policy.configurator import configure
+from serflow.policy.configurator import configure, instance_cold_epochs
+from serflow.policy.expected_cost import HISTORY_WINDOWS, choose
 from serflow.policy.monitor import TrafficEstimate, observe
 from serflow.spec import parse_workload
 from tests.controller.manifests import REPO, manifest
@@ -470,6 +471,51 @@ def test_traffic_moves_ewma_replicas_and_weights(env: Env, api_client: Any) -> N
     ]
     assert sum(c["weight"] for c in clusters) == 1000
     assert {e["reason"] for e in env.events("traffic")} >= {"Planned", "Scaled"}
+
+
+def test_expected_cost_scaler_sizes_the_pool_from_its_history(env: Env, api_client: Any) -> None:
+    m = _sfi("costed", env, traffic={"expectedRate": 5})
+    m["spec"]["scaling"]["policy"] = "expected-cost"
+    m["spec"]["scaling"]["maxInstances"] = 4
+    assert env.apply(m).returncode == 0
+    wait_for("Configured", lambda: env.condition("costed", "Configured").get("status") == "True")
+    obj = env.sfi("costed")
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            env.envoy.send(4)
+            stop.wait(0.1)  # pacing, not a timing assert
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    try:
+        snaps = _traffic_changes(
+            api_client, env, obj,
+            lambda s: len(_consecutive(s)) >= 6 and s[-1]["instances"]["desired"] > 1,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        t.join()
+    w = parse_workload(m)
+    cand = configure(w, 5.0).chosen
+    assert cand is not None
+    cold = instance_cold_epochs(w, cand)
+    history = HISTORY_WINDOWS * w.scaling.interval_epochs
+    pairs = _consecutive(snaps)
+    assert len(pairs) >= 6
+    for prev, cur in pairs:
+        p, c = prev["traffic"], cur["traffic"]
+        # The history is the rates seen, bounded; the monitor still moves the EWMA.
+        assert c["recent"] == pytest.approx(([*p["recent"], c["rate"]])[-history:], abs=1e-4)
+        est = observe(TrafficEstimate(p["ewma"], p["deviation"], p["samples"]), c["rate"], 0.5, 0.5)
+        assert c["ewma"] == pytest.approx(est.ewma)
+        if p["epoch"] % w.scaling.interval_epochs == 0:
+            want = choose(c["recent"], prev["instances"]["desired"], cand.economics, w.scaling, cold)
+            assert cur["instances"]["desired"] == want
+        else:
+            assert cur["instances"]["desired"] == prev["instances"]["desired"]
+    assert snaps[-1]["instances"]["desired"] > 1  # the load grew the pool
 
 
 def test_restart_continues_from_status(env: Env, api_client: Any) -> None:

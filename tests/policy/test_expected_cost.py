@@ -5,13 +5,10 @@ from __future__ import annotations
 import pytest
 
 from serflow.policy.configurator import PoolKind, best_at, configure
-from serflow.policy.expected_cost import (
-    HISTORY_WINDOWS,
-    ExpectedCostState,
-    choose,
-    saving,
-    step,
-)
+from serflow.policy.expected_cost import HISTORY_WINDOWS, choose, saving, step, step_with
+from serflow.policy.scaler import ScalerState
+from serflow.policy.scaler import step as paper_step
+from serflow.spec import ScalingPolicy
 from tests.policy.helpers import tiny
 
 # tiny, IaaS: mu 1 req/s, p $0.001/s, c_F = 0.001 x (0.2 + 0.5 x 0.3) + 0.01/10 = $0.00135,
@@ -68,19 +65,30 @@ def test_min_and_max_instances_clamp() -> None:
 
 
 def test_stepped_tick_by_tick() -> None:
-    s = ExpectedCostState()
+    s = ScalerState()
     seen = []
-    for rate in [2.5, 2.5, None, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]:
+    for rate in [2.5, 2.5, 2.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]:
         d, s = step(s, rate, ECON, W.scaling, COLD)
         seen.append((d.rescaled, d.desired, len(s.recent)))
-    # Ticks at epochs 0, 2, 4, ...: at 0 one sample of 2.5 -> 2 instances. The missing
-    # sample (epoch 2) adds nothing to the history, so that tick sees [2.5, 2.5] again.
-    # At epoch 4 the rates are [2.5, 2.5, 0, 0]: each instance saves 0.00135 x 2/4 =
-    # $0.000675 < p, so both go.
+    # Ticks at epochs 0, 2, 4, ...: at 0 one sample of 2.5 -> 2 instances; at 2 the
+    # rates are [2.5, 2.5, 2.5]. At 4, [2.5, 2.5, 2.5, 0, 0]: each instance takes
+    # 1 req/s 3 epochs in 5 and saves 0.00135 x 3/5 = $0.00081 < p, so both go.
     assert seen == [
-        (True, 2, 1), (False, 2, 2), (True, 2, 2), (False, 2, 3),
-        (True, 0, 4), (False, 0, 5), (True, 0, 6), (False, 0, 7),
+        (True, 2, 1), (False, 2, 2), (True, 2, 3), (False, 2, 4),
+        (True, 0, 5), (False, 0, 6), (True, 0, 7), (False, 0, 8),
         (True, 0, 8), (False, 0, 8), (True, 0, 8), (False, 0, 8),
     ]  # fmt: skip
     assert s.epoch == 12
     assert s.recent == (0.0,) * 8  # bounded: the oldest fell out
+    # The monitor is stepped too (a = b = 0.5 in tiny): its EWMA feeds the route.
+    assert s.estimate.samples == 12 and s.estimate.ewma == pytest.approx(2.5 * 0.5**9)
+
+
+def test_step_with_follows_scaling_policy() -> None:
+    paper = tiny(scaling__policy="paper").scaling
+    assert W.scaling.policy is ScalingPolicy.EXPECTED_COST  # the default
+    s = ScalerState()
+    assert step_with(paper.policy, s, 2.8, ECON, paper, COLD) == paper_step(s, 2.8, ECON, paper)
+    assert step_with(W.scaling.policy, s, 2.8, ECON, W.scaling, COLD) == step(
+        s, 2.8, ECON, W.scaling, COLD
+    )

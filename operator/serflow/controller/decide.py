@@ -18,10 +18,18 @@ from kubernetes.utils.quantity import parse_quantity
 from serflow.inference import InferenceSpec
 from serflow.k8s import builders
 from serflow.policy.balancer import pool_share, route_weights
-from serflow.policy.configurator import Candidate, Granularity, Plan, PoolKind, Setup
+from serflow.policy.configurator import (
+    Candidate,
+    Granularity,
+    Plan,
+    PoolKind,
+    Setup,
+    instance_cold_epochs,
+)
 from serflow.policy.cost import PoolEconomics
+from serflow.policy.expected_cost import step_with
 from serflow.policy.monitor import TrafficEstimate
-from serflow.policy.scaler import ScalerState, step
+from serflow.policy.scaler import ScalerState
 from serflow.report import candidate_dict
 from serflow.spec import Workload
 
@@ -172,6 +180,7 @@ def scaler_from_status(status: Mapping[str, Any]) -> ScalerState:
         ),
         epoch=int(t.get("epoch", 0)),
         desired=int(inst.get("desired", 0)),
+        recent=tuple(float(x) for x in t.get("recent") or ()),
     )
 
 
@@ -186,7 +195,10 @@ def with_prior(state: ScalerState, expected_rate: float) -> ScalerState:
     if state.estimate.samples or expected_rate <= 0:
         return state
     return ScalerState(
-        TrafficEstimate(ewma=expected_rate, dev=0.0, samples=1), state.epoch, state.desired
+        TrafficEstimate(ewma=expected_rate, dev=0.0, samples=1),
+        state.epoch,
+        state.desired,
+        (expected_rate,),
     )
 
 
@@ -476,7 +488,8 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
     sample = sample_rate(state.counters, state.counters_at, obs.counters, obs.now)
     scaler = with_prior(state.scaler, w.expected_rate)
     if sample.rate is not None:
-        scaled, scaler = step(scaler, sample.rate, econ, knobs)
+        cold = instance_cold_epochs(w, cand)
+        scaled, scaler = step_with(knobs.policy, scaler, sample.rate, econ, knobs, cold)
         target = scaled.target_rate
     else:
         target = scaler.estimate.target(knobs.k)
@@ -545,6 +558,8 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
         "counters": {**{k: None for k in state.counters}, **new.counters},
         "lastSample": sample.kind.value,
         "samplesMissed": missed,
+        # Rounded: the history is bounded in count (4 x S) and so, with this, in bytes.
+        "recent": [round(x, 4) for x in scaler.recent],
     }
     if sample.rate is not None:
         traffic["rate"] = sample.rate

@@ -43,8 +43,8 @@ from serflow.inference import InferenceSpec, ProfileSource, fingerprint_mismatch
 from serflow.k8s import builders, jobs
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 from serflow.policy.balancer import pool_share, route_weights
-from serflow.policy.configurator import Candidate, Plan, configure
-from serflow.policy.scaler import desired_instances
+from serflow.policy.configurator import Candidate, Plan, configure, instance_cold_epochs
+from serflow.policy.expected_cost import planned_size
 from serflow.profile import parse_prices
 from serflow.report import chosen_line
 from serflow.spec import Workload, parse_workload
@@ -187,9 +187,10 @@ def reconcile(
             return refuse("NoFeasibleSetup", plan.reason)
         cand = plan.chosen
     changed = not same_setup(old_plan, cand)
-    target = state.estimate.target(w.scaling.k) if state.estimate.samples else rate
     desired = (
-        desired_instances(target, cand.economics, w.scaling)
+        planned_size(
+            w.scaling.policy, state, rate, cand.economics, w.scaling, instance_cold_epochs(w, cand)
+        )
         if changed or not old_plan
         else state.desired
     )

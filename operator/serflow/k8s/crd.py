@@ -159,6 +159,13 @@ def _status_schema() -> dict[str, Any]:
                         "description": "The last epoch's scrape: a rate, a baseline only, or missing (skipped).",
                     },
                     "samplesMissed": _int("Epochs whose scrape failed (the monitor skipped them)."),
+                    "recent": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "maxItems": 4 * 1000,
+                        "description": "The expected-cost scaler's history: the last 4 x S "
+                        "observed rates, oldest first, req/s.",
+                    },
                     "counters": {
                         "type": "object",
                         "additionalProperties": {"type": "integer"},

@@ -290,6 +290,13 @@ def cost_crossings(cands: Iterable[Candidate]) -> tuple[CostCrossing, ...]:
     return tuple(out)
 
 
+def instance_cold_epochs(w: Workload, c: Candidate) -> int:
+    """Whole epochs a new pool instance is billed before it serves (0 without a pool)."""
+    if c.setup.pool is PoolKind.FAAS:
+        return 0
+    return math.ceil(w.profile.config(c.setup.instance).cold_start_s / w.objective.epoch - 1e-9)
+
+
 def best_at(plan: Plan, tau: float) -> Candidate | None:
     """The cheapest feasible candidate at one tau."""
     at = [c for c in plan.candidates if c.feasible and math.isclose(c.tau, tau)]

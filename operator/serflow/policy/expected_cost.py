@@ -15,34 +15,24 @@ than the bar to keep. Sizes between the two stay as they are: that band, set by 
 cold start, is the hysteresis. The expected life is taken as the history's length: the
 distribution is trusted for as long as it was observed.
 
-Pure, like ``serflow.policy.scaler``: state in, decision and state out; no clock.
+Pure, like ``serflow.policy.scaler`` and with the same state: state in, decision and
+state out; no clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from serflow.policy.cost import PoolEconomics
-from serflow.policy.scaler import ScalingDecision
-from serflow.spec import ScalingSpec
+from serflow.policy.monitor import observe
+from serflow.policy.scaler import ScalerState, ScalingDecision, desired_instances
+from serflow.policy.scaler import step as paper_step
+from serflow.spec import ScalingPolicy, ScalingSpec
 
 HISTORY_WINDOWS = 4
 """How many scaling windows of recent rates the distribution holds (and an instance's
 expected life). Fixed once, on principle: long enough that one burst does not make the
 distribution, short enough to follow the traffic within a few windows."""
-
-
-@dataclass(frozen=True)
-class ExpectedCostState:
-    """What must survive between epochs (and operator restarts)."""
-
-    recent: tuple[float, ...] = ()
-    """The observed rates of the last HISTORY_WINDOWS x S epochs, oldest first, req/s."""
-    epoch: int = 0
-    """Epochs stepped so far, observed or not."""
-    desired: int = 0
-    """The pool size decided at the last scaling epoch."""
 
 
 def saving(rates: Sequence[float], n: int, econ: PoolEconomics) -> float:
@@ -87,19 +77,56 @@ def choose(
 
 
 def step(
-    state: ExpectedCostState,
-    rate: float | None,
+    state: ScalerState,
+    rate: float,
     econ: PoolEconomics,
     scaling: ScalingSpec,
     cold_epochs: int,
-) -> tuple[ScalingDecision, ExpectedCostState]:
-    """Record one epoch's rate (None: no sample) and, every S epochs, resize the pool."""
+) -> tuple[ScalingDecision, ScalerState]:
+    """Observe one epoch's rate and, every S epochs, resize the pool.
+
+    The traffic monitor is stepped too: its EWMA is what the route's pool share and the
+    status report, whichever scaler sizes the pool.
+    """
     history = HISTORY_WINDOWS * scaling.interval_epochs
-    recent = state.recent if rate is None else (*state.recent, rate)[-history:]
+    recent = (*state.recent, rate)[-history:]
+    est = observe(state.estimate, rate, scaling.ewma_a, scaling.ewma_b)
     rescale = state.epoch % scaling.interval_epochs == 0
     desired = (
         choose(recent, state.desired, econ, scaling, cold_epochs) if rescale else state.desired
     )
-    mean = sum(recent) / len(recent) if recent else 0.0
-    new = ExpectedCostState(recent=recent, epoch=state.epoch + 1, desired=desired)
-    return ScalingDecision(desired, rescale, mean), new
+    mean = sum(recent) / len(recent)
+    return ScalingDecision(desired, rescale, mean), ScalerState(est, state.epoch + 1, desired, recent)
+
+
+def step_with(
+    policy: ScalingPolicy,
+    state: ScalerState,
+    rate: float,
+    econ: PoolEconomics,
+    scaling: ScalingSpec,
+    cold_epochs: int,
+) -> tuple[ScalingDecision, ScalerState]:
+    """One epoch of the scaler ``policy`` names (``scaling.policy``)."""
+    if policy is ScalingPolicy.PAPER:
+        return paper_step(state, rate, econ, scaling)
+    return step(state, rate, econ, scaling, cold_epochs)
+
+
+def planned_size(
+    policy: ScalingPolicy,
+    state: ScalerState,
+    rate: float,
+    econ: PoolEconomics,
+    scaling: ScalingSpec,
+    cold_epochs: int,
+) -> int:
+    """The pool size a new plan starts with, at the planning rate ``rate``.
+
+    The paper's rule sizes for the monitor's target (the rate itself with no sample);
+    the expected-cost scaler for its history (the rate itself with none), from no pool.
+    """
+    if policy is ScalingPolicy.PAPER:
+        target = state.estimate.target(scaling.k) if state.estimate.samples else rate
+        return desired_instances(target, econ, scaling)
+    return choose(state.recent or (rate,), 0, econ, scaling, cold_epochs)

@@ -24,6 +24,8 @@ class ScalerState:
     """Epochs observed so far."""
     desired: int = 0
     """The pool size decided at the last scaling epoch."""
+    recent: tuple[float, ...] = ()
+    """The last rates observed, oldest first, req/s (kept by the expected-cost scaler only)."""
 
 
 @dataclass(frozen=True)
@@ -54,5 +56,5 @@ def step(
     target = est.target(scaling.k)
     rescale = state.epoch % scaling.interval_epochs == 0
     desired = desired_instances(target, econ, scaling) if rescale else state.desired
-    new = ScalerState(estimate=est, epoch=state.epoch + 1, desired=desired)
+    new = ScalerState(estimate=est, epoch=state.epoch + 1, desired=desired, recent=state.recent)
     return ScalingDecision(desired, rescale, target), new
