@@ -4,13 +4,15 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,runtime
+EXTRAS ?= dev,testbed
 
 .PHONY: venv demo simulate test lint bench clean cluster cluster-build cluster-down
 
-$(STAMP): pyproject.toml
+# Two distributions, both editable: the data plane (images/) and the control plane with
+# the test bed (the root).
+$(STAMP): pyproject.toml images/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --disable-pip-version-check -q -e "./images[datasets]" -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -22,7 +24,7 @@ TRACE ?= $(if $(wildcard ../shared/traces/wits_logs.txt),../shared/traces/wits_l
 # workers, functions and Envoy serving a replayed trace), ending with a report in out/demo.
 demo: $(STAMP)
 	hack/cluster.sh build
-	$(BIN)/python -m serflow_runtime.local.demo --out out/demo
+	$(BIN)/python -m serflow_testbed.demo --out out/demo
 
 # What it would cost: the paper's setup planned and replayed by the simulator.
 simulate: $(STAMP)
@@ -35,7 +37,7 @@ simulate: $(STAMP)
 # cached after) before pytest, so its progress shows; exit 3 = cannot be built here, and
 # then the cluster tests skip saying why. The pytest fixtures start and stop it.
 test: $(STAMP)
-	$(BIN)/ruff check operator images tests bench
+	$(BIN)/ruff check operator images testbed tests bench
 	$(BIN)/mypy
 	hack/cluster.sh build || test $$? -eq 3
 	$(BIN)/pytest
@@ -50,7 +52,7 @@ cluster-down:
 	hack/cluster.sh down
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator images tests bench
+	$(BIN)/ruff check operator images testbed tests bench
 	$(BIN)/mypy
 
 clean:

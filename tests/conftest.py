@@ -8,8 +8,10 @@ built on it):
 - ``SERFLOW_KUBECONFIG=path``: use that cluster; it must answer ``/readyz``.
 - otherwise reuse the cluster of ``hack/cluster.sh`` if it is up,
 - otherwise run ``hack/cluster.sh up`` (building the binaries the first time) and
-  ``hack/cluster.sh down`` when the last pytest session using it ends
+  ``hack/cluster.sh down`` when the last session using it ends
   (``SERFLOW_CLUSTER_KEEP=1`` keeps it running).
+
+All of it is ``serflow_testbed.harness``; this file only adapts it to pytest.
 
 The tests skip only when the binaries cannot be built on this machine.
 """
@@ -18,20 +20,18 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from serflow_testbed.harness import BuildUnavailable, Cluster, ControlPlane, bin_dir
+
 REPO = Path(__file__).resolve().parent.parent
-CLUSTER_SH = REPO / "hack" / "cluster.sh"
 VERSIONS_ENV = REPO / "hack" / "versions.env"
-BUILD_FAILED = 3  # exit status of hack/cluster.sh when the binaries cannot be built
 
 
 def pinned_versions() -> dict[str, str]:
@@ -45,160 +45,37 @@ def pinned_versions() -> dict[str, str]:
     return pins
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """A running control plane: its admin kubeconfig and the directory of its tools."""
-
-    kubeconfig: Path
-    bin_dir: Path
-    started_here: bool
-
-    def run(
-        self,
-        tool: str,
-        *args: str,
-        input: str | None = None,
-        check: bool = True,
-        timeout: float = 120,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run kubectl or helm (from the pinned build) against this cluster."""
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        return subprocess.run(
-            [str(self.bin_dir / tool), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
-            env=env,
-        )
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return self.run("kubectl", *args, input=input, check=check)
-
-    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("helm", *args, check=check)
-
-    def ready(self) -> bool:
-        try:
-            out = self.kubectl("get", "--raw", "/readyz", "--request-timeout=5s", check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return out.returncode == 0 and out.stdout.strip() == "ok"
-
-
-def _script(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(CLUSTER_SH), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
-
-
-def _build_failure_reason(stderr: str) -> str:
-    """The one line of hack/cluster.sh's output that names the failed build step."""
-    for line in stderr.splitlines():
-        if re.search(r"build step '[^']+' failed", line):
-            return line.removeprefix("cluster.sh: ").strip()
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else "build failed"
-
-
-def _bin_dir() -> Path:
-    """Build the binaries if needed and return their directory; skip if they cannot be."""
-    built = _script("build")
-    if built.returncode == BUILD_FAILED:
-        pytest.skip(f"cluster binaries cannot be built here: {_build_failure_reason(built.stderr)}")
-    if built.returncode != 0:
-        pytest.fail(f"hack/cluster.sh build failed:\n{built.stderr[-4000:]}")
-    return Path(_script("bin").stdout.strip())
-
-
-def _state_env() -> dict[str, str]:
-    """KEY=VALUE pairs of the running cluster's cluster.env (empty if none)."""
-    env_out = _script("env")
-    if env_out.returncode != 0:
-        return {}
-    pairs: dict[str, str] = {}
-    for line in env_out.stdout.splitlines():
-        m = re.match(r"export (\w+)=(.*)$", line)
-        if m:
-            pairs[m.group(1)] = m.group(2)
-    return pairs
-
-
-def _state_dir() -> Path:
-    return Path(_script("state").stdout.strip())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _register(state: Path) -> Path:
-    """Record this pytest process as a user of the cluster (several sessions may share it)."""
-    users = state / "users"
-    users.mkdir(parents=True, exist_ok=True)
-    me = users / str(os.getpid())
-    me.touch()
-    return me
-
-
-def _other_live_users(state: Path) -> list[int]:
-    users = state / "users"
-    pids = [int(p.name) for p in users.glob("*") if p.name.isdigit()] if users.is_dir() else []
-    return [pid for pid in pids if pid != os.getpid() and _pid_alive(pid)]
-
-
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The session's control plane (reused if one is up, else started and stopped).
 
-    A cluster started by a pytest session is stopped by the last session using it; one
-    started by hand (``hack/cluster.sh up``) is left running.
+    A cluster started by a harness (a pytest session, the demo) is stopped by the last
+    session using it; one started by hand (``hack/cluster.sh up``) is left running.
     """
-    bin_dir = _bin_dir()
+    try:
+        tools = bin_dir()
+    except BuildUnavailable as e:
+        pytest.skip(f"cluster binaries cannot be built here: {e}")
+    except RuntimeError as e:
+        pytest.fail(str(e))
     external = os.environ.get("SERFLOW_KUBECONFIG")
     if external:
-        found = Cluster(Path(external), bin_dir, started_here=False)
+        found = Cluster(Path(external), tools)
         if not found.ready():
             pytest.fail(f"SERFLOW_KUBECONFIG={external}: the API server does not answer /readyz")
         yield found
         return
-
-    state = _state_dir()
-    started = False
-    if _script("status").returncode != 0:
-        up = _script("up")
-        if up.returncode == BUILD_FAILED:
-            pytest.skip(
-                f"cluster binaries cannot be built here: {_build_failure_reason(up.stderr)}"
-            )
-        if up.returncode != 0:
-            pytest.fail(f"hack/cluster.sh up failed:\n{up.stderr[-4000:]}")
-        started = True
-        (state / "started-by-pytest").touch()
-    me = _register(state)
+    shared = ControlPlane(keep=os.environ.get("SERFLOW_CLUSTER_KEEP") == "1")
     try:
-        yield Cluster(Path(_state_env()["KUBECONFIG"]), bin_dir, started_here=started)
+        running = shared.up()
+    except BuildUnavailable as e:
+        pytest.skip(f"cluster binaries cannot be built here: {e}")
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield running
     finally:
-        me.unlink(missing_ok=True)
-        last_out = not _other_live_users(state)
-        by_pytest = (state / "started-by-pytest").exists()
-        if last_out and by_pytest and os.environ.get("SERFLOW_CLUSTER_KEEP") != "1":
-            down = _script("down", timeout=300)
-            if down.returncode != 0:
-                print(f"hack/cluster.sh down failed:\n{down.stderr}", file=sys.stderr)
+        shared.down(lambda msg: print(msg, file=sys.stderr))
 
 
 @pytest.fixture(scope="session")

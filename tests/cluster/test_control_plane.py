@@ -5,33 +5,16 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client import ApiClient, ApiException
 
-if TYPE_CHECKING:
-    from conftest import Cluster
+from serflow_testbed.harness import Cluster, wait_for
 
 pytestmark = pytest.mark.cluster
-
-T = TypeVar("T")
-
-
-def poll(what: str, fn: Callable[[], T | None], timeout: float = 120.0, every: float = 0.5) -> T:
-    """Call fn until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def test_two_fake_nodes_with_pool_labels(api_client: ApiClient) -> None:
@@ -78,7 +61,7 @@ def test_deployment_of_three_replicas_becomes_available(
         status = apps.read_namespaced_deployment_status("echo", namespace).status
         return status.available_replicas if status.available_replicas == 3 else None
 
-    assert poll("3 available replicas", available) == 3
+    assert wait_for("3 available replicas", available, 120, 0.5) == 3
     pods = client.CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector="app=echo")
     assert len(pods.items) == 3
     nodes = {p.spec.node_name for p in pods.items}
@@ -115,7 +98,7 @@ def test_child_is_garbage_collected_with_its_owner(api_client: ApiClient, namesp
             raise
         return False
 
-    assert poll("the child ConfigMap to be garbage-collected", child_gone)
+    assert wait_for("the child ConfigMap to be garbage-collected", child_gone, 120, 0.5)
 
 
 def test_service_account_token_authenticates(api_client: ApiClient, namespace: str) -> None:
@@ -131,13 +114,15 @@ def test_service_account_token_authenticates(api_client: ApiClient, namespace: s
         ),
     ).status.token
     # The root-CA publisher writes kube-root-ca.crt into every namespace.
-    poll(
+    wait_for(
         "kube-root-ca.crt",
         lambda: [
             c
             for c in core.list_namespaced_config_map(namespace).items
             if c.metadata.name == "kube-root-ca.crt"
         ],
+        120,
+        0.5,
     )
     # A client that authenticates with the token only (no admin client certificate).
     conf = copy.copy(api_client.configuration)
@@ -251,7 +236,7 @@ def test_kwok_pod_ready_delay_models_a_cold_start(api_client: ApiClient, namespa
         ready = [c for c in pod.status.conditions or [] if c.type == "Ready" and c.status == "True"]
         return (pod, ready[0].last_transition_time) if ready else None
 
-    pod, ready_time = poll("the cold pod to become Ready", ready_at)
+    pod, ready_time = wait_for("the cold pod to become Ready", ready_at, 120, 0.5)
     assert pod.spec.node_name == "pool-c6i-large-0"
     # kwok held the pod for its 3 s delay (server timestamps have 1 s resolution).
     assert (ready_time - pod.metadata.creation_timestamp).total_seconds() >= 2

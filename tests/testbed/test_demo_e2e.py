@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from serflow_runtime.local import demo
+from serflow_testbed import demo
 
 pytestmark = pytest.mark.cluster
 

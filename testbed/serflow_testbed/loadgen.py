@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 
-from serflow_runtime.local.decide import Record, arrivals, where_from
+from serflow_testbed.decide import Record, arrivals, where_from
 
 
 def heldout_images(seed: int = 0) -> tuple[list[bytes], list[int]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serflow_runtime.local import demo
+from serflow_testbed import demo
 
 
 def test_a_second_demo_on_the_same_output_is_refused(

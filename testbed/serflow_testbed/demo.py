@@ -1,4 +1,4 @@
-"""``python -m serflow_runtime.local.demo``: the whole loop on one machine.
+"""``python -m serflow_testbed.demo``: the whole loop on one machine.
 
 1. the local control plane (``hack/cluster.sh up`` unless one is up), the chart;
 2. the model: the shipped checkpoint (trained here if it is missing);
@@ -23,7 +23,6 @@ import contextlib
 import fcntl
 import json
 import math
-import os
 import signal
 import statistics
 import subprocess
@@ -33,20 +32,30 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
-from serflow_runtime.local import decide
-from serflow_runtime.local.decide import Life, Record
-from serflow_runtime.local.runtime import free_port
+from serflow_testbed import decide
+from serflow_testbed.decide import Life, Record
+from serflow_testbed.harness import (
+    REPO,
+    Cluster,
+    ControlPlane,
+    Processes,
+    free_port,
+    http_ok,
+    install_chart,
+    kwok_node,
+    operator_argv,
+    operator_env,
+    sa_kubeconfig,
+    wait_for,
+)
 
-REPO = Path(__file__).resolve().parents[3]
 SHARED_TRACE = REPO.parent / "shared" / "traces" / "wits_logs.txt"
-SYSTEM_NS = "serflow-system"
-SA = "serflow-operator"
 KWOK_READY_DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"
 
 
@@ -54,153 +63,17 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-# -- the control plane --------------------------------------------------------------
-
-
-@dataclass
-class ControlPlane:
-    """``hack/cluster.sh``'s cluster: reused when up, else started and later stopped."""
-
-    repo: Path
-    started: bool = False
-    me: Path | None = None
-    kubeconfig: Path = Path()
-    bin_dir: Path = Path()
-
-    def sh(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", str(self.repo / "hack" / "cluster.sh"), *args],
-                              capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
-
-    def up(self) -> None:
-        if self.sh("status").returncode != 0:
-            say(
-                "starting the local control plane (hack/cluster.sh up; the first build takes minutes)"
-            )
-            r = self.sh("up")
-            if r.returncode != 0:
-                raise RuntimeError(f"hack/cluster.sh up failed:\n{r.stderr[-3000:]}")
-            self.started = True
-        else:
-            say("local control plane: already up, reusing it")
-        state = Path(self.sh("state").stdout.strip())
-        (state / "users").mkdir(parents=True, exist_ok=True)
-        self.me = state / "users" / str(os.getpid())
-        self.me.touch()  # sessions sharing the cluster register; the last one stops it
-        env = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in self.sh("env").stdout.splitlines()
-            if line.startswith("export ")
-        )
-        self.kubeconfig = Path(env["KUBECONFIG"])
-        self.bin_dir = Path(self.sh("bin").stdout.strip())
-
-    def tool(self, tool: str, *args: str, input: str | None = None, check: bool = True) -> str:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        r = subprocess.run([str(self.bin_dir / tool), *args], input=input, capture_output=True,
-                           text=True, timeout=180, env=env, check=False)  # fmt: skip
-        if check and r.returncode != 0:
-            raise RuntimeError(f"{tool} {' '.join(args[:3])} failed: {r.stderr[-2000:]}")
-        return r.stdout
-
-    def down(self) -> None:
-        if self.me:
-            self.me.unlink(missing_ok=True)
-            others = [
-                p for p in self.me.parent.glob("*") if p.name.isdigit() and _alive(int(p.name))
-            ]
-            if self.started and not others:
-                say("stopping the local control plane this demo started")
-                self.sh("down", timeout=300)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def pool_nodes(cp: ControlPlane, m: dict[str, Any]) -> None:
+def pool_nodes(cluster: Cluster, m: dict[str, Any]) -> None:
     """Fake kwok nodes of the instance types, one per instance the pool may grow to."""
-    docs = []
+    nodes = []
     for inst in m["spec"]["prices"]["instances"]:
         cfg = next(
             c for c in m["spec"]["profile"]["inline"]["configs"] if c["name"] == inst["name"]
         )
         for i in range(int(m["spec"]["scaling"]["maxInstances"])):
             node = f"demo-{inst['name'].replace('.', '-')}-{i}"
-            res = {"cpu": str(cfg["vcpu"]), "memory": f"{cfg['memoryMiB']}Mi", "pods": "110"}
-            docs.append({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": node, "annotations": {"kwok.x-k8s.io/node": "fake",
-                                                           "node.alpha.kubernetes.io/ttl": "0"},
-                             "labels": {"type": "kwok", "kubernetes.io/hostname": node,
-                                        "node.kubernetes.io/instance-type": inst["name"]}},
-                "status": {"allocatable": res, "capacity": res},
-            })  # fmt: skip
-    cp.tool("kubectl", "apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
-
-
-def sa_kubeconfig(cp: ControlPlane, path: Path) -> None:
-    """A kubeconfig with the chart's ServiceAccount token: the operator's real RBAC."""
-    admin = yaml.safe_load(cp.kubeconfig.read_text())
-    token = cp.tool(
-        "kubectl", "create", "token", SA, "-n", SYSTEM_NS, "--duration", "3600s"
-    ).strip()
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": SA}}],
-        "current-context": "sa",
-    }))  # fmt: skip
-
-
-# -- processes we start -------------------------------------------------------------
-
-
-@dataclass
-class Children:
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-
-    def start(
-        self, name: str, args: list[str], log: Path, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                             env={**os.environ, **(env or {})}, start_new_session=True)  # fmt: skip
-        self.procs.append((name, p))
-        return p
-
-    def stop(self, name: str | None = None, timeout: float = 60) -> None:
-        for n, p in reversed(self.procs):
-            if (name is None or n == name) and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-
-
-def wait_for(what: str, fn: Any, timeout: float, every: float = 0.3) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+            nodes.append(kwok_node(node, inst["name"], str(cfg["vcpu"]), f"{cfg['memoryMiB']}Mi"))
+    cluster.apply(nodes)
 
 
 # -- measuring the function once ------------------------------------------------------
@@ -222,12 +95,11 @@ class FunctionMeasure:
 def measure_function(tau: float, work: Path, images: list[bytes], n: int = 150) -> FunctionMeasure:
     port = free_port()
     t0 = time.monotonic()
-    p = subprocess.Popen(
-        [sys.executable, "-m", "serflow_runtime.cli", "function", "--partitions", "1-K",
-         "--tau", f"{tau:g}", "--port", str(port), "--threads", "1"],
-        stdout=(work / "measure.log").open("ab"), stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
-    )  # fmt: skip
+    procs = Processes()
+    procs.start("function", [sys.executable, "-m", "serflow_runtime.cli", "function",
+                             "--partitions", "1-K", "--tau", f"{tau:g}", "--port", str(port),
+                             "--threads", "1"],
+                work / "measure.log", {"OMP_NUM_THREADS": "1"})  # fmt: skip
     try:
         wait_for(
             "the function to answer", lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 120, 0.05
@@ -248,8 +120,7 @@ def measure_function(tau: float, work: Path, images: list[bytes], n: int = 150) 
         # The first requests warm the allocator and caches: a warm pod's numbers.
         return FunctionMeasure(cold, statistics.median(owns[10:]), statistics.median(trips[10:]))
     finally:
-        p.terminate()
-        p.wait(30)
+        procs.stop(timeout=30)
 
 
 def demo_manifest(base: dict[str, Any], fn: FunctionMeasure, inst_cold: float) -> dict[str, Any]:
@@ -258,7 +129,7 @@ def demo_manifest(base: dict[str, Any], fn: FunctionMeasure, inst_cold: float) -
     The function's seconds become the measured ones, and its price per GB-s moves the
     other way so that a spilled image costs what the example prices it at: the plan
     (T-CIP, pool size) is the example's on a fast machine and on a slow one alike."""
-    m = json.loads(json.dumps(base))
+    m: dict[str, Any] = json.loads(json.dumps(base))
     prof = m["spec"]["profile"]["inline"]
     tau = float(m["spec"]["thresholds"][0])
     th = next(t for t in prof["thresholds"] if abs(t["tau"] - tau) < 1e-9)
@@ -306,7 +177,7 @@ class Watch:
             obj = self.api.get_namespaced_custom_object(
                 "serflow.io", "v1alpha1", self.ns, "serflowinferences", self.name
             )
-            return dict(obj.get("status") or {})
+            return dict(cast(dict[str, Any], obj).get("status") or {})
         except Exception:  # a slow API server: keep the last status
             return self.status
 
@@ -331,7 +202,7 @@ def lives(state: dict[str, Any]) -> list[Life]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serflow_runtime.local.demo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m serflow_testbed.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("-f", "--manifest", default=str(REPO / "examples" / "digits-demo.yaml"),
                    help="a SerflowInference with an inline profile of one function size")  # fmt: skip
@@ -425,7 +296,7 @@ def run(a: argparse.Namespace) -> int:
         f"one line per {d:g} s epoch: {sum(counts)} requests in {a.epochs * d:.0f} s")  # fmt: skip
 
     from serflow_runtime.cli import BUNDLED
-    from serflow_runtime.local import loadgen
+    from serflow_testbed import loadgen
 
     if not BUNDLED.is_file():
         say("model: training the digits model (about a minute)")
@@ -441,15 +312,11 @@ def run(a: argparse.Namespace) -> int:
     trace_path = out / "trace.txt"
     trace_path.write_text("".join(f"{c}\n" for c in counts))
 
-    cp = ControlPlane(REPO)
+    control_plane = ControlPlane(keep=a.keep_cluster)
     try:
-        cp.up()
+        cp = control_plane.up(say)
         say("chart: helm upgrade --install serflow charts/serflow-operator")
-        # helm installs a chart's CRDs only once: apply this tree's (a reused cluster).
-        cp.tool("kubectl", "apply", "--server-side", "--force-conflicts", "-f",
-                str(REPO / "charts" / "serflow-operator" / "crds"))  # fmt: skip
-        cp.tool("helm", "upgrade", "--install", "serflow", str(REPO / "charts" / "serflow-operator"),
-                "-n", SYSTEM_NS, "--create-namespace", "--wait=false")  # fmt: skip
+        install_chart(cp)
         pool_nodes(cp, base)
         fn = alone
         if a.calibration_epochs > 0:
@@ -470,8 +337,7 @@ def run(a: argparse.Namespace) -> int:
         manifest_path.write_text(yaml.safe_dump(m, sort_keys=False))
         main = serve(a, cp, m, counts, images, labels, work, show=True)
     finally:
-        if not a.keep_cluster:
-            cp.down()
+        control_plane.down(say)
     return report(a, out, m, counts, main, manifest_path, trace_path, trace_what, fn, alone)
 
 
@@ -489,23 +355,23 @@ def calibrated(alone: FunctionMeasure, state: dict[str, Any]) -> FunctionMeasure
     )
 
 
-def serve(a: argparse.Namespace, cp: ControlPlane, m: dict[str, Any], counts: list[int],
+def serve(a: argparse.Namespace, cp: Cluster, m: dict[str, Any], counts: list[int],
           images: list[bytes], labels: list[int], work: Path, show: bool) -> Served:  # fmt: skip
     """Replay ``counts`` against ``m`` in a fresh namespace: its own operator, local
     runtime and Envoy, all stopped (and the namespace deleted) on the way out."""
     work.mkdir(parents=True, exist_ok=True)
     name, spec = m["metadata"]["name"], m["spec"]
     d, slo = float(spec["scaling"]["epochSeconds"]), float(spec["slo"]["latencySeconds"])
-    kids = Children()
+    kids = Processes()
     ns = f"serflow-demo-{uuid.uuid4().hex[:6]}"
     watch: Watch | None = None
     state_path = work / "runtime-state.json"
     try:
-        cp.tool("kubectl", "create", "namespace", ns)
+        cp.kubectl("create", "namespace", ns)
         envoy_port, stats_port = free_port(), free_port()
         stats_url = f"http://127.0.0.1:{stats_port}/stats"
         kids.start("runtime", [
-            sys.executable, "-m", "serflow_runtime.local.runtime", "--kubeconfig", str(cp.kubeconfig),
+            sys.executable, "-m", "serflow_testbed.runtime", "--kubeconfig", str(cp.kubeconfig),
             "--namespace", ns, "--name", name, "--workdir", str(work), "--state", str(state_path),
             "--envoy-port", str(envoy_port), "--stats-port", str(stats_port),
             "--cold-start", str(a.cold_start),
@@ -515,19 +381,16 @@ def serve(a: argparse.Namespace, cp: ControlPlane, m: dict[str, Any], counts: li
         wait_for("Envoy's stats listener", lambda: http_ok(stats_url), 60)
         sak = work / "sa.kubeconfig"
         sa_kubeconfig(cp, sak)
-        kids.start("operator", [sys.executable, "-m", "serflow.controller", "--namespace", ns,
-                                "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
-                   work / "operator.log",
-                   {"KUBECONFIG": str(sak), "SERFLOW_METRICS_PORT": str(free_port())})  # fmt: skip
+        kids.start("operator", operator_argv(ns), work / "operator.log", operator_env(sak))
         doc = {**m, "metadata": {**m["metadata"], "namespace": ns}}
         doc["spec"] = {**spec, "routing": {"statsUrls": [stats_url]}}
-        cp.tool("kubectl", "apply", "-f", "-", input=json.dumps(doc))
+        cp.apply([doc])
         if show:
             say(f"applied SerflowInference {ns}/{name}; operator, local runtime and Envoy running")
         watch = Watch(cp.kubeconfig, ns, name)
         wait_for("the functions' first pod (Knative's initial scale)",
                  lambda: read_state(state_path).get("functions"), 180)  # fmt: skip
-        st = wait_for("the plan", lambda: (s := watch.get()).get("plan") and s, 90)  # type: ignore[union-attr]
+        st = wait_for("the plan", lambda: (s := watch.get()).get("plan") and s, 90)
         plan = st["plan"]
         if show:
             say(f"plan: {plan.get('pool')} [{plan.get('instance')}] + faas [{plan.get('function')}] "
@@ -544,7 +407,7 @@ def serve(a: argparse.Namespace, cp: ControlPlane, m: dict[str, Any], counts: li
         kids.stop("runtime")
         kids.stop()
         with contextlib.suppress(Exception):
-            cp.tool("kubectl", "delete", "namespace", ns, "--wait=false", check=False)
+            cp.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     return Served(records, timeline, t0, t1, read_state(state_path))
 
 
@@ -568,7 +431,7 @@ def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, image
            labels: list[int], port: int, watch: Watch, state_path: Path,
            m: dict[str, Any], plan: dict[str, Any], show: bool = True,
            ) -> tuple[list[Record], list[dict[str, Any]], float]:  # fmt: skip
-    from serflow_runtime.local import loadgen
+    from serflow_testbed import loadgen
 
     timeline: list[dict[str, Any]] = []
     prices = prices_of(m, plan)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serflow_runtime.local import decide
-from serflow_runtime.local.decide import Instance, Life, Record
+from serflow_testbed import decide
+from serflow_testbed.decide import Instance, Life, Record
 
 
 def test_transform_trace_slices_and_scales() -> None:
@@ -159,7 +159,7 @@ def test_demo_plan_is_the_examples_whatever_the_machines_speed(own_ms: float) ->
 
     from serflow.policy.configurator import configure
     from serflow.spec import parse_workload
-    from serflow_runtime.local import demo
+    from serflow_testbed import demo
 
     base = yaml.safe_load((Path(demo.REPO) / "examples" / "digits-demo.yaml").read_text())
     want = configure(parse_workload(base), 64.0).chosen
