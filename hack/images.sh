@@ -72,7 +72,9 @@ ensure_debootstrap() {
 rootfs() {
     local name="$1"
     shift
-    local tarball="$CACHE_DIR/$name.tar"
+    # The package list is part of the file name: a changed list makes a new rootfs.
+    local tarball
+    tarball="$CACHE_DIR/$name-$(echo "$*" | sha256sum | cut -c1-8).tar"
     [[ -f "$tarball" ]] && {
         echo "$tarball"
         return 0
