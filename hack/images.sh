@@ -7,7 +7,8 @@
 #   hack/images.sh build          both base images below (each skipped when present)
 #   hack/images.sh debian         localhost/serflow/debian:$DEBIAN_SUITE (minbase)
 #   hack/images.sh python         localhost/serflow/python:3.11: Debian's python3 in a venv
-#                                 at /opt/venv, first on PATH (so `pip install` works)
+#                                 at /opt/venv, first on PATH (so `pip install` works),
+#                                 trusting the host's CAs in /usr/local/share/ca-certificates
 #   hack/images.sh rootfs NAME [PACKAGE...]
 #                                 print the path of a cached rootfs tarball: minbase plus
 #                                 the packages (built on first use); used by hack/kind.sh
@@ -122,6 +123,12 @@ rootfs() {
 customize_python() { # a venv first on PATH: `pip install` then works as in python:*-slim
     chroot "$1" python3 -m venv /opt/venv
     ln -sf python3 "$1/opt/venv/bin/python"
+    # The host's own certificate authorities (a proxy's, say), so that `pip install` in a
+    # build on this machine trusts what the host trusts.
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/"
+        chroot "$1" update-ca-certificates
+    fi
 }
 
 present() { # image -> true when the engine holds it, made under this cache key
@@ -151,7 +158,7 @@ build_python() {
     tarball="$(rootfs python python3 python3-venv ca-certificates)"
     import "$PYTHON_IMAGE" "$tarball" \
         'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        'ENV LANG=C.UTF-8' 'CMD ["python3"]'
+        'ENV LANG=C.UTF-8' 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' 'CMD ["python3"]'
 }
 
 need_engine() {

@@ -308,13 +308,37 @@ CMD [\"/bin/kindnetd\"]"
     rm -rf "$ctx"
 }
 
-repositories_first() { # in.tar out.tar: the same members, "repositories" first
+repositories_first() { # in.tar out.tar: the same images, "repositories" first
     local dir="$1.d"
     rm -rf "$dir"
     mkdir -p "$dir"
     tar -C "$dir" -xf "$1"
-    (cd "$dir" && tar -cf "$2" repositories manifest.json --exclude=./repositories \
-        --exclude=./manifest.json .)
+    # docker save writes Docker Hub names short (kindest/kindnetd); kind compares the full
+    # names kubeadm and its manifests use (docker.io/kindest/kindnetd).
+    python3 - "$dir" <<'EOF'
+import json, os, sys
+
+def full(name: str) -> str:
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return name
+    return "docker.io/" + (name if rest else "library/" + name)
+
+d = sys.argv[1]
+with open(os.path.join(d, "repositories")) as f:
+    repos = json.load(f)
+with open(os.path.join(d, "repositories"), "w") as f:
+    json.dump({full(r): tags for r, tags in repos.items()}, f)
+with open(os.path.join(d, "manifest.json")) as f:
+    manifest = json.load(f)
+for entry in manifest:
+    entry["RepoTags"] = [full(t) for t in entry.get("RepoTags") or []]
+with open(os.path.join(d, "manifest.json"), "w") as f:
+    json.dump(manifest, f)
+EOF
+    # Member names without "./": docker save links shared layers by relative paths.
+    (cd "$dir" && tar -cf "$2" repositories manifest.json \
+        $(ls -A | grep -v -x -e repositories -e manifest.json))
     rm -rf "$dir" "$1"
 }
 
@@ -367,10 +391,10 @@ do_base() { # everything but Kubernetes: kind, the base image's binaries, the ba
 do_build() {
     build_start
     local t0=$SECONDS rc=0
-    "$HACK_DIR/cluster.sh" build 8>&- || rc=$?
-    ((rc == 0)) || exit "$rc"
     build_binaries
     build_kubernetes_node
+    "$HACK_DIR/cluster.sh" build 8>&- || rc=$?
+    ((rc == 0)) || exit "$rc"
     "$HACK_DIR/images.sh" debian
     build_base_image
     build_node_image
