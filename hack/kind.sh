@@ -304,6 +304,12 @@ CMD [\"/bin/kindnetd\"]"
         repositories_first "$ctx/cm.tar" "$out/kube-controller-manager.tar"
         repositories_first "$ctx/scheduler.tar" "$out/kube-scheduler.tar"
         repositories_first "$ctx/proxy.tar" "$out/kube-proxy.tar"
+        # They live on in the node image; the engine need not keep them.
+        docker rmi "$REGISTRY/kube-apiserver:$KUBERNETES_VERSION" \
+            "$REGISTRY/kube-controller-manager:$KUBERNETES_VERSION" \
+            "$REGISTRY/kube-scheduler:$KUBERNETES_VERSION" "$REGISTRY/kube-proxy:$KUBERNETES_VERSION" \
+            "$REGISTRY/etcd:${KUBEADM_ETCD_VERSION#v}-0" "$REGISTRY/coredns/coredns:$COREDNS_VERSION" \
+            "$REGISTRY/pause:$PAUSE_VERSION" "$kindnetd" "$provisioner" "$helper"
     } >"$logf" 2>&1 || build_fail component-images "$logf"
     rm -rf "$ctx"
 }
