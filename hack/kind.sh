@@ -8,6 +8,9 @@
 #   hack/kind.sh up      hack/docker.sh up, build if needed, create the cluster, wait for
 #                        the node to be Ready
 #   hack/kind.sh check   a pod reaches another through a Service (exit 0 when it does)
+#   hack/kind.sh load [operator|worker|fn ...]
+#                        build localhost/serflow/<name>:local from Dockerfile.<name> on the
+#                        local Python base and load it into the node (default: operator)
 #   hack/kind.sh down    delete the cluster (the images stay in the engine)
 #   hack/kind.sh status  exit 0 when the cluster's node is Ready
 #   hack/kind.sh env     print `export DOCKER_HOST=... KUBECONFIG=... PATH=...`
@@ -533,6 +536,31 @@ EOF
     kubectl_ delete namespace "$ns" --wait=false >/dev/null
 }
 
+# Images of this repository, built from its Dockerfiles on the local Python base, loaded
+# into the cluster's node (so pods run them without a pull).
+do_load() {
+    exists || die "not up (run: hack/kind.sh up)"
+    local what tag repo t0
+    repo="$(cd "$HACK_DIR/.." && pwd)"
+    (($# > 0)) || set -- operator
+    for what in "$@"; do
+        [[ -f "$repo/Dockerfile.$what" ]] || die "no image '$what': Dockerfile.$what does not exist"
+    done
+    "$HACK_DIR/images.sh" python
+    for what in "$@"; do
+        tag="localhost/serflow/$what:local"
+        t0=$SECONDS
+        DOCKER_BUILDKIT=0 docker build -q -f "$repo/Dockerfile.$what" \
+            --build-arg BASE_IMAGE=localhost/serflow/python:3.11 -t "$tag" "$repo" >/dev/null ||
+            die "docker build -f Dockerfile.$what failed"
+        log "built $tag in $((SECONDS - t0)) s: $(docker image inspect --format '{{.Size}}' "$tag" |
+            numfmt --to=si)B"
+        t0=$SECONDS
+        "$BIN_DIR/kind" load docker-image --name "$CLUSTER" "$tag" >&2
+        log "loaded $tag into $CLUSTER in $((SECONDS - t0)) s"
+    done
+}
+
 do_down() {
     if [[ -x "$BIN_DIR/kind" ]] && docker_ok && exists; then
         "$BIN_DIR/kind" delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG_FILE" >&2
@@ -571,6 +599,11 @@ check)
     use_engine
     do_check
     ;;
+load)
+    use_engine
+    shift
+    do_load "$@"
+    ;;
 down) do_down ;;
 status)
     docker_ok && [[ -x "$BIN_DIR/kind" ]] && exists && node_ready
@@ -581,7 +614,7 @@ bin)
     echo "$BIN_DIR"
     ;;
 *)
-    echo "usage: $0 build|base|up|check|down|status|env|bin" >&2
+    echo "usage: $0 build|base|up|check|load [IMAGE...]|down|status|env|bin" >&2
     exit 2
     ;;
 esac
