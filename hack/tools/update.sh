@@ -107,6 +107,12 @@ write_module() { # dir
             github.com/containernetworking/plugins/plugins/meta/portmap
         ;;
     coredns) write_simple coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns ;;
+    knative-serving)
+        write_simple knative-serving knative.dev/serving "$KNATIVE_SERVING_KIND_VERSION" \
+            knative.dev/serving/cmd/activator knative.dev/serving/cmd/autoscaler \
+            knative.dev/serving/cmd/controller knative.dev/serving/cmd/queue \
+            knative.dev/serving/cmd/webhook
+        ;;
     *)
         echo "update.sh: unknown module $1" >&2
         exit 2
@@ -114,7 +120,8 @@ write_module() { # dir
     esac
 }
 
-(($# > 0)) || set -- kubernetes etcd kwok helm kind containerd cri-tools cni-plugins coredns
+(($# > 0)) || set -- kubernetes etcd kwok helm kind containerd cri-tools cni-plugins coredns \
+    knative-serving
 for d in "$@"; do
     write_module "$d"
     rm -f "$TOOLS_DIR/$d/go.sum"
