@@ -11,6 +11,8 @@
 #   hack/kind.sh load [operator|worker|fn ...]
 #                        build localhost/serflow/<name>:local from Dockerfile.<name> on the
 #                        local Python base and load it into the node (default: operator)
+#   hack/kind.sh knative Knative Serving (KNATIVE_SERVING_KIND_VERSION) built from its
+#                        modules, as local images, installed without a networking layer
 #   hack/kind.sh down    delete the cluster (the images stay in the engine)
 #   hack/kind.sh status  exit 0 when the cluster's node is Ready
 #   hack/kind.sh env     print `export DOCKER_HOST=... KUBECONFIG=... PATH=...`
@@ -39,7 +41,8 @@ CACHE_KEY="$(
         echo "recipe=$BUILD_RECIPE"
         echo "go=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || echo none)"
         echo "images=$("$HACK_DIR/images.sh" key)"
-        cat "$HACK_DIR/versions.env"
+        # The pins but Knative's (it has its own key), comments aside.
+        grep -v -e '^#' -e '^KNATIVE_' "$HACK_DIR/versions.env"
         for f in "$TOOLS_DIR"/{kubernetes,kind,containerd,cri-tools,cni-plugins,coredns}/go.{mod,sum} \
             "$TOOLS_DIR"/etcd/{kubeadm.mod,kubeadm.sum,main.go} "$HACK_DIR"/kind/*; do
             echo "== ${f#"$HACK_DIR"/}"
@@ -232,7 +235,7 @@ ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' 2>>"$logf" || build_fail
 # label to an image made by `docker import` or `docker commit`, then drop the original.
 finish_image() {
     printf 'FROM %s\nLABEL %s=%s\n%s\n' "$1" "$KEY_LABEL" "$CACHE_KEY" "$3" |
-        DOCKER_BUILDKIT=0 docker build -q -t "$2" - >/dev/null
+        legacy_build -t "$2" -
     docker rmi "$1" >/dev/null
 }
 
@@ -240,7 +243,17 @@ image_from() { # tag from-image context-dir dockerfile-body: a small image by th
     local tag="$1" from="$2" ctx="$3" body="$4"
     printf 'FROM %s\nLABEL %s=%s\n%s\n' "$from" "$KEY_LABEL" "$CACHE_KEY" "$body" \
         >"$ctx/Dockerfile"
-    DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx" >/dev/null
+    legacy_build -t "$tag" "$ctx"
+}
+
+# docker build with the classic builder (dockerd here runs without BuildKit), its
+# deprecation notice kept out of the output unless the build fails.
+legacy_build() {
+    local out
+    out="$(DOCKER_BUILDKIT=0 docker build -q "$@" 2>&1 >/dev/null)" || {
+        printf '%s\n' "$out" >&2
+        return 1
+    }
 }
 
 # The images kubeadm and kind's manifests name, each wrapping a binary built above, saved
@@ -410,6 +423,89 @@ do_build() {
     log "build complete in $((SECONDS - t0)) s"
 }
 
+# ---------------------------------------------------------------------------- knative
+
+# Knative Serving's components as local images, under a key of their own (a Knative change
+# does not rebuild the node image).
+KNATIVE_COMPONENTS="activator autoscaler controller queue webhook"
+KNATIVE_KEY="$(
+    {
+        echo "recipe=$BUILD_RECIPE"
+        echo "go=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || echo none)"
+        echo "images=$("$HACK_DIR/images.sh" key)"
+        echo "knative=$KNATIVE_SERVING_KIND_VERSION"
+        cat "$TOOLS_DIR"/knative-serving/go.{mod,sum}
+    } | sha256sum | cut -c1-16
+)"
+KNATIVE_BIN_DIR="$CACHE_ROOT/knative-$KNATIVE_KEY/bin"
+
+knative_image() { echo "localhost/serflow/knative-$1:$KNATIVE_SERVING_KIND_VERSION"; }
+
+build_knative() {
+    local c pkgs=() ctx="$CACHE_ROOT/knative-$KNATIVE_KEY/image-ctx"
+    for c in $KNATIVE_COMPONENTS; do pkgs+=("knative.dev/serving/cmd/$c"); done
+    mkdir -p "$KNATIVE_BIN_DIR"
+    CACHE_DIR="$CACHE_ROOT/knative-$KNATIVE_KEY" go_build knative-serving \
+        "$TOOLS_DIR/knative-serving" "-s -w" "$KNATIVE_BIN_DIR" "" "${pkgs[@]}"
+    "$HACK_DIR/images.sh" debian
+    for c in $KNATIVE_COMPONENTS; do
+        present "$(knative_image "$c")" && continue
+        rm -rf "$ctx"
+        mkdir -p "$ctx"
+        cp "$KNATIVE_BIN_DIR/$c" "$ctx/"
+        # As ko builds them: the binary as entrypoint, non-root, KO_DATA_PATH set.
+        image_from "$(knative_image "$c")" "$DEBIAN_IMAGE" "$ctx" "COPY $c /ko-app/$c
+ENV KO_DATA_PATH=/var/run/ko
+USER 65532
+ENTRYPOINT [\"/ko-app/$c\"]" || die "building $(knative_image "$c") failed"
+    done
+    rm -rf "$ctx"
+}
+
+# Knative Serving's core from its module zips (CRDs, RBAC, config, webhooks, components),
+# its ko:// images replaced by the local ones and CPU requests lowered to fit 2 cores.
+# No networking layer is installed: Revisions and Configurations become Ready, Routes do not.
+do_knative() {
+    exists || die "not up (run: hack/kind.sh up)"
+    local t0=$SECONDS c images=() serving networking caching mlog="$CACHE_ROOT/knative-modules.log"
+    build_knative
+    for c in $KNATIVE_COMPONENTS; do images+=("$(knative_image "$c")"); done
+    "$BIN_DIR/kind" load docker-image --name "$CLUSTER" "${images[@]}" >&2
+    serving="$(module_dir "knative.dev/serving@$KNATIVE_SERVING_KIND_VERSION" 2>>"$mlog")" ||
+        die "knative.dev/serving@$KNATIVE_SERVING_KIND_VERSION: see $mlog"
+    networking="$(module_dir "knative.dev/networking@$(module_version knative.dev/networking)" 2>>"$mlog")" ||
+        die "knative.dev/networking: see $mlog"
+    caching="$(module_dir "knative.dev/caching@$(module_version knative.dev/caching)" 2>>"$mlog")" ||
+        die "knative.dev/caching: see $mlog"
+    kubectl_ apply --server-side -f "$serving/config/core/300-resources" \
+        -f "$networking/config/certificate.yaml" -f "$networking/config/ingress.yaml" \
+        -f "$networking/config/serverlessservice.yaml" -f "$networking/config/domain-claim.yaml" \
+        -f "$caching/config/image.yaml" >/dev/null
+    kubectl_ wait --for=condition=Established crd --all --timeout=60s >/dev/null
+    local sed_images=() f
+    for c in $KNATIVE_COMPONENTS; do
+        sed_images+=(-e "s|ko://knative.dev/serving/cmd/$c\$|$(knative_image "$c")|")
+    done
+    for f in "$serving"/config/core/100-namespace.yaml "$serving"/config/core/200-*.yaml \
+        "$serving"/config/core/200-roles/*.yaml "$serving"/config/core/300-knativecertificate.yaml \
+        "$networking"/config/config-network.yaml "$serving"/config/core/configmaps/*.yaml \
+        "$serving"/config/core/webhooks/*.yaml "$serving"/config/core/deployments/*.yaml \
+        "$serving"/config/core/999-cache.yaml; do
+        echo "---"
+        sed "${sed_images[@]}" "$f"
+    done | kubectl_ apply --server-side --force-conflicts -f - >/dev/null
+    kubectl_ -n knative-serving set resources deployment --all --requests=cpu=10m >/dev/null
+    kubectl_ -n knative-serving patch hpa activator webhook --type=merge \
+        -p '{"spec":{"minReplicas":1,"maxReplicas":1}}' >/dev/null 2>&1 || true
+    kubectl_ -n knative-serving rollout status deployment --timeout=300s >&2 ||
+        die "Knative Serving's deployments did not become available"
+    log "Knative Serving $KNATIVE_SERVING_KIND_VERSION up in $((SECONDS - t0)) s"
+}
+
+module_version() { # module -> its version in the knative-serving wrapper's go.mod
+    sed -n "s|^[[:space:]]*$1 \([^ ]*\).*|\1|p" "$TOOLS_DIR/knative-serving/go.mod"
+}
+
 # ---------------------------------------------------------------------------- cluster
 
 kubectl_() { "$("$HACK_DIR/cluster.sh" bin)/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
@@ -550,13 +646,16 @@ do_load() {
     for what in "$@"; do
         tag="localhost/serflow/$what:local"
         t0=$SECONDS
-        DOCKER_BUILDKIT=0 docker build -q -f "$repo/Dockerfile.$what" \
-            --build-arg BASE_IMAGE=localhost/serflow/python:3.11 -t "$tag" "$repo" >/dev/null ||
+        legacy_build -f "$repo/Dockerfile.$what" \
+            --build-arg BASE_IMAGE=localhost/serflow/python:3.11 -t "$tag" "$repo" ||
             die "docker build -f Dockerfile.$what failed"
-        log "built $tag in $((SECONDS - t0)) s: $(docker image inspect --format '{{.Size}}' "$tag" |
-            numfmt --to=si)B"
+        # Knative resolves tags to digests except for registries it skips (dev.local among
+        # them); it reads localhost/serflow/... as a Docker Hub name, so functions use this one.
+        docker tag "$tag" "dev.local/serflow/$what:local"
+        log "built $tag (and dev.local/serflow/$what:local) in $((SECONDS - t0)) s: $(
+            docker image inspect --format '{{.Size}}' "$tag" | numfmt --to=si)B"
         t0=$SECONDS
-        "$BIN_DIR/kind" load docker-image --name "$CLUSTER" "$tag" >&2
+        "$BIN_DIR/kind" load docker-image --name "$CLUSTER" "$tag" "dev.local/serflow/$what:local" >&2
         log "loaded $tag into $CLUSTER in $((SECONDS - t0)) s"
     done
 }
@@ -604,6 +703,10 @@ load)
     shift
     do_load "$@"
     ;;
+knative)
+    use_engine
+    do_knative
+    ;;
 down) do_down ;;
 status)
     docker_ok && [[ -x "$BIN_DIR/kind" ]] && exists && node_ready
@@ -614,7 +717,7 @@ bin)
     echo "$BIN_DIR"
     ;;
 *)
-    echo "usage: $0 build|base|up|check|load [IMAGE...]|down|status|env|bin" >&2
+    echo "usage: $0 build|base|up|check|load [IMAGE...]|knative|down|status|env|bin" >&2
     exit 2
     ;;
 esac
