@@ -57,3 +57,17 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The kind path (hack/kind.sh): a Docker engine, kind and a node image built from pinned
+# Go modules and the Debian archive, no image pulled. Not part of `make test`.
+.PHONY: kind-build kind-up kind-down
+
+kind-build:
+	hack/docker.sh up
+	hack/kind.sh build
+
+kind-up:
+	hack/kind.sh up
+
+kind-down:
+	hack/kind.sh down

@@ -97,6 +97,9 @@ def test_dockerfile_base_user_and_pins(name: str) -> None:
     froms = [arg for op, arg in ins if op == "FROM"]
     assert len(froms) == 1
     image = froms[0].split()[0]
+    # The base is a build argument (a local base here): its default is what is pinned.
+    args = dict(a.partition("=")[::2] for op, a in ins if op == "ARG" and "=" in a)
+    image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
     # pinned: by digest, or by an exact x.y.z tag (never latest or a moving major tag)
     assert "@sha256:" in image or re.search(r":\d+\.\d+\.\d+[\w.-]*$", image), image
     users = [arg for op, arg in ins if op == "USER"]
