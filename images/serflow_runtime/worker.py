@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 import torch
 from aiohttp import web
+from prometheus_client import Gauge
 
 from serflow_runtime import DEFAULT_PORT, checkpoint, codec
 from serflow_runtime.engine import run_range
@@ -114,6 +115,9 @@ class WorkerApp:
         self.max_body = codec.image_body_limit(self.loaded.arch.input_shape)
         self.budget = cfg.budget or cfg.batch
         self.metrics = Metrics()
+        queued = Gauge("serflow_queued_requests", "Requests waiting for a batch.", registry=None)
+        queued.set_function(lambda: len(self.queue))
+        self.metrics.registry.register(queued)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-compute")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

@@ -20,6 +20,7 @@ from serflow_runtime.checkpoint import Loaded  # noqa: E402
 from serflow_runtime.data import Dataset  # noqa: E402
 from serflow_runtime.engine import decide, run_range  # noqa: E402
 from serflow_runtime.metrics import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS  # noqa: E402
+from serflow_testbed.harness import wait_for  # noqa: E402
 
 from .conftest import Servers, Stack, http, http_json, post_many, raw_bytes, wait_ready  # noqa: E402
 
@@ -272,8 +273,8 @@ def test_worker_sheds_beyond_its_epoch_budget(
 def test_worker_drains_on_sigterm(tmp_path: Any, ckpt_path: Any, digits: Dataset) -> None:
     c = Servers(tmp_path, ckpt_path)
     try:
-        # a partial batch would wait 30 s for its epoch; SIGTERM must flush it at once
-        w = c.worker("w-drain", 0, [], batch=100, epoch=30.0)
+        # a partial batch would wait an hour for its epoch; SIGTERM must flush it at once
+        w = c.worker("w-drain", 0, [], batch=100, epoch=3600.0)
         wait_ready(w)
         results: list[tuple[int, Any]] = []
         t = threading.Thread(
@@ -282,12 +283,15 @@ def test_worker_drains_on_sigterm(tmp_path: Any, ckpt_path: Any, digits: Dataset
             )
         )
         t.start()
-        time.sleep(1.5)  # the five are queued
-        t0 = time.monotonic()
+        wait_for(
+            "the five to be queued",
+            lambda: _value(_metrics(w.url), "serflow_queued_requests") == 5,
+            30.0,
+            every=0.05,
+        )
         w.proc.send_signal(signal.SIGTERM)
-        t.join(20)
+        t.join(60)  # bounded: without the flush they would wait out the hour
         assert w.proc.wait(20) == 0
-        assert time.monotonic() - t0 < 15
         assert [code for code, _ in results] == [200] * 5
         assert "Traceback" not in w.log.read_text()
     finally:
