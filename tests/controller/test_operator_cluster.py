@@ -322,15 +322,9 @@ def _consecutive(statuses: list[dict[str, Any]]) -> list[tuple[dict[str, Any], d
     ]
 
 
-def test_traffic_moves_ewma_replicas_and_weights(env: Env, api_client: Any) -> None:
-    m = _sfi("traffic", env, traffic={"expectedRate": 5})
-    m["spec"]["scaling"]["maxInstances"] = 4
-    assert env.apply(m).returncode == 0
-    wait_for("Configured", lambda: env.condition("traffic", "Configured").get("status") == "True")
-    obj = env.sfi("traffic")
-    assert obj["status"]["instances"]["desired"] == 1
-    # Load: about 40 req/s through the real Envoy until the pool has grown and at least
-    # six epochs in a row were observed.
+def _under_load(api_client: Any, env: Env, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Status changes while about 40 req/s go through the real Envoy, until the pool has
+    grown and at least six epochs in a row were observed."""
     stop = threading.Event()
 
     def load() -> None:
@@ -341,13 +335,23 @@ def test_traffic_moves_ewma_replicas_and_weights(env: Env, api_client: Any) -> N
     t = threading.Thread(target=load, daemon=True)
     t.start()
     try:
-        snaps = _traffic_changes(
+        return _traffic_changes(
             api_client, env, obj,
             lambda s: len(_consecutive(s)) >= 6 and s[-1]["instances"]["desired"] > 1,
         )  # fmt: skip
     finally:
         stop.set()
         t.join()
+
+
+def test_traffic_moves_ewma_replicas_and_weights(env: Env, api_client: Any) -> None:
+    m = _sfi("traffic", env, traffic={"expectedRate": 5})
+    m["spec"]["scaling"]["maxInstances"] = 4
+    assert env.apply(m).returncode == 0
+    wait_for("Configured", lambda: env.condition("traffic", "Configured").get("status") == "True")
+    obj = env.sfi("traffic")
+    assert obj["status"]["instances"]["desired"] == 1
+    snaps = _under_load(api_client, env, obj)
     w = parse_workload(m)
     econ = configure(w, 5.0).chosen.economics  # type: ignore[union-attr]
     a, b, k = w.scaling.ewma_a, w.scaling.ewma_b, w.scaling.k
@@ -393,23 +397,7 @@ def test_expected_cost_scaler_sizes_the_pool_from_its_history(env: Env, api_clie
     assert env.apply(m).returncode == 0
     wait_for("Configured", lambda: env.condition("costed", "Configured").get("status") == "True")
     obj = env.sfi("costed")
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            env.envoy.send(4)
-            stop.wait(0.1)  # pacing, not a timing assert
-
-    t = threading.Thread(target=load, daemon=True)
-    t.start()
-    try:
-        snaps = _traffic_changes(
-            api_client, env, obj,
-            lambda s: len(_consecutive(s)) >= 6 and s[-1]["instances"]["desired"] > 1,
-        )  # fmt: skip
-    finally:
-        stop.set()
-        t.join()
+    snaps = _under_load(api_client, env, obj)
     w = parse_workload(m)
     cand = configure(w, 5.0).chosen
     assert cand is not None
