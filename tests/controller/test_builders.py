@@ -199,3 +199,92 @@ def test_pod_annotations_reach_the_pool_pods() -> None:
     assert dep["spec"]["template"]["metadata"]["annotations"] == {
         "pod-ready.stage.kwok.x-k8s.io/delay": "10s"
     }
+
+
+def test_knative_services_are_cluster_local_tokenless_with_cpu_requests() -> None:
+    m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
+    inf = parse_inference(m["spec"], "vgg")
+    objs = builders.children(OWNER, inf, w, cand, 1, 0, "v1")
+    knative = [o for o in objs if o["apiVersion"].startswith("serving.knative.dev")]
+    assert len(knative) == 2
+    vcpu = w.profile.config(cand.setup.function).vcpu
+    for ks in knative:
+        assert ks["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+        pod = ks["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        requests = pod["containers"][0]["resources"]["requests"]
+        assert requests["cpu"] == f"{max(100, int(vcpu * 1000))}m"
+    for o in objs:
+        if o["kind"] == "Deployment":  # the pool and Envoy never call the API either
+            assert o["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def _peers(policy: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    """Port -> the peers the policy admits on it (an empty peer list: anyone)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for rule in policy["spec"]["ingress"]:
+        for port in rule["ports"]:
+            assert port["protocol"] == "TCP"
+            out.setdefault(port["port"], []).extend(rule.get("from", [{}]))
+    return out
+
+
+def _components(selector: dict[str, Any]) -> set[str]:
+    assert selector["matchLabels"] == {"app.kubernetes.io/instance": "vgg"}
+    (expr,) = selector["matchExpressions"]
+    assert (expr["key"], expr["operator"]) == ("app.kubernetes.io/component", "In")
+    return set(expr["values"])
+
+
+def test_network_policies_admit_only_the_intended_peers() -> None:
+    m, w, cand = _plan(PoolKind.HYBRID, Granularity.CHAINED, 2)
+    inf = parse_inference(m["spec"], "vgg")
+    objs = builders.children(OWNER, inf, w, cand, 1, 0, "v1")
+    pols = {o["metadata"]["name"]: o for o in objs if o["kind"] == "NetworkPolicy"}
+    assert sorted(pols) == ["vgg-envoy", "vgg-pool", "vgg-spill", "vgg-tail"]
+    # Every pod the plan runs is selected by exactly one policy.
+    selected = [c for p in pols.values() for c in _components(p["spec"]["podSelector"])]
+    pod_components = {
+        o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        for o in objs
+        if o["kind"] in ("Deployment", "Service") and "template" in o["spec"]
+    }
+    assert pod_components <= set(selected) and len(selected) == len(set(selected))
+    for p in pols.values():
+        assert p["spec"]["policyTypes"] == ["Ingress"]
+        assert p["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+    knative = {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "In",
+                    "values": ["knative-serving", "kourier-system"],
+                }
+            ]
+        }
+    }
+    pool = _peers(pols["vgg-pool"])
+    assert list(pool) == [wire.WORKER_PORT]
+    assert [_components(p["podSelector"]) for p in pool[wire.WORKER_PORT]] == [{"router"}]
+
+    for name, caller in (("vgg-spill", "router"), ("vgg-tail", "pool")):
+        fn = _peers(pols[name])
+        for port in (8012, 8013, wire.FUNCTION_PORT):
+            peers = fn[port]
+            assert knative in peers and len(peers) == 2
+            (own,) = [p for p in peers if p != knative]
+            assert set(own) == {"podSelector"} and _components(own["podSelector"]) == {caller}
+        assert fn[9090] == [knative]  # the autoscaler scrapes the queue-proxy's metrics
+    assert _components(pols["vgg-tail"]["spec"]["podSelector"]) == {
+        "function-tail",
+        "function-stage",
+    }
+
+    router = _peers(pols["vgg-envoy"])
+    assert router[wire.ENVOY_PORT] == [{}]  # clients come from anywhere
+    assert router[wire.STATS_PORT] == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": builders.OPERATOR_POD_LABELS}}
+    ]
+    assert set(router) == {wire.ENVOY_PORT, wire.STATS_PORT}

@@ -32,6 +32,18 @@ _SECURITY = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 
+FUNCTION_CPU_MILLI = 1000
+"""CPU request of a function pod when the profile did not measure its size (one vCPU)."""
+KNATIVE_NAMESPACES = ("knative-serving", "kourier-system")
+"""Where Knative's activator and autoscaler, and its Kourier ingress gateway, run: requests
+to a Knative Service reach the function pods from these, not from the caller's pod."""
+QUEUE_PROXY_PORTS = (8012, 8013)
+"""Knative's queue-proxy in each function pod: HTTP/1 and h2c, the ports requests reach."""
+QUEUE_PROXY_METRICS_PORT = 9090
+"""Knative's queue-proxy metrics, scraped by the autoscaler."""
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "serflow-operator"}
+"""Labels of the operator's pods (the chart's Deployment): they scrape Envoy's stats."""
+
 
 @dataclass(frozen=True)
 class Owner:
@@ -243,10 +255,21 @@ def knative_service(
         args += ["--checkpoint", spec.model.checkpoint]
     fn = spec.functions
     mem = int(size.memory_mib)
+    try:  # the measured size's CPUs; an unprofiled size gets a stated default
+        cpu = max(100, int(w.profile.config(size.name).vcpu * 1000))
+    except KeyError:
+        cpu = FUNCTION_CPU_MILLI
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
-        "metadata": meta(owner, stage.name, f"function-{stage.role}"),
+        "metadata": {
+            **meta(owner, stage.name, f"function-{stage.role}"),
+            # Reached only from inside the cluster (the router and the pool), never exposed.
+            "labels": {
+                **labels(owner, f"function-{stage.role}"),
+                "networking.knative.dev/visibility": "cluster-local",
+            },
+        },
         "spec": {
             "template": {
                 "metadata": {
@@ -258,6 +281,7 @@ def knative_service(
                     },
                 },
                 "spec": {
+                    "automountServiceAccountToken": False,  # it never calls the API
                     "containerConcurrency": fn.container_concurrency,
                     "timeoutSeconds": max(1, math.ceil(w.objective.slo_s * 2)),
                     "containers": [
@@ -266,7 +290,7 @@ def knative_service(
                             "args": args,
                             "ports": [{"containerPort": FUNCTION_PORT}],
                             "resources": {
-                                "requests": {"memory": f"{mem}Mi"},
+                                "requests": {"cpu": f"{cpu}m", "memory": f"{mem}Mi"},
                                 "limits": {"memory": f"{mem}Mi"},
                             },
                             "securityContext": _SECURITY,
@@ -369,6 +393,72 @@ def envoy_service(owner: Owner) -> dict[str, Any]:
     }
 
 
+def _ports(*ports: int) -> list[dict[str, Any]]:
+    # The protocol is spelled out: the API server defaults it, and drift compares what we set.
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def _pods(owner: Owner, *components: str) -> dict[str, Any]:
+    """A selector of this object's pods of the given components."""
+    return {
+        "matchLabels": {"app.kubernetes.io/instance": owner.name},
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/component", "operator": "In", "values": list(components)}
+        ],
+    }
+
+
+def _ingress_policy(
+    owner: Owner, name: str, component: str, pods: dict[str, Any], rules: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(owner, name, component),
+        "spec": {"podSelector": pods, "policyTypes": ["Ingress"], "ingress": rules},
+    }
+
+
+def network_policies(owner: Owner) -> list[dict[str, Any]]:
+    """Who may reach each kind of pod (ingress only; enforced by a CNI that enforces policy).
+
+    The router's pods reach the pool and the spill functions; of this object's pods only
+    the pool's reach the tail functions; Knative's own pods (activator, autoscaler, ingress
+    gateway) reach every function; anyone reaches the router's ingress, and only the
+    operator its stats listener.
+    """
+    n = Names(owner.name)
+    router = {"podSelector": _pods(owner, "router")}
+    pool = {"podSelector": _pods(owner, "pool")}
+    knative = {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "In",
+                    "values": list(KNATIVE_NAMESPACES),
+                }
+            ]
+        }
+    }
+    queue = _ports(*QUEUE_PROXY_PORTS, FUNCTION_PORT)
+    from_knative = {"from": [knative], "ports": [*queue, *_ports(QUEUE_PROXY_METRICS_PORT)]}
+    operator = {"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_POD_LABELS}}
+    return [
+        _ingress_policy(owner, n.pool, "pool", _pods(owner, "pool"),
+                        [{"from": [router], "ports": _ports(WORKER_PORT)}]),
+        _ingress_policy(owner, n.spill, "function-spill", _pods(owner, "function-spill"),
+                        [{"from": [router], "ports": queue}, from_knative]),
+        _ingress_policy(owner, n.fused_tail, "function-tail",
+                        _pods(owner, "function-tail", "function-stage"),
+                        [{"from": [pool], "ports": queue}, from_knative]),
+        _ingress_policy(owner, n.envoy, "router", _pods(owner, "router"), [
+            {"ports": _ports(ENVOY_PORT)},
+            {"from": [operator], "ports": _ports(STATS_PORT)},
+        ]),
+    ]  # fmt: skip
+
+
 def children(
     owner: Owner,
     spec: InferenceSpec,
@@ -386,5 +476,6 @@ def children(
         envoy_configmap(owner, spec, w, pool_weight, route_version),
         envoy_deployment(owner, spec),
         envoy_service(owner),
+        *network_policies(owner),
     ]
     return objs
