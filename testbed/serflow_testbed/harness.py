@@ -321,12 +321,14 @@ def install_chart(cluster: Cluster) -> None:
                  "--create-namespace", "--wait=false")  # fmt: skip
 
 
-def sa_kubeconfig(cluster: Cluster, path: Path, duration_s: int = 3600) -> Path:
-    """Write a kubeconfig with a token of the chart's ServiceAccount (the operator's real
-    RBAC, valid ``duration_s`` seconds) to ``path``."""
+def sa_kubeconfig(
+    cluster: Cluster, path: Path, duration_s: int = 3600, namespace: str = SYSTEM_NS
+) -> Path:
+    """Write a kubeconfig with a token of the chart's ServiceAccount in ``namespace`` (the
+    release's namespace: the operator's real RBAC, valid ``duration_s`` seconds) to ``path``."""
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     token = cluster.kubectl(
-        "create", "token", SA, "-n", SYSTEM_NS, "--duration", f"{duration_s}s"
+        "create", "token", SA, "-n", namespace, "--duration", f"{duration_s}s"
     ).stdout.strip()
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config",

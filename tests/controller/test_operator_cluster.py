@@ -631,6 +631,8 @@ CAN = [
     ("delete", "services.serving.knative.dev", False),
     ("patch", "configmaps", True),
     ("list", "configmaps", False),
+    ("patch", "networkpolicies.networking.k8s.io", True),
+    ("delete", "networkpolicies.networking.k8s.io", False),
     ("get", "secrets", False),
     ("list", "pods", True),
     ("get", "pods/log", True),
