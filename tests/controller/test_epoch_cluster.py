@@ -229,6 +229,10 @@ def test_one_epoch_reads_only_its_children_and_plans_nothing(
             ("GET", f"/api/v1/namespaces/{ns}/configmaps/{NAME}-envoy"),
             ("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}-envoy"),
             ("GET", f"/api/v1/namespaces/{ns}/services/{NAME}-envoy"),
+            *(
+                ("GET", f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{NAME}-{p}")
+                for p in ("pool", "spill", "tail", "envoy")
+            ),
             ("PATCH", f"{own}/status"),
             *applied,
             *events,
@@ -287,11 +291,17 @@ def test_drifted_children_are_restored_in_one_epoch(bed: Bed, cluster: Any) -> N
     kubectl("set", "image", f"deployment/{NAME}-envoy", "-n", ns, "envoy=example/other:1")
     other = {"spec": {"selector": {"app.kubernetes.io/component": "other"}}}
     kubectl("patch", "service", f"{NAME}-pool", "-n", ns, "--type=merge", "-p", json.dumps(other))
+    # A policy opened to every peer, another deleted: both closed again.
+    kubectl("patch", "networkpolicy", f"{NAME}-pool", "-n", ns, "--type=merge",
+            "-p", json.dumps({"spec": {"ingress": [{}]}}))  # fmt: skip
+    kubectl("delete", "networkpolicy", f"{NAME}-tail", "-n", ns)
     d = bed.epoch(1.0, None)
     assert sorted(_drift(d)) == [
         f"ConfigMap {NAME}-envoy: data.route.yaml changed; re-applied",
         f"Deployment {NAME}-envoy: spec.template.spec.containers[0].image changed; re-applied",
         f"Deployment {NAME}-pool: spec.replicas changed; re-applied",
+        f"NetworkPolicy {NAME}-pool: spec.ingress[0].from changed; re-applied",
+        f"NetworkPolicy {NAME}-tail: deleted; re-applied",
         f"Service {NAME}-pool: spec.selector.app.kubernetes.io/component changed; re-applied",
         f"Service {NAME}-spill: deleted; re-applied",
     ]
@@ -307,9 +317,12 @@ def test_drifted_children_are_restored_in_one_epoch(bed: Bed, cluster: Any) -> N
     svc = bed.get("v1", "Service", f"{NAME}-pool") or {}
     assert svc["spec"]["selector"] == builders.labels(bed.plan.owner, "pool")
     assert bed.get("serving.knative.dev/v1", "Service", f"{NAME}-spill") is not None
+    for policy in ("pool", "tail"):
+        got = bed.get("networking.k8s.io/v1", "NetworkPolicy", f"{NAME}-{policy}") or {}
+        assert got["spec"] == want[("NetworkPolicy", f"{NAME}-{policy}")]["spec"]
     events = client.CoreV1Api(bed.kube.api).list_namespaced_event(
         ns, field_selector=f"involvedObject.name={NAME},reason=DriftCorrected"
     )
-    assert len(events.items) == 5
+    assert len(events.items) == 7
     again = bed.epoch(2.0, None)
     assert not _drift(again)

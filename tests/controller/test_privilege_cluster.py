@@ -117,11 +117,22 @@ def test_namespaced_mode_writes_only_in_the_watched_namespaces(
     assert not wrong, wrong
 
 
-def test_namespaced_mode_without_namespaces_is_refused(cluster: Cluster) -> None:
-    r = cluster.helm("template", "x", str(CHART), "--set", "watchAllNamespaces=false",
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([], "watchNamespaces must list at least one namespace"),
+        (["watchNamespaces={a,a}"], "items at 0 and 1 are equal"),
+        (["watchNamespaces={A_b}"], "does not match pattern"),
+    ],
+)
+def test_namespaced_mode_with_bad_namespaces_is_refused(
+    cluster: Cluster, values: list[str], message: str
+) -> None:
+    sets = [a for v in values for a in ("--set", v)]
+    r = cluster.helm("template", "x", str(CHART), "--set", "watchAllNamespaces=false", *sets,
                      check=False)  # fmt: skip
     assert r.returncode != 0
-    assert "watchNamespaces must list at least one namespace" in r.stderr, r.stderr
+    assert message in r.stderr, r.stderr
 
 
 def _hybrid_chained(m: dict[str, Any]) -> Any:
