@@ -441,7 +441,9 @@ def network_policies(owner: Owner) -> list[dict[str, Any]]:
             ]
         }
     }
-    queue = _ports(*QUEUE_PROXY_PORTS, FUNCTION_PORT)
+    # Only the queue-proxy: a request straight to the function's port would bypass
+    # Knative's concurrency limit and its request accounting.
+    queue = _ports(*QUEUE_PROXY_PORTS)
     from_knative = {"from": [knative], "ports": [*queue, *_ports(QUEUE_PROXY_METRICS_PORT)]}
     operator = {"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_POD_LABELS}}
     return [
