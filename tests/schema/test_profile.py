@@ -151,7 +151,7 @@ BAD = [
     (
         "prices.functions.sizes.0.name",
         "f" * 300,
-        "prices.functions.sizes[0].name: expected at most 253 characters, got 300",
+        "prices.functions.sizes[0].name: expected at most 63 characters, got 300",
     ),
     (
         "profile.thresholds.0.exitShares.0",

@@ -15,6 +15,7 @@ import yaml
 
 from serflow.schemas import GROUP as GROUP  # re-exported: the resource's coordinates
 from serflow.schemas import VERSION as VERSION
+from serflow.schemas import DNS_LABEL, NAME_MAX
 from serflow.schemas import inference_spec_schema
 from serflow.schemas import integer as _int
 from serflow.schemas import number as _num
@@ -24,6 +25,53 @@ from serflow.schemas import string as _str
 KIND = "SerflowInference"
 PLURAL = "serflowinferences"
 SHORT = "sfi"
+
+
+NAME_LIMIT = 63
+"""Kubernetes' limit on a Service name or label value, which every child name must meet."""
+
+
+def _unique(key: str, what: str) -> dict[str, str]:
+    """A CEL rule refusing two list items with the same ``key`` (the parsers refuse it too)."""
+    return {
+        "rule": f"self.all(a, self.exists_one(b, b.{key} == a.{key}))",
+        "message": f"two {what} have the same {key}",
+    }
+
+
+INCREASING = {
+    "rule": "self.isSorted() && self.all(a, self.exists_one(b, b == a))",
+    "message": "expected strictly increasing block indices",
+}
+"""Exits: the parsers split the network at them in order."""
+
+
+def _metadata_rules() -> list[dict[str, Any]]:
+    """Child names are metadata.name plus a suffix: the name must leave room for it."""
+    from serflow.k8s.jobs import job_name  # imports builders, which imports this module
+
+    longest = NAME_MAX
+    job_prefix = len(job_name("", "x")) - 1  # "-profile-" before the config name
+    return [
+        {
+            "rule": f"self.metadata.name.matches('{DNS_LABEL}') "
+            f"&& size(self.metadata.name) <= {longest}",
+            "fieldPath": ".metadata.name",
+            "message": f"metadata.name must be a DNS-1035 label of at most {longest} "
+            "characters (lower case letters, digits and '-', starting with a letter): "
+            "children such as <name>-spill are named after it",
+        },
+        {
+            "rule": "!has(self.spec.profile.fromJob) || ("
+            "(!has(self.spec.prices.instances) || self.spec.prices.instances.all(i, "
+            f"size(self.metadata.name) + {job_prefix} + size(i.name) <= {NAME_LIMIT})) && "
+            "self.spec.prices.functions.sizes.all(f, "
+            f"size(self.metadata.name) + {job_prefix} + size(f.name) <= {NAME_LIMIT}))",
+            "fieldPath": ".metadata.name",
+            "message": f"metadata.name plus '-profile-' plus each instance or size name must "
+            f"fit in {NAME_LIMIT} characters: profiling Jobs are named so",
+        },
+    ]
 
 
 def _spec_schema() -> dict[str, Any]:
@@ -45,6 +93,16 @@ def _spec_schema() -> dict[str, Any]:
             "rule": f"!has(self.cuts) || self.cuts.all(c, c.after < {k})",
             "message": "a cut must lie between partitions (after < len(exits) + 1)",
         },
+    ]
+    p["properties"]["configs"]["x-kubernetes-validations"] = [_unique("name", "configs")]
+    p["properties"]["cuts"]["x-kubernetes-validations"] = [_unique("after", "cuts")]
+    p["properties"]["thresholds"]["x-kubernetes-validations"] = [_unique("tau", "thresholds")]
+    p["properties"]["fingerprint"]["properties"]["exits"]["x-kubernetes-validations"] = [INCREASING]
+    spec["properties"]["model"]["properties"]["exits"]["x-kubernetes-validations"] = [INCREASING]
+    prices = spec["properties"]["prices"]["properties"]
+    prices["instances"]["x-kubernetes-validations"] = [_unique("name", "instances")]
+    prices["functions"]["properties"]["sizes"]["x-kubernetes-validations"] = [
+        _unique("name", "sizes")
     ]
     th = p["properties"]["thresholds"]["items"]
     th["x-kubernetes-validations"] = [
@@ -212,6 +270,7 @@ def crd() -> dict[str, Any]:
             "status": _status_schema(),
         },
         ["spec"],
+        **{"x-kubernetes-validations": _metadata_rules()},
     )
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
