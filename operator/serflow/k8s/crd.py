@@ -13,10 +13,9 @@ from typing import Any
 
 import yaml
 
+from serflow.schemas import DNS_LABEL, NAME_MAX, inference_spec_schema
 from serflow.schemas import GROUP as GROUP  # re-exported: the resource's coordinates
 from serflow.schemas import VERSION as VERSION
-from serflow.schemas import DNS_LABEL, NAME_MAX
-from serflow.schemas import inference_spec_schema
 from serflow.schemas import integer as _int
 from serflow.schemas import number as _num
 from serflow.schemas import obj as _obj
