@@ -55,7 +55,6 @@ def _metadata_rules() -> list[dict[str, Any]]:
         {
             "rule": f"self.metadata.name.matches('{DNS_LABEL}') "
             f"&& size(self.metadata.name) <= {longest}",
-            "fieldPath": ".metadata.name",
             "message": f"metadata.name must be a DNS-1035 label of at most {longest} "
             "characters (lower case letters, digits and '-', starting with a letter): "
             "children such as <name>-spill are named after it",
@@ -66,7 +65,6 @@ def _metadata_rules() -> list[dict[str, Any]]:
             f"size(self.metadata.name) + {job_prefix} + size(i.name) <= {NAME_LIMIT})) && "
             "self.spec.prices.functions.sizes.all(f, "
             f"size(self.metadata.name) + {job_prefix} + size(f.name) <= {NAME_LIMIT}))",
-            "fieldPath": ".metadata.name",
             "message": f"metadata.name plus '-profile-' plus each instance or size name must "
             f"fit in {NAME_LIMIT} characters: profiling Jobs are named so",
         },
