@@ -184,6 +184,20 @@ CROSS = [
     ),
 ]
 
+# Map keys: JSON Schema's propertyNames is outside the structural subset the CRD embeds, so
+# only the API server checks them (the Deployment would refuse them later otherwise).
+KEYS = [
+    ({"spec__model__podAnnotations": {"bad key": "x"}}, "spec.model.podAnnotations"),
+    ({"spec__model__podAnnotations": {"a" * 64: "x"}}, "spec.model.podAnnotations"),
+    (
+        {"spec__prices__instances__0__nodeSelector": {"Example.com/pool": "a"}},
+        "spec.prices.instances[0].nodeSelector",
+    ),
+]
+
+CEL_MESSAGES = {"label or annotation keys", "profiling Jobs are named so"}
+"""API-server-only refusals whose message the test checks too."""
+
 
 def _cli(tmp_path: Path, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     f = tmp_path / "sfi.yaml"
@@ -221,11 +235,13 @@ def test_the_cli_refuses_in_one_line(
 @pytest.fixture(scope="module")
 def crd_cluster(cluster: Any) -> Any:
     cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds/serflowinference.yaml")
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(REPO / "crds/serflowinference.yaml"),
     )
-    cluster.kubectl(
-        "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s"
-    )
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
     return cluster
 
 
@@ -244,8 +260,12 @@ def _dry_run(cluster: Any, namespace: str, doc: dict[str, Any]) -> subprocess.Co
         {"metadata__name": LONGEST_NAME},
         {"metadata__name": "vgg", "spec__profile": {"fromJob": {}}},
         {"spec__routing__statsUrls": ["https://10.0.0.1:65535/stats?usedonly", "http://e"]},
+        {
+            "spec__model__podAnnotations": {"prometheus.io/scrape": "true", "a" * 63: ""},
+            "spec__prices__instances__0__nodeSelector": {"node.kubernetes.io/instance-type": "x"},
+        },
     ],
-    ids=["longest-name", "profiling-jobs", "stats-urls"],
+    ids=["longest-name", "profiling-jobs", "stats-urls", "qualified-keys"],
 )
 def test_the_api_server_accepts_the_edges(
     crd_cluster: Any, namespace: str, changes: dict[str, Any]
@@ -260,13 +280,16 @@ def test_the_api_server_accepts_the_edges(
     [
         *GUARDS,
         *CROSS,
+        *((changes, "label or annotation keys", field) for changes, field in KEYS),
         (
             {"metadata__name": "a" * 50, "spec__profile": {"fromJob": {}}},
             "profiling Jobs are named so",
             "metadata.name",
         ),
     ],
-    ids=[g[2] for g in GUARDS + CROSS] + ["metadata.name-jobs"],
+    ids=[g[2] for g in GUARDS + CROSS]
+    + [f"{f}-{i}" for i, (_, f) in enumerate(KEYS)]
+    + ["metadata.name-jobs"],
 )
 def test_the_api_server_refuses_naming_the_field(
     crd_cluster: Any, namespace: str, changes: dict[str, Any], message: str, field: str
@@ -274,3 +297,5 @@ def test_the_api_server_refuses_naming_the_field(
     r = _dry_run(crd_cluster, namespace, _manifest(**changes))
     assert r.returncode != 0, f"the API server accepted {changes}"
     assert field in r.stderr, r.stderr
+    if message in CEL_MESSAGES:
+        assert message in r.stderr, r.stderr

@@ -38,6 +38,18 @@ def _unique(key: str, what: str) -> dict[str, str]:
     }
 
 
+_QUALIFIED_NAME = (
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+QUALIFIED_KEYS = {
+    "rule": f"self.all(k, size(k) <= 317 && k.matches('{_QUALIFIED_NAME}'))",
+    "message": "keys must be label or annotation keys ([prefix/]name, name at most 63 "
+    "characters of letters, digits, '-', '_', '.')",
+}
+"""Pod annotation and node-selector keys: the Deployment would be refused otherwise (JSON
+Schema's propertyNames is not in the structural subset, so only the API server checks)."""
+
 INCREASING = {
     "rule": "self.isSorted() && self.all(a, self.exists_one(b, b == a))",
     "message": "expected strictly increasing block indices",
@@ -100,6 +112,12 @@ def _spec_schema() -> dict[str, Any]:
     prices["instances"]["x-kubernetes-validations"] = [_unique("name", "instances")]
     prices["functions"]["properties"]["sizes"]["x-kubernetes-validations"] = [
         _unique("name", "sizes")
+    ]
+    prices["instances"]["items"]["properties"]["nodeSelector"]["x-kubernetes-validations"] = [
+        QUALIFIED_KEYS
+    ]
+    spec["properties"]["model"]["properties"]["podAnnotations"]["x-kubernetes-validations"] = [
+        QUALIFIED_KEYS
     ]
     th = p["properties"]["thresholds"]["items"]
     th["x-kubernetes-validations"] = [
