@@ -17,7 +17,14 @@ import yaml
 from serflow.k8s.builders import Names
 from serflow.k8s.crd import NAME_LIMIT, PLURAL
 from serflow.k8s.jobs import job_name
-from serflow.schemas import GROUP, MAX_EXITS, NAME_MAX
+from serflow.schemas import (
+    GROUP,
+    MAX_EXITS,
+    NAME_MAX,
+    RUNTIME_ARCHITECTURE,
+    RUNTIME_MAX_EXIT_BLOCK,
+    RUNTIME_MAX_WIDTH,
+)
 from tests.controller.manifests import REPO, manifest
 
 LONGEST_NAME = "a" * NAME_MAX
@@ -78,8 +85,7 @@ GUARDS: list[tuple[dict[str, Any], str, str]] = [
     ),
     (
         {"spec__model__architecture": "vgg 16"},
-        "spec.model.architecture: expected a non-empty string matching ^[A-Za-z0-9_.-]+$, "
-        "got 'vgg 16'",
+        "spec.model.architecture: expected one of vgg16_bn, got 'vgg 16'",
         "spec.model.architecture",
     ),
     (
@@ -88,9 +94,25 @@ GUARDS: list[tuple[dict[str, Any], str, str]] = [
         "spec.model.batch",
     ),
     (
-        {"spec__model__exits": list(range(1, MAX_EXITS + 2))},
-        f"spec.model.exits: expected at most {MAX_EXITS} items, got {MAX_EXITS + 1}",
-        "spec.model.exits",
+        {"spec__model__exits": [2, 13]},
+        "spec.model.exits[1]: expected an integer >= 1 and <= 12, got 13",
+        "spec.model.exits[1]",
+    ),
+    (
+        {"spec__model__width": 8},
+        "spec.model.width: expected a number > 0 and <= 4, got 8",
+        "spec.model.width",
+    ),
+    (
+        {"spec__slo__latencySeconds": 301},
+        "spec.slo.latencySeconds: expected a number > 0 and <= 300, got 301",
+        "spec.slo.latencySeconds",
+    ),
+    (
+        {f"{_INLINE}__fingerprint__exits": list(range(1, MAX_EXITS + 2))},
+        f"spec.profile.inline.fingerprint.exits: expected at most {MAX_EXITS} items, "
+        f"got {MAX_EXITS + 1}",
+        "spec.profile.inline.fingerprint.exits",
     ),
     (
         {f"{_INLINE}__fingerprint__checkpointSha256": "abc"},
@@ -299,3 +321,18 @@ def test_the_api_server_refuses_naming_the_field(
     assert field in r.stderr, r.stderr
     if message in CEL_MESSAGES:
         assert message in r.stderr, r.stderr
+
+
+def test_the_runtime_builds_what_the_schema_allows() -> None:
+    """The schema restates the runtime's limits (the control plane never imports torch)."""
+    model = pytest.importorskip("serflow_runtime.model")
+    edge = (1, RUNTIME_MAX_EXIT_BLOCK)
+    model.Arch(width=RUNTIME_MAX_WIDTH, exits=edge, architecture=RUNTIME_ARCHITECTURE)
+    past = [
+        {"width": RUNTIME_MAX_WIDTH * 1.01},
+        {"exits": (RUNTIME_MAX_EXIT_BLOCK + 1,)},
+        {"architecture": RUNTIME_ARCHITECTURE + "x"},
+    ]
+    for bad in past:
+        with pytest.raises(ValueError):
+            model.Arch(**bad)

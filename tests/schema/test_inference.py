@@ -34,7 +34,7 @@ def _spec(**changes: Any) -> dict[str, Any]:
 
 
 BAD = [
-    ({"slo__latencySeconds": "x"}, "spec.slo.latencySeconds: expected a number > 0, got 'x'"),
+    ({"slo__latencySeconds": "x"}, "spec.slo.latencySeconds: expected a number > 0 and <= 300, got 'x'"),
     ({"model": None}, "spec.model: missing"),
     ({"model__exits": []}, "spec.model.exits: expected a non-empty list"),
     (

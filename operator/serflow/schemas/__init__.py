@@ -73,6 +73,18 @@ TAU: Schema = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximu
 MAX_EXITS = 63
 """At most this many exits, so at most MAX_EXITS + 1 partitions (and stage children)."""
 
+# What the runtime builds (serflow_runtime.model.Arch refuses anything else at start-up,
+# so the pods would crash-loop; a runtime test checks these agree).
+RUNTIME_ARCHITECTURE = "vgg16_bn"
+"""The one network family the runtime builds."""
+RUNTIME_MAX_WIDTH = 4.0
+"""Largest channel width multiplier the runtime builds."""
+RUNTIME_MAX_EXIT_BLOCK = 12
+"""Exits sit after conv blocks 1..12 (VGG-16 has 13)."""
+MAX_SLO_SECONDS = 300
+"""Functions time out after 2 x SLO, and Knative refuses a timeout past its default
+max-revision-timeout-seconds (600)."""
+
 # Patterns for strings that end up in Kubernetes objects (anchored: JSON Schema and the
 # API server both search, not match). Names of our own children come from metadata.name,
 # which the CRD checks with a CEL rule (serflow.k8s.crd).
@@ -343,19 +355,24 @@ MODEL = obj(
         "checkpoint": string(
             "Checkpoint path inside the image (default: the bundled one).", minLength=1
         ),
-        "architecture": string(
-            "Network family; must match the profile's fingerprint.",
-            default="vgg16_bn",
-            minLength=1,
-            maxLength=64,
-            pattern="^[A-Za-z0-9_.-]+$",
+        "architecture": {
+            "type": "string",
+            "enum": [RUNTIME_ARCHITECTURE],
+            "default": RUNTIME_ARCHITECTURE,
+            "description": "Network family; must match the profile's fingerprint.",
+        },
+        "width": number(
+            "Channel width multiplier.",
+            default=1.0,
+            minimum=0,
+            exclusiveMinimum=True,
+            maximum=RUNTIME_MAX_WIDTH,
         ),
-        "width": number("Channel width multiplier.", default=1.0, minimum=0, exclusiveMinimum=True),
         "exits": {
             "type": "array",
             "description": "IC placement: conv blocks followed by an internal classifier.",
-            "items": {"type": "integer", "minimum": 1},
-            "maxItems": MAX_EXITS,
+            "items": {"type": "integer", "minimum": 1, "maximum": RUNTIME_MAX_EXIT_BLOCK},
+            "maxItems": RUNTIME_MAX_EXIT_BLOCK,
             "minItems": 1,
         },
         "numClasses": integer("Classes.", 2, default=10, maximum=100000),
@@ -486,6 +503,13 @@ def prices_schema() -> Schema:
     return bounded(PRICES)
 
 
+def _served_slo() -> Schema:
+    """The SLO of a served model: bounded by the functions' timeout as well."""
+    slo = copy.deepcopy(SLO)
+    slo["properties"]["latencySeconds"]["maximum"] = MAX_SLO_SECONDS
+    return slo
+
+
 @functools.cache
 def inference_spec_schema() -> Schema:
     """JSON Schema of a SerflowInference's ``spec`` (the CRD adds CEL rules to a copy).
@@ -496,7 +520,7 @@ def inference_spec_schema() -> Schema:
             "What to serve, under which SLO, at which prices.",
             {
                 "model": MODEL,
-                "slo": SLO,
+                "slo": _served_slo(),
                 "thresholds": THRESHOLDS,
                 "prices": PRICES,
                 "profile": PROFILE_SOURCE,
