@@ -129,12 +129,15 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
         cm_name = f"{name}-profile"
         taus = job.numbers("taus")
         job_image = job.text("image", image)
+    min_scale, max_scale = fn.integer("minScale"), fn.integer("maxScale")
+    if min_scale > max_scale:  # Knative refuses the Service otherwise
+        raise InputError(fn.at("maxScale"), f"expected >= minScale ({min_scale}), got {max_scale}")
     return InferenceSpec(
         model=model,
         functions=FunctionsSpec(
             container_concurrency=fn.integer("containerConcurrency"),
-            min_scale=fn.integer("minScale"),
-            max_scale=fn.integer("maxScale"),
+            min_scale=min_scale,
+            max_scale=max_scale,
         ),
         routing=RoutingSpec(
             image=r.text("image"),

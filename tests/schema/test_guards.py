@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from serflow.errors import InputError
+from serflow.inference import parse_inference
 from serflow.k8s.builders import Names
 from serflow.k8s.crd import NAME_LIMIT, PLURAL
 from serflow.k8s.jobs import job_name
@@ -206,6 +208,15 @@ CROSS = [
     ),
 ]
 
+# Rules on what only the operator reads (the CLI plans without it): its parser's error.
+SERVED = [
+    (
+        {"spec__functions__minScale": 3, "spec__functions__maxScale": 2},
+        "spec.functions.maxScale: expected >= minScale (3), got 2",
+        "spec.functions",
+    ),
+]
+
 # Map keys: JSON Schema's propertyNames is outside the structural subset the CRD embeds, so
 # only the API server checks them (the Deployment would refuse them later otherwise).
 KEYS = [
@@ -254,6 +265,15 @@ def test_the_cli_refuses_in_one_line(
     assert (r.returncode, r.stderr) == (2, f"serflow: error: {tmp_path / 'sfi.yaml'}: {message}\n")
 
 
+@pytest.mark.parametrize(("changes", "message", "field"), SERVED, ids=[g[2] for g in SERVED])
+def test_the_operators_parser_refuses_in_one_line(
+    changes: dict[str, Any], message: str, field: str
+) -> None:
+    with pytest.raises(InputError) as e:
+        parse_inference(_manifest(**changes)["spec"], "vgg")
+    assert str(e.value) == message
+
+
 @pytest.fixture(scope="module")
 def crd_cluster(cluster: Any) -> Any:
     cluster.kubectl(
@@ -298,10 +318,26 @@ def test_the_api_server_accepts_the_edges(
 
 @pytest.mark.cluster
 @pytest.mark.parametrize(
+    "example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_the_api_server_accepts_the_examples(
+    crd_cluster: Any, namespace: str, example: Path
+) -> None:
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    served = [d for d in docs if d.get("kind") == "SerflowInference"]
+    assert served, f"{example} holds no SerflowInference"
+    for doc in served:
+        r = _dry_run(crd_cluster, namespace, doc)
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
     ("changes", "message", "field"),
     [
         *GUARDS,
         *CROSS,
+        *SERVED,
         *((changes, "label or annotation keys", field) for changes, field in KEYS),
         (
             {"metadata__name": "a" * 50, "spec__profile": {"fromJob": {}}},
@@ -309,7 +345,7 @@ def test_the_api_server_accepts_the_edges(
             "metadata.name",
         ),
     ],
-    ids=[g[2] for g in GUARDS + CROSS]
+    ids=[g[2] for g in GUARDS + CROSS + SERVED]
     + [f"{f}-{i}" for i, (_, f) in enumerate(KEYS)]
     + ["metadata.name-jobs"],
 )

@@ -140,6 +140,12 @@ def _spec_schema() -> dict[str, Any]:
             "message": "maxInstances must be >= minInstances",
         }
     ]
+    spec["properties"]["functions"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.minScale) || !has(self.maxScale) || self.maxScale >= self.minScale",
+            "message": "maxScale must be >= minScale",
+        }
+    ]
     spec["x-kubernetes-validations"] = [
         {
             "rule": "!has(self.profile.inline) || self.profile.inline.batch == self.model.batch",
