@@ -106,6 +106,22 @@ GUARDS: list[tuple[dict[str, Any], str, str]] = [
         "spec.model.width",
     ),
     (
+        {"spec__scaling__epochSeconds": 7200},
+        "spec.scaling.epochSeconds: expected a number >= 0 and <= 3600, got 7200",
+        "spec.scaling.epochSeconds",
+    ),
+    (
+        {f"{_INLINE}__configs__0__vcpu": 1e9},
+        "spec.profile.inline.configs[0].vcpu: expected a number > 0 and <= 1024, got 1000000000.0",
+        "spec.profile.inline.configs[0].vcpu",
+    ),
+    (
+        {f"{_SIZES}__0__memoryMiB": 1e12},
+        "spec.prices.functions.sizes[0].memoryMiB: expected a number > 0 and <= 4194304, "
+        "got 1000000000000.0",
+        "spec.prices.functions.sizes[0].memoryMiB",
+    ),
+    (
         {"spec__slo__latencySeconds": 301},
         "spec.slo.latencySeconds: expected a number > 0 and <= 300, got 301",
         "spec.slo.latencySeconds",

@@ -135,12 +135,12 @@ BAD = [
     (
         "profile.configs.0.vcpu",
         float("inf"),
-        "profile.configs[0].vcpu: expected a number > 0, got inf",
+        "profile.configs[0].vcpu: expected a number > 0 and <= 1024, got inf",
     ),
     (
         "profile.configs.0.vcpu",
         float("nan"),
-        "profile.configs[0].vcpu: expected a number > 0, got nan",
+        "profile.configs[0].vcpu: expected a number > 0 and <= 1024, got nan",
     ),
     ("profile.fingerprint", [2], "profile.fingerprint: expected a mapping, got a list"),
     (

@@ -81,6 +81,12 @@ RUNTIME_MAX_WIDTH = 4.0
 """Largest channel width multiplier the runtime builds."""
 RUNTIME_MAX_EXIT_BLOCK = 12
 """Exits sit after conv blocks 1..12 (VGG-16 has 13)."""
+MAX_VCPU = 1024
+"""CPUs of one config: the pool's CPU request is derived from it (no node has more)."""
+MAX_MEMORY_MIB = 4 * 1024 * 1024
+"""4 TiB: memory requests are derived from it (no node has more)."""
+MAX_EPOCH_SECONDS = 3600
+"""D: the pool's termination grace period and Envoy's route timeout grow with it."""
 MAX_SLO_SECONDS = 300
 """Functions time out after 2 x SLO, and Knative refuses a timeout past its default
 max-revision-timeout-seconds (600)."""
@@ -154,8 +160,10 @@ CONFIG = obj(
             "enum": ["instance", "function"],
             "description": "Where it runs.",
         },
-        "vcpu": _positive("CPUs the measurement was taken with."),
-        "memoryMiB": _positive("Memory in MiB (for functions, the billed size)."),
+        "vcpu": _positive("CPUs the measurement was taken with.", maximum=MAX_VCPU),
+        "memoryMiB": _positive(
+            "Memory in MiB (for functions, the billed size).", maximum=MAX_MEMORY_MIB
+        ),
         "coldStartSeconds": _non_negative("Seconds from launch until it serves."),
         "secondsPerRequest": array(
             "u_i: mean seconds per request of each partition in batches of B (one per partition).",
@@ -264,7 +272,7 @@ PRICES = obj(
                                 maxLength=63,
                                 pattern=LABEL_VALUE,
                             ),
-                            "memoryMiB": _positive("Billed memory in MiB."),
+                            "memoryMiB": _positive("Billed memory in MiB.", maximum=MAX_MEMORY_MIB),
                         },
                         ["name", "memoryMiB"],
                     ),
@@ -310,7 +318,9 @@ TRAFFIC = obj(
 SCALING = obj(
     "The online loop.",
     {
-        "epochSeconds": number("D: epoch length (default: the SLO).", minimum=0),
+        "epochSeconds": number(
+            "D: epoch length (default: the SLO).", minimum=0, maximum=MAX_EPOCH_SECONDS
+        ),
         "intervalEpochs": integer(
             "S: resize the pool every S epochs.", 1, default=25, maximum=1000
         ),
@@ -681,10 +691,10 @@ def expected(schema: Mapping[str, Any]) -> str:
         bounds = []
         if "minimum" in schema:
             op = ">" if schema.get("exclusiveMinimum") else ">="
-            bounds.append(f"{op} {schema['minimum']:g}")
+            bounds.append(f"{op} {_bound(schema['minimum'])}")
         if "maximum" in schema:
             op = "<" if schema.get("exclusiveMaximum") else "<="
-            bounds.append(f"{op} {schema['maximum']:g}")
+            bounds.append(f"{op} {_bound(schema['maximum'])}")
         noun = "a number" if t == "number" else "an integer"
         return " ".join([noun, " and ".join(bounds)]) if bounds else noun
     if t == "string":
@@ -699,6 +709,11 @@ def expected(schema: Mapping[str, Any]) -> str:
     if t == "boolean":
         return "true or false"
     return f"a {t}"
+
+
+def _bound(x: float) -> str:
+    # Integers in full (4194304, not 4.1943e+06).
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def kind_of(v: Any) -> str:
