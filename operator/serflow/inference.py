@@ -128,6 +128,8 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
         job = prof.opt_sub("fromJob")
         cm_name = f"{name}-profile"
         taus = job.numbers("taus")
+        if len(set(taus)) != len(taus):  # the merged profile would hold a tau twice
+            raise InputError(job.at("taus"), "expected distinct taus")
         job_image = job.text("image", image)
     min_scale, max_scale = fn.integer("minScale"), fn.integer("maxScale")
     if min_scale > max_scale:  # Knative refuses the Service otherwise

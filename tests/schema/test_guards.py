@@ -222,6 +222,16 @@ CROSS = [
         "spec.profile.inline.cuts[1].after: duplicate 1",
         "spec.profile.inline.cuts",
     ),
+    (
+        {"spec__prices__instances__0__name": "c6i.metal"},
+        "spec.prices.instances[0].name: 'c6i.metal' has no instance config in the profile",
+        "profile.inline config of that name and kind",
+    ),
+    (
+        {f"{_SIZES}__0__name": "c6i.large"},
+        "spec.prices.functions.sizes[0].name: 'c6i.large' has no function config in the profile",
+        "profile.inline config of that name and kind",
+    ),
 ]
 
 # Rules on what only the operator reads (the CLI plans without it): its parser's error.
@@ -230,6 +240,11 @@ SERVED = [
         {"spec__functions__minScale": 3, "spec__functions__maxScale": 2},
         "spec.functions.maxScale: expected >= minScale (3), got 2",
         "spec.functions",
+    ),
+    (
+        {"spec__profile": {"fromJob": {"taus": [0.5, 0.9, 0.5]}}},
+        "spec.profile.fromJob.taus: expected distinct taus",
+        "spec.profile.fromJob.taus",
     ),
 ]
 

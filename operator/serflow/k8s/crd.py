@@ -146,6 +146,9 @@ def _spec_schema() -> dict[str, Any]:
             "message": "maxScale must be >= minScale",
         }
     ]
+    profile["properties"]["fromJob"]["properties"]["taus"]["x-kubernetes-validations"] = [
+        {"rule": "self.all(a, self.exists_one(b, b == a))", "message": "two taus are the same"}
+    ]
     spec["x-kubernetes-validations"] = [
         {
             "rule": "!has(self.profile.inline) || self.profile.inline.batch == self.model.batch",
@@ -154,6 +157,15 @@ def _spec_schema() -> dict[str, Any]:
         {
             "rule": "!has(self.profile.inline) || self.profile.inline.fingerprint.exits == self.model.exits",
             "message": "profile.inline.fingerprint.exits must equal model.exits",
+        },
+        {
+            "rule": "!has(self.profile.inline) || ((!has(self.prices.instances) || "
+            "self.prices.instances.all(i, self.profile.inline.configs.exists("
+            "c, c.name == i.name && c.kind == 'instance'))) && "
+            "self.prices.functions.sizes.all(f, self.profile.inline.configs.exists("
+            "c, c.name == f.name && c.kind == 'function')))",
+            "message": "every priced instance and function size needs a profile.inline config "
+            "of that name and kind",
         },
     ]
     return spec
