@@ -61,13 +61,12 @@ def _metadata_rules() -> list[dict[str, Any]]:
     """Child names are metadata.name plus a suffix: the name must leave room for it."""
     from serflow.k8s.jobs import job_name  # imports builders, which imports this module
 
-    longest = NAME_MAX
     job_prefix = len(job_name("", "x")) - 1  # "-profile-" before the config name
     return [
         {
             "rule": f"self.metadata.name.matches('{DNS_LABEL}') "
-            f"&& size(self.metadata.name) <= {longest}",
-            "message": f"metadata.name must be a DNS-1035 label of at most {longest} "
+            f"&& size(self.metadata.name) <= {NAME_MAX}",
+            "message": f"metadata.name must be a DNS-1035 label of at most {NAME_MAX} "
             "characters (lower case letters, digits and '-', starting with a letter): "
             "children such as <name>-spill are named after it",
         },
