@@ -128,13 +128,18 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
         job = prof.opt_sub("fromJob")
         cm_name = f"{name}-profile"
         taus = job.numbers("taus")
+        if len(set(taus)) != len(taus):  # the merged profile would hold a tau twice
+            raise InputError(job.at("taus"), "expected distinct taus")
         job_image = job.text("image", image)
+    min_scale, max_scale = fn.integer("minScale"), fn.integer("maxScale")
+    if min_scale > max_scale:  # Knative refuses the Service otherwise
+        raise InputError(fn.at("maxScale"), f"expected >= minScale ({min_scale}), got {max_scale}")
     return InferenceSpec(
         model=model,
         functions=FunctionsSpec(
             container_concurrency=fn.integer("containerConcurrency"),
-            min_scale=fn.integer("minScale"),
-            max_scale=fn.integer("maxScale"),
+            min_scale=min_scale,
+            max_scale=max_scale,
         ),
         routing=RoutingSpec(
             image=r.text("image"),

@@ -117,7 +117,7 @@ def _bad_profile(tmp_path: Path) -> Path:
         ),
         (
             ["plan", "-f", "{badsfi}"],
-            "{badsfi}: spec.slo.latencySeconds: expected a number > 0, got 'x'",
+            "{badsfi}: spec.slo.latencySeconds: expected a number > 0 and <= 300, got 'x'",
         ),
         (["plan", "-f", "{tmp}/none.yaml"], "{tmp}/none.yaml: no such file"),
         (["plan", "-f", "{garbage}"], "{garbage}:2: not valid YAML or JSON"),

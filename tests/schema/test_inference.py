@@ -34,21 +34,22 @@ def _spec(**changes: Any) -> dict[str, Any]:
 
 
 BAD = [
-    ({"slo__latencySeconds": "x"}, "spec.slo.latencySeconds: expected a number > 0, got 'x'"),
+    ({"slo__latencySeconds": "x"}, "spec.slo.latencySeconds: expected a number > 0 and <= 300, got 'x'"),
     ({"model": None}, "spec.model: missing"),
     ({"model__exits": []}, "spec.model.exits: expected a non-empty list"),
     (
         {"model__podAnnotations": {"a": 1}},
         "spec.model.podAnnotations.a: expected a string, got 1",
     ),
-    ({"functions__maxScale": 0}, "spec.functions.maxScale: expected an integer >= 1, got 0"),
+    ({"functions__maxScale": 0}, "spec.functions.maxScale: expected an integer >= 1 and <= 1000, got 0"),
     (
         {"routing__statPrefix": "my prefix"},
         "spec.routing.statPrefix: expected a string matching ^[a-zA-Z0-9_]+$, got 'my prefix'",
     ),
     (
         {"routing__statsUrls": ["http://a:9901/stats", "ftp://b"]},
-        "spec.routing.statsUrls[1]: expected a string matching ^https?://, got 'ftp://b'",
+        "spec.routing.statsUrls[1]: expected an http(s) URL with a host and a port in "
+        "1..65535, got 'ftp://b'",
     ),
     (
         {"profile__configMapRef": {"name": "p"}},

@@ -135,12 +135,12 @@ BAD = [
     (
         "profile.configs.0.vcpu",
         float("inf"),
-        "profile.configs[0].vcpu: expected a number > 0, got inf",
+        "profile.configs[0].vcpu: expected a number > 0 and <= 1024, got inf",
     ),
     (
         "profile.configs.0.vcpu",
         float("nan"),
-        "profile.configs[0].vcpu: expected a number > 0, got nan",
+        "profile.configs[0].vcpu: expected a number > 0 and <= 1024, got nan",
     ),
     ("profile.fingerprint", [2], "profile.fingerprint: expected a mapping, got a list"),
     (
@@ -151,7 +151,7 @@ BAD = [
     (
         "prices.functions.sizes.0.name",
         "f" * 300,
-        "prices.functions.sizes[0].name: expected at most 253 characters, got 300",
+        "prices.functions.sizes[0].name: expected at most 63 characters, got 300",
     ),
     (
         "profile.thresholds.0.exitShares.0",

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from serflow.schemas import DNS_LABEL, NAME_MAX, inference_spec_schema
 from serflow.schemas import GROUP as GROUP  # re-exported: the resource's coordinates
 from serflow.schemas import VERSION as VERSION
-from serflow.schemas import inference_spec_schema
 from serflow.schemas import integer as _int
 from serflow.schemas import number as _num
 from serflow.schemas import obj as _obj
@@ -24,6 +24,62 @@ from serflow.schemas import string as _str
 KIND = "SerflowInference"
 PLURAL = "serflowinferences"
 SHORT = "sfi"
+
+
+NAME_LIMIT = 63
+"""Kubernetes' limit on a Service name or label value, which every child name must meet."""
+
+
+def _unique(key: str, what: str) -> dict[str, str]:
+    """A CEL rule refusing two list items with the same ``key`` (the parsers refuse it too)."""
+    return {
+        "rule": f"self.all(a, self.exists_one(b, b.{key} == a.{key}))",
+        "message": f"two {what} have the same {key}",
+    }
+
+
+_QUALIFIED_NAME = (
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+QUALIFIED_KEYS = {
+    "rule": f"self.all(k, size(k) <= 317 && k.matches('{_QUALIFIED_NAME}'))",
+    "message": "keys must be label or annotation keys ([prefix/]name, name at most 63 "
+    "characters of letters, digits, '-', '_', '.')",
+}
+"""Pod annotation and node-selector keys: the Deployment would be refused otherwise (JSON
+Schema's propertyNames is not in the structural subset, so only the API server checks)."""
+
+INCREASING = {
+    "rule": "self.isSorted() && self.all(a, self.exists_one(b, b == a))",
+    "message": "expected strictly increasing block indices",
+}
+"""Exits: the parsers split the network at them in order."""
+
+
+def _metadata_rules() -> list[dict[str, Any]]:
+    """Child names are metadata.name plus a suffix: the name must leave room for it."""
+    from serflow.k8s.jobs import job_name  # imports builders, which imports this module
+
+    job_prefix = len(job_name("", "x")) - 1  # "-profile-" before the config name
+    return [
+        {
+            "rule": f"self.metadata.name.matches('{DNS_LABEL}') "
+            f"&& size(self.metadata.name) <= {NAME_MAX}",
+            "message": f"metadata.name must be a DNS-1035 label of at most {NAME_MAX} "
+            "characters (lower case letters, digits and '-', starting with a letter): "
+            "children such as <name>-spill are named after it",
+        },
+        {
+            "rule": "!has(self.spec.profile.fromJob) || ("
+            "(!has(self.spec.prices.instances) || self.spec.prices.instances.all(i, "
+            f"size(self.metadata.name) + {job_prefix} + size(i.name) <= {NAME_LIMIT})) && "
+            "self.spec.prices.functions.sizes.all(f, "
+            f"size(self.metadata.name) + {job_prefix} + size(f.name) <= {NAME_LIMIT}))",
+            "message": f"metadata.name plus '-profile-' plus each instance or size name must "
+            f"fit in {NAME_LIMIT} characters: profiling Jobs are named so",
+        },
+    ]
 
 
 def _spec_schema() -> dict[str, Any]:
@@ -46,6 +102,22 @@ def _spec_schema() -> dict[str, Any]:
             "message": "a cut must lie between partitions (after < len(exits) + 1)",
         },
     ]
+    p["properties"]["configs"]["x-kubernetes-validations"] = [_unique("name", "configs")]
+    p["properties"]["cuts"]["x-kubernetes-validations"] = [_unique("after", "cuts")]
+    p["properties"]["thresholds"]["x-kubernetes-validations"] = [_unique("tau", "thresholds")]
+    p["properties"]["fingerprint"]["properties"]["exits"]["x-kubernetes-validations"] = [INCREASING]
+    spec["properties"]["model"]["properties"]["exits"]["x-kubernetes-validations"] = [INCREASING]
+    prices = spec["properties"]["prices"]["properties"]
+    prices["instances"]["x-kubernetes-validations"] = [_unique("name", "instances")]
+    prices["functions"]["properties"]["sizes"]["x-kubernetes-validations"] = [
+        _unique("name", "sizes")
+    ]
+    prices["instances"]["items"]["properties"]["nodeSelector"]["x-kubernetes-validations"] = [
+        QUALIFIED_KEYS
+    ]
+    spec["properties"]["model"]["properties"]["podAnnotations"]["x-kubernetes-validations"] = [
+        QUALIFIED_KEYS
+    ]
     th = p["properties"]["thresholds"]["items"]
     th["x-kubernetes-validations"] = [
         {
@@ -67,6 +139,15 @@ def _spec_schema() -> dict[str, Any]:
             "message": "maxInstances must be >= minInstances",
         }
     ]
+    spec["properties"]["functions"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.minScale) || !has(self.maxScale) || self.maxScale >= self.minScale",
+            "message": "maxScale must be >= minScale",
+        }
+    ]
+    profile["properties"]["fromJob"]["properties"]["taus"]["x-kubernetes-validations"] = [
+        {"rule": "self.all(a, self.exists_one(b, b == a))", "message": "two taus are the same"}
+    ]
     spec["x-kubernetes-validations"] = [
         {
             "rule": "!has(self.profile.inline) || self.profile.inline.batch == self.model.batch",
@@ -75,6 +156,15 @@ def _spec_schema() -> dict[str, Any]:
         {
             "rule": "!has(self.profile.inline) || self.profile.inline.fingerprint.exits == self.model.exits",
             "message": "profile.inline.fingerprint.exits must equal model.exits",
+        },
+        {
+            "rule": "!has(self.profile.inline) || ((!has(self.prices.instances) || "
+            "self.prices.instances.all(i, self.profile.inline.configs.exists("
+            "c, c.name == i.name && c.kind == 'instance'))) && "
+            "self.prices.functions.sizes.all(f, self.profile.inline.configs.exists("
+            "c, c.name == f.name && c.kind == 'function')))",
+            "message": "every priced instance and function size needs a profile.inline config "
+            "of that name and kind",
         },
     ]
     return spec
@@ -212,6 +302,7 @@ def crd() -> dict[str, Any]:
             "status": _status_schema(),
         },
         ["spec"],
+        **{"x-kubernetes-validations": _metadata_rules()},
     )
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -70,13 +70,65 @@ def _non_negative(desc: str, **kw: Any) -> Schema:
 TAU: Schema = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1}
 """A confidence threshold: 0 < tau <= 1."""
 
+MAX_EXITS = 63
+"""At most this many exits, so at most MAX_EXITS + 1 partitions (and stage children)."""
+
+# What the runtime builds (serflow_runtime.model.Arch refuses anything else at start-up,
+# so the pods would crash-loop; a runtime test checks these agree).
+RUNTIME_ARCHITECTURE = "vgg16_bn"
+"""The one network family the runtime builds."""
+RUNTIME_MAX_WIDTH = 4.0
+"""Largest channel width multiplier the runtime builds."""
+RUNTIME_MAX_EXIT_BLOCK = 12
+"""Exits sit after conv blocks 1..12 (VGG-16 has 13)."""
+MAX_VCPU = 1024
+"""CPUs of one config: the pool's CPU request is derived from it (no node has more)."""
+MAX_MEMORY_MIB = 4 * 1024 * 1024
+"""4 TiB: memory requests are derived from it (no node has more)."""
+MAX_EPOCH_SECONDS = 3600
+"""D: the pool's termination grace period and Envoy's route timeout grow with it."""
+MAX_SLO_SECONDS = 300
+"""Functions time out after 2 x SLO, and Knative refuses a timeout past its default
+max-revision-timeout-seconds (600)."""
+
+# Patterns for strings that end up in Kubernetes objects (anchored: JSON Schema and the
+# API server both search, not match). Names of our own children come from metadata.name,
+# which the CRD checks with a CEL rule (serflow.k8s.crd).
+DNS_LABEL = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""A DNS-1035 label: what a Service (and a Knative Service) name must be."""
+NAME_MAX = 63 - len("-spill")
+"""Longest SerflowInference name: its children are named <name>-spill, -envoy, -pool,
+-tail, -p<i> (serflow.k8s.builders.Names; a test checks this leaves room for each)."""
+LABEL_VALUE = "^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+"""A label value (63 characters at most): instance names become node-selector values."""
+DNS_SUBDOMAIN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""An object name such as a ConfigMap's (253 characters at most)."""
+CONFIG_KEY = "^[-._a-zA-Z0-9]+$"
+"""A ConfigMap data key."""
+IMAGE = "^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
+"""A container image reference: no blanks or shell characters, as a pod's image must be."""
+_PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+STATS_URL = f"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:{_PORT})?(/[^\\s]*)?$"
+"""An http(s) URL with a host name or IPv4 address and, if any, a port in 1..65535."""
+PATTERN_WORDS = {
+    DNS_LABEL: "a DNS-1035 label (lower case letters, digits, '-', starting with a letter)",
+    LABEL_VALUE: "a label value (letters, digits, '-', '_', '.')",
+    DNS_SUBDOMAIN: "a DNS subdomain name",
+    CONFIG_KEY: "a ConfigMap key",
+    IMAGE: "an image reference (no blanks)",
+    STATS_URL: "an http(s) URL with a host and a port in 1..65535",
+}
+"""The patterns in words, for the one-line errors."""
+
 # ---------------------------------------------------------------------------------------
 # The profile and the price sheet (DESIGN.md section 4)
 
 FINGERPRINT = obj(
     "What identifies the model; a profile whose fingerprint differs from the spec's is refused.",
     {
-        "architecture": {"type": "string", "description": "Network family, e.g. vgg16_bn."},
+        "architecture": string(
+            "Network family, e.g. vgg16_bn.", minLength=1, maxLength=64, pattern="^[A-Za-z0-9_.-]+$"
+        ),
         "width": _positive("Channel width multiplier (1.0 is the full network).", default=1.0),
         "exits": array(
             "IC placement: conv blocks after which an internal classifier sits, increasing.",
@@ -90,8 +142,10 @@ FINGERPRINT = obj(
         },
         "checkpointSha256": {
             "type": "string",
-            "description": "SHA-256 of the profiled checkpoint.",
+            "description": "SHA-256 of the profiled checkpoint (hex; empty: not recorded).",
             "default": "",
+            "maxLength": 64,
+            "pattern": "^([0-9a-f]{64})?$",
         },
     },
     ["architecture", "exits"],
@@ -100,14 +154,16 @@ FINGERPRINT = obj(
 CONFIG = obj(
     "Measurements of one instance type or function size.",
     {
-        "name": {"type": "string", "minLength": 1, "description": "As in the price sheet."},
+        "name": string("As in the price sheet.", minLength=1, maxLength=63, pattern=LABEL_VALUE),
         "kind": {
             "type": "string",
             "enum": ["instance", "function"],
             "description": "Where it runs.",
         },
-        "vcpu": _positive("CPUs the measurement was taken with."),
-        "memoryMiB": _positive("Memory in MiB (for functions, the billed size)."),
+        "vcpu": _positive("CPUs the measurement was taken with.", maximum=MAX_VCPU),
+        "memoryMiB": _positive(
+            "Memory in MiB (for functions, the billed size).", maximum=MAX_MEMORY_MIB
+        ),
         "coldStartSeconds": _non_negative("Seconds from launch until it serves."),
         "secondsPerRequest": array(
             "u_i: mean seconds per request of each partition in batches of B (one per partition).",
@@ -177,11 +233,19 @@ PRICES = obj(
             obj(
                 "One instance type.",
                 {
-                    "name": {"type": "string", "minLength": 1, "description": "Instance type."},
+                    "name": string(
+                        "Instance type (the default node-selector value, so a label value).",
+                        minLength=1,
+                        maxLength=63,
+                        pattern=LABEL_VALUE,
+                    ),
                     "perHour": _non_negative("Dollars per hour for one instance."),
                     "nodeSelector": {
                         "type": "object",
-                        "additionalProperties": {"type": "string"},
+                        "additionalProperties": string(
+                            "A label value.", maxLength=63, pattern=LABEL_VALUE
+                        ),
+                        "maxProperties": 16,
                         "description": "Labels selecting its nodes (default: the instance-type label).",
                     },
                 },
@@ -202,12 +266,13 @@ PRICES = obj(
                     obj(
                         "One size.",
                         {
-                            "name": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "As in the profile.",
-                            },
-                            "memoryMiB": _positive("Billed memory in MiB."),
+                            "name": string(
+                                "As in the profile.",
+                                minLength=1,
+                                maxLength=63,
+                                pattern=LABEL_VALUE,
+                            ),
+                            "memoryMiB": _positive("Billed memory in MiB.", maximum=MAX_MEMORY_MIB),
                         },
                         ["name", "memoryMiB"],
                     ),
@@ -253,7 +318,9 @@ TRAFFIC = obj(
 SCALING = obj(
     "The online loop.",
     {
-        "epochSeconds": number("D: epoch length (default: the SLO).", minimum=0),
+        "epochSeconds": number(
+            "D: epoch length (default: the SLO).", minimum=0, maximum=MAX_EPOCH_SECONDS
+        ),
         "intervalEpochs": integer(
             "S: resize the pool every S epochs.", 1, default=25, maximum=1000
         ),
@@ -280,8 +347,8 @@ SCALING = obj(
             "description": "Let an instance serve several batches per epoch when they "
             "still meet the SLO (the paper gives each one batch per epoch).",
         },
-        "minInstances": integer("Pool lower bound.", 0, default=0),
-        "maxInstances": integer("Pool upper bound.", 0, default=1000),
+        "minInstances": integer("Pool lower bound.", 0, default=0, maximum=10000),
+        "maxInstances": integer("Pool upper bound.", 0, default=1000, maximum=10000),
     },
 )
 
@@ -291,28 +358,43 @@ SCALING = obj(
 MODEL = obj(
     "The early-exit model to serve.",
     {
-        "image": string("Worker image (Dockerfile.worker)."),
-        "functionImage": string("Function image (Dockerfile.fn); default: the worker image."),
-        "checkpoint": string("Checkpoint path inside the image (default: the bundled one)."),
-        "architecture": string(
-            "Network family; must match the profile's fingerprint.", default="vgg16_bn"
+        "image": string("Worker image (Dockerfile.worker).", minLength=1, pattern=IMAGE),
+        "functionImage": string(
+            "Function image (Dockerfile.fn); default: the worker image.", minLength=1, pattern=IMAGE
         ),
-        "width": number("Channel width multiplier.", default=1.0, minimum=0, exclusiveMinimum=True),
+        "checkpoint": string(
+            "Checkpoint path inside the image (default: the bundled one).", minLength=1
+        ),
+        "architecture": {
+            "type": "string",
+            "enum": [RUNTIME_ARCHITECTURE],
+            "default": RUNTIME_ARCHITECTURE,
+            "description": "Network family; must match the profile's fingerprint.",
+        },
+        "width": number(
+            "Channel width multiplier.",
+            default=1.0,
+            minimum=0,
+            exclusiveMinimum=True,
+            maximum=RUNTIME_MAX_WIDTH,
+        ),
         "exits": {
             "type": "array",
             "description": "IC placement: conv blocks followed by an internal classifier.",
-            "items": {"type": "integer", "minimum": 1},
-            "maxItems": 63,
+            "items": {"type": "integer", "minimum": 1, "maximum": RUNTIME_MAX_EXIT_BLOCK},
+            "maxItems": RUNTIME_MAX_EXIT_BLOCK,
             "minItems": 1,
         },
-        "numClasses": integer("Classes.", 2, default=10),
+        "numClasses": integer("Classes.", 2, default=10, maximum=100000),
         "podAnnotations": {
             "type": "object",
             "description": "Extra annotations on the pool's pods.",
             "additionalProperties": {"type": "string", "maxLength": 1024},
             "maxProperties": 32,
         },
-        "batch": integer("B: requests per batch; must match the profile.", 1, default=100),
+        "batch": integer(
+            "B: requests per batch; must match the profile.", 1, default=100, maximum=4096
+        ),
     },
     ["image", "exits"],
 )
@@ -324,15 +406,25 @@ PROFILE_SOURCE = obj(
         "configMapRef": obj(
             "A ConfigMap holding a Profile document.",
             {
-                "name": string("ConfigMap name.", maxLength=253),
-                "key": string("Key holding the YAML.", default="profile.yaml", maxLength=253),
+                "name": string(
+                    "ConfigMap name.", minLength=1, maxLength=253, pattern=DNS_SUBDOMAIN
+                ),
+                "key": string(
+                    "Key holding the YAML.",
+                    default="profile.yaml",
+                    minLength=1,
+                    maxLength=253,
+                    pattern=CONFIG_KEY,
+                ),
             },
             ["name"],
         ),
         "fromJob": obj(
             "Run the runtime's profiler as a Job per instance type and function size.",
             {
-                "image": string("Profiler image (default: the model image)."),
+                "image": string(
+                    "Profiler image (default: the model image).", minLength=1, pattern=IMAGE
+                ),
                 "taus": {
                     "type": "array",
                     "items": TAU,
@@ -349,17 +441,20 @@ PROFILE_SOURCE = obj(
 FUNCTIONS = obj(
     "Knative Services of the tail and the spill.",
     {
-        "containerConcurrency": integer("Requests one function pod takes at once.", 1, default=1),
-        "minScale": integer("Knative min-scale (0: scale to zero).", 0, default=0),
-        "maxScale": integer("Knative max-scale.", 1, default=50),
+        # Knative's own ceilings: container-concurrency-max-limit defaults to 1000.
+        "containerConcurrency": integer(
+            "Requests one function pod takes at once.", 1, default=1, maximum=1000
+        ),
+        "minScale": integer("Knative min-scale (0: scale to zero).", 0, default=0, maximum=1000),
+        "maxScale": integer("Knative max-scale.", 1, default=50, maximum=1000),
     },
 )
 
 ROUTING = obj(
     "Envoy in front of the pool and the functions.",
     {
-        "image": string("Envoy image.", default=wire.ENVOY_IMAGE),
-        "replicas": integer("Envoy replicas.", 1, default=1),
+        "image": string("Envoy image.", default=wire.ENVOY_IMAGE, minLength=1, pattern=IMAGE),
+        "replicas": integer("Envoy replicas.", 1, default=1, maximum=100),
         "statPrefix": string(
             "Envoy HTTP stat prefix counting this object's requests.",
             default=wire.STAT_PREFIX,
@@ -369,7 +464,7 @@ ROUTING = obj(
         "statsUrls": {
             "type": "array",
             "description": "Stats endpoints to read counters from (default: the Envoy pods' stats port).",
-            "items": {"type": "string", "maxLength": 512, "pattern": "^https?://"},
+            "items": {"type": "string", "maxLength": 512, "pattern": STATS_URL},
             "maxItems": 16,
         },
     },
@@ -378,7 +473,7 @@ ROUTING = obj(
 # CEL cost estimation needs bounds on every list and string it walks; the API server
 # enforces them, so every reader does.
 _MAX_ITEMS = {
-    "exits": 63,
+    "exits": MAX_EXITS,
     "configs": 32,
     "cuts": 64,
     "thresholds": 32,
@@ -418,6 +513,13 @@ def prices_schema() -> Schema:
     return bounded(PRICES)
 
 
+def _served_slo() -> Schema:
+    """The SLO of a served model: bounded by the functions' timeout as well."""
+    slo = copy.deepcopy(SLO)
+    slo["properties"]["latencySeconds"]["maximum"] = MAX_SLO_SECONDS
+    return slo
+
+
 @functools.cache
 def inference_spec_schema() -> Schema:
     """JSON Schema of a SerflowInference's ``spec`` (the CRD adds CEL rules to a copy).
@@ -428,7 +530,7 @@ def inference_spec_schema() -> Schema:
             "What to serve, under which SLO, at which prices.",
             {
                 "model": MODEL,
-                "slo": SLO,
+                "slo": _served_slo(),
                 "thresholds": THRESHOLDS,
                 "prices": PRICES,
                 "profile": PROFILE_SOURCE,
@@ -450,7 +552,17 @@ def inference_document_schema() -> Schema:
         "properties": {
             "apiVersion": {"type": "string", "enum": [API_VERSION]},
             "kind": {"type": "string", "enum": ["SerflowInference"]},
-            "metadata": {"type": "object"},
+            "metadata": obj(
+                "The object's metadata.",
+                {
+                    "name": string(
+                        "Children's names derive from it.",
+                        minLength=1,
+                        maxLength=NAME_MAX,
+                        pattern=DNS_LABEL,
+                    )
+                },
+            ),
             "spec": inference_spec_schema(),
         },
         "required": ["kind", "spec"],
@@ -579,14 +691,16 @@ def expected(schema: Mapping[str, Any]) -> str:
         bounds = []
         if "minimum" in schema:
             op = ">" if schema.get("exclusiveMinimum") else ">="
-            bounds.append(f"{op} {schema['minimum']:g}")
+            bounds.append(f"{op} {_bound(schema['minimum'])}")
         if "maximum" in schema:
             op = "<" if schema.get("exclusiveMaximum") else "<="
-            bounds.append(f"{op} {schema['maximum']:g}")
+            bounds.append(f"{op} {_bound(schema['maximum'])}")
         noun = "a number" if t == "number" else "an integer"
         return " ".join([noun, " and ".join(bounds)]) if bounds else noun
     if t == "string":
         text = "a non-empty string" if schema.get("minLength", 0) >= 1 else "a string"
+        if schema.get("pattern") in PATTERN_WORDS:
+            return str(PATTERN_WORDS[schema["pattern"]])
         return f"{text} matching {schema['pattern']}" if "pattern" in schema else text
     if t == "array":
         return "a non-empty list" if schema.get("minItems", 0) >= 1 else "a list"
@@ -595,6 +709,11 @@ def expected(schema: Mapping[str, Any]) -> str:
     if t == "boolean":
         return "true or false"
     return f"a {t}"
+
+
+def _bound(x: float) -> str:
+    # Integers in full (4194304, not 4.1943e+06).
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def kind_of(v: Any) -> str:
