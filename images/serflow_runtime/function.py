@@ -14,8 +14,6 @@ Knative passes the port in ``$PORT``.
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from serflow_runtime.server import (
     error_middleware,
     metrics_view,
     read_body,
-    serve,
+    run,
     server_timing,
 )
 
@@ -178,11 +176,4 @@ class FunctionApp:
 
 
 def main(cfg: FunctionConfig) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        fa = FunctionApp(cfg)
-    except ValueError as e:  # bad arguments: one line, exit 2
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    asyncio.run(serve(fa.app(), cfg.host, cfg.port, fa.drain, cfg.client_timeout))
-    return 0
+    return run(lambda: FunctionApp(cfg), cfg.host, cfg.port, cfg.client_timeout)

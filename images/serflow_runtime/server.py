@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -152,3 +153,23 @@ async def serve(
         await on_term()
     await runner.cleanup()
     log.info("stopped")
+
+
+class Served(Protocol):
+    """A worker or function application: its routes and its drain on SIGTERM."""
+
+    def app(self) -> web.Application: ...
+
+    async def drain(self) -> None: ...
+
+
+def run(build: Callable[[], Served], host: str, port: int, client_timeout: float) -> int:
+    """Build a server and serve it until SIGTERM; bad arguments end in one line, exit 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        served = build()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(served.app(), host, port, served.drain, client_timeout))
+    return 0

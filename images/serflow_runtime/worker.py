@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from serflow_runtime.server import (
     error_middleware,
     metrics_view,
     read_body,
-    serve,
+    run,
     server_timing,
 )
 
@@ -310,11 +309,4 @@ class WorkerApp:
 
 
 def main(cfg: WorkerConfig) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        w = WorkerApp(cfg)
-    except ValueError as e:  # bad arguments: one line, exit 2
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    asyncio.run(serve(w.app(), cfg.host, cfg.port, w.drain, cfg.client_timeout))
-    return 0
+    return run(lambda: WorkerApp(cfg), cfg.host, cfg.port, cfg.client_timeout)
