@@ -22,9 +22,11 @@ TRACE ?= $(if $(wildcard ../shared/traces/wits_logs.txt),../shared/traces/wits_l
 
 # The main job: the whole loop on this machine (local control plane, chart, operator, real
 # workers, functions and Envoy serving a replayed trace), ending with a report in out/demo.
+# MANIFEST=examples/digits-resnet.yaml serves the residual network instead of the VGG.
+MANIFEST ?= examples/digits-demo.yaml
 demo: $(STAMP)
 	hack/cluster.sh build
-	$(BIN)/python -m serflow_testbed.demo --out out/demo
+	$(BIN)/python -m serflow_testbed.demo -f $(MANIFEST) --out out/demo
 
 # What it would cost: the paper's setup planned and replayed by the simulator.
 simulate: $(STAMP)

@@ -18,19 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from serflow_runtime import checkpoint, data  # noqa: E402
+from serflow_runtime import artefact  # noqa: E402
 from serflow_runtime.cli import BUNDLED  # noqa: E402
 from serflow_runtime.engine import decide  # noqa: E402
-from tests.runtime.conftest import raw_bytes  # noqa: E402
+from serflow_runtime.runtimes import open_model  # noqa: E402
+from tests.runtime.conftest import all_logits, raw_bytes  # noqa: E402
 from tests.runtime.faults import POOL_WEIGHT, SHAPE, fault_run  # noqa: E402
 from tests.runtime.plans import plan  # noqa: E402
-
-torch.set_num_threads(1)
 
 
 def main() -> int:
@@ -42,11 +39,11 @@ def main() -> int:
     if a.per_phase < 1 or a.clients < 1:
         print("error: --per-phase and --clients must be at least 1", file=sys.stderr)
         return 2
-    loaded = checkpoint.load(BUNDLED)
-    x = data.digits(seed=0).x_val
+    model = open_model(BUNDLED, "onnx", threads=1)
+    cal = artefact.load_calibration(model.root, model.manifest)
+    x = artefact.preprocess(cal.pixels, model.manifest.input)
     _, _, cand = plan(SHAPE)
-    with torch.inference_mode():
-        ex, pred = decide(loaded.model(x), cand.tau)
+    ex, pred = decide(all_logits(model, x), cand.tau)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="serflow-faults-") as tmp:
         run = fault_run(Path(tmp), [raw_bytes(r) for r in x], a.per_phase, a.clients)

@@ -16,6 +16,9 @@ run() { echo '```'; echo "\$ $*"; "$@"; echo '```'; echo; }
     echo "## Paper preset, first 400 epochs of the WITS trace (the paper's replay)"
     echo
     run $bin/serflow simulate -f preset:paper --trace "$wits" --epochs 400 --plot bench/results/paper-wits-400.png
+    echo "## The same, routed as the operator routes (Envoy's split, worker budgets)"
+    echo
+    run $bin/serflow simulate -f preset:paper --trace "$wits" --epochs 400 --routing envoy
     echo "## Paper preset, the whole WITS trace"
     echo
     run $bin/serflow simulate -f preset:paper --trace "$wits"

@@ -8,7 +8,7 @@
 #   hack/kind.sh up      hack/docker.sh up, build if needed, create the cluster, wait for
 #                        the node to be Ready
 #   hack/kind.sh check   a pod reaches another through a Service (exit 0 when it does)
-#   hack/kind.sh load [operator|worker|fn ...]
+#   hack/kind.sh load [operator|worker|fn|envoy ...]
 #                        build localhost/serflow/<name>:local from Dockerfile.<name> on the
 #                        local Python base and load it into the node (default: operator)
 #   hack/kind.sh knative Knative Serving (KNATIVE_SERVING_KIND_VERSION) built from its

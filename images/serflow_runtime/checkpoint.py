@@ -9,14 +9,18 @@ profile records it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from serflow_runtime import resnet
+from serflow_runtime.artefact import sha256_file
 from serflow_runtime.model import Arch, EarlyExitVGG
+
+AnyArch = Arch | resnet.ResArch
+AnyModel = EarlyExitVGG | resnet.EarlyExitResNet
 
 FORMAT = "serflow-checkpoint/1"
 
@@ -53,8 +57,8 @@ class Fingerprint:
 
 @dataclass
 class Loaded:
-    model: EarlyExitVGG
-    arch: Arch
+    model: AnyModel
+    arch: AnyArch
     meta: dict[str, Any]
     sha256: str
     mean: tuple[float, ...]
@@ -66,17 +70,10 @@ class Loaded:
         return Fingerprint(a.architecture, a.width, a.exits, a.num_classes, self.sha256)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def save(
     path: str | Path,
-    model: EarlyExitVGG,
+    model: AnyModel,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     meta: dict[str, Any] | None = None,
@@ -99,7 +96,20 @@ def save(
     return sha256_file(path)
 
 
-def load(path: str | Path, expect: Arch | None = None) -> Loaded:
+def arch_from_dict(d: dict[str, Any]) -> AnyArch:
+    """The architecture a checkpoint names (VGG-16-BN or the residual network)."""
+    if d.get("architecture") == resnet.ARCHITECTURE:
+        return resnet.ResArch.from_dict(d)
+    return Arch.from_dict(d)
+
+
+def build_model(arch: AnyArch) -> AnyModel:
+    if isinstance(arch, resnet.ResArch):
+        return resnet.EarlyExitResNet(arch)
+    return EarlyExitVGG(arch)
+
+
+def load(path: str | Path, expect: AnyArch | None = None) -> Loaded:
     """Load and rebuild the model in eval mode; refuse a checkpoint unlike ``expect``."""
     p = Path(path)
     if not p.is_file():
@@ -110,12 +120,15 @@ def load(path: str | Path, expect: Arch | None = None) -> Loaded:
         raise CheckpointError(f"checkpoint {p} is unreadable: {e}") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {p} is not a {FORMAT} file")
-    arch = Arch.from_dict(payload["arch"])
+    try:
+        arch = arch_from_dict(payload["arch"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {p} names no known architecture: {e}") from e
     if expect is not None and expect != arch:
         raise CheckpointError(
             f"checkpoint {p} holds {arch.to_dict()} but {expect.to_dict()} was expected"
         )
-    model = EarlyExitVGG(arch)
+    model = build_model(arch)
     state = {
         k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()
     }

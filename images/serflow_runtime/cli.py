@@ -1,4 +1,4 @@
-"""``serflow-runtime``: train, profile, and run the worker or function server."""
+"""``serflow-runtime``: train, export, profile, and run the worker or function server."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from serflow_runtime import DEFAULT_PORT
+from serflow_runtime.artefact import SHIPPED
+from serflow_runtime.runtimes import Runtime
 
-BUNDLED = Path(__file__).parent / "checkpoints" / "digits-vgg16-w025.pt"
+BUNDLED = SHIPPED / "digits-vgg16-w025"
+"""The default artefact: the VGG-16-BN SDN trained on digits, exported."""
 
 
 def _ints(s: str) -> tuple[int, ...]:
@@ -23,7 +26,7 @@ def _floats(s: str) -> tuple[float, ...]:
 def cmd_train(a: argparse.Namespace) -> int:
     import torch
 
-    from serflow_runtime import checkpoint, data
+    from serflow_runtime import checkpoint, data, resnet
     from serflow_runtime.model import build
     from serflow_runtime.train import TrainConfig, train
 
@@ -33,7 +36,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     except data.DataMissingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model = build(a.width, a.exits, num_classes=int(ds.y_train.max()) + 1)
+    classes = int(ds.y_train.max()) + 1
+    model: checkpoint.AnyModel = (
+        resnet.build(a.width, num_classes=classes)
+        if a.architecture == resnet.ARCHITECTURE
+        else build(a.width, a.exits, num_classes=classes)
+    )
     cfg = TrainConfig(epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads)
     acc = train(model, ds, cfg)
     meta = {"dataset": ds.name, "seed": a.seed, "epochs": a.epochs, "valAccuracyPerExit": acc}
@@ -42,13 +50,38 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from serflow_runtime import checkpoint, data
+    from serflow_runtime.export import export, to_pixels
+
+    try:
+        ld = checkpoint.load(a.checkpoint)
+        ds = data.load(a.dataset, a.data_dir, seed=int(ld.meta.get("seed", 0)))
+    except (checkpoint.CheckpointError, data.DataMissingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    m = export(
+        list(ld.model.partitions),
+        a.out,
+        name=a.name or Path(a.checkpoint).stem,
+        input_shape=ld.arch.input_shape,
+        mean=ld.mean,
+        std=ld.std,
+        classes=[str(c) for c in range(ld.arch.num_classes)],
+        calibration=(to_pixels(ds.x_val, ld.mean, ld.std), ds.y_val.numpy()),
+        source=a.checkpoint,
+        describes={**ld.arch.to_dict(), "valAccuracyPerExit": ld.meta.get("valAccuracyPerExit")},
+    )
+    print(f"wrote {a.out}: {m.num_stages} stages, digest {m.digest}")
+    return 0
+
+
 def cmd_profile(a: argparse.Namespace) -> int:
     from serflow_runtime.profiler import ProfileRequest, run_profile, write_profile
 
     req = ProfileRequest(
-        checkpoint=Path(a.checkpoint),
-        dataset=a.dataset,
-        data_dir=a.data_dir,
+        artefact=Path(a.artefact),
+        runtime=Runtime(a.runtime),
         batch=a.batch,
         taus=a.taus,
         configs=a.config,
@@ -66,7 +99,9 @@ def cmd_worker(a: argparse.Namespace) -> int:
 
     return main(
         WorkerConfig(
-            checkpoint=Path(a.checkpoint),
+            artefact=Path(a.artefact),
+            runtime=Runtime(a.runtime),
+            digest=a.digest,
             host=a.host,
             port=a.port,
             cut=a.cut,
@@ -90,7 +125,9 @@ def cmd_function(a: argparse.Namespace) -> int:
     port = a.port if a.port is not None else int(os.environ.get("PORT", DEFAULT_PORT))
     return main(
         FunctionConfig(
-            checkpoint=Path(a.checkpoint),
+            artefact=Path(a.artefact),
+            runtime=Runtime(a.runtime),
+            digest=a.digest,
             host=a.host,
             port=port,
             partitions=a.partitions,
@@ -103,17 +140,40 @@ def cmd_function(a: argparse.Namespace) -> int:
     )
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--artefact",
+        default=str(BUNDLED),
+        help=f"artefact folder (manifest.json), or a shipped one by name: "
+        f"{', '.join(sorted(d.name for d in SHIPPED.iterdir() if d.is_dir()))}",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=[r.value for r in Runtime],
+        default=Runtime.ONNX.value,
+        help="what runs the stages (torch needs torch and the artefact's source checkpoint)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     from serflow_runtime.server import CLIENT_TIMEOUT
 
     p = argparse.ArgumentParser(prog="serflow-runtime", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    t = sub.add_parser("train", help="train an early-exit VGG-16-BN and write a checkpoint")
+    t = sub.add_parser("train", help="train an early-exit network and write a checkpoint")
+    t.add_argument(
+        "--architecture",
+        choices=["vgg16_bn", "resnet_ee"],
+        default="vgg16_bn",
+        help="the VGG-16-BN SDN or the residual network (its exits are fixed)",
+    )
     t.add_argument("--dataset", choices=["digits", "cifar10"], default="digits")
     t.add_argument("--data-dir", help="folder holding cifar-10-batches-py (never downloaded)")
     t.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
-    t.add_argument("--exits", type=_ints, default=(2, 4, 6, 7, 9, 10), help="IC blocks, e.g. 2,4,6")
+    t.add_argument(
+        "--exits", type=_ints, default=(2, 4, 6, 7, 9, 10), help="VGG: IC blocks, e.g. 2,4,6"
+    )
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--lr", type=float, default=2e-3)
@@ -123,10 +183,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.set_defaults(fn=cmd_train)
 
-    pr = sub.add_parser("profile", help="measure a checkpoint; write a serflow Profile YAML")
-    pr.add_argument("--checkpoint", default=str(BUNDLED))
-    pr.add_argument("--dataset", choices=["digits", "cifar10"], default="digits")
-    pr.add_argument("--data-dir")
+    ex = sub.add_parser("export", help="write an artefact (ONNX stages + manifest) from a checkpoint")
+    ex.add_argument("--checkpoint", required=True, help="a checkpoint written by train")
+    ex.add_argument("--dataset", choices=["digits", "cifar10"], default="digits")
+    ex.add_argument("--data-dir", help="folder holding cifar-10-batches-py (never downloaded)")
+    ex.add_argument("--name", default=None, help="model name (default: the checkpoint's stem)")
+    ex.add_argument("--out", required=True, help="a new, empty folder")
+    ex.set_defaults(fn=cmd_export)
+
+    pr = sub.add_parser("profile", help="measure an artefact; write a serflow Profile YAML")
+    _model_args(pr)
     pr.add_argument("--batch", type=int, default=100)
     pr.add_argument("--taus", type=_floats, default=(0.5, 0.7, 0.85, 0.95))
     pr.add_argument(
@@ -142,7 +208,8 @@ def parser() -> argparse.ArgumentParser:
 
     for name, fn in (("worker", cmd_worker), ("function", cmd_function)):
         s = sub.add_parser(name, help=f"run the {name} server")
-        s.add_argument("--checkpoint", default=str(BUNDLED))
+        _model_args(s)
+        s.add_argument("--digest", default=None, help="refuse to start unless the artefact has it")
         s.add_argument("--host", default="127.0.0.1")
         s.add_argument("--tau", type=float, default=0.85)
         s.add_argument("--exits-off", action="store_true", help="answer every request at exit K")
@@ -179,7 +246,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    return int(a.fn(a))
+    try:
+        return int(a.fn(a))
+    except ValueError as e:  # bad input (artefact, checkpoint, profile): one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Client requests (``POST /infer`` on the worker and on the function server), one 
 
 * ``Content-Type: application/octet-stream``: the model input as raw little-endian
   float32, C*H*W = 3*32*32 = 12,288 bytes, channel-major, already normalised with the
-  checkpoint's mean and std.  Any other length, or a NaN/Inf value, is a 400.
+  artefact's mean and std.  Any other length, or a NaN/Inf value, is a 400.
 * ``Content-Type: image/png``: an 8-bit 32x32 PNG (grey, RGB or RGBA); pixels are
   scaled to [0, 1], grey replicated to 3 channels, then normalised like training data.
   Other sizes are refused before the pixels are decoded.
@@ -32,7 +32,8 @@ from typing import Any
 
 import lz4.frame
 import numpy as np
-import torch
+
+from serflow_runtime.artefact import InputSpec, preprocess
 
 MAGIC = b"SFLW"
 VERSION = 1
@@ -102,7 +103,6 @@ class BadRequest(ValueError):
 
 
 def _finite(a: np.ndarray, what: str) -> None:
-    # numpy, not torch: a torch op here costs ~100 us while the compute thread runs.
     if not bool(np.isfinite(a).all()):
         raise BadRequest(f"{what} contains NaN or Inf values")
 
@@ -113,8 +113,8 @@ def decode_image(
     shape: tuple[int, int, int],
     mean: tuple[float, ...],
     std: tuple[float, ...],
-) -> torch.Tensor:
-    """One request body to a (1, C, H, W) normalised float32 tensor."""
+) -> np.ndarray:
+    """One request body to a (1, C, H, W) normalised float32 array."""
     ct = content_type.split(";")[0].strip().lower()
     c, h, w = shape
     if ct in (RAW_CT, "application/x-serflow-tensor"):
@@ -125,7 +125,7 @@ def decode_image(
             )
         a = np.frombuffer(body, dtype="<f4")
         _finite(a, "input tensor")
-        return torch.from_numpy(a.copy()).view(1, c, h, w)
+        return a.reshape(1, c, h, w).copy()
     if ct == PNG_CT:
         return _decode_png(body, shape, mean, std)
     raise BadRequest(
@@ -135,10 +135,10 @@ def decode_image(
 
 def _decode_png(
     body: bytes, shape: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...]
-) -> torch.Tensor:
+) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    c, h, w = shape
+    _, h, w = shape
     # The size comes from the IHDR chunk: refuse before PIL sees the image (its own bomb
     # check would raise past the handler) and before any pixel data is decompressed.
     pw, ph = _png_size(body)
@@ -152,7 +152,7 @@ def _decode_png(
             raise BadRequest(
                 f"PNG must be 8-bit {w}x{h} grey, RGB or RGBA, got {img.mode} {img.size}"
             )
-        img = img.convert("RGB")
+        rgb = img.convert("RGB")
     except BadRequest:
         raise
     except (
@@ -163,11 +163,8 @@ def _decode_png(
         Image.DecompressionBombError,
     ) as e:
         raise BadRequest(f"body is not a valid PNG: {e}") from e
-    arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W, 3)
-    t = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)[:, :c]
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    return ((t - m) / s).contiguous()
+    # The artefact's own preprocessing: the profiler's calibration set goes through it too.
+    return preprocess(np.asarray(rgb, dtype=np.uint8)[None], InputSpec(shape, mean, std))
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -191,8 +188,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def compress(t: torch.Tensor) -> bytes:
-    data = t.detach().to(torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes()
+def compress(a: np.ndarray) -> bytes:
+    data = np.ascontiguousarray(a, dtype="<f4").tobytes()
     return bytes(lz4.frame.compress(data, compression_level=0, content_checksum=True))
 
 
@@ -233,7 +230,7 @@ def decompress(payload: bytes, raw_bytes: int) -> bytes:
     return bytes(out)
 
 
-def encode_frame(header: dict[str, Any], tensor: torch.Tensor | None) -> bytes:
+def encode_frame(header: dict[str, Any], tensor: np.ndarray | None) -> bytes:
     h = dict(header)
     if tensor is None or tensor.shape[0] == 0:
         shape = list(tensor.shape) if tensor is not None else [0]
@@ -275,8 +272,8 @@ def decode_frame(
     max_raw: int,
     expect_shape: tuple[int, ...] | None = None,
     max_header: int = MAX_HEADER,
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """Full frame to (header, tensor); ``expect_shape`` is one row's (C, H, W).  The
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Full frame to (header, array); ``expect_shape`` is one row's (C, H, W).  The
     shape and size are checked against ``max_raw`` before anything is decompressed."""
     header, off = frame_header(body, max_header)
     shape = header.get("shape")
@@ -299,7 +296,7 @@ def decode_frame(
     data = decompress(body[off:], raw)
     if n == 0:
         empty = (0, *expect_shape) if expect_shape is not None else (0,)
-        return header, torch.empty(empty)
+        return header, np.empty(empty, dtype=np.float32)
     a = np.frombuffer(data, dtype="<f4")
     _finite(a, "frame tensor")
-    return header, torch.from_numpy(a.copy()).view(*shape)
+    return header, a.reshape(shape).copy()

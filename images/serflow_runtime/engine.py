@@ -1,4 +1,4 @@
-"""The exit rule and partitioned execution.
+"""The exit rule and partitioned execution, on numpy for every runtime.
 
 Exit rule (DESIGN.md section 2): a request leaves at the first exit whose max softmax
 is >= tau; if none does, the final classifier answers.  ``tau=None`` turns exits off:
@@ -9,35 +9,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
-from serflow_runtime.model import EarlyExitVGG
-
-
-def confidence(logits: torch.Tensor) -> torch.Tensor:
-    """Max softmax probability per row."""
-    return torch.softmax(logits.float(), dim=1).amax(dim=1)
+from serflow_runtime.runtimes import ServedModel
 
 
-def exit_mask(logits: torch.Tensor, tau: float | None) -> torch.Tensor:
+def confidence(logits: np.ndarray) -> np.ndarray:
+    """Max softmax probability per row, in float64 (so tau is compared exactly as given)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    # max softmax = exp(0) / sum(exp(z - max))
+    out: np.ndarray = 1.0 / np.exp(z).sum(axis=1)
+    return out
+
+
+def exit_mask(logits: np.ndarray, tau: float | None) -> np.ndarray:
     """Rows that leave at this (internal) exit."""
     if tau is None:
-        return torch.zeros(logits.shape[0], dtype=torch.bool)
-    # Compare in float64 so tau is taken exactly as given (not rounded to float32).
-    return confidence(logits).double() >= tau
+        return np.zeros(logits.shape[0], dtype=bool)
+    return confidence(logits) >= tau
 
 
-def decide(all_logits: list[torch.Tensor], tau: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+def decide(all_logits: list[np.ndarray], tau: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Whole-network reference: (exit index 1..K, predicted class) per row."""
     k = len(all_logits)
     n = all_logits[0].shape[0]
-    exit_at = torch.full((n,), k, dtype=torch.long)
-    pred = all_logits[-1].argmax(dim=1)
-    undecided = torch.ones(n, dtype=torch.bool)
+    exit_at = np.full(n, k, dtype=np.int64)
+    pred = all_logits[-1].argmax(axis=1)
+    undecided = np.ones(n, dtype=bool)
     for i, lg in enumerate(all_logits[:-1], start=1):
         m = exit_mask(lg, tau) & undecided
         exit_at[m] = i
-        pred[m] = lg[m].argmax(dim=1)
+        pred[m] = lg[m].argmax(axis=1)
         undecided &= ~m
     return exit_at, pred
 
@@ -54,52 +57,53 @@ class Exit:
 class StageResult:
     exits: list[Exit] = field(default_factory=list)
     survivor_rows: list[int] = field(default_factory=list)
-    hidden: torch.Tensor | None = None  # survivors' activations after the last partition run
-    logits: dict[int, torch.Tensor] = field(default_factory=dict)  # row -> logits at its exit
+    hidden: np.ndarray | None = None  # survivors' activations after the last stage run
+    logits: dict[int, np.ndarray] = field(default_factory=dict)  # row -> logits at its exit
 
 
 def run_range(
-    model: EarlyExitVGG,
-    x: torch.Tensor,
+    model: ServedModel,
+    x: np.ndarray,
     start: int,
     end: int,
     tau: float | None,
     rows: list[int] | None = None,
     keep_logits: bool = False,
 ) -> StageResult:
-    """Run partitions start..end (1-based, inclusive) on ``x``; only survivors go on.
+    """Run stages start..end (1-based, inclusive) on ``x``; only survivors go on.
 
-    Eval mode makes each row's result independent of which other rows share the batch.
+    Each row's result is independent of which other rows share the batch (inference only).
     """
-    k = model.arch.num_partitions
+    k = model.k
     if not 1 <= start <= end <= k:
         raise ValueError(f"bad partition range {start}..{end} for K={k}")
-    ids = torch.arange(x.shape[0]) if rows is None else torch.tensor(rows, dtype=torch.long)
+    ids = np.arange(x.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
     res = StageResult()
-    with torch.inference_mode():
-        for i in range(start, end + 1):
-            if x.shape[0] == 0:
-                break
-            h, lg = model.part(i)(x)
-            m = torch.ones(x.shape[0], dtype=torch.bool) if i == k else exit_mask(lg, tau)
-            if bool(m.any()):
-                conf = confidence(lg[m])
-                cls = lg[m].argmax(dim=1)
-                for j, r in enumerate(ids[m].tolist()):
-                    res.exits.append(Exit(r, i, int(cls[j]), float(conf[j])))
-                if keep_logits:
-                    for r, row in zip(ids[m].tolist(), lg[m], strict=True):
-                        res.logits[r] = row.clone()
-            keep = ~m
-            x, ids = h[keep], ids[keep]
+    for i in range(start, end + 1):
+        if x.shape[0] == 0:
+            break
+        h, lg = model.run_stage(i, x)
+        m = np.ones(x.shape[0], dtype=bool) if i == k else exit_mask(lg, tau)
+        if m.any():
+            conf = confidence(lg[m])
+            cls = lg[m].argmax(axis=1)
+            for j, r in enumerate(ids[m].tolist()):
+                res.exits.append(Exit(r, i, int(cls[j]), float(conf[j])))
+            if keep_logits:
+                for r, row in zip(ids[m].tolist(), lg[m], strict=True):
+                    res.logits[r] = row.copy()
+        keep = ~m
+        x, ids = h[keep], ids[keep]
     if end < k:
         res.survivor_rows = ids.tolist()
         # With no survivor the loop may stop early; keep the shape of the cut after `end`.
-        res.hidden = x.contiguous() if ids.numel() else torch.empty((0, *model.cut_shape(end)))
+        res.hidden = (
+            np.ascontiguousarray(x, dtype=np.float32)
+            if ids.size
+            else np.empty((0, *model.manifest.cut_shape(end)), dtype=np.float32)
+        )
     return res
 
 
-def run_all(
-    model: EarlyExitVGG, x: torch.Tensor, tau: float | None, keep_logits: bool = False
-) -> StageResult:
-    return run_range(model, x, 1, model.arch.num_partitions, tau, keep_logits=keep_logits)
+def run_all(model: ServedModel, x: np.ndarray, tau: float | None, keep_logits: bool = False) -> StageResult:
+    return run_range(model, x, 1, model.k, tau, keep_logits=keep_logits)

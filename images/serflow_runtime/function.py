@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from aiohttp import web
 
-from serflow_runtime import DEFAULT_PORT, checkpoint, codec
+from serflow_runtime import DEFAULT_PORT, codec
 from serflow_runtime.engine import StageResult, run_range
 from serflow_runtime.metrics import Metrics
+from serflow_runtime.runtimes import Runtime, open_model
 from serflow_runtime.server import (
     CLIENT_TIMEOUT,
     error,
@@ -39,7 +40,9 @@ from serflow_runtime.server import (
 
 @dataclass
 class FunctionConfig:
-    checkpoint: Path
+    artefact: Path
+    runtime: Runtime = Runtime.ONNX
+    digest: str | None = None  # refuse an artefact without this digest
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     partitions: str = "1-K"  # A-B, see codec.parse_partitions
@@ -65,23 +68,22 @@ def result_header(
 class FunctionApp:
     def __init__(self, cfg: FunctionConfig) -> None:
         self.cfg = cfg
-        self.loaded = checkpoint.load(cfg.checkpoint)
-        k = self.loaded.arch.num_partitions
+        self.model = open_model(cfg.artefact, cfg.runtime, cfg.threads, cfg.digest)
+        k = self.model.k
+        man = self.model.manifest
         self.first, self.last = codec.parse_partitions(cfg.partitions, k)
         if cfg.batch < 1:
             raise ValueError(f"batch must be at least 1, got {cfg.batch}")
         # A frame never expands past B rows of the activations entering `first`.
-        row = self.loaded.model.input_shape_of(self.first)
+        row = man.input_shape_of(self.first)
         self.max_frame_raw = codec.frame_raw_limit(row, cfg.batch)
         self.max_frame_body = codec.frame_body_limit(row, cfg.batch)
         self.max_header = codec.header_limit(cfg.batch)
-        self.max_image_body = codec.image_body_limit(self.loaded.arch.input_shape)
-        self.token = self.loaded.fingerprint.token()
+        self.max_image_body = codec.image_body_limit(man.input.shape)
+        self.token = self.model.token
         self.metrics = Metrics()
-        # One compute thread: torch parallelises inside an op; two batches would contend.
+        # One compute thread: the runtime parallelises inside an op; two batches would contend.
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fn-compute")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         self.ready = True
 
     def app(self) -> web.Application:
@@ -96,11 +98,11 @@ class FunctionApp:
         app.router.add_get("/metrics", metrics_view(self.metrics))
         return app
 
-    async def _compute(self, x: torch.Tensor, first: int, rows: list[int] | None) -> StageResult:
+    async def _compute(self, x: np.ndarray, first: int, rows: list[int] | None) -> StageResult:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         res = await loop.run_in_executor(
-            self.pool, run_range, self.loaded.model, x, first, self.last, self.cfg.tau, rows
+            self.pool, run_range, self.model, x, first, self.last, self.cfg.tau, rows
         )
         self.metrics.observe("serflow_batch_seconds", time.perf_counter() - t0)
         self.metrics.observe("serflow_batch_size", float(x.shape[0]))
@@ -124,9 +126,11 @@ class FunctionApp:
                 f"this function runs {self.first}..{self.last}",
                 status=409,
             )
-        model = self.loaded.model
         _, x = codec.decode_frame(
-            body, self.max_frame_raw, model.input_shape_of(self.first), self.max_header
+            body,
+            self.max_frame_raw,
+            self.model.manifest.input_shape_of(self.first),
+            self.max_header,
         )
         rows = header.get("rows")
         if (
@@ -146,8 +150,8 @@ class FunctionApp:
                 status=404,
             )
         body = await read_body(request, self.max_image_body, self.cfg.client_timeout)
-        ld = self.loaded
-        x = codec.decode_image(body, request.content_type, ld.arch.input_shape, ld.mean, ld.std)
+        inp = self.model.manifest.input
+        x = codec.decode_image(body, request.content_type, inp.shape, inp.mean, inp.std)
         res = await self._compute(x, 1, None)
         if not res.exits:  # a function ending before K has no answer for a lone image
             raise codec.BadRequest("this function does not end at the final classifier", 404)

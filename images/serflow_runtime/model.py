@@ -77,7 +77,7 @@ class Arch:
 
 def _map_size_after(block: int) -> int:
     """Spatial size of the feature map after ``block`` (1-based) for 32x32 input."""
-    return 32 // (2 ** sum(1 for p in POOL_AFTER if p <= block))
+    return 32 >> sum(1 for p in POOL_AFTER if p <= block)
 
 
 class MixPool(nn.Module):
@@ -104,7 +104,7 @@ class InternalClassifier(nn.Module):
         self.linear = nn.Linear(channels * out * out, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(torch.flatten(self.pool(x), 1))
+        return self.linear(torch.flatten(self.pool(x), 1))  # type: ignore[no-any-return]
 
 
 def _block(cin: int, cout: int, pool: bool) -> nn.Sequential:
@@ -152,7 +152,17 @@ class FinalHead(nn.Module):
         return self.fc(x)  # type: ignore[no-any-return]
 
 
-class EarlyExitVGG(nn.Module):
+class StagedNetwork(nn.Module):
+    """A torch module of the contract: ``partitions`` in order, each mapping the previous
+    hidden tensor to (hidden, logits); ``forward`` returns all K logits."""
+
+    partitions: nn.ModuleList
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return every_exit(self.partitions, x)
+
+
+class EarlyExitVGG(StagedNetwork):
     """The network as an ``nn.ModuleList`` of partitions; ``forward`` returns all K logits."""
 
     def __init__(self, arch: Arch) -> None:
@@ -192,13 +202,6 @@ class EarlyExitVGG(nn.Module):
         assert isinstance(p, Partition)
         return p
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        logits = []
-        for p in self.partitions:
-            x, out = p(x)
-            logits.append(out)
-        return logits
-
     def cut_shape(self, after: int) -> tuple[int, int, int]:
         """Shape (C, H, W) of one request's hidden tensor crossing the cut after partition ``after``."""
         last = self.part(after).last
@@ -208,6 +211,15 @@ class EarlyExitVGG(nn.Module):
     def input_shape_of(self, start: int) -> tuple[int, int, int]:
         """Shape of one request's input to partition ``start``."""
         return self.arch.input_shape if start == 1 else self.cut_shape(start - 1)
+
+
+def every_exit(stages: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """All K logits: each stage takes the previous one's hidden tensor (the contract)."""
+    logits = []
+    for stage in stages:
+        x, out = stage(x)
+        logits.append(out)
+    return logits
 
 
 def build(

@@ -1,12 +1,14 @@
-"""``serflow-runtime profile``: measure a checkpoint and write a serflow Profile document.
+"""``serflow-runtime profile``: measure an artefact and write a serflow Profile document.
 
 Per resource config (instance type or function size, named as in the price sheet): the
-seconds per request of each partition in batches of B, worst case (every row runs every
-partition), with torch limited to the config's vCPUs (capped at this machine's cores;
+seconds per request of each stage in batches of B, worst case (every row runs every
+stage), with the runtime limited to the config's vCPUs (capped at this machine's cores;
 the cap is recorded in an annotation).  Per cut: compressed activation bytes per request
 and the function-side seconds per request to decode the frame (header, bounded LZ4
-decompression, tensor).  Per tau: exit shares and accuracy on the held-out split.
-The document is validated with ``serflow.profile`` before it is written.
+decompression, array).  Per tau: exit shares and accuracy on the artefact's calibration
+set (the held-out split, as 8-bit pixels through the serving path's preprocessing).
+The document is validated with the control plane's rules when they are installed (the
+operator checks it again when it reads the profile).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
-from serflow_runtime import checkpoint, codec, data
+from serflow_runtime import artefact, codec
 from serflow_runtime.engine import run_all
-from serflow_runtime.model import EarlyExitVGG
+from serflow_runtime.runtimes import Runtime, ServedModel, open_model
 
 # vCPUs and memory of the instance types we name (AWS list values).
 INSTANCE_TYPES: dict[str, tuple[int, int]] = {
@@ -61,8 +63,8 @@ class ConfigSpec:
 def config_spec(name: str) -> ConfigSpec:
     """``c6i.xlarge`` (a known instance type) or ``fn-<MiB>`` (a function size)."""
     if name in INSTANCE_TYPES:
-        vcpu, mem = INSTANCE_TYPES[name]
-        return ConfigSpec(name, "instance", vcpu, mem, INSTANCE_COLD_START)
+        cores, mem = INSTANCE_TYPES[name]
+        return ConfigSpec(name, "instance", cores, mem, INSTANCE_COLD_START)
     if name.startswith("fn-") and name[3:].isdigit():
         mem = int(name[3:])
         vcpu = max(mem / LAMBDA_MIB_PER_VCPU, 0.1)
@@ -73,9 +75,8 @@ def config_spec(name: str) -> ConfigSpec:
 
 @dataclass
 class ProfileRequest:
-    checkpoint: Path
-    dataset: str = "digits"
-    data_dir: str | None = None
+    artefact: Path
+    runtime: Runtime = Runtime.ONNX
     batch: int = 100
     taus: Sequence[float] = (0.5, 0.7, 0.85, 0.95)
     configs: Sequence[str] | None = None
@@ -86,75 +87,59 @@ class ProfileRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _batch(x: torch.Tensor, b: int) -> torch.Tensor:
+def _batch(x: np.ndarray, b: int) -> np.ndarray:
     reps = (b + x.shape[0] - 1) // x.shape[0]
-    return x.repeat(reps, 1, 1, 1)[:b].contiguous()
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:b])
 
 
-def partition_seconds(
-    model: EarlyExitVGG, x: torch.Tensor, threads: int, repeats: int
-) -> list[float]:
-    """Seconds per request of each partition: the fastest of ``repeats`` worst-case passes.
+def partition_seconds(model: ServedModel, x: np.ndarray, repeats: int) -> list[float]:
+    """Seconds per request of each stage: the fastest of ``repeats`` worst-case passes.
 
     The minimum, not the median: on a shared machine other processes only ever add time.
     """
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        times: list[list[float]] = [[] for _ in model.partitions]
-        with torch.inference_mode():
-            for r in range(repeats + 1):  # the first pass warms up
-                h = x
-                for i, p in enumerate(model.partitions):
-                    t0 = time.perf_counter()
-                    h, _ = p(h)
-                    dt = time.perf_counter() - t0
-                    if r:
-                        times[i].append(dt)
-        return [min(t) / x.shape[0] for t in times]
-    finally:
-        torch.set_num_threads(old)
+    times: list[list[float]] = [[] for _ in range(model.k)]
+    for r in range(repeats + 1):  # the first pass warms up
+        h = x
+        for i in range(1, model.k + 1):
+            t0 = time.perf_counter()
+            h, _ = model.run_stage(i, h)
+            dt = time.perf_counter() - t0
+            if r:
+                times[i - 1].append(dt)
+    return [min(t) / x.shape[0] for t in times]
 
 
-def cut_stats(
-    model: EarlyExitVGG, x: torch.Tensor, token: str, repeats: int
-) -> list[dict[str, Any]]:
+def cut_stats(model: ServedModel, x: np.ndarray, repeats: int) -> list[dict[str, Any]]:
     """Per cut: compressed bytes per request and frame decode seconds per request."""
     out = []
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # the smallest function decodes single-threaded
-    try:
-        with torch.inference_mode():
-            h = x
-            for i in range(1, model.arch.num_partitions):
-                h, _ = model.part(i)(h)
-                frame = codec.encode_frame(
-                    {"fingerprint": token, "partition": i + 1, "rows": list(range(h.shape[0]))}, h
-                )
-                payload = len(codec.compress(h))
-                dts = []
-                for _ in range(max(1, repeats)):
-                    t0 = time.perf_counter()
-                    codec.decode_frame(frame, 1 << 30, model.cut_shape(i))
-                    dts.append(time.perf_counter() - t0)
-                n = h.shape[0]
-                out.append(
-                    {
-                        "after": i,
-                        "activationBytes": round(payload / n, 1),
-                        "transferSeconds": min(dts) / n,
-                        "rawBytes": h[0].numel() * 4,
-                    }
-                )
-    finally:
-        torch.set_num_threads(old)
+    h = x
+    for i in range(1, model.k):
+        h, _ = model.run_stage(i, h)
+        frame = codec.encode_frame(
+            {"fingerprint": model.token, "partition": i + 1, "rows": list(range(h.shape[0]))}, h
+        )
+        payload = len(codec.compress(h))
+        dts = []
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            codec.decode_frame(frame, 1 << 30, model.manifest.cut_shape(i))
+            dts.append(time.perf_counter() - t0)
+        n = h.shape[0]
+        out.append(
+            {
+                "after": i,
+                "activationBytes": round(payload / n, 1),
+                "transferSeconds": min(dts) / n,
+                "rawBytes": codec.activation_bytes(model.manifest.cut_shape(i)),
+            }
+        )
     return out
 
 
 def thresholds(
-    model: EarlyExitVGG, x: torch.Tensor, y: torch.Tensor, taus: Sequence[float]
+    model: ServedModel, x: np.ndarray, y: np.ndarray, taus: Sequence[float]
 ) -> list[dict[str, Any]]:
-    k = model.arch.num_partitions
+    k = model.k
     n = x.shape[0]
     out = []
     for tau in sorted(taus):
@@ -194,17 +179,44 @@ def default_prices(configs: Sequence[ConfigSpec]) -> dict[str, Any]:
     }
 
 
+def accuracy_per_exit(model: ServedModel, x: np.ndarray, y: np.ndarray) -> list[float]:
+    """Held-out accuracy of each exit's classifier, every image run to every exit."""
+    correct = [0] * model.k
+    for s in range(0, x.shape[0], 256):
+        h = x[s : s + 256]
+        for i in range(1, model.k + 1):
+            h, lg = model.run_stage(i, h)
+            correct[i - 1] += int((lg.argmax(axis=1) == y[s : s + 256]).sum())
+    return [c / x.shape[0] for c in correct]
+
+
+def fingerprint(m: artefact.Manifest) -> dict[str, Any]:
+    """The profile's fingerprint: the artefact digest, with the descriptive fields the
+    control plane also checks (architecture, exit labels, width, classes)."""
+    d = m.describes
+    exits = d.get("exits", list(range(1, m.num_stages)))
+    return {
+        "architecture": str(d.get("architecture", m.name)),
+        "width": float(d.get("width", 1.0)),
+        "exits": [int(e) for e in exits],
+        "numClasses": len(m.classes),
+        "artefactDigest": m.digest,
+    }
+
+
 def run_profile(req: ProfileRequest) -> dict[str, Any]:
-    ld = checkpoint.load(req.checkpoint)
-    ds = data.load(req.dataset, req.data_dir, seed=int(ld.meta.get("seed", 0)))
-    model = ld.model
+    ref = open_model(req.artefact, req.runtime, 1)
+    m = ref.manifest
+    cal = artefact.load_calibration(ref.root, m)
+    x_val = artefact.preprocess(cal.pixels, m.input)
     specs = [config_spec(c) for c in (req.configs or DEFAULT_CONFIGS)]
     if not any(s.kind == "function" for s in specs):
         raise ValueError("profile at least one function size (fn-<MiB>): spill needs one")
-    xb = _batch(ds.x_val, req.batch)
+    xb = _batch(x_val, req.batch)
     configs = []
     for s in specs:
-        spr = partition_seconds(model, xb, s.threads, req.repeats)
+        timed = open_model(req.artefact, req.runtime, s.threads)
+        spr = partition_seconds(timed, xb, req.repeats)
         configs.append(
             {
                 "name": s.name,
@@ -215,21 +227,26 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
                 "secondsPerRequest": spr,
             }
         )
-    cuts = cut_stats(model, xb, ld.fingerprint.token(), req.repeats)
+    # The smallest function decodes single-threaded: `ref` runs on one thread.
+    cuts = cut_stats(ref, xb, req.repeats)
     measured_threads = {s.name: s.threads for s in specs}
     doc: dict[str, Any] = {
         "apiVersion": "serflow.io/v1alpha1",
         "kind": "Profile",
         "metadata": {
-            "name": req.name or Path(req.checkpoint).stem,
+            "name": req.name or m.name,
             "annotations": {
+                "serflow.io/runtime": str(req.runtime),
                 "serflow.io/measured-threads": ", ".join(
                     f"{k}={v}" for k, v in measured_threads.items()
                 ),
-                "serflow.io/dataset": f"{ds.name} held-out split, {ds.x_val.shape[0]} images",
+                "serflow.io/dataset": f"the artefact's calibration set, {x_val.shape[0]} images",
+                "serflow.io/accuracy-per-exit": " ".join(
+                    f"{v:.4f}" for v in accuracy_per_exit(ref, x_val, cal.labels)
+                ),
                 "serflow.io/load-average": " ".join(f"{v:.2f}" for v in os.getloadavg()),
                 "serflow.io/assumed": "coldStartSeconds (instances 132, functions 0.5); prices",
-                "serflow.io/transfer-seconds": "frame decode (header, LZ4, tensor) per request on"
+                "serflow.io/transfer-seconds": "frame decode (header, LZ4, array) per request on"
                 " 1 thread; network time not included",
                 "serflow.io/raw-cut-bytes": ", ".join(
                     f"{c['after']}={c['rawBytes']}" for c in cuts
@@ -237,13 +254,13 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
             },
         },
         "profile": {
-            "fingerprint": ld.fingerprint.to_dict(),
+            "fingerprint": fingerprint(m),
             "batch": req.batch,
             "configs": configs,
             "cuts": [
                 {k: c[k] for k in ("after", "activationBytes", "transferSeconds")} for c in cuts
             ],
-            "thresholds": thresholds(model, ds.x_val, ds.y_val, req.taus),
+            "thresholds": thresholds(ref, x_val, cal.labels, req.taus),
         },
         "prices": default_prices(specs),
         "slo": {"latencySeconds": req.slo_seconds, "targetAccuracy": 0.0},
@@ -254,8 +271,12 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
 
 
 def validate(doc: dict[str, Any]) -> None:
-    """Parse with the control plane's schema; raises serflow.errors.InputError."""
-    from serflow.profile import check_prices_cover, parse_prices, parse_profile
+    """Parse with the control plane's schema when it is installed (a development checkout;
+    the images carry only the data plane); raises serflow.errors.InputError."""
+    try:
+        from serflow.profile import check_prices_cover, parse_prices, parse_profile
+    except ImportError:
+        return
 
     prof = parse_profile(doc["profile"], "profile")
     if "prices" in doc:
@@ -268,6 +289,6 @@ def write_profile(doc: dict[str, Any], out: str | Path) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     header = (
         "# Written by `serflow-runtime profile`; the measurements are real, on this\n"
-        "# checkpoint and the held-out split.  See metadata.annotations for what was assumed.\n"
+        "# artefact and its held-out calibration set.  See metadata.annotations for what was assumed.\n"
     )
     Path(out).write_text(header + yaml.safe_dump(doc, sort_keys=False, width=100))

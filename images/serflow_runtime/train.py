@@ -1,4 +1,5 @@
-"""Joint training of the backbone and every internal classifier (SDN's IC-joint mode)."""
+"""Joint training of the backbone and every internal classifier (SDN's IC-joint mode),
+for any network of the contract (the VGG-16-BN SDN or the residual network)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from serflow_runtime.checkpoint import AnyModel
 from serflow_runtime.data import Dataset
-from serflow_runtime.model import EarlyExitVGG
 
 
 @dataclass
@@ -23,7 +24,7 @@ class TrainConfig:
 
 
 def evaluate(
-    model: EarlyExitVGG, x: torch.Tensor, y: torch.Tensor, batch: int = 256
+    model: AnyModel, x: torch.Tensor, y: torch.Tensor, batch: int = 256
 ) -> list[float]:
     """Accuracy of each exit (all K classifiers) on (x, y)."""
     model.eval()
@@ -37,7 +38,7 @@ def evaluate(
 
 
 def train(
-    model: EarlyExitVGG,
+    model: AnyModel,
     ds: Dataset,
     cfg: TrainConfig,
     log: Callable[[str], None] = print,

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import torch
+import numpy as np
 from aiohttp import web
 from prometheus_client import Gauge
 
-from serflow_runtime import DEFAULT_PORT, checkpoint, codec
+from serflow_runtime import DEFAULT_PORT, codec
 from serflow_runtime.engine import run_range
 from serflow_runtime.metrics import Metrics
+from serflow_runtime.runtimes import Runtime, open_model
 from serflow_runtime.server import (
     CLIENT_TIMEOUT,
     error,
@@ -68,7 +69,9 @@ class Stage:
 
 @dataclass
 class WorkerConfig:
-    checkpoint: Path
+    artefact: Path
+    runtime: Runtime = Runtime.ONNX
+    digest: str | None = None  # refuse an artefact without this digest
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     cut: int = 0  # last partition run here; 0: all of them
@@ -86,7 +89,7 @@ class WorkerConfig:
 
 @dataclass
 class _Item:
-    x: torch.Tensor
+    x: np.ndarray
     fut: asyncio.Future[dict[str, Any]]
     t: float
 
@@ -94,8 +97,8 @@ class _Item:
 class WorkerApp:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
-        self.loaded = checkpoint.load(cfg.checkpoint)
-        k = self.loaded.arch.num_partitions
+        self.model = open_model(cfg.artefact, cfg.runtime, cfg.threads, cfg.digest)
+        k = self.model.k
         self.k = k
         self.cut = cfg.cut or k
         self.stages = [Stage.parse(s, k) for s in cfg.tail]
@@ -110,16 +113,14 @@ class WorkerApp:
             raise ValueError(f"tail stages must cover {self.cut + 1}..{k} (end at {nxt - 1})")
         if cfg.batch < 1:
             raise ValueError(f"batch must be at least 1, got {cfg.batch}")
-        self.token = self.loaded.fingerprint.token()
-        self.max_body = codec.image_body_limit(self.loaded.arch.input_shape)
+        self.token = self.model.token
+        self.max_body = codec.image_body_limit(self.model.manifest.input.shape)
         self.budget = cfg.budget or cfg.batch
         self.metrics = Metrics()
         queued = Gauge("serflow_queued_requests", "Requests waiting for a batch.", registry=None)
         queued.set_function(lambda: len(self.queue))
         self.metrics.registry.register(queued)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-compute")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         self.queue: list[_Item] = []
         self.wake = asyncio.Event()
         self.draining = False
@@ -170,8 +171,8 @@ class WorkerApp:
         if self.draining:
             return error(503, "draining")
         body = await read_body(request, self.max_body, self.cfg.client_timeout)
-        ld = self.loaded
-        x = codec.decode_image(body, request.content_type, ld.arch.input_shape, ld.mean, ld.std)
+        inp = self.model.manifest.input
+        x = codec.decode_image(body, request.content_type, inp.shape, inp.mean, inp.std)
         if not self._admit():
             self.metrics.inc("serflow_sheds_total")
             return error(503, "pool batch budget for this epoch is full")
@@ -216,11 +217,11 @@ class WorkerApp:
                     it.fut.set_result({"error": f"offload failed: {e}", "status": 503})
 
     async def _process(self, items: list[_Item]) -> None:
-        x = torch.cat([it.x for it in items])
+        x = np.concatenate([it.x for it in items])
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         res = await loop.run_in_executor(
-            self.pool, run_range, self.loaded.model, x, 1, self.cut, self.cfg.tau, None
+            self.pool, run_range, self.model, x, 1, self.cut, self.cfg.tau, None
         )
         self.metrics.observe("serflow_batch_seconds", time.perf_counter() - t0)
         self.metrics.observe("serflow_batch_size", float(len(items)))
@@ -244,8 +245,8 @@ class WorkerApp:
             raise RuntimeError(f"{len(rows)} requests left unanswered after the last stage")
 
     async def _call_stage(
-        self, stage: Stage, rows: list[int], hidden: torch.Tensor
-    ) -> tuple[dict[str, Any], torch.Tensor]:
+        self, stage: Stage, rows: list[int], hidden: np.ndarray
+    ) -> tuple[dict[str, Any], np.ndarray]:
         assert self.session is not None
         body = codec.encode_frame(
             {"fingerprint": self.token, "partition": stage.first, "rows": rows}, hidden
@@ -269,7 +270,7 @@ class WorkerApp:
                 f"stage {stage.first}-{stage.last} answered {status}: {payload[:200]!r}"
             )
         # The answer holds at most the rows sent, with the activations after stage.last.
-        expect = None if stage.last == self.k else self.loaded.model.cut_shape(stage.last)
+        expect = None if stage.last == self.k else self.model.manifest.cut_shape(stage.last)
         max_raw = codec.frame_raw_limit(expect or (), len(rows))
         header, out = codec.decode_frame(payload, max_raw, expect, codec.header_limit(len(rows)))
         if header.get("fingerprint") != self.token:

@@ -29,6 +29,7 @@ from serflow.sim import (
     TICKED,
     PhaseRange,
     PolicyName,
+    Routing,
     SimResult,
     online_policy,
     phase_range,
@@ -95,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also replay the policies that resize on ticks at each of the S scaling-tick phases and report "
         "the range of their cost (a running operator's ticks fall anywhere in the trace)",
+    )
+    sim.add_argument(
+        "--routing",
+        choices=[r.value for r in Routing],
+        default=Routing.FILL.value,
+        help="fill: each epoch's exact count fills the ready instances (the best routing "
+        "can do); envoy: the operator's split, min(1, ready*mu/EWMA) of the traffic to "
+        "the pool, the rest and what a worker sheds to the functions",
     )
     sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sim.add_argument("--plot", metavar="PNG", help="write a per-epoch timeline")
@@ -211,9 +220,10 @@ def _simulate(args: argparse.Namespace) -> int:
         for pol in policies:
             cand = picks.get(pol)
             if cand is not None:
-                results[pol] = replay(w, cand, counts, pol, progress)
+                routing = Routing(args.routing)
+                results[pol] = replay(w, cand, counts, pol, progress, routing=routing)
                 if args.phases and pol in TICKED:
-                    ranges[tau, pol] = phase_range(w, cand, counts, pol, progress)
+                    ranges[tau, pol] = phase_range(w, cand, counts, pol, progress, routing)
         by_tau[tau] = results
     progress(None)
     if not by_tau:
@@ -231,6 +241,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.json:
         out: dict[str, Any] = {
             "rate": rate,
+            "routing": args.routing,
             "epochs": len(counts),
             "results": [
                 result_dict(r, res, ranges.get((tau, r.policy)))
@@ -242,7 +253,7 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         print(
             f"{len(counts)} epochs of {w.objective.epoch:g} s, {sum(counts)} requests, "
-            f"planned at {rate:.4g} req/s, pricing {w.prices.mode.value}"
+            f"planned at {rate:.4g} req/s, pricing {w.prices.mode.value}, routing {args.routing}"
         )
         print(simulate_text(by_tau))
         if ranges:

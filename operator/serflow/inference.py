@@ -35,8 +35,10 @@ class ModelSpec:
     """Worker image (Dockerfile.worker)."""
     function_image: str
     """Function image (Dockerfile.fn)."""
-    checkpoint: str
-    """Checkpoint path inside the image ('' for the bundled one)."""
+    artefact_path: str
+    """The artefact folder inside the images ('' for the shipped one)."""
+    artefact_digest: str
+    """The artefact's digest ('' when not pinned): pods and profiles must have it."""
     architecture: str
     """Must match the profile's fingerprint."""
     width: float
@@ -102,11 +104,19 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
     validate(spec, schema, "spec")
     f = Fields(spec, "spec", schema)
     m = f.sub("model")
+    if m.has("checkpoint"):
+        raise InputError(
+            "spec.model.checkpoint",
+            "no longer served: export the checkpoint with `serflow-runtime export` and set "
+            "spec.model.artefact",
+        )
+    art = m.opt_sub("artefact")
     image = m.text("image")
     model = ModelSpec(
         image=image,
         function_image=m.text("functionImage", image),
-        checkpoint=m.text("checkpoint", ""),
+        artefact_path=art.text("path", ""),
+        artefact_digest=art.text("digest", ""),
         architecture=m.text("architecture"),
         width=m.number("width"),
         exits=tuple(int(x) for x in m.numbers("exits")),
@@ -158,6 +168,17 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
 def fingerprint_mismatch(model: ModelSpec, profile: Profile) -> str:
     """Why the profile does not describe this model ('' when it does)."""
     fp = profile.fingerprint
+    if model.artefact_digest:
+        # A pinned artefact is matched by its digest; the descriptive fields are not needed.
+        if fp.artefact_digest != model.artefact_digest:
+            have = fp.artefact_digest[:12] + "..." if fp.artefact_digest else "none"
+            return (
+                f"profile artefactDigest {have} does not match the model's "
+                f"{model.artefact_digest[:12]}..."
+            )
+        if profile.batch != model.batch:
+            return f"profile batch {profile.batch!r} does not match the model's {model.batch!r}"
+        return ""
     checks = [
         ("architecture", fp.architecture, model.architecture),
         ("exits", fp.exits, model.exits),

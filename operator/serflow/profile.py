@@ -58,6 +58,8 @@ class Fingerprint:
     """Classes of the final and internal classifiers."""
     checkpoint_sha256: str = ""
     """SHA-256 of the checkpoint file that was profiled ('' when not from a checkpoint)."""
+    artefact_digest: str = ""
+    """Digest of the profiled artefact ('' when not recorded): what the model is."""
 
     @property
     def partitions(self) -> int:
@@ -308,6 +310,7 @@ def _fingerprint(f: Fields) -> Fingerprint:
         width=f.number("width"),
         num_classes=f.integer("numClasses"),
         checkpoint_sha256=f.text("checkpointSha256"),
+        artefact_digest=f.text("artefactDigest"),
     )
 
 
@@ -383,6 +386,7 @@ def profile_to_dict(p: Profile) -> dict[str, Any]:
             "exits": list(fp.exits),
             "numClasses": fp.num_classes,
             "checkpointSha256": fp.checkpoint_sha256,
+            "artefactDigest": fp.artefact_digest,
         },
         "batch": p.batch,
         "configs": [

@@ -23,13 +23,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from serflow.policy.balancer import Allocation, balance
+from serflow.policy.balancer import Allocation, balance, pool_share
 from serflow.policy.configurator import Candidate, Granularity, PoolKind, instance_cold_epochs
 from serflow.policy.expected_cost import step_with
 from serflow.policy.scaler import ScalerState
 from serflow.profile import PricingMode
 from serflow.schedule import EpochCosts, cheapest_schedule, ticks
 from serflow.spec import ScalingPolicy, Workload
+
+
+class Routing(StrEnum):
+    """How an epoch's requests reach the pool in the replay."""
+
+    FILL = "fill"
+    """Each epoch's exact count fills the ready instances, batch by batch, and only the
+    rest spills (DESIGN.md section 2): what the routing could do at best."""
+    ENVOY = "envoy"
+    """The operator's rule: Envoy sends min(1, ready * mu / EWMA) of the traffic to the
+    pool (ready counts only instances that stay), a worker admits at most its budget per
+    epoch, and everything else, shed requests included, goes to the functions."""
 
 
 class PolicyName(StrEnum):
@@ -59,6 +71,8 @@ class Series:
     alive: list[int] = field(default_factory=list)
     pool: list[int] = field(default_factory=list)
     faas: list[int] = field(default_factory=list)
+    share: list[float | None] = field(default_factory=list)
+    """The pool's route share (Routing.ENVOY); None where the replay fills the pool."""
 
 
 @dataclass(frozen=True)
@@ -184,10 +198,17 @@ class _Replay:
         self.full_hit = [1.0 - (1.0 - sv) ** self.b for _, _, sv in self.stages]
 
     def serve(
-        self, epoch: int, count: int, ready: int
+        self, epoch: int, count: int, ready: int, share: float | None = None
     ) -> tuple[int, int, float, float, float, float]:
-        """One epoch -> (pool requests, faas requests, fn cost, fn seconds, invocations, misses)."""
-        alloc = balance(count, ready, self.b, self.per_instance) if ready else None
+        """One epoch -> (pool requests, faas requests, fn cost, fn seconds, invocations, misses).
+
+        ``share``: the pool's share of the route (Routing.ENVOY); None fills the pool from
+        the epoch's exact count (Routing.FILL)."""
+        offered = count if share is None else round(count * share)
+        # A worker admits B requests per batch it may serve in an epoch; Envoy retries the
+        # rest on the functions.
+        admitted = min(offered, ready * self.per_instance * self.b)
+        alloc = balance(admitted, ready, self.b, self.per_instance) if ready else None
         return self.serve_allocation(epoch, count, alloc)
 
     def serve_allocation(
@@ -281,7 +302,7 @@ class _Totals:
     inst_sec: float = 0.0
 
     def add(self, n: int, ready: int, alive: int, served: tuple[int, int, float, float, float, float],
-            inst_sec: float) -> None:  # fmt: skip
+            inst_sec: float, share: float | None = None) -> None:  # fmt: skip
         pooled, spill, c, sec, i, miss = served
         self.pool += pooled
         self.faas += spill
@@ -295,6 +316,7 @@ class _Totals:
         self.series.alive.append(alive)
         self.series.pool.append(pooled)
         self.series.faas.append(spill)
+        self.series.share.append(share)
 
     def result(
         self, policy: PolicyName, cand: Candidate, counts: Sequence[int], inst_price: float
@@ -324,12 +346,15 @@ def replay(
     policy: PolicyName,
     progress: Callable[[int], None] | None = None,
     phase: int = 0,
+    routing: Routing = Routing.FILL,
 ) -> SimResult:
     """Replay per-epoch request counts through one policy and setup.
 
     ``phase`` places the scaling ticks: the pool is sized at epoch 0, then resized at the
     epochs t > 0 with t = phase (mod S).  A running operator counts its epochs from when
     it started, not from a trace's first line, so every phase in [0, S) is as likely.
+    ``routing`` says how each epoch's requests reach the pool (the limits and the bound
+    always fill: they are what the routing could do at best).
     """
     if not 0 <= phase < w.scaling.interval_epochs:
         raise ValueError(f"phase must be in [0, {w.scaling.interval_epochs}), got {phase}")
@@ -350,7 +375,12 @@ def replay(
             state = replace(state, epoch=state.epoch + shift)
         return decision.desired if decision.rescaled else None
 
-    return _replay_sizes(w, cand, counts, policy, resize, progress)
+    def share(ready: int) -> float:
+        # As the operator's epoch: instances being scaled in take no new traffic.
+        return pool_share(min(ready, state.desired), econ.mu, state.estimate.ewma)
+
+    routed = share if routing is Routing.ENVOY else None
+    return _replay_sizes(w, cand, counts, policy, resize, progress, routed)
 
 
 def _replay_sizes(
@@ -360,14 +390,18 @@ def _replay_sizes(
     policy: PolicyName,
     resize: Callable[[int, int], int | None],
     progress: Callable[[int], None] | None,
+    share: Callable[[int], float] | None = None,
 ) -> SimResult:
-    """The online mechanics: after each epoch, ``resize`` may set a new pool size."""
+    """The online mechanics: after each epoch, ``resize`` may set a new pool size;
+    ``share`` (Routing.ENVOY) gives the pool's route share from the ready instances."""
     r = _Replay(w, cand, warm_functions=False)
     launched: list[int] = []  # ready epoch of each alive instance, ascending
     tot = _Totals()
     for t, n in enumerate(counts):
         ready = bisect_right(launched, t)
-        tot.add(n, ready, len(launched), r.serve(t, n, ready), len(launched) * r.d)
+        routed = share(ready) if share else None
+        served = r.serve(t, n, ready, routed)
+        tot.add(n, ready, len(launched), served, len(launched) * r.d, routed)
         desired = resize(t, n)
         if desired is not None:
             alive = len(launched)
@@ -468,10 +502,11 @@ def phase_range(
     counts: Sequence[int],
     policy: PolicyName,
     progress: Callable[[int], None] | None = None,
+    routing: Routing = Routing.FILL,
 ) -> PhaseRange:
     """Replay at each phase in [0, S): how much the operator's tick phase alone moves the bill."""
     costs = [
-        replay(w, cand, counts, policy, progress, phase).total_cost
+        replay(w, cand, counts, policy, progress, phase, routing).total_cost
         for phase in range(w.scaling.interval_epochs)
     ]
     return PhaseRange(min(costs), max(costs), len(costs))

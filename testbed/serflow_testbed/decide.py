@@ -99,12 +99,18 @@ def local_args(
     args: Sequence[str], port: int, name: str, urls: Mapping[str, str] | None = None
 ) -> list[str]:
     """A pod's container args for a process on 127.0.0.1: host, port, one thread, our name,
-    the bundled checkpoint, and ``--tail A-B=URL`` pointed at the local activator of the
+    the artefact (a shipped one by name as given; a path inside an image becomes the
+    default), and ``--tail A-B=URL`` pointed at the local activator of the
     Knative Service the URL names (``urls``: service name -> local base URL)."""
-    drop = {"--host", "--port", "--threads", "--name", "--checkpoint"}
+    drop = {"--host", "--port", "--threads", "--name"}
     out: list[str] = []
     it = iter(args)
     for a in it:
+        if a == "--artefact":
+            ref = next(it, "")
+            if not ref.startswith("/"):
+                out += [a, ref]
+            continue
         if a in drop:
             next(it, None)
             continue

@@ -1,7 +1,7 @@
 """``python -m serflow_testbed.demo``: the whole loop on one machine.
 
 1. the local control plane (``hack/cluster.sh up`` unless one is up), the chart;
-2. the model: the shipped checkpoint (trained here if it is missing);
+2. the model: the shipped artefact (ONNX stages, run by ONNX Runtime);
 3. a function process measured alone (cold start, its own seconds per spilled image);
 4. a calibration: the first epochs replayed, unbilled, on the whole running stack (as
    in 5 and 6) to measure the function where it runs; the demo's profile takes those
@@ -92,12 +92,13 @@ class FunctionMeasure:
     """Median seconds a caller waited for the same requests (HTTP included)."""
 
 
-def measure_function(tau: float, work: Path, images: list[bytes], n: int = 150) -> FunctionMeasure:
+def measure_function(tau: float, work: Path, images: list[bytes], artefact: str,
+                     n: int = 150) -> FunctionMeasure:  # fmt: skip
     port = free_port()
     t0 = time.monotonic()
     procs = Processes()
     procs.start("function", [sys.executable, "-m", "serflow_runtime.cli", "function",
-                             "--partitions", "1-K", "--tau", f"{tau:g}", "--port", str(port),
+                             "--artefact", artefact, "--partitions", "1-K", "--tau", f"{tau:g}", "--port", str(port),
                              "--threads", "1"],
                 work / "measure.log", {"OMP_NUM_THREADS": "1"})  # fmt: skip
     try:
@@ -250,6 +251,14 @@ def read_inputs(a: argparse.Namespace) -> Inputs:
     workload_of(doc, a.manifest)  # every field checked as the CLI checks it
     if doc.get("kind") != "SerflowInference":
         raise InputError(a.manifest, f"expected a SerflowInference, got {doc.get('kind')!r}")
+    ref = str(doc["spec"]["model"].get("artefact", {}).get("path", ""))
+    if ref.startswith("/"):
+        from serflow_runtime.artefact import SHIPPED
+
+        shipped = ", ".join(sorted(d.name for d in SHIPPED.iterdir() if d.is_dir()))
+        raise InputError(f"{a.manifest}: spec.model.artefact.path",
+                         f"the demo runs processes here, not images: name a shipped artefact "
+                         f"({shipped}), got {ref!r}")  # fmt: skip
     configs = doc["spec"]["profile"]["inline"]["configs"]
     fns = [c for c in configs if c.get("kind") == "function"]
     if len(fns) != 1:
@@ -298,15 +307,12 @@ def run(a: argparse.Namespace) -> int:
     from serflow_runtime.cli import BUNDLED
     from serflow_testbed import loadgen
 
-    if not BUNDLED.is_file():
-        say("model: training the digits model (about a minute)")
-        subprocess.run([sys.executable, "-m", "serflow_runtime.cli", "train", "--dataset", "digits",
-                        "--width", "0.25", "--epochs", "8", "--lr", "3e-3", "--half", "--out",
-                        str(BUNDLED)], check=True)  # fmt: skip
-    else:
-        say(f"model: {BUNDLED.name} (shipped, trained on the digits training split)")
-    images, labels = loadgen.heldout_images()
-    alone = measure_function(tau, work, images)
+    # The manifest names a shipped artefact (the local processes run it from the package).
+    artefact = str(spec["model"].get("artefact", {}).get("path", BUNDLED.name))
+    say(f"model: the shipped artefact {artefact} (trained on the digits training split, "
+        "exported to ONNX, run by ONNX Runtime)")
+    images, labels = loadgen.heldout_images(artefact)
+    alone = measure_function(tau, work, images, artefact)
     say(f"measured here: function cold start {alone.cold_s:.2f} s, {alone.own_s * 1e3:.2f} ms of "
         f"its own per spilled image alone ({alone.round_trip_s * 1e3:.2f} ms round trip)")  # fmt: skip
     trace_path = out / "trace.txt"
@@ -467,9 +473,10 @@ def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, image
     return records, timeline, t0
 
 
-def simulate(manifest: Path, trace: Path, epochs: int) -> dict[str, Any]:
+def simulate(manifest: Path, trace: Path, epochs: int, routing: str = "fill") -> dict[str, Any]:
     r = subprocess.run([sys.executable, "-m", "serflow.cli", "simulate", "-f", str(manifest),
-                        "--trace", str(trace), "--epochs", str(epochs), "--policy", "serflow", "--phases", "--json"],
+                        "--trace", str(trace), "--epochs", str(epochs), "--policy", "serflow", "--phases",
+                        "--routing", routing, "--json"],
                        capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
     return dict(json.loads(r.stdout)["results"][0])
 
@@ -485,6 +492,7 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
     profiled = next(t["accuracy"] for t in prof["thresholds"] if abs(t["tau"] - tau) < 1e-9)
     s = decide.summarise(records, d + slo)
     pred = simulate(manifest, trace, len(counts))
+    routed = simulate(manifest, trace, len(counts), "envoy")
     plan = {"instance": next(c["name"] for c in prof["configs"] if c["kind"] == "instance"),
             "function": next(c["name"] for c in prof["configs"] if c["kind"] == "function")}  # fmt: skip
     ls = lives(state)
@@ -503,6 +511,7 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
         "envoyRestarts": state.get("envoyRestarts", 0),
         "measured": asdict(b) | {"total": b.total},
         "predicted": pred, "gap": gap,
+        "predictedEnvoyRouting": routed, "gapEnvoyRouting": decide.relative_gap(b.total, routed["totalCost"]),
         "functionColdStart": fn.cold_s, "functionSecondsPerImage": fn.own_s,
         "functionRoundTripPerImage": fn.round_trip_s,
         "functionAlone": asdict(alone), "calibrationEpochs": min(a.calibration_epochs, len(counts)),
@@ -553,6 +562,13 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         f"| **total cost** | **${b.total:.6f}** | **${pred['totalCost']:.6f}** ({gap:+.1%} measured vs predicted) |",
         "",
         f"Where measured and predicted differ: {differences(b, pred, s.function)}",
+        "",
+        f"Routed as the operator routes (`serflow simulate --routing envoy`: Envoy sends the "
+        f"pool min(1, ready x mu / EWMA) of the traffic, a worker sheds past its budget), "
+        f"simulate predicts {r['predictedEnvoyRouting']['poolRequests']} / "
+        f"{r['predictedEnvoyRouting']['faasRequests']} requests on the pool / functions and "
+        f"${r['predictedEnvoyRouting']['totalCost']:.6f} "
+        f"({r['gapEnvoyRouting']:+.1%} measured vs that prediction).",
         "",
         phase_band(b.total, pred),
         "",

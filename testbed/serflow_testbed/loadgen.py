@@ -2,7 +2,7 @@
 
 Each epoch's requests leave at uniform random moments inside the epoch, whether or not
 earlier ones were answered (open loop).  Every request carries one image of the digits
-held-out split (raw float32, normalised like the training data) and is recorded:
+held-out split (raw float32, preprocessed like a PNG would be) and is recorded:
 latency, where it entered (pool or function), its exit, and whether the class is right.
 """
 
@@ -18,13 +18,19 @@ import aiohttp
 from serflow_testbed.decide import Record, arrivals, where_from
 
 
-def heldout_images(seed: int = 0) -> tuple[list[bytes], list[int]]:
-    """The digits held-out split as the worker's raw wire format, with labels."""
-    from serflow_runtime import data
+def heldout_images(ref: str) -> tuple[list[bytes], list[int]]:
+    """An artefact's held-out calibration set (``ref``: a path or a shipped artefact's
+    name) as the worker's raw wire format, preprocessed as the servers preprocess a PNG,
+    with labels."""
+    import numpy as np
 
-    ds = data.digits(seed=seed)
-    xs = [bytes(x.contiguous().numpy().astype("<f4").tobytes()) for x in ds.x_val]
-    return xs, [int(y) for y in ds.y_val]
+    from serflow_runtime import artefact
+
+    root = artefact.resolve(ref)
+    m = artefact.load(root)
+    cal = artefact.load_calibration(root, m)
+    x = artefact.preprocess(cal.pixels, m.input)
+    return [np.ascontiguousarray(r, dtype="<f4").tobytes() for r in x], cal.labels.tolist()
 
 
 async def replay(

@@ -289,3 +289,54 @@ def test_network_policies_admit_only_the_intended_peers() -> None:
         {"namespaceSelector": {}, "podSelector": {"matchLabels": builders.OPERATOR_POD_LABELS}}
     ]
     assert set(router) == {wire.ENVOY_PORT, wire.STATS_PORT}
+
+
+DIGEST = "ab" * 32
+
+
+def test_a_pinned_artefact_reaches_every_server_and_the_profiling_jobs() -> None:
+    """Pool pods and functions run the named artefact and refuse any other digest; the
+    profiling Jobs measure the same artefact."""
+    m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
+    m["spec"]["model"]["artefact"] = {"path": "/models/resnet", "digest": DIGEST}
+    inf = parse_inference(m["spec"], "vgg")
+    objs = builders.children(OWNER, inf, w, cand, 3, 250, "v1")
+    servers = [
+        o["spec"]["template"]["spec"]["containers"][0]["args"]
+        for o in objs
+        if o["kind"] in ("Deployment", "Service") and "template" in o["spec"]
+        and o["metadata"]["name"] != "vgg-envoy"
+    ]  # fmt: skip
+    assert len(servers) == 3  # the pool, the fused tail, the spill function
+    for args in servers:
+        assert args[args.index("--artefact") + 1] == "/models/resnet"
+        assert args[args.index("--digest") + 1] == DIGEST
+    m["spec"]["profile"] = {"fromJob": {"taus": [0.5]}}
+    jobs = profiler_jobs(OWNER, parse_inference(m["spec"], "vgg"), w.prices)
+    for job in jobs:
+        assert "--artefact /models/resnet" in job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+
+
+def test_the_shipped_artefact_is_the_default() -> None:
+    m, w, cand = _plan(PoolKind.IAAS)
+    objs = builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 3, 250, "v1")
+    for o in objs:
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "vgg-pool":
+            args = o["spec"]["template"]["spec"]["containers"][0]["args"]
+            assert "--artefact" not in args and "--digest" not in args
+
+
+def test_servers_run_as_many_threads_as_their_config_has_cpus() -> None:
+    """As the profiler measured them; left to itself a runtime sizes its thread pools by
+    the node's cores, not the pod's share."""
+    m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
+    objs = builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 3, 250, "v1")
+    for o in objs:
+        if o["kind"] not in ("Deployment", "Service") or "template" not in o["spec"]:
+            continue
+        if o["metadata"]["name"] == "vgg-envoy":
+            continue
+        args = o["spec"]["template"]["spec"]["containers"][0]["args"]
+        cfg = cand.setup.instance if o["kind"] == "Deployment" else cand.setup.function
+        want = max(1, round(w.profile.config(cfg).vcpu))
+        assert args[args.index("--threads") + 1] == str(want), o["metadata"]["name"]

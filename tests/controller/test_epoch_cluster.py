@@ -326,3 +326,33 @@ def test_drifted_children_are_restored_in_one_epoch(bed: Bed, cluster: Any) -> N
     assert len(events.items) == 7
     again = bed.epoch(2.0, None)
     assert not _drift(again)
+
+
+def test_a_clusterip_pool_service_of_an_older_version_is_recreated_headless(
+    bed: Bed, cluster: Any
+) -> None:
+    """An operator before the headless pool Service made it a ClusterIP one; clusterIP is
+    immutable, so the epoch deletes and recreates it, and says so."""
+    bed.epoch(0.0, 0)
+    ns = bed.plan.owner.namespace
+    pool = f"{NAME}-pool"
+    old = bed.get("v1", "Service", pool) or {}
+    cluster.kubectl("delete", "service", pool, "-n", ns)
+    older = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": pool, "namespace": ns, "labels": old["metadata"]["labels"]},
+        "spec": {"selector": old["spec"]["selector"], "ports": old["spec"]["ports"]},
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(older))
+    assert (bed.get("v1", "Service", pool) or {})["spec"]["clusterIP"] != "None"
+    bed.epoch(1.0, None)
+    svc = bed.get("v1", "Service", pool) or {}
+    assert svc["spec"]["clusterIP"] == "None"
+    events = client.CoreV1Api(bed.kube.api).list_namespaced_event(
+        ns, field_selector=f"involvedObject.name={NAME},reason=Replaced"
+    )
+    assert [e.message for e in events.items] == [
+        f"Service {pool}: an immutable field changed; recreated"
+    ]
+    assert not _drift(bed.epoch(2.0, None))

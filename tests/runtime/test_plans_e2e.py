@@ -13,18 +13,16 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
 pytest.importorskip("envoy")
 
-from serflow.k8s import builders  # noqa: E402
-from serflow.policy.configurator import Granularity, PoolKind  # noqa: E402
-from serflow_runtime import codec  # noqa: E402
-from serflow_runtime.checkpoint import Loaded  # noqa: E402
-from serflow_runtime.data import Dataset  # noqa: E402
-from serflow_runtime.engine import decide  # noqa: E402
+from serflow.k8s import builders
+from serflow.policy.configurator import Granularity, PoolKind
+from serflow_runtime import codec
+from serflow_runtime.engine import decide
+from serflow_runtime.runtimes import ServedModel
 
-from .conftest import post_many, raw_bytes  # noqa: E402
-from .plans import OWNER, Shape, plan, serve  # noqa: E402
+from .conftest import Split, all_logits, post_many, raw_bytes
+from .plans import OWNER, Shape, plan, serve
 
 SHAPES = [
     Shape(PoolKind.FAAS),
@@ -74,7 +72,7 @@ def test_builders_write_ranges_the_runtime_reads(shape: Shape) -> None:
     ],
 )
 def test_bad_tail_argument_is_one_line_and_exit_2(
-    tmp_path: Path, ckpt_path: Path, text: str, problem: str
+    tmp_path: Path, artefact_path: Path, text: str, problem: str
 ) -> None:
     r = subprocess.run(
         [
@@ -82,8 +80,8 @@ def test_bad_tail_argument_is_one_line_and_exit_2(
             "-m",
             "serflow_runtime.cli",
             "worker",
-            "--checkpoint",
-            str(ckpt_path),
+            "--artefact",
+            str(artefact_path),
             "--cut",
             "2",
             "--tail",
@@ -100,12 +98,11 @@ def test_bad_tail_argument_is_one_line_and_exit_2(
     assert len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], r.stderr
 
 
-def _requests(loaded: Loaded, digits: Dataset, tau: float) -> tuple[list[Any], list[Any]]:
+def _requests(served: ServedModel, digits: Split, tau: float) -> tuple[list[Any], list[Any]]:
     """200 held-out images, with every image that leaves after exit 3 sent three times:
     with the pool's share of the route, some reach each stage of a chained tail."""
     x = digits.x_val
-    with torch.inference_mode():
-        ex, pred = decide(loaded.model(x), tau)
+    ex, pred = decide(all_logits(served, x), tau)
     late = [i for i in range(len(x)) if int(ex[i]) > 3]
     idx = list(range(200)) + late * 3
     return [raw_bytes(x[i]) for i in idx], [(int(ex[i]), int(pred[i])) for i in idx]
@@ -113,16 +110,16 @@ def _requests(loaded: Loaded, digits: Dataset, tau: float) -> tuple[list[Any], l
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[s.label for s in SHAPES])
 def test_plan_shape_served_through_envoy(
-    shape: Shape, tmp_path: Path, loaded: Loaded, digits: Dataset
+    shape: Shape, tmp_path: Path, served: ServedModel, digits: Split
 ) -> None:
     _, w, cand = plan(shape)
     weight = 0 if shape.pool is PoolKind.FAAS else 700
-    served = serve(shape, tmp_path, weight)
+    local = serve(shape, tmp_path, weight)
     try:
-        bodies, want = _requests(loaded, digits, cand.tau)
-        got = post_many(served.envoy.url + "/infer", bodies, concurrency=16)
+        bodies, want = _requests(served, digits, cand.tau)
+        got = post_many(local.envoy.url + "/infer", bodies, concurrency=16)
     finally:
-        served.stop()
+        local.stop()
     failed = [(c, o) for c, o in got if c != 200]
     assert not failed, failed[:3]
     seen: set[str] = set()

@@ -2,57 +2,58 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from serflow.documents import read_workload
+from serflow.profile import parse_profile
+from serflow_runtime import profiler
+from serflow_runtime.cli import main as cli_main
+from serflow_runtime.engine import run_all
+from serflow_runtime.runtimes import ServedModel
 
-from serflow.documents import read_workload  # noqa: E402
-from serflow.profile import parse_profile  # noqa: E402
-from serflow_runtime import profiler  # noqa: E402
-from serflow_runtime.checkpoint import Loaded  # noqa: E402
-from serflow_runtime.cli import main as cli_main  # noqa: E402
-from serflow_runtime.data import Dataset  # noqa: E402
-from serflow_runtime.engine import run_all  # noqa: E402
+from .conftest import Split, all_logits
 
 SHIPPED = Path(profiler.__file__).parent / "profiles" / "digits-vgg16-w025.yaml"
 TAUS = (0.5, 0.9, 0.99)
 
 
 @pytest.fixture(scope="module")
-def doc(ckpt_path: Path) -> dict[str, object]:
+def doc(artefact_path: Path) -> dict[str, object]:
     req = profiler.ProfileRequest(
-        checkpoint=ckpt_path, batch=16, taus=TAUS, configs=["c6i.large", "fn-2048"], repeats=1
+        artefact=artefact_path, batch=16, taus=TAUS, configs=["c6i.large", "fn-2048"], repeats=1
     )
     return profiler.run_profile(req)
 
 
 def test_profile_parses_with_the_control_plane_schema(
-    doc: dict[str, object], loaded: Loaded
+    doc: dict[str, object], served: ServedModel
 ) -> None:
     p = parse_profile(doc["profile"])
     assert p.batch == 16 and p.partitions == 7
-    assert p.fingerprint.checkpoint_sha256 == loaded.sha256
+    assert p.fingerprint.artefact_digest == served.manifest.digest
     assert [c.name for c in p.configs] == ["c6i.large", "fn-2048"]
     assert all(
         len(c.seconds_per_request) == 7 and min(c.seconds_per_request) > 0 for c in p.configs
     )
     assert [c.after for c in p.cuts] == [1, 2, 3, 4, 5, 6]
     for c in p.cuts:
-        raw = 4 * torch.Size(loaded.model.cut_shape(c.after)).numel()
+        raw = 4 * math.prod(served.manifest.cut_shape(c.after))
         assert 0 < c.activation_bytes < raw and c.transfer_s > 0
 
 
 def test_thresholds_are_the_exit_rule_on_held_out_data(
-    doc: dict[str, object], loaded: Loaded, digits: Dataset
+    doc: dict[str, object], served: ServedModel, digits: Split
 ) -> None:
     p = parse_profile(doc["profile"])
     assert [t.tau for t in p.thresholds] == list(TAUS)
     mean_exit = []
     for t in p.thresholds:
         assert sum(t.exit_shares) == pytest.approx(1.0)
-        res = run_all(loaded.model, digits.x_val, t.tau)
+        res = run_all(served, digits.x_val, t.tau)
         correct = sum(e.cls == int(digits.y_val[e.row]) for e in res.exits)
         assert t.accuracy == pytest.approx(correct / digits.x_val.shape[0], abs=1e-6)
         mean_exit.append(sum((i + 1) * e for i, e in enumerate(t.exit_shares)))
@@ -74,20 +75,21 @@ def test_unknown_config_refused(name: str) -> None:
         profiler.config_spec(name)
 
 
-def test_shipped_profile_is_of_the_shipped_checkpoint(loaded: Loaded) -> None:
+def test_shipped_profile_is_of_the_shipped_artefact(served: ServedModel) -> None:
     w = read_workload(str(SHIPPED))
-    assert w.profile.fingerprint.checkpoint_sha256 == loaded.sha256
-    assert w.profile.fingerprint.exits == loaded.arch.exits
+    assert w.profile.fingerprint.artefact_digest == served.manifest.digest
+    assert list(w.profile.fingerprint.exits) == served.manifest.describes["exits"]
+    assert w.profile.partitions == served.k
     assert len(w.profile.thresholds) >= 3
 
 
-def test_cli_profile_writes_a_readable_document(tmp_path: Path, ckpt_path: Path) -> None:
+def test_cli_profile_writes_a_readable_document(tmp_path: Path, artefact_path: Path) -> None:
     out = tmp_path / "p.yaml"
     rc = cli_main(
         [
             "profile",
-            "--checkpoint",
-            str(ckpt_path),
+            "--artefact",
+            str(artefact_path),
             "--batch",
             "8",
             "--repeats",
@@ -105,3 +107,11 @@ def test_cli_profile_writes_a_readable_document(tmp_path: Path, ckpt_path: Path)
     assert rc == 0
     w = read_workload(str(out))
     assert [t.tau for t in w.profile.thresholds] == [0.6, 0.8, 0.95]
+
+
+def test_profile_states_each_exits_accuracy(doc: dict[str, Any], served: ServedModel, digits: Split) -> None:
+    """The final exit's held-out accuracy, and every other exit's, as annotations."""
+    notes = doc["metadata"]["annotations"]  # type: ignore[index]
+    got = [float(v) for v in notes["serflow.io/accuracy-per-exit"].split()]
+    want = [float((lg.argmax(1) == digits.y_val).mean()) for lg in all_logits(served, digits.x_val)]
+    assert got == pytest.approx(want, abs=1e-4) and len(got) == served.k

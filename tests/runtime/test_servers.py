@@ -13,30 +13,31 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-torch = pytest.importorskip("torch")
+from serflow_runtime import codec
+from serflow_runtime.engine import run_range
+from serflow_runtime.metrics import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS
+from serflow_runtime.runtimes import ServedModel
+from serflow_testbed.harness import wait_for
 
-from serflow_runtime import codec  # noqa: E402
-from serflow_runtime.checkpoint import Loaded  # noqa: E402
-from serflow_runtime.data import Dataset  # noqa: E402
-from serflow_runtime.engine import decide, run_range  # noqa: E402
-from serflow_runtime.metrics import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS  # noqa: E402
-from serflow_testbed.harness import wait_for  # noqa: E402
-
-from .conftest import Servers, Stack, http, http_json, post_many, raw_bytes, wait_ready  # noqa: E402
-
-
-def reference(loaded: Loaded, x: torch.Tensor, tau: float) -> list[tuple[int, int]]:
-    with torch.inference_mode():
-        ex, pred = decide(loaded.model(x), tau)
-    return list(zip(ex.tolist(), pred.tolist(), strict=True))
+from .conftest import (
+    Servers,
+    Split,
+    Stack,
+    http,
+    http_json,
+    post_many,
+    raw_bytes,
+    reference,
+    wait_ready,
+)
 
 
 def head_frame(
-    loaded: Loaded, x: torch.Tensor, cut: int, token: str | None = None
+    served: ServedModel, x: np.ndarray, cut: int, token: str | None = None
 ) -> tuple[bytes, Any]:
-    res = run_range(loaded.model, x, 1, cut, None)  # exits off: every row survives
+    res = run_range(served, x, 1, cut, None)  # exits off: every row survives
     hdr = {
-        "fingerprint": token or loaded.fingerprint.token(),
+        "fingerprint": token or served.token,
         "partition": cut + 1,
         "rows": list(range(x.shape[0])),
     }
@@ -44,47 +45,47 @@ def head_frame(
 
 
 def test_function_runs_its_range_like_in_process(
-    stack: Stack, loaded: Loaded, digits: Dataset
+    stack: Stack, served: ServedModel, digits: Split
 ) -> None:
     x = digits.x_val[:40]
-    frame, head = head_frame(loaded, x, 2)
+    frame, head = head_frame(served, x, 2)
     code, body = http("POST", stack.stage_a.url + "/run", frame, ctype=codec.FRAME_CT)
     assert code == 200
-    header, hidden = codec.decode_frame(body, 1 << 30, loaded.model.cut_shape(4))
-    want = run_range(loaded.model, head.hidden, 3, 4, stack.tau, list(range(40)))
+    header, hidden = codec.decode_frame(body, 1 << 30, served.manifest.cut_shape(4))
+    want = run_range(served, head.hidden, 3, 4, stack.tau, list(range(40)))
     assert header["exits"] == [
         [e.row, e.exit, e.cls, pytest.approx(e.confidence, abs=1e-5)] for e in want.exits
     ]
     assert header["rows"] == want.survivor_rows
     assert want.hidden is not None
-    torch.testing.assert_close(hidden, want.hidden, rtol=1e-4, atol=1e-4)
-    assert header["fingerprint"] == loaded.fingerprint.token() and header["partition"] == 5
+    np.testing.assert_allclose(hidden, want.hidden, rtol=1e-4, atol=1e-4)
+    assert header["fingerprint"] == served.token and header["partition"] == 5
 
 
 @pytest.mark.parametrize("n", [100])
-def test_function_takes_large_frames(stack: Stack, loaded: Loaded, digits: Dataset, n: int) -> None:
+def test_function_takes_large_frames(stack: Stack, served: ServedModel, digits: Split, n: int) -> None:
     """A full batch (B = 100) arrives in many TCP reads; the whole body must be read."""
     x = digits.x_val[:n]
-    frame, _ = head_frame(loaded, x, 2)
+    frame, _ = head_frame(served, x, 2)
     assert len(frame) > 512 << 10
     code, body = http("POST", stack.stage_a.url + "/run", frame, ctype=codec.FRAME_CT)
     assert code == 200, body[:300]
-    header, _ = codec.decode_frame(body, 1 << 30, loaded.model.cut_shape(4))
+    header, _ = codec.decode_frame(body, 1 << 30, served.manifest.cut_shape(4))
     assert len(header["exits"]) + len(header["rows"]) == n
 
 
-def test_fingerprint_mismatch_refused(stack: Stack, loaded: Loaded, digits: Dataset) -> None:
-    other = loaded.fingerprint.token().replace(loaded.sha256, "0" * 64)
-    frame, _ = head_frame(loaded, digits.x_val[:4], 2, token=other)
+def test_fingerprint_mismatch_refused(stack: Stack, served: ServedModel, digits: Split) -> None:
+    other = served.token.replace(served.manifest.digest, "0" * 64)
+    frame, _ = head_frame(served, digits.x_val[:4], 2, token=other)
     code, body = http_json("POST", stack.stage_a.url + "/run", frame, ctype=codec.FRAME_CT)
     assert code == 409
     assert (
-        "fingerprint mismatch" in body["error"] and body["expected"] == loaded.fingerprint.token()
+        "fingerprint mismatch" in body["error"] and body["expected"] == served.token
     )
 
 
-def test_frame_for_another_partition_refused(stack: Stack, loaded: Loaded, digits: Dataset) -> None:
-    frame, _ = head_frame(loaded, digits.x_val[:4], 4)  # enters partition 5, stage_a runs 3..4
+def test_frame_for_another_partition_refused(stack: Stack, served: ServedModel, digits: Split) -> None:
+    frame, _ = head_frame(served, digits.x_val[:4], 4)  # enters partition 5, stage_a runs 3..4
     code, body = http_json("POST", stack.stage_a.url + "/run", frame, ctype=codec.FRAME_CT)
     assert code == 409 and "partition" in body["error"]
 
@@ -111,7 +112,7 @@ def _bad_requests() -> list[tuple[str, str, bytes, str, int]]:
 
 @pytest.mark.parametrize(("path", "ctype", "body", "problem", "status"), _bad_requests())
 def test_bad_input_is_a_json_4xx_and_the_server_keeps_serving(
-    stack: Stack, digits: Dataset, path: str, ctype: str, body: bytes, problem: str, status: int
+    stack: Stack, digits: Split, path: str, ctype: str, body: bytes, problem: str, status: int
 ) -> None:
     targets = [stack.whole, stack.chained_worker] if path == "/infer" else [stack.stage_a]
     for p in targets:
@@ -124,24 +125,24 @@ def test_bad_input_is_a_json_4xx_and_the_server_keeps_serving(
     assert code == 200 and "class" in out
 
 
-def test_stage_function_does_not_take_images(stack: Stack, digits: Dataset) -> None:
+def test_stage_function_does_not_take_images(stack: Stack, digits: Split) -> None:
     code, out = http_json("POST", stack.stage_b.url + "/infer", raw_bytes(digits.x_val[0]))
     assert code == 404 and "partitions 5..7" in out["error"]
 
 
 @pytest.mark.parametrize("which", ["chained", "fused"])
 def test_worker_answers_like_the_whole_model(
-    stack: Stack, loaded: Loaded, digits: Dataset, which: str
+    stack: Stack, served: ServedModel, digits: Split, which: str
 ) -> None:
     worker = stack.chained_worker if which == "chained" else stack.fused_worker
     x = digits.x_val[:80]
-    want = reference(loaded, x, stack.tau)
+    want = reference(served, x, stack.tau)
     got = post_many(worker.url + "/infer", [raw_bytes(r) for r in x])
     stages_seen = set()
     for i, (code, out) in enumerate(got):
         assert code == 200, out
         assert (out["exit"], out["class"]) == want[i], i
-        assert out["fingerprint"] == loaded.fingerprint.token()
+        assert out["fingerprint"] == served.token
         ran = out["ran"]
         assert ran[0]["on"].startswith("worker:")
         if out["exit"] <= stack.cut:
@@ -159,7 +160,7 @@ def test_worker_answers_like_the_whole_model(
         assert stages_seen == {"function:fn-3-7"}
 
 
-def test_png_requests(stack: Stack, loaded: Loaded) -> None:
+def test_png_requests(stack: Stack, served: ServedModel) -> None:
     from sklearn.datasets import load_digits
 
     from serflow_runtime.data import digits_pixels
@@ -171,14 +172,14 @@ def test_png_requests(stack: Stack, loaded: Loaded) -> None:
     got = post_many(stack.chained_worker.url + "/infer", pngs, ctype="image/png")
     assert all(code == 200 for code, _ in got)
     # same pixels through the in-process decoder and model
-    xs = torch.cat(
-        [codec.decode_image(b, "image/png", (3, 32, 32), loaded.mean, loaded.std) for b in pngs]
+    xs = np.concatenate(
+        [codec.decode_image(b, "image/png", (3, 32, 32), served.manifest.input.mean, served.manifest.input.std) for b in pngs]
     )
-    assert [(o["exit"], o["class"]) for _, o in got] == reference(loaded, xs, stack.tau)
+    assert [(o["exit"], o["class"]) for _, o in got] == reference(served, xs, stack.tau)
 
 
 def test_answers_carry_the_servers_own_duration(
-    stack: Stack, loaded: Loaded, digits: Dataset
+    stack: Stack, served: ServedModel, digits: Split
 ) -> None:
     """Server-Timing is what the local runtime bills a function for: the server's own time,
     never more than what the caller waited, on answers and refusals alike."""
@@ -187,7 +188,7 @@ def test_answers_carry_the_servers_own_duration(
 
     from serflow_testbed.decide import server_timing_seconds
 
-    frame, _ = head_frame(loaded, digits.x_val[:8], 2)
+    frame, _ = head_frame(served, digits.x_val[:8], 2)
     for url, body, ctype, want in (
         (stack.stage_a.url + "/run", frame, codec.FRAME_CT, 200),
         (stack.stage_a.url + "/run", b"not a frame", codec.FRAME_CT, 400),
@@ -229,7 +230,7 @@ def _value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float:
     return sum(s.value for s in samples.get(name, []) if s.labels == labels)
 
 
-def test_metrics_exposed(stack: Stack, digits: Dataset) -> None:
+def test_metrics_exposed(stack: Stack, digits: Split) -> None:
     before = _metrics(stack.chained_worker.url)
     n = 20
     got = post_many(stack.chained_worker.url + "/infer", [raw_bytes(r) for r in digits.x_val[:n]])
@@ -254,9 +255,9 @@ def test_metrics_exposed(stack: Stack, digits: Dataset) -> None:
 
 
 def test_worker_sheds_beyond_its_epoch_budget(
-    tmp_path: Any, ckpt_path: Any, digits: Dataset
+    tmp_path: Any, artefact_path: Any, digits: Split
 ) -> None:
-    c = Servers(tmp_path, ckpt_path)
+    c = Servers(tmp_path, artefact_path)
     try:
         # budget 8 = B, long epoch: exactly 8 admitted, the rest refused until the next epoch
         w = c.worker("w-shed", 0, [], batch=8, epoch=600.0, budget=8)
@@ -270,8 +271,8 @@ def test_worker_sheds_beyond_its_epoch_budget(
         c.stop()
 
 
-def test_worker_drains_on_sigterm(tmp_path: Any, ckpt_path: Any, digits: Dataset) -> None:
-    c = Servers(tmp_path, ckpt_path)
+def test_worker_drains_on_sigterm(tmp_path: Any, artefact_path: Any, digits: Split) -> None:
+    c = Servers(tmp_path, artefact_path)
     try:
         # a partial batch would wait an hour for its epoch; SIGTERM must flush it at once
         w = c.worker("w-drain", 0, [], batch=100, epoch=3600.0)
@@ -307,14 +308,14 @@ def test_worker_drains_on_sigterm(tmp_path: Any, ckpt_path: Any, digits: Dataset
 )
 def test_batches_form_at_b_or_after_one_epoch(
     tmp_path: Any,
-    ckpt_path: Any,
-    digits: Dataset,
+    artefact_path: Any,
+    digits: Split,
     batch: int,
     epoch: float,
     n: int,
     want_batches: int,
 ) -> None:
-    c = Servers(tmp_path, ckpt_path)
+    c = Servers(tmp_path, artefact_path)
     try:
         w = c.worker("w-batch", 0, [], batch=batch, epoch=epoch)
         wait_ready(w)
@@ -331,17 +332,17 @@ def test_batches_form_at_b_or_after_one_epoch(
 
 
 def test_unreachable_tail_fails_only_the_survivors(
-    tmp_path: Any, ckpt_path: Any, loaded: Loaded, digits: Dataset
+    tmp_path: Any, artefact_path: Any, served: ServedModel, digits: Split
 ) -> None:
     from serflow_testbed.harness import free_port
 
-    c = Servers(tmp_path, ckpt_path)
+    c = Servers(tmp_path, artefact_path)
     try:
         dead = f"http://127.0.0.1:{free_port()}"
         w = c.worker("w-dead-tail", 2, [f"3-7={dead}"], tau=0.85)
         wait_ready(w)
         x = digits.x_val[:40]
-        want = reference(loaded, x, 0.85)
+        want = reference(served, x, 0.85)
         got = post_many(w.url + "/infer", [raw_bytes(r) for r in x])
         for (code, out), (ex, cls) in zip(got, want, strict=True):
             if ex <= 2:
@@ -354,7 +355,7 @@ def test_unreachable_tail_fails_only_the_survivors(
         c.stop()
 
 
-def test_function_listens_on_knative_port_env(tmp_path: Any, ckpt_path: Any) -> None:
+def test_function_listens_on_knative_port_env(tmp_path: Any, artefact_path: Any) -> None:
     import os
     import subprocess
     import sys
@@ -371,8 +372,8 @@ def test_function_listens_on_knative_port_env(tmp_path: Any, ckpt_path: Any) -> 
             "-m",
             "serflow_runtime.cli",
             "function",
-            "--checkpoint",
-            str(ckpt_path),
+            "--artefact",
+            str(artefact_path),
             "--threads",
             "1",
         ],

@@ -24,6 +24,7 @@ from serflow.schemas import (
     MAX_EXITS,
     NAME_MAX,
     RUNTIME_ARCHITECTURE,
+    RUNTIME_ARCHITECTURES,
     RUNTIME_MAX_EXIT_BLOCK,
     RUNTIME_MAX_WIDTH,
 )
@@ -81,13 +82,20 @@ GUARDS: list[tuple[dict[str, Any], str, str]] = [
         "spec.routing.image",
     ),
     (
-        {"spec__model__checkpoint": ""},
-        "spec.model.checkpoint: expected a non-empty string, got ''",
-        "spec.model.checkpoint",
+        {"spec__model__artefact__digest": "ABC"},
+        "spec.model.artefact.digest: expected a SHA-256 digest (64 lower-case hex digits), "
+        "got 'ABC'",
+        "spec.model.artefact.digest",
+    ),
+    (
+        {"spec__model__artefact__path": "models/digits"},
+        "spec.model.artefact.path: expected an absolute path or the name of an artefact the "
+        "image ships, got 'models/digits'",
+        "spec.model.artefact.path",
     ),
     (
         {"spec__model__architecture": "vgg 16"},
-        "spec.model.architecture: expected one of vgg16_bn, got 'vgg 16'",
+        "spec.model.architecture: expected one of vgg16_bn, resnet_ee, got 'vgg 16'",
         "spec.model.architecture",
     ),
     (
@@ -237,6 +245,12 @@ CROSS = [
 # Rules on what only the operator reads (the CLI plans without it): its parser's error.
 SERVED = [
     (
+        {"spec__model__checkpoint": "/models/m.pt"},
+        "spec.model.checkpoint: no longer served: export the checkpoint with "
+        "`serflow-runtime export` and set spec.model.artefact",
+        "spec.model",
+    ),
+    (
         {"spec__functions__minScale": 3, "spec__functions__maxScale": 2},
         "spec.functions.maxScale: expected >= minScale (3), got 2",
         "spec.functions",
@@ -259,7 +273,8 @@ KEYS = [
     ),
 ]
 
-CEL_MESSAGES = {"label or annotation keys", "profiling Jobs are named so"}
+DIGEST_RULE = "profile.inline.fingerprint.artefactDigest must equal model.artefact.digest"
+CEL_MESSAGES = {"label or annotation keys", "profiling Jobs are named so", DIGEST_RULE}
 """API-server-only refusals whose message the test checks too."""
 
 
@@ -332,13 +347,17 @@ def _dry_run(cluster: Any, namespace: str, doc: dict[str, Any]) -> subprocess.Co
     [
         {"metadata__name": LONGEST_NAME},
         {"metadata__name": "vgg", "spec__profile": {"fromJob": {}}},
+        {
+            "spec__model__artefact": {"path": "/models/digits", "digest": "a" * 64},
+            f"{_INLINE}__fingerprint__artefactDigest": "a" * 64,
+        },
         {"spec__routing__statsUrls": ["https://10.0.0.1:65535/stats?usedonly", "http://e"]},
         {
             "spec__model__podAnnotations": {"prometheus.io/scrape": "true", "a" * 63: ""},
             "spec__prices__instances__0__nodeSelector": {"node.kubernetes.io/instance-type": "x"},
         },
     ],
-    ids=["longest-name", "profiling-jobs", "stats-urls", "qualified-keys"],
+    ids=["longest-name", "profiling-jobs", "pinned-artefact", "stats-urls", "qualified-keys"],
 )
 def test_the_api_server_accepts_the_edges(
     crd_cluster: Any, namespace: str, changes: dict[str, Any]
@@ -375,10 +394,12 @@ def test_the_api_server_accepts_the_examples(
             "profiling Jobs are named so",
             "metadata.name",
         ),
+        # The operator makes the same check on every profile source (fingerprint_mismatch).
+        ({"spec__model__artefact": {"digest": "a" * 64}}, DIGEST_RULE, "spec"),
     ],
     ids=[g[2] for g in GUARDS + CROSS + SERVED]
     + [f"{f}-{i}" for i, (_, f) in enumerate(KEYS)]
-    + ["metadata.name-jobs"],
+    + ["metadata.name-jobs", "artefact-digest"],
 )
 def test_the_api_server_refuses_naming_the_field(
     crd_cluster: Any, namespace: str, changes: dict[str, Any], message: str, field: str
@@ -393,8 +414,17 @@ def test_the_api_server_refuses_naming_the_field(
 def test_the_runtime_builds_what_the_schema_allows() -> None:
     """The schema restates the runtime's limits (the control plane never imports torch)."""
     model = pytest.importorskip("serflow_runtime.model")
+    from serflow_runtime import checkpoint, resnet
+
     edge = (1, RUNTIME_MAX_EXIT_BLOCK)
     model.Arch(width=RUNTIME_MAX_WIDTH, exits=edge, architecture=RUNTIME_ARCHITECTURE)
+    for name in RUNTIME_ARCHITECTURES:
+        arch = checkpoint.arch_from_dict(
+            {"architecture": name, "width": RUNTIME_MAX_WIDTH, "exits": [1], "numClasses": 2}
+        )
+        assert arch.architecture == name
+    with pytest.raises(ValueError):
+        resnet.ResArch(width=RUNTIME_MAX_WIDTH * 1.01)
     past = [
         {"width": RUNTIME_MAX_WIDTH * 1.01},
         {"exits": (RUNTIME_MAX_EXIT_BLOCK + 1,)},

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serflow.policy.configurator import PoolKind, best_at, configure
-from serflow.sim import PolicyName, replay
+from serflow.sim import PolicyName, Routing, replay
 from serflow.spec import Workload, parse_workload
 from tests.policy.helpers import paper, tiny, tiny_doc
 
@@ -150,3 +150,36 @@ def test_a_phase_outside_the_interval_is_refused(phase: int) -> None:
     w = parse_workload(tiny_doc(scaling__intervalEpochs=3))
     with pytest.raises(ValueError, match=r"phase must be in \[0, 3\)"):
         replay(w, _cand(w, [PoolKind.IAAS]), [25], PolicyName.LIBRA, phase=phase)
+
+
+def test_envoy_routing_sends_the_operators_share_and_spills_the_rest() -> None:
+    """Routing.ENVOY: the pool gets round(n * min(1, ready * mu / EWMA)) of an epoch, at
+    most B per ready instance; FILL puts the epoch's exact count on the instances."""
+    w = tiny()
+    cand = _cand(w, [PoolKind.IAAS])
+    counts = [25] * 3 + [15] * 3
+    fill = replay(w, cand, counts, PolicyName.LIBRA)
+    envoy = replay(w, cand, counts, PolicyName.LIBRA, routing=Routing.ENVOY)
+    assert fill.series.ready == envoy.series.ready == [0, 0, 0, 2, 2, 2]
+    # t3: 2 ready, mu 1 req/s, EWMA 2.5 req/s (three epochs of 25 in 10 s): share 0.8, so
+    # round(15 * 0.8) = 12 reach the pool (one batch of 10 and one of 2), 3 spill; filling
+    # would have put all 15 on the two instances.
+    assert envoy.series.share[3] == pytest.approx(0.8)
+    assert (envoy.series.pool[3], envoy.series.faas[3]) == (12, 3)
+    assert (fill.series.pool[3], fill.series.faas[3]) == (15, 0)
+    assert fill.series.share == [None] * 6
+    # Never more on the pool than filling, the same instances, so never a smaller bill.
+    assert all(e <= f for e, f in zip(envoy.series.pool, fill.series.pool, strict=True))
+    assert envoy.instance_seconds == fill.instance_seconds
+    assert envoy.total_cost >= fill.total_cost
+
+
+def test_envoy_routing_sheds_past_the_budget() -> None:
+    """Envoy offers the pool its share; each instance admits one batch of B per epoch and
+    Envoy retries the rest on the functions."""
+    w = tiny()
+    cand = _cand(w, [PoolKind.IAAS])
+    counts = [25] * 3 + [40] * 3
+    envoy = replay(w, cand, counts, PolicyName.LIBRA, routing=Routing.ENVOY)
+    # t3: EWMA 2.5 -> share min(1, 2 / 2.5) = 0.8: 32 offered, 20 admitted (2 x B), 20 spill.
+    assert (envoy.series.pool[3], envoy.series.faas[3]) == (20, 20)

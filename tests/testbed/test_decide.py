@@ -42,7 +42,7 @@ def test_ready_after_cold_start_and_idle_expiry() -> None:
 
 def test_local_args_rewrite_host_port_and_tail_urls() -> None:
     args = ["--host", "0.0.0.0", "--port", "8080", "--tau", "0.85", "--cut", "2",
-            "--checkpoint", "/models/x.pt", "--tail", "3-K=http://d-tail.ns.svc.cluster.local"]  # fmt: skip
+            "--artefact", "/models/x", "--tail", "3-K=http://d-tail.ns.svc.cluster.local"]  # fmt: skip
     out = decide.local_args(args, 9000, "pool-0", {"d-tail": "http://127.0.0.1:7000"})
     assert out == ["--tau", "0.85", "--cut", "2", "--tail", "3-K=http://127.0.0.1:7000",
                    "--host", "127.0.0.1", "--port", "9000", "--threads", "1", "--name", "pool-0"]  # fmt: skip

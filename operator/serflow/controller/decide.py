@@ -397,6 +397,8 @@ class EventReason(StrEnum):
     SCALED = "Scaled"
     ROUTED = "Routed"
     DRIFT_CORRECTED = "DriftCorrected"
+    REPLACED = "Replaced"
+    """A child recreated: its change touched a field the API server keeps immutable."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,15 @@ from typing import Any
 
 from serflow import wire
 from serflow.controller import metrics
-from serflow.controller.decide import ChosenPlan, Decision, EpochState, Observation, decide
+from serflow.controller.decide import (
+    ChosenPlan,
+    Decision,
+    EpochState,
+    Event,
+    EventReason,
+    Observation,
+    decide,
+)
 from serflow.controller.kube import Kube, read_counters, stats_urls
 from serflow.k8s import builders
 
@@ -57,15 +65,24 @@ def gather(
     )
 
 
+def replaced(obj: Mapping[str, Any]) -> Event:
+    return Event(
+        EventReason.REPLACED,
+        f"{obj['kind']} {obj['metadata']['name']}: an immutable field changed; recreated",
+    )
+
+
 def execute(kube: Kube, plan: ChosenPlan, decision: Decision, at: str) -> None:
     """Apply the children that differ, patch the status, post the events, set the gauges."""
     owner = plan.owner
+    events = list(decision.events)
     for obj in decision.apply:
-        kube.apply(obj)
+        if kube.apply_or_replace(obj):
+            events.append(replaced(obj))
     kube.patch_status(owner.namespace, owner.name, decision.status)
     ref = {**owner.reference(), "namespace": owner.namespace}
     involved = {k: ref[k] for k in ("apiVersion", "kind", "name", "namespace", "uid")}
-    for e in decision.events:
+    for e in events:
         kube.post_event(involved, e.reason.value, e.message, at)
     est = decision.state.scaler.estimate
     metrics.record(owner.namespace, owner.name, decision.sample.rate, est.ewma, est.dev,

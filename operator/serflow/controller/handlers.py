@@ -35,7 +35,7 @@ from serflow.controller.decide import (
     scaler_from_status,
     set_condition,
 )
-from serflow.controller.epoch import Clock, run_epoch, utc_now
+from serflow.controller.epoch import Clock, replaced, run_epoch, utc_now
 from serflow.controller.kube import Kube, load_config
 from serflow.documents import load_yaml
 from serflow.errors import InputError
@@ -200,7 +200,9 @@ def reconcile(
     version = f"g{gen}e{state.epoch}"
     chosen = ChosenPlan(owner, inf, w, cand, gen, desired, pool_w, version)
     for obj in chosen.children(desired, pool_w, version):
-        kube.apply(obj)
+        if kube.apply_or_replace(obj):
+            event = replaced(obj)
+            kopf.info(body, reason=event.reason.value, message=event.message)
     c = set_condition(
         conds, ConditionType.CONFIGURED, True, "Planned", chosen_line(cand), gen, utc_now()
     )

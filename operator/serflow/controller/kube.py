@@ -18,6 +18,9 @@ from serflow.controller.decide import CounterReading, parse_counter
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "serflow"
+IMMUTABLE = ("field is immutable", "may not change once set")
+"""What the API server says when a change touches a field it never updates in place (a
+Deployment's selector; a Service's clusterIP)."""
 STATS_LIMIT = 256 * 1024
 """Bytes read from one stats endpoint at most."""
 
@@ -51,6 +54,23 @@ class Kube:
             force_conflicts=True,
         )
         return dict(out.to_dict())
+
+    def apply_or_replace(self, obj: Mapping[str, Any]) -> bool:
+        """Server-side apply; a child whose change touches a field the API server keeps
+        immutable (a Service's clusterIP, as when the pool Service became headless; a
+        Deployment's selector) is deleted and created anew. True when it was replaced."""
+        try:
+            self.apply(obj)
+            return False
+        except ApiException as e:
+            if e.status != 422 or not any(m in str(e.body) for m in IMMUTABLE):
+                raise
+        res = self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        meta = obj["metadata"]
+        res.delete(name=meta["name"], namespace=meta.get("namespace"),
+                   body={"propagationPolicy": "Background"})  # fmt: skip
+        self.apply(obj)
+        return True
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         res = self.dynamic.resources.get(api_version=api_version, kind=kind)

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from serflow.inference import InferenceSpec
+from serflow.inference import InferenceSpec, ModelSpec
 from serflow.k8s import envoy
 from serflow.k8s.crd import GROUP, KIND, VERSION
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
@@ -124,6 +124,18 @@ class Stage:
     """spill, tail or stage."""
 
 
+def threads_for(vcpu: float) -> list[str]:
+    """The runtime's thread count for a config's vCPUs, as the profiler measured it: a
+    runtime left to itself sizes its pools by the node's cores, not the pod's share."""
+    return ["--threads", str(max(1, round(vcpu)))]
+
+
+def artefact_args(m: ModelSpec) -> list[str]:
+    """The servers' model arguments: the artefact folder and the digest it must have."""
+    args = ["--artefact", m.artefact_path] if m.artefact_path else []
+    return args + (["--digest", m.artefact_digest] if m.artefact_digest else [])
+
+
 def partition_range(first: int, last: int, k: int) -> str:
     """``A-B`` with ``K`` for the last partition: the one format of the worker's
     ``--tail A-B=URL`` and the function's ``--partitions`` (the runtime's
@@ -162,8 +174,7 @@ def pool_deployment(
         "--epoch", f"{w.objective.epoch:g}",
         "--budget", str(w.profile.batch * cand.economics.batches_per_instance),
     ]  # fmt: skip
-    if m.checkpoint:
-        args += ["--checkpoint", m.checkpoint]
+    args += artefact_args(m)
     for st in stages(owner, w, cand):
         if st.role != "spill":
             args += ["--tail", f"{partition_range(st.first, st.last, k)}={_url(owner, st.name)}"]
@@ -175,6 +186,7 @@ def pool_deployment(
         # One worker per node: ask for most of it, leave room for the node's own agents.
         cpu = max(100, int(cfg.vcpu * 1000 * 0.8))
         mem = max(128, int(cfg.memory_mib * 0.75))
+        args += threads_for(cfg.vcpu)
         resources = {
             "requests": {"cpu": f"{cpu}m", "memory": f"{mem}Mi"},
             "limits": {"memory": f"{mem}Mi"},
@@ -251,14 +263,14 @@ def knative_service(
     rng = partition_range(stage.first, stage.last, k)
     args = ["--host", "0.0.0.0", "--partitions", rng, "--tau", f"{cand.tau:g}"]
     args += ["--batch", str(w.profile.batch)]  # bounds the frames it accepts
-    if spec.model.checkpoint:
-        args += ["--checkpoint", spec.model.checkpoint]
+    args += artefact_args(spec.model)
     fn = spec.functions
     mem = int(size.memory_mib)
     try:  # the measured size's CPUs; an unprofiled size gets a stated default
         cpu = max(100, int(w.profile.config(size.name).vcpu * 1000))
     except KeyError:
         cpu = FUNCTION_CPU_MILLI
+    args += threads_for(cpu / 1000)
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",

@@ -107,6 +107,13 @@ def _spec_schema() -> dict[str, Any]:
     p["properties"]["thresholds"]["x-kubernetes-validations"] = [_unique("tau", "thresholds")]
     p["properties"]["fingerprint"]["properties"]["exits"]["x-kubernetes-validations"] = [INCREASING]
     spec["properties"]["model"]["properties"]["exits"]["x-kubernetes-validations"] = [INCREASING]
+    spec["properties"]["model"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.checkpoint)",
+            "message": "model.checkpoint is no longer served: export the checkpoint with "
+            "serflow-runtime export and set model.artefact",
+        }
+    ]
     prices = spec["properties"]["prices"]["properties"]
     prices["instances"]["x-kubernetes-validations"] = [_unique("name", "instances")]
     prices["functions"]["properties"]["sizes"]["x-kubernetes-validations"] = [
@@ -156,6 +163,13 @@ def _spec_schema() -> dict[str, Any]:
         {
             "rule": "!has(self.profile.inline) || self.profile.inline.fingerprint.exits == self.model.exits",
             "message": "profile.inline.fingerprint.exits must equal model.exits",
+        },
+        {
+            "rule": "!has(self.profile.inline) || !has(self.model.artefact) || "
+            "!has(self.model.artefact.digest) || "
+            "(has(self.profile.inline.fingerprint.artefactDigest) && "
+            "self.profile.inline.fingerprint.artefactDigest == self.model.artefact.digest)",
+            "message": "profile.inline.fingerprint.artefactDigest must equal model.artefact.digest",
         },
         {
             "rule": "!has(self.profile.inline) || ((!has(self.prices.instances) || "

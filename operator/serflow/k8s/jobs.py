@@ -35,8 +35,8 @@ def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
         "serflow-runtime", "profile", "--config", config, "--batch", str(spec.model.batch),
         "--taus", taus, "--name", config, "--out", "/tmp/profile.yaml",
     ]  # fmt: skip
-    if spec.model.checkpoint:
-        profile += ["--checkpoint", spec.model.checkpoint]
+    if spec.model.artefact_path:
+        profile += ["--artefact", spec.model.artefact_path]
     # The profile goes to the log after a marker; the operator reads it when the Job is done.
     script = f"{shlex.join(profile)} >&2 && echo {shlex.quote(MARKER)} && cat /tmp/profile.yaml"
     md = meta(owner, name, "profiler")

@@ -73,10 +73,13 @@ TAU: Schema = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximu
 MAX_EXITS = 63
 """At most this many exits, so at most MAX_EXITS + 1 partitions (and stage children)."""
 
-# What the runtime builds (serflow_runtime.model.Arch refuses anything else at start-up,
-# so the pods would crash-loop; a runtime test checks these agree).
-RUNTIME_ARCHITECTURE = "vgg16_bn"
-"""The one network family the runtime builds."""
+# What the runtime trains and exports (serflow_runtime.checkpoint; a runtime test checks
+# these agree).  The pods run artefacts: these fields describe the model and are matched
+# against the profile's fingerprint unless spec.model.artefact.digest pins it.
+RUNTIME_ARCHITECTURES = ("vgg16_bn", "resnet_ee")
+"""The network families the runtime builds: the VGG-16-BN SDN and the residual network."""
+RUNTIME_ARCHITECTURE = RUNTIME_ARCHITECTURES[0]
+"""The default family (the shipped model's)."""
 RUNTIME_MAX_WIDTH = 4.0
 """Largest channel width multiplier the runtime builds."""
 RUNTIME_MAX_EXIT_BLOCK = 12
@@ -110,7 +113,13 @@ IMAGE = "^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
 _PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 STATS_URL = f"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:{_PORT})?(/[^\\s]*)?$"
 """An http(s) URL with a host name or IPv4 address and, if any, a port in 1..65535."""
+SHA256 = "^[0-9a-f]{64}$"
+"""A SHA-256 digest in lower-case hex."""
+ARTEFACT_REF = "^(/[^\\x00]*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$"
+"""An absolute path (an artefact inside an image or a volume), or a shipped artefact's name."""
 PATTERN_WORDS = {
+    SHA256: "a SHA-256 digest (64 lower-case hex digits)",
+    ARTEFACT_REF: "an absolute path or the name of an artefact the image ships",
     DNS_LABEL: "a DNS-1035 label (lower case letters, digits, '-', starting with a letter)",
     LABEL_VALUE: "a label value (letters, digits, '-', '_', '.')",
     DNS_SUBDOMAIN: "a DNS subdomain name",
@@ -143,6 +152,15 @@ FINGERPRINT = obj(
         "checkpointSha256": {
             "type": "string",
             "description": "SHA-256 of the profiled checkpoint (hex; empty: not recorded).",
+            "default": "",
+            "maxLength": 64,
+            "pattern": "^([0-9a-f]{64})?$",
+        },
+        "artefactDigest": {
+            "type": "string",
+            "description": "Digest of the profiled model artefact (its manifest's digest, hex; "
+            "empty: not recorded). The operator refuses a profile whose digest is not the "
+            "spec's model.artefact.digest.",
             "default": "",
             "maxLength": 64,
             "pattern": "^([0-9a-f]{64})?$",
@@ -362,14 +380,35 @@ MODEL = obj(
         "functionImage": string(
             "Function image (Dockerfile.fn); default: the worker image.", minLength=1, pattern=IMAGE
         ),
+        "artefact": obj(
+            "The model artefact the pods serve (serflow-runtime export writes one): a folder "
+            "with manifest.json and one ONNX file per stage.",
+            {
+                "path": string(
+                    "The artefact folder inside the images (or a volume mounted there), or "
+                    "the name of one the images ship (digits-vgg16-w025, digits-resnet); "
+                    "default: digits-vgg16-w025.",
+                    minLength=1,
+                    pattern=ARTEFACT_REF,
+                ),
+                "digest": string(
+                    "The artefact's digest (manifest.json's digest field). Pods refuse to "
+                    "start on another artefact, and a profile of another digest is refused.",
+                    pattern=SHA256,
+                ),
+            },
+        ),
         "checkpoint": string(
-            "Checkpoint path inside the image (default: the bundled one).", minLength=1
+            "Deprecated and refused: the servers run artefacts. Export the checkpoint with "
+            "serflow-runtime export and name it in artefact.",
+            minLength=1,
         ),
         "architecture": {
             "type": "string",
-            "enum": [RUNTIME_ARCHITECTURE],
+            "enum": list(RUNTIME_ARCHITECTURES),
             "default": RUNTIME_ARCHITECTURE,
-            "description": "Network family; must match the profile's fingerprint.",
+            "description": "Network family of the artefact; must match the profile's "
+            "fingerprint unless artefact.digest is set.",
         },
         "width": number(
             "Channel width multiplier.",
