@@ -5,7 +5,7 @@ mapping the previous hidden tensor to ``(hidden, logits)``.  Each stage becomes 
 graph with a dynamic batch axis; the manifest records each file's digest and shapes, the
 input's preprocessing, the classes, the calibration set (the held-out split as 8-bit
 pixels, what a client sends) and, optionally, the checkpoint the stages came from.
-Needs torch (and onnx to export); serving the artefact does not.
+Needs the `torch` extra (torch, onnx, onnxscript); serving the artefact does not.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _strip_provenance(path: Path) -> None:
             del node.metadata_props[:]
             node.doc_string = ""
             for attr in node.attribute:
-                if attr.g is not None and attr.HasField("g"):
+                if attr.HasField("g"):
                     clean(attr.g)
         for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
             if hasattr(v, "metadata_props"):
