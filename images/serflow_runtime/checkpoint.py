@@ -2,9 +2,10 @@
 
 A checkpoint is a ``torch.save`` dict loaded with ``weights_only=True`` (no pickled
 code).  Float tensors may be stored as float16 to keep the shipped checkpoint small;
-they are loaded back as float32.  The model fingerprint is the architecture plus the
-sha256 of the checkpoint file: frames between worker and functions carry it, and the
-profile records it.
+they are loaded back as float32.  A checkpoint is what training writes and what the
+torch runtime rebuilds a module from; what serves, and what profiles and frames name, is
+the artefact exported from it (``serflow_runtime.artefact``), which records the
+checkpoint's sha256.
 """
 
 from __future__ import annotations
@@ -29,32 +30,6 @@ class CheckpointError(ValueError):
     """A checkpoint that is unreadable or does not match what the caller expects."""
 
 
-@dataclass(frozen=True)
-class Fingerprint:
-    architecture: str
-    width: float
-    exits: tuple[int, ...]
-    num_classes: int
-    checkpoint_sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "architecture": self.architecture,
-            "width": self.width,
-            "exits": list(self.exits),
-            "numClasses": self.num_classes,
-            "checkpointSha256": self.checkpoint_sha256,
-        }
-
-    def token(self) -> str:
-        """Compact string carried in frames and responses."""
-        ex = ".".join(str(e) for e in self.exits)
-        return (
-            f"{self.architecture}/w{self.width:g}/e{ex}/c{self.num_classes}/"
-            f"{self.checkpoint_sha256}"
-        )
-
-
 @dataclass
 class Loaded:
     model: AnyModel
@@ -63,11 +38,6 @@ class Loaded:
     sha256: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        a = self.arch
-        return Fingerprint(a.architecture, a.width, a.exits, a.num_classes, self.sha256)
 
 
 

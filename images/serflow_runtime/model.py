@@ -208,10 +208,6 @@ class EarlyExitVGG(StagedNetwork):
         s = _map_size_after(last)
         return (self.arch.channels()[last - 1], s, s)
 
-    def input_shape_of(self, start: int) -> tuple[int, int, int]:
-        """Shape of one request's input to partition ``start``."""
-        return self.arch.input_shape if start == 1 else self.cut_shape(start - 1)
-
 
 def every_exit(stages: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
     """All K logits: each stage takes the previous one's hidden tensor (the contract)."""
