@@ -40,8 +40,7 @@ def main() -> int:
         print("error: --per-phase and --clients must be at least 1", file=sys.stderr)
         return 2
     model = open_model(BUNDLED, "onnx", threads=1)
-    cal = artefact.load_calibration(model.root, model.manifest)
-    x = artefact.preprocess(cal.pixels, model.manifest.input)
+    x, _ = artefact.held_out(model.root, model.manifest)
     _, _, cand = plan(SHAPE)
     ex, pred = decide(all_logits(model, x), cand.tau)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

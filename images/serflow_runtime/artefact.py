@@ -270,6 +270,13 @@ def load_calibration(root: str | Path, m: Manifest) -> Calibration:
     return Calibration(px, y.astype(np.int64))
 
 
+def held_out(root: str | Path, m: Manifest) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration set as the model's input (preprocessed as the servers preprocess a
+    PNG) and its labels."""
+    cal = load_calibration(root, m)
+    return preprocess(cal.pixels, m.input), cal.labels
+
+
 def preprocess(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     """(N, H, W, 3) uint8 to (N, C, H, W) float32: scale to [0, 1], then normalise."""
     c = spec.shape[0]

@@ -207,8 +207,7 @@ def fingerprint(m: artefact.Manifest) -> dict[str, Any]:
 def run_profile(req: ProfileRequest) -> dict[str, Any]:
     ref = open_model(req.artefact, req.runtime, 1)
     m = ref.manifest
-    cal = artefact.load_calibration(ref.root, m)
-    x_val = artefact.preprocess(cal.pixels, m.input)
+    x_val, labels = artefact.held_out(ref.root, m)
     specs = [config_spec(c) for c in (req.configs or DEFAULT_CONFIGS)]
     if not any(s.kind == "function" for s in specs):
         raise ValueError("profile at least one function size (fn-<MiB>): spill needs one")
@@ -242,7 +241,7 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
                 ),
                 "serflow.io/dataset": f"the artefact's calibration set, {x_val.shape[0]} images",
                 "serflow.io/accuracy-per-exit": " ".join(
-                    f"{v:.4f}" for v in accuracy_per_exit(ref, x_val, cal.labels)
+                    f"{v:.4f}" for v in accuracy_per_exit(ref, x_val, labels)
                 ),
                 "serflow.io/load-average": " ".join(f"{v:.2f}" for v in os.getloadavg()),
                 "serflow.io/assumed": "coldStartSeconds (instances 132, functions 0.5); prices",
@@ -260,7 +259,7 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
             "cuts": [
                 {k: c[k] for k in ("after", "activationBytes", "transferSeconds")} for c in cuts
             ],
-            "thresholds": thresholds(ref, x_val, cal.labels, req.taus),
+            "thresholds": thresholds(ref, x_val, labels, req.taus),
         },
         "prices": default_prices(specs),
         "slo": {"latencySeconds": req.slo_seconds, "targetAccuracy": 0.0},

@@ -28,9 +28,8 @@ def heldout_images(ref: str) -> tuple[list[bytes], list[int]]:
 
     root = artefact.resolve(ref)
     m = artefact.load(root)
-    cal = artefact.load_calibration(root, m)
-    x = artefact.preprocess(cal.pixels, m.input)
-    return [np.ascontiguousarray(r, dtype="<f4").tobytes() for r in x], cal.labels.tolist()
+    x, labels = artefact.held_out(root, m)
+    return [np.ascontiguousarray(r, dtype="<f4").tobytes() for r in x], labels.tolist()
 
 
 async def replay(

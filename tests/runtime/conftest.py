@@ -50,8 +50,7 @@ class Split:
 
 @pytest.fixture(scope="session")
 def digits(served: ServedModel) -> Split:
-    cal = artefact.load_calibration(served.root, served.manifest)
-    return Split(artefact.preprocess(cal.pixels, served.manifest.input), cal.labels)
+    return Split(*artefact.held_out(served.root, served.manifest))
 
 
 def all_logits(model: ServedModel, x: np.ndarray) -> list[np.ndarray]:
