@@ -168,6 +168,11 @@ def _manifest_doc(root: Path) -> dict[str, Any]:
     return doc
 
 
+def shipped() -> list[str]:
+    """Names of the artefacts this package ships."""
+    return sorted(d.name for d in SHIPPED.iterdir() if (d / MANIFEST).is_file())
+
+
 def resolve(ref: str | Path) -> Path:
     """An artefact folder from a path, or from the name of a shipped artefact."""
     text = str(ref)

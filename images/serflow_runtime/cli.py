@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from serflow_runtime import DEFAULT_PORT
-from serflow_runtime.artefact import SHIPPED
+from serflow_runtime.artefact import SHIPPED, shipped
 from serflow_runtime.runtimes import Runtime
 
 BUNDLED = SHIPPED / "digits-vgg16-w025"
@@ -145,7 +145,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "--artefact",
         default=str(BUNDLED),
         help=f"artefact folder (manifest.json), or a shipped one by name: "
-        f"{', '.join(sorted(d.name for d in SHIPPED.iterdir() if d.is_dir()))}",
+        f"{', '.join(shipped())}",
     )
     p.add_argument(
         "--runtime",

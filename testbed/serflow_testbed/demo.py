@@ -253,12 +253,12 @@ def read_inputs(a: argparse.Namespace) -> Inputs:
         raise InputError(a.manifest, f"expected a SerflowInference, got {doc.get('kind')!r}")
     ref = str(doc["spec"]["model"].get("artefact", {}).get("path", ""))
     if ref.startswith("/"):
-        from serflow_runtime.artefact import SHIPPED
+        from serflow_runtime.artefact import shipped
 
-        shipped = ", ".join(sorted(d.name for d in SHIPPED.iterdir() if d.is_dir()))
+        names = ", ".join(shipped())
         raise InputError(f"{a.manifest}: spec.model.artefact.path",
                          f"the demo runs processes here, not images: name a shipped artefact "
-                         f"({shipped}), got {ref!r}")  # fmt: skip
+                         f"({names}), got {ref!r}")  # fmt: skip
     configs = doc["spec"]["profile"]["inline"]["configs"]
     fns = [c for c in configs if c.get("kind") == "function"]
     if len(fns) != 1:
