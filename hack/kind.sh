@@ -11,7 +11,7 @@
 #   hack/kind.sh load [operator|worker|fn|envoy ...]
 #                        build localhost/serflow/<name>:local from Dockerfile.<name> on the
 #                        local Python base and load it into the node (default: operator)
-#   hack/kind.sh knative Knative Serving (KNATIVE_SERVING_KIND_VERSION) built from its
+#   hack/kind.sh knative Knative Serving (KNATIVE_SERVING_VERSION) built from its
 #                        modules, as local images, installed without a networking layer
 #   hack/kind.sh down    delete the cluster (the images stay in the engine)
 #   hack/kind.sh status  exit 0 when the cluster's node is Ready
@@ -433,13 +433,13 @@ KNATIVE_KEY="$(
         echo "recipe=$BUILD_RECIPE"
         echo "go=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || echo none)"
         echo "images=$("$HACK_DIR/images.sh" key)"
-        echo "knative=$KNATIVE_SERVING_KIND_VERSION"
+        echo "knative=$KNATIVE_SERVING_VERSION"
         cat "$TOOLS_DIR"/knative-serving/go.{mod,sum}
     } | sha256sum | cut -c1-16
 )"
 KNATIVE_BIN_DIR="$CACHE_ROOT/knative-$KNATIVE_KEY/bin"
 
-knative_image() { echo "localhost/serflow/knative-$1:$KNATIVE_SERVING_KIND_VERSION"; }
+knative_image() { echo "localhost/serflow/knative-$1:$KNATIVE_SERVING_VERSION"; }
 
 build_knative() {
     local c pkgs=() ctx="$CACHE_ROOT/knative-$KNATIVE_KEY/image-ctx"
@@ -471,8 +471,8 @@ do_knative() {
     build_knative
     for c in $KNATIVE_COMPONENTS; do images+=("$(knative_image "$c")"); done
     "$BIN_DIR/kind" load docker-image --name "$CLUSTER" "${images[@]}" >&2
-    serving="$(module_dir "knative.dev/serving@$KNATIVE_SERVING_KIND_VERSION" 2>>"$mlog")" ||
-        die "knative.dev/serving@$KNATIVE_SERVING_KIND_VERSION: see $mlog"
+    serving="$(module_dir "knative.dev/serving@$KNATIVE_SERVING_VERSION" 2>>"$mlog")" ||
+        die "knative.dev/serving@$KNATIVE_SERVING_VERSION: see $mlog"
     networking="$(module_dir "knative.dev/networking@$(module_version knative.dev/networking)" 2>>"$mlog")" ||
         die "knative.dev/networking: see $mlog"
     caching="$(module_dir "knative.dev/caching@$(module_version knative.dev/caching)" 2>>"$mlog")" ||
@@ -499,7 +499,7 @@ do_knative() {
         -p '{"spec":{"minReplicas":1,"maxReplicas":1}}' >/dev/null 2>&1 || true
     kubectl_ -n knative-serving rollout status deployment --timeout=300s >&2 ||
         die "Knative Serving's deployments did not become available"
-    log "Knative Serving $KNATIVE_SERVING_KIND_VERSION up in $((SECONDS - t0)) s"
+    log "Knative Serving $KNATIVE_SERVING_VERSION up in $((SECONDS - t0)) s"
 }
 
 module_version() { # module -> its version in the knative-serving wrapper's go.mod

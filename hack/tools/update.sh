@@ -108,7 +108,7 @@ write_module() { # dir
         ;;
     coredns) write_simple coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns ;;
     knative-serving)
-        write_simple knative-serving knative.dev/serving "$KNATIVE_SERVING_KIND_VERSION" \
+        write_simple knative-serving knative.dev/serving "$KNATIVE_SERVING_VERSION" \
             knative.dev/serving/cmd/activator knative.dev/serving/cmd/autoscaler \
             knative.dev/serving/cmd/controller knative.dev/serving/cmd/queue \
             knative.dev/serving/cmd/webhook

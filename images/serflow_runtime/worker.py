@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import Gauge
 
-from serflow_runtime import DEFAULT_PORT, codec
+from serflow_runtime import DEFAULT_PORT, KNATIVE_ROUTING_HEADERS, REVISION_SCHEME, codec
 from serflow_runtime.engine import run_range
 from serflow_runtime.metrics import Metrics
 from serflow_runtime.runtimes import Runtime, open_model
@@ -50,20 +51,37 @@ from serflow_runtime.server import (
 log = logging.getLogger("serflow_runtime.worker")
 
 
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
 @dataclass
 class Stage:
     first: int
     last: int
     url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every call: Knative's routing headers for a Revision."""
 
     @classmethod
     def parse(cls, spec: str, k: int) -> Stage:
         """``A-B=URL``: partitions A..B (B may be K, see ``codec.parse_partitions``) at the
-        base URL; the worker posts to URL/run."""
+        base URL; the worker posts to URL/run.  ``A-B=knative-revision://NAMESPACE/NAME``:
+        a Knative Revision through its Kubernetes Service (Knative's activator while it is
+        at zero), with the routing headers an ingress would add."""
         rng, sep, url = spec.partition("=")
-        if not sep or not url.startswith(("http://", "https://")):
-            raise ValueError(f"tail stage {spec!r} must look like A-B=http://HOST[:PORT]")
+        shape = f"A-B=http://HOST[:PORT] or A-B={REVISION_SCHEME}://NAMESPACE/REVISION"
+        if not sep:
+            raise ValueError(f"tail stage {spec!r} must look like {shape}")
         first, last = codec.parse_partitions(rng, k)
+        if url.startswith(f"{REVISION_SCHEME}://"):
+            ns, slash, rev = url.removeprefix(f"{REVISION_SCHEME}://").partition("/")
+            if not (slash and _LABEL.match(ns) and _LABEL.match(rev)):
+                raise ValueError(f"tail stage {spec!r} must look like {shape}")
+            revision_header, namespace_header = KNATIVE_ROUTING_HEADERS
+            return cls(first, last, f"http://{rev}.{ns}.svc.cluster.local",
+                       {revision_header: rev, namespace_header: ns})  # fmt: skip
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"tail stage {spec!r} must look like {shape}")
         return cls(first, last, url.rstrip("/"))
 
 
@@ -254,7 +272,9 @@ class WorkerApp:
         for attempt in (1, 2):
             try:
                 async with self.session.post(
-                    f"{stage.url}/run", data=body, headers={"Content-Type": codec.FRAME_CT}
+                    f"{stage.url}/run",
+                    data=body,
+                    headers={**stage.headers, "Content-Type": codec.FRAME_CT},
                 ) as r:
                     payload = await r.read()
                     status = r.status

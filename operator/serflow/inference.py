@@ -53,9 +53,19 @@ class ModelSpec:
     """Extra annotations on the pool's pods (e.g. a scrape config, or kwok's ready delay)."""
 
 
+class FunctionAccess(StrEnum):
+    """How Envoy and the pool reach the Knative functions."""
+
+    REVISION = "revision"
+    """The pinned Revision's Kubernetes Service with Knative's routing headers (the
+    activator answers while it is at zero): needs no Knative networking layer."""
+    ROUTE = "route"
+    """The Knative Service's cluster-local URL: needs a networking layer."""
+
+
 @dataclass(frozen=True)
 class FunctionsSpec:
-    """Knative scaling of the tail and spill services."""
+    """Knative scaling of the tail and spill services, and how they are reached."""
 
     container_concurrency: int = 1
     """Requests one function pod takes at once (one batch)."""
@@ -63,6 +73,8 @@ class FunctionsSpec:
     """Knative min-scale; 0 scales to zero."""
     max_scale: int = 50
     """Knative max-scale."""
+    access: FunctionAccess = FunctionAccess.REVISION
+    """Through the pinned Revisions, or through the Knative Services' routes."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,7 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
             container_concurrency=fn.integer("containerConcurrency"),
             min_scale=min_scale,
             max_scale=max_scale,
+            access=FunctionAccess(fn.text("access")),
         ),
         routing=RoutingSpec(
             image=r.text("image"),

@@ -34,6 +34,19 @@ ENVOY_IMAGE = f"envoyproxy/envoy:v{ENVOY_VERSION}"
 """Default router image (``spec.routing.image``): the validated release."""
 
 
+KNATIVE_ROUTING_HEADERS = ("Knative-Serving-Revision", "Knative-Serving-Namespace")
+"""The headers by which Knative's activator finds the Revision a request is for (an ingress
+adds them; serflow's router and worker do, reaching a Revision without one)."""
+REVISION_SCHEME = "knative-revision"
+"""The worker's ``--tail A-B=knative-revision://NAMESPACE/REVISION``: a Revision reached
+through its Kubernetes Service with ``KNATIVE_ROUTING_HEADERS``."""
+
+
+def revision_target(namespace: str, revision: str) -> str:
+    """A Revision as the worker's ``--tail`` names it."""
+    return f"{REVISION_SCHEME}://{namespace}/{revision}"
+
+
 def request_counter(stat_prefix: str) -> str:
     """The full name of the request counter under ``stat_prefix``, as Envoy's /stats shows it."""
     return f"http.{stat_prefix}.{REQUEST_COUNTER}"

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from serflow import wire
+
 # -- the trace ------------------------------------------------------------------------
 
 
@@ -101,7 +103,8 @@ def local_args(
     """A pod's container args for a process on 127.0.0.1: host, port, one thread, our name,
     the artefact (a shipped one by name as given; a path inside an image becomes the
     default), and ``--tail A-B=URL`` pointed at the local activator of the
-    Knative Service the URL names (``urls``: service name -> local base URL)."""
+    Knative Service or pinned Revision the target names (``urls``: name -> local base
+    URL)."""
     drop = {"--host", "--port", "--threads", "--name"}
     out: list[str] = []
     it = iter(args)
@@ -117,8 +120,11 @@ def local_args(
         if a == "--tail":
             spec = next(it)
             rng, _, url = spec.partition("=")
-            host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-            svc = host.split(".", 1)[0]
+            if url.startswith(f"{wire.REVISION_SCHEME}://"):  # .../NAMESPACE/REVISION
+                svc = url.rsplit("/", 1)[-1]
+            else:
+                host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+                svc = host.split(".", 1)[0]
             if urls is None or svc not in urls:
                 raise KeyError(f"no local function for tail {spec!r}")
             out += ["--tail", f"{rng}={urls[svc]}"]

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -371,7 +371,47 @@ def knative_ready_status(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
+def pinned_revision(ksvc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The Revision Knative's controller makes from a Service whose template names one
+    (None: it names none), without status."""
+    tmpl = ksvc["spec"]["template"]
+    rev = (tmpl.get("metadata") or {}).get("name")
+    if not rev:
+        return None
+    svc, ns = ksvc["metadata"]["name"], ksvc["metadata"]["namespace"]
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Revision",
+        "metadata": {
+            "name": rev,
+            "namespace": ns,
+            "labels": {"serving.knative.dev/service": svc, "serving.knative.dev/configuration": svc},
+        },
+        "spec": tmpl["spec"],
+    }
+
+
+REVISION_READY_STATUS = {
+    "status": {
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": t, "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            for t in ("ContainerHealthy", "Ready", "ResourcesAvailable")
+        ],
+    }
+}
+"""The status Knative's controller gives a Revision that can serve (the patch body)."""
+
+
 def mark_knative_ready(cluster: Cluster, namespace: str, name: str) -> None:
-    """Set a Knative Service's status Ready, as Knative's controller would."""
+    """Set a Knative Service's status Ready, and make its pinned Revision Ready, as
+    Knative's controller would (no controller runs on the kwok path)."""
     cluster.kubectl("patch", "ksvc", name, "-n", namespace, "--subresource=status",
                     "--type=merge", "-p", json.dumps(knative_ready_status(name, namespace)))  # fmt: skip
+    ksvc = json.loads(cluster.kubectl("get", "ksvc", name, "-n", namespace, "-o", "json").stdout)
+    rev = pinned_revision(ksvc)
+    if rev is not None:
+        cluster.apply([rev])
+        cluster.kubectl("patch", "revision", rev["metadata"]["name"], "-n", namespace,
+                        "--subresource=status", "--type=merge",
+                        "-p", json.dumps(REVISION_READY_STATUS))  # fmt: skip

@@ -51,7 +51,13 @@ from serflow_testbed.decide import (
     scale_pool,
     server_timing_seconds,
 )
-from serflow_testbed.harness import envoy_argv, free_port, knative_ready_status
+from serflow_testbed.harness import (
+    REVISION_READY_STATUS,
+    envoy_argv,
+    free_port,
+    knative_ready_status,
+    pinned_revision,
+)
 
 log = logging.getLogger("serflow_testbed.runtime")
 
@@ -138,7 +144,10 @@ class Runtime:
         self.services: dict[str, Service] = {}  # Knative Service name -> its processes
         self.activators: dict[str, int] = {}  # service name -> activator port
         self.fn_args: dict[str, list[str]] = {}
-        self.ready_marked: set[str] = set()
+        self.ready_marked: set[tuple[str, str | None]] = set()
+        """(Knative Service, pinned Revision) marked Ready, as Knative's controller would."""
+        self.revisions: dict[str, str] = {}
+        """Pinned Revision -> its Knative Service."""
         self.stopping: set[asyncio.Task[None]] = set()
         self.envoy_restarts = 0
         self.fn_ids = itertools.count(0)
@@ -235,7 +244,9 @@ class Runtime:
         return False
 
     def _urls(self) -> dict[str, str]:
-        return {svc: f"http://127.0.0.1:{port}" for svc, port in self.activators.items()}
+        urls = {svc: f"http://127.0.0.1:{port}" for svc, port in self.activators.items()}
+        # A tail that names a pinned Revision reaches its Service's activator.
+        return urls | {rev: urls[svc] for rev, svc in self.revisions.items() if svc in urls}
 
     async def pool_proxy(self, request: web.Request) -> web.StreamResponse:
         ready = [w for w in self.workers if w.ready]
@@ -409,10 +420,27 @@ class Runtime:
         route = ((cm or {}).get("data") or {}).get("route.yaml")
         return dep, list(ks.get("items") or []), route
 
-    def _mark_ready(self, svc: str) -> None:
+    def _mark_ready(self, ksvc: dict[str, Any]) -> None:
+        svc = ksvc["metadata"]["name"]
         self.custom.patch_namespaced_custom_object_status(
             "serving.knative.dev", "v1", self.ns, "services", svc, knative_ready_status(svc, self.ns)
         )
+        rev = pinned_revision(ksvc)
+        if rev is None:
+            return
+        from kubernetes.client import ApiException
+
+        try:
+            self.custom.create_namespaced_custom_object(
+                "serving.knative.dev", "v1", self.ns, "revisions", rev
+            )
+        except ApiException as e:
+            if e.status != 409:  # already made for this template
+                raise
+        self.custom.patch_namespaced_custom_object_status(
+            "serving.knative.dev", "v1", self.ns, "revisions", rev["metadata"]["name"],
+            REVISION_READY_STATUS,
+        )  # fmt: skip
 
     async def sync(self) -> None:
         loop = asyncio.get_running_loop()
@@ -430,7 +458,10 @@ class Runtime:
             s.concurrency = int(tmpl["spec"].get("containerConcurrency") or 1)
             s.min_scale = int(notes.get("autoscaling.knative.dev/min-scale") or 0)
             s.max_scale = int(notes.get("autoscaling.knative.dev/max-scale") or 1)
-            if svc not in self.ready_marked:
+            rev = (tmpl.get("metadata") or {}).get("name")
+            if rev:
+                self.revisions[rev] = svc
+            if (svc, rev) not in self.ready_marked:
                 # Knative starts a new revision at its initial scale (1) and marks the
                 # service Ready when that pod is; the pod scales to zero when idle.
                 async with s.changed:
@@ -440,8 +471,8 @@ class Runtime:
                             s.starting.add(task)
                             task.add_done_callback(s.starting.discard)
                         await s.changed.wait()
-                await loop.run_in_executor(None, self._mark_ready, svc)
-                self.ready_marked.add(svc)
+                await loop.run_in_executor(None, self._mark_ready, k)
+                self.ready_marked.add((svc, rev))
             else:
                 async with s.changed:
                     self._scale(s)  # min-scale

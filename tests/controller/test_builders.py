@@ -77,14 +77,82 @@ def test_children_per_plan(
     args = c["args"]
     assert args[args.index("--cut") + 1] == str(cut)
     tails = [args[i + 1] for i, a in enumerate(args) if a == "--tail"]
+    # Each tail is the function's pinned Revision (the default access).
+    pinned = [kinds[("Service", f)]["spec"]["template"]["metadata"]["name"] for f in functions]
     assert [t.split("=", 1)[1] for t in tails] == [
-        f"http://{f}.ns1.svc.cluster.local" for f in functions[1:]
+        f"knative-revision://ns1/{r}" for r in pinned[1:]
     ]
+    for f, r in zip(functions, pinned, strict=True):
+        assert r.startswith(f"{f}-") and len(r) == len(f) + 6
     if pool is not PoolKind.FAAS:
         assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": cand.setup.instance}
     if granularity is Granularity.CHAINED:
-        assert tails[0].startswith(f"{cut + 1}-{cut + 1}=http://vgg-p{cut + 1}.ns1.svc")
+        assert tails[0].startswith(f"{cut + 1}-{cut + 1}=knative-revision://ns1/vgg-p{cut + 1}-")
         assert tails[-1].startswith("4-K=")
+
+
+def _route(cm: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        json.loads(cm["data"]["route.yaml"])["resources"][0]["virtual_hosts"][0]["routes"][0]
+    )
+
+
+def test_revision_access_reaches_each_pinned_revision_with_knatives_routing_headers() -> None:
+    m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
+    objs = _by_kind(
+        builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 1, 500, "v1")
+    )
+    spill = objs[("Service", "vgg-spill")]["spec"]["template"]["metadata"]["name"]
+    route = _route(objs[("ConfigMap", "vgg-envoy")])
+    assert route["route"]["host_rewrite_literal"] == f"{spill}.ns1.svc.cluster.local"
+    assert {h["header"]["key"]: h["header"]["value"] for h in route["request_headers_to_add"]} == {
+        "Knative-Serving-Revision": spill,
+        "Knative-Serving-Namespace": "ns1",
+    }
+    assert all(
+        h["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD" for h in route["request_headers_to_add"]
+    )
+    boot = yaml.safe_load(objs[("ConfigMap", "vgg-envoy")]["data"]["envoy.yaml"])
+    fn = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "functions")
+    addr = fn["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert addr["socket_address"] == {"address": f"{spill}.ns1.svc.cluster.local", "port_value": 80}
+
+
+def test_route_access_reaches_the_knative_services_urls() -> None:
+    m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
+    m["spec"]["functions"] = {"access": "route"}
+    objs = _by_kind(
+        builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 1, 500, "v1")
+    )
+    args = objs[("Deployment", "vgg-pool")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--tail") + 1] == "3-K=http://vgg-tail.ns1.svc.cluster.local"
+    route = _route(objs[("ConfigMap", "vgg-envoy")])
+    assert route["route"]["host_rewrite_literal"] == "vgg-spill.ns1.svc.cluster.local"
+    assert "request_headers_to_add" not in route
+
+
+def test_a_changed_function_template_pins_a_new_revision_and_rolls_the_router() -> None:
+    m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
+
+    def build(functions: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+        m["spec"]["functions"] = functions
+        inf = parse_inference(m["spec"], "vgg")
+        return _by_kind(builders.children(OWNER, inf, w, cand, 1, 500, "v1"))
+
+    def pinned(objs: dict[tuple[str, str], dict[str, Any]]) -> str:
+        return str(objs[("Service", "vgg-spill")]["spec"]["template"]["metadata"]["name"])
+
+    def rolled(objs: dict[tuple[str, str], dict[str, Any]]) -> str:
+        tmpl = objs[("Deployment", "vgg-envoy")]["spec"]["template"]
+        return str(tmpl["metadata"]["annotations"][builders.BOOTSTRAP_HASH_ANNOTATION])
+
+    a, same, b = build({"maxScale": 7}), build({"maxScale": 7}), build({"maxScale": 8})
+    assert pinned(a) == pinned(same) and rolled(a) == rolled(same)
+    assert pinned(a) != pinned(b) and rolled(a) != rolled(b)
+    # The route weights change without a new bootstrap: Envoy watches the route file.
+    inf = parse_inference(m["spec"], "vgg")
+    again = _by_kind(builders.children(OWNER, inf, w, cand, 1, 100, "v9"))
+    assert rolled(again) == rolled(b)
 
 
 def test_knative_service_scaling_and_resources() -> None:
@@ -103,8 +171,8 @@ def test_knative_service_scaling_and_resources() -> None:
 
 
 def test_envoy_configmap_carries_the_weights_and_never_exposes_admin() -> None:
-    m, w, _ = _plan(PoolKind.IAAS)
-    cm = builders.envoy_configmap(OWNER, parse_inference(m["spec"], "vgg"), w, 375, "v7")
+    m, w, cand = _plan(PoolKind.IAAS)
+    cm = builders.envoy_configmap(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 375, "v7")
     route = json.loads(cm["data"]["route.yaml"])
     assert route["version_info"] == "v7"
     clusters = route["resources"][0]["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"][
@@ -314,7 +382,10 @@ def test_a_pinned_artefact_reaches_every_server_and_the_profiling_jobs() -> None
     m["spec"]["profile"] = {"fromJob": {"taus": [0.5]}}
     jobs = profiler_jobs(OWNER, parse_inference(m["spec"], "vgg"), w.prices)
     for job in jobs:
-        assert "--artefact /models/resnet" in job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+        assert (
+            "--artefact /models/resnet"
+            in job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+        )
 
 
 def test_the_shipped_artefact_is_the_default() -> None:

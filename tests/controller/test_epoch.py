@@ -36,9 +36,10 @@ ECON = PoolEconomics(
 )
 
 
-def make_plan(expected_rate: float = 0.0, desired: int = 1) -> ChosenPlan:
+def make_plan(expected_rate: float = 0.0, desired: int = 1, access: str = "revision") -> ChosenPlan:
     """The manifest's plan (S = 2, a = b = 0.5, k = 1) with easy economics."""
     m = manifest("vgg", traffic={"expectedRate": expected_rate})
+    m["spec"]["functions"] = {"access": access}
     w = parse_workload(m)
     chosen = configure(w, 30.0).chosen
     assert chosen is not None
@@ -57,6 +58,9 @@ class World:
         }
         self.ready = plan.desired
         self.functions_ready = True
+        """Whether Knative's controller reports the functions' Revisions Ready."""
+        self.routes_ready = False
+        """Whether a networking layer made the Knative Services' routes (so them) Ready."""
 
     def observe(
         self, now: float, counters: Mapping[str, int | None], conditions: Sequence[Any] = ()
@@ -70,9 +74,13 @@ class World:
             if key[1] == "Deployment" and key[2].endswith("-pool"):
                 seen["status"] = {"readyReplicas": self.ready}
             if key[1] == "Service" and key[0].startswith("serving"):
-                ok = "True" if self.functions_ready else "False"
+                ok = "True" if self.functions_ready and self.routes_ready else "False"
                 seen["status"] = {"conditions": [{"type": "Ready", "status": ok}]}
             children[key] = seen
+        for key in self.plan.readiness_keys():
+            if key[1] == "Revision":
+                ok = "True" if self.functions_ready else "False"
+                children[key] = {"status": {"conditions": [{"type": "Ready", "status": ok}]}}
         readings = tuple(CounterReading(k, v) for k, v in counters.items())
         return Observation(now, f"t{now:g}", readings, children, tuple(conditions))
 
@@ -253,6 +261,25 @@ def test_ready_condition_needs_the_pool_and_every_function() -> None:
         ready["Ready"]["observedGeneration"] == 3 and ready["Ready"]["lastTransitionTime"] == "t0"
     )
     world.functions_ready = True
+    d = decide(d.state, world.observe(1.0, {"a": None}, d.status["conditions"]), plan)
+    assert {c["type"]: c["status"] for c in d.status["conditions"]}["Ready"] == "True"
+
+
+def test_function_readiness_follows_the_access_mode() -> None:
+    # Revision access: the pinned Revisions say it, with no networking layer (routes never Ready).
+    plan = make_plan()
+    assert [k[1] for k in plan.readiness_keys()] == ["Revision"]
+    assert set(plan.readiness_keys()) <= set(plan.observed_keys())
+    world = World(plan)
+    d = decide(start(plan), world.observe(0.0, {"a": 0}), plan)
+    assert {c["type"]: c["status"] for c in d.status["conditions"]}["Ready"] == "True"
+    # Route access: only the Knative Services' Ready counts, which needs the routes.
+    plan = make_plan(access="route")
+    assert plan.readiness_keys() == [("serving.knative.dev/v1", "Service", "vgg-spill")]
+    world = World(plan)
+    d = decide(start(plan), world.observe(0.0, {"a": 0}), plan)
+    assert {c["type"]: c["status"] for c in d.status["conditions"]}["Ready"] == "False"
+    world.routes_ready = True
     d = decide(d.state, world.observe(1.0, {"a": None}, d.status["conditions"]), plan)
     assert {c["type"]: c["status"] for c in d.status["conditions"]}["Ready"] == "True"
 

@@ -143,6 +143,9 @@ def serve(
                     served.procs.append(p)
                     served.spills.append(p)
         urls = {n: p.url for n, p in served.functions.items()}
+        # The pool's tails name the functions' pinned Revisions.
+        for n, p in served.functions.items():
+            urls[by_kind[("Service", n)]["spec"]["template"]["metadata"]["name"]] = p.url
         pool_args = _container(by_kind[("Deployment", names.pool)])["args"]
         if shape.pool is not PoolKind.FAAS:
             for i in range(workers):

@@ -20,6 +20,7 @@ from serflow.policy.configurator import Granularity, PoolKind
 from serflow_runtime import codec
 from serflow_runtime.engine import decide
 from serflow_runtime.runtimes import ServedModel
+from serflow_runtime.worker import Stage
 
 from .conftest import Split, all_logits, post_many, raw_bytes
 from .plans import OWNER, Shape, plan, serve
@@ -50,9 +51,14 @@ def test_builders_write_ranges_the_runtime_reads(shape: Shape) -> None:
         if o["kind"] == "Deployment" and o["metadata"]["name"] == f"{OWNER.name}-pool":
             for i, a in enumerate(args):
                 if a == "--tail":
-                    rng, _, url = args[i + 1].partition("=")
-                    assert url.startswith("http://")
-                    tails.append(codec.parse_partitions(rng, k))
+                    # The worker reads the builders' target: the pinned Revision, reached
+                    # through its Service with Knative's routing headers.
+                    parsed = Stage.parse(args[i + 1], k)
+                    rev = parsed.headers["Knative-Serving-Revision"]
+                    assert parsed.url == f"http://{rev}.{OWNER.namespace}.svc.cluster.local"
+                    assert parsed.headers["Knative-Serving-Namespace"] == OWNER.namespace
+                    assert rev.startswith(f"{OWNER.name}-")
+                    tails.append((parsed.first, parsed.last))
     cut = cand.setup.cut
     if shape.pool is PoolKind.HYBRID:
         assert tails[0][0] == cut + 1 and tails[-1][1] == k
@@ -69,6 +75,9 @@ def test_builders_write_ranges_the_runtime_reads(shape: Shape) -> None:
         ("x-K=http://h", "must look like A-B with integers"),
         ("3-9=http://h", "outside 1..7"),
         ("5-3=http://h", "outside 1..7"),
+        ("3-K=knative-revision://ns", "or A-B=knative-revision://NAMESPACE/REVISION"),
+        ("3-K=knative-revision://Ns/r-1", "or A-B=knative-revision://NAMESPACE/REVISION"),
+        ("3-K=knative-revision://ns/r/x", "or A-B=knative-revision://NAMESPACE/REVISION"),
     ],
 )
 def test_bad_tail_argument_is_one_line_and_exit_2(

@@ -258,6 +258,17 @@ class ChosenPlan:
     def child_keys(self) -> list[ChildKey]:
         return [child_key(o) for o in self.children(self.desired, self.pool_weight, "")]
 
+    def readiness_keys(self) -> list[ChildKey]:
+        """The objects whose Ready condition says each function serves: its pinned
+        Revision, or its Knative Service (``spec.functions.access``)."""
+        targets = builders.function_targets(self.owner, self.inference, self.workload, self.candidate)
+        return [t.readiness for t in targets]
+
+    def observed_keys(self) -> list[ChildKey]:
+        """What an epoch reads: the children, then the functions' readiness objects."""
+        keys = self.child_keys()
+        return keys + [k for k in self.readiness_keys() if k not in keys]
+
 
 class SampleKind(StrEnum):
     """What one epoch's scrape of the counters gave."""
@@ -331,7 +342,8 @@ class Observation:
     counters: tuple[CounterReading, ...]
     """One reading per stats endpoint expected this epoch."""
     children: Mapping[ChildKey, Mapping[str, Any] | None]
-    """Each child of the plan as the API server has it (None: not found)."""
+    """Each child of the plan, and each function's readiness object, as the API server
+    has it (None: not found)."""
     conditions: tuple[Mapping[str, Any], ...]
     """The object's own conditions (from the daemon's live body)."""
 
@@ -340,10 +352,10 @@ class Observation:
         d = self.children.get(("apps/v1", "Deployment", pool)) or {}
         return int((d.get("status") or {}).get("readyReplicas") or 0)
 
-    def function_ready(self, service: str) -> bool:
-        """Whether the Knative Service reports Ready=True."""
-        ks = self.children.get(("serving.knative.dev/v1", "Service", service)) or {}
-        return condition_true((ks.get("status") or {}).get("conditions") or [], _READY)
+    def serving(self, key: ChildKey) -> bool:
+        """Whether the object (a Revision, a Knative Service) reports Ready=True."""
+        obj = self.children.get(key) or {}
+        return condition_true((obj.get("status") or {}).get("conditions") or [], _READY)
 
 
 _READY = ConditionType.READY
@@ -538,7 +550,7 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
                 Event(EventReason.DRIFT_CORRECTED, f"{key[1]} {key[2]}: {what}; re-applied")
             )
 
-    functions_ok = all(obs.function_ready(st.name) for st in builders.stages(plan.owner, w, cand))
+    functions_ok = all(obs.serving(key) for key in plan.readiness_keys())
     ready_ok = ready >= desired and functions_ok
     gen, t = plan.generation, obs.wall
     c = set_condition(obs.conditions, ConditionType.SCALED, ready >= desired, "PoolSize",

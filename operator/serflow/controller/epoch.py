@@ -55,7 +55,7 @@ def gather(
     urls = stats_urls(inf.routing.stats_urls, pods, wire.STATS_PORT)
     readings = read_counters(urls, wire.request_counter(inf.routing.stat_prefix))
     now = clock.monotonic()
-    children = {key: kube.get(key[0], key[1], owner.namespace, key[2]) for key in plan.child_keys()}
+    children = {key: kube.get(key[0], key[1], owner.namespace, key[2]) for key in plan.observed_keys()}
     return Observation(
         now=now,
         wall=clock.wall(),

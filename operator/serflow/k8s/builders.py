@@ -9,17 +9,26 @@ garbage-collects them, and the labels that select them. Nothing here talks to a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from serflow.inference import InferenceSpec, ModelSpec
+from serflow import wire
+from serflow.inference import FunctionAccess, InferenceSpec, ModelSpec
 from serflow.k8s import envoy
 from serflow.k8s.crd import GROUP, KIND, VERSION
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
+from serflow.schemas import REVISION_HASH_CHARS
 from serflow.spec import Workload
-from serflow.wire import ENVOY_PORT, FUNCTION_PORT, SERVICE_PORT, WORKER_PORT
+from serflow.wire import (
+    ENVOY_PORT,
+    FUNCTION_PORT,
+    KNATIVE_ROUTING_HEADERS,
+    SERVICE_PORT,
+    WORKER_PORT,
+)
 from serflow.wire import STATS_PORT as STATS_PORT  # re-exported: the operator scrapes it
 
 ENVOY_DIR = "/etc/envoy"
@@ -108,9 +117,9 @@ def meta(owner: Owner, name: str, component: str) -> dict[str, Any]:
     }
 
 
-def _url(owner: Owner, service: str, port: int | None = None) -> str:
-    host = f"{service}.{owner.namespace}.svc.cluster.local"
-    return f"http://{host}:{port}" if port else f"http://{host}"
+def service_host(name: str, namespace: str) -> str:
+    """The cluster DNS name of a Kubernetes Service."""
+    return f"{name}.{namespace}.svc.cluster.local"
 
 
 @dataclass(frozen=True)
@@ -177,7 +186,8 @@ def pool_deployment(
     args += artefact_args(m)
     for st in stages(owner, w, cand):
         if st.role != "spill":
-            args += ["--tail", f"{partition_range(st.first, st.last, k)}={_url(owner, st.name)}"]
+            target = function_target(owner, spec, knative_service(owner, spec, w, cand, st))
+            args += ["--tail", f"{partition_range(st.first, st.last, k)}={target.tail}"]
     selector = {}
     resources: dict[str, Any] = {}
     if s.instance:
@@ -271,7 +281,7 @@ def knative_service(
     except KeyError:
         cpu = FUNCTION_CPU_MILLI
     args += threads_for(cpu / 1000)
-    return {
+    service: dict[str, Any] = {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": {
@@ -313,29 +323,85 @@ def knative_service(
             }
         },
     }
+    service["spec"]["template"]["metadata"]["name"] = revision_name(
+        stage.name, service["spec"]["template"]
+    )
+    return service
+
+
+def revision_name(service: str, template: dict[str, Any]) -> str:
+    """The Revision a Knative Service's template pins: ``<service>-<hash of the template>``.
+
+    Named by content, so the router and the pool know where a function is before Knative
+    has made it, a changed template is a new Revision (Knative refuses a template change
+    under the same name) and an unchanged one keeps its name.
+    """
+    body = {k: v for k, v in template.items() if k != "metadata"}
+    body["metadata"] = {k: v for k, v in (template.get("metadata") or {}).items() if k != "name"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return f"{service}-{digest[:REVISION_HASH_CHARS]}"
+
+
+@dataclass(frozen=True)
+class FunctionTarget:
+    """Where the router and the pool send a function's requests."""
+
+    host: str
+    """DNS name of the Kubernetes Service that answers (port ``SERVICE_PORT``)."""
+    headers: tuple[tuple[str, str], ...]
+    """Headers every request carries: Knative's routing headers for a Revision."""
+    tail: str
+    """The same target as the worker's ``--tail A-B=TARGET`` spells it."""
+    readiness: tuple[str, str, str]
+    """(apiVersion, kind, name) of the object whose Ready condition says it serves."""
+
+
+def function_target(owner: Owner, spec: InferenceSpec, service: dict[str, Any]) -> FunctionTarget:
+    """How a Knative Service built by ``knative_service`` is reached, per
+    ``spec.functions.access``.
+
+    ``revision``: its pinned Revision's Kubernetes Service, which Knative points at the
+    activator while the Revision is at zero and at the pods once they serve; the activator
+    finds the Revision by the headers an ingress would add, the queue-proxy ignores them.
+    ``route``: the Knative Service's own cluster-local name, served by the networking layer.
+    """
+    ns, name = owner.namespace, service["metadata"]["name"]
+    if spec.functions.access is FunctionAccess.ROUTE:
+        host = service_host(name, ns)
+        return FunctionTarget(host, (), f"http://{host}", (service["apiVersion"], "Service", name))
+    rev = service["spec"]["template"]["metadata"]["name"]
+    revision_header, namespace_header = KNATIVE_ROUTING_HEADERS
+    return FunctionTarget(
+        host=service_host(rev, ns),
+        headers=((revision_header, rev), (namespace_header, ns)),
+        tail=wire.revision_target(ns, rev),
+        readiness=(service["apiVersion"], "Revision", rev),
+    )
+
+
+def function_targets(
+    owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate
+) -> list[FunctionTarget]:
+    """Every function role's target, the spill first (``stages`` order)."""
+    return [
+        function_target(owner, spec, knative_service(owner, spec, w, cand, st))
+        for st in stages(owner, w, cand)
+    ]
 
 
 def envoy_configmap(
-    owner: Owner, spec: InferenceSpec, w: Workload, pool_weight: int, version: str
+    owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate, pool_weight: int, version: str
 ) -> dict[str, Any]:
     """Bootstrap (counting under the spec's stat prefix) and route file; the operator
     rewrites route.yaml to move the split."""
     n = Names(owner.name)
-    spill_host = f"{n.spill}.{owner.namespace}.svc.cluster.local"
-    boot = envoy.bootstrap(
-        pool=[(f"{n.pool}.{owner.namespace}.svc.cluster.local", WORKER_PORT)],
-        functions=[(spill_host, SERVICE_PORT)],
-        route_dir=ENVOY_DIR,
-        listen=("0.0.0.0", ENVOY_PORT),
-        stats=("0.0.0.0", STATS_PORT),
-        node_id=owner.name,
-        stat_prefix=spec.routing.stat_prefix,
-    )
+    spill = spill_target(owner, spec, w, cand)
     route = envoy.route_discovery(
         envoy.route_config(
             pool_weight,
             timeout_seconds=math.ceil(2 * w.objective.epoch + w.objective.slo_s),
-            functions_host=spill_host,
+            functions_host=spill.host,
+            functions_headers=spill.headers,
         ),
         version,
     )
@@ -343,13 +409,44 @@ def envoy_configmap(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta(owner, n.envoy, "router"),
-        "data": {"envoy.yaml": envoy.to_yaml(boot), envoy.ROUTE_FILE: json.dumps(route, indent=1)},
+        "data": {
+            "envoy.yaml": envoy_bootstrap(owner, spec, w, cand),
+            envoy.ROUTE_FILE: json.dumps(route, indent=1),
+        },
     }
 
 
-def envoy_deployment(owner: Owner, spec: InferenceSpec) -> dict[str, Any]:
+def spill_target(owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate) -> FunctionTarget:
+    spill = next(st for st in stages(owner, w, cand) if st.role == "spill")
+    return function_target(owner, spec, knative_service(owner, spec, w, cand, spill))
+
+
+def envoy_bootstrap(owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate) -> str:
+    """Envoy's static bootstrap (listeners, the pool and functions clusters) as YAML."""
+    return envoy.to_yaml(
+        envoy.bootstrap(
+            pool=[(service_host(Names(owner.name).pool, owner.namespace), WORKER_PORT)],
+            functions=[(spill_target(owner, spec, w, cand).host, SERVICE_PORT)],
+            route_dir=ENVOY_DIR,
+            listen=("0.0.0.0", ENVOY_PORT),
+            stats=("0.0.0.0", STATS_PORT),
+            node_id=owner.name,
+            stat_prefix=spec.routing.stat_prefix,
+        )
+    )
+
+
+BOOTSTRAP_HASH_ANNOTATION = "serflow.io/bootstrap-sha256"
+"""On the router's pods: Envoy reads its bootstrap once, so a new one (a new Revision to
+spill to) must roll the pods; the route file beside it is watched and needs no restart."""
+
+
+def envoy_deployment(
+    owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate
+) -> dict[str, Any]:
     n = Names(owner.name)
     pod_labels = labels(owner, "router")
+    boot_sha = hashlib.sha256(envoy_bootstrap(owner, spec, w, cand).encode()).hexdigest()
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -358,7 +455,10 @@ def envoy_deployment(owner: Owner, spec: InferenceSpec) -> dict[str, Any]:
             "replicas": spec.routing.replicas,
             "selector": {"matchLabels": pod_labels},
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {BOOTSTRAP_HASH_ANNOTATION: boot_sha},
+                },
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
@@ -487,8 +587,8 @@ def children(
         pool_deployment(owner, spec, w, cand, replicas),
         pool_service(owner),
         *(knative_service(owner, spec, w, cand, st) for st in stages(owner, w, cand)),
-        envoy_configmap(owner, spec, w, pool_weight, route_version),
-        envoy_deployment(owner, spec),
+        envoy_configmap(owner, spec, w, cand, pool_weight, route_version),
+        envoy_deployment(owner, spec, w, cand),
         envoy_service(owner),
         *network_policies(owner),
     ]

@@ -166,8 +166,13 @@ def route_config(
     pool_weight: int,
     timeout_seconds: float = 60.0,
     functions_host: str | None = None,
+    functions_headers: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """The RouteConfiguration: weighted [pool_spill, functions] with the spill retry."""
+    """The RouteConfiguration: weighted [pool_spill, functions] with the spill retry.
+
+    ``functions_headers`` are set on every request (a client's own values are replaced):
+    the routing headers Knative's activator needs to find a Revision. The pool ignores them.
+    """
     if isinstance(pool_weight, bool) or not isinstance(pool_weight, int):
         raise TypeError("pool_weight must be an int")
     total = wire.WEIGHT_TOTAL
@@ -204,15 +209,15 @@ def route_config(
     if functions_host:
         # Knative routes by Host; the worker ignores it.
         action["host_rewrite_literal"] = functions_host
+    route: dict[str, Any] = {"match": {"prefix": "/"}, "route": action}
+    if functions_headers:
+        route["request_headers_to_add"] = [
+            {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for k, v in functions_headers
+        ]
     return {
         "name": ROUTE_NAME,
-        "virtual_hosts": [
-            {
-                "name": "serflow",
-                "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "route": action}],
-            }
-        ],
+        "virtual_hosts": [{"name": "serflow", "domains": ["*"], "routes": [route]}],
     }
 
 

@@ -99,9 +99,12 @@ max-revision-timeout-seconds (600)."""
 # which the CRD checks with a CEL rule (serflow.k8s.crd).
 DNS_LABEL = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 """A DNS-1035 label: what a Service (and a Knative Service) name must be."""
-NAME_MAX = 63 - len("-spill")
+REVISION_HASH_CHARS = 5
+"""Hex digits of the template hash that names a function's pinned Revision."""
+NAME_MAX = 63 - len("-spill") - len("-") - REVISION_HASH_CHARS
 """Longest SerflowInference name: its children are named <name>-spill, -envoy, -pool,
--tail, -p<i> (serflow.k8s.builders.Names; a test checks this leaves room for each)."""
+-tail, -p<i> (serflow.k8s.builders.Names), and each function's Revision
+<function>-<hash> must still be a DNS-1035 label (a test checks the room for each)."""
 LABEL_VALUE = "^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
 """A label value (63 characters at most): instance names become node-selector values."""
 DNS_SUBDOMAIN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -486,6 +489,16 @@ FUNCTIONS = obj(
         ),
         "minScale": integer("Knative min-scale (0: scale to zero).", 0, default=0, maximum=1000),
         "maxScale": integer("Knative max-scale.", 1, default=50, maximum=1000),
+        "access": string(
+            "How Envoy and the pool reach the functions. revision: each function's pinned"
+            " Revision through its Kubernetes Service (Knative's activator answers while it"
+            " is at zero), with the routing headers an ingress sends; works without a"
+            " Knative networking layer, readiness from the Revisions. route: the Knative"
+            " Service's cluster-local URL, which needs a networking layer (Kourier, Istio,"
+            " Contour), readiness from the Knative Services.",
+            enum=["revision", "route"],
+            default="revision",
+        ),
     },
 )
 
