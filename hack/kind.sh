@@ -495,6 +495,10 @@ do_knative() {
         sed "${sed_images[@]}" "$f"
     done | kubectl_ apply --server-side --force-conflicts -f - >/dev/null
     kubectl_ -n knative-serving set resources deployment --all --requests=cpu=10m >/dev/null
+    # A test cluster: decide on 10 s of traffic (not 60) and drop an idle function's last
+    # pod 10 s after it went idle (not 30), so scaling to zero and back takes seconds.
+    kubectl_ -n knative-serving patch configmap config-autoscaler --type=merge \
+        -p '{"data":{"stable-window":"10s","scale-to-zero-grace-period":"10s"}}' >/dev/null
     kubectl_ -n knative-serving patch hpa activator webhook --type=merge \
         -p '{"spec":{"minReplicas":1,"maxReplicas":1}}' >/dev/null 2>&1 || true
     kubectl_ -n knative-serving rollout status deployment --timeout=300s >&2 ||
@@ -516,13 +520,25 @@ write_config() {
     cat >"$STATE_DIR/kind.yaml" <<EOF
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
+# Two nodes on one machine: the control plane, which also runs Knative, the operator,
+# Envoy and the functions, and one node of the pool, labelled as a cloud node (as on the
+# kwok path's fake nodes) and tainted so that only pool pods (which tolerate
+# serflow.io/pool) land there. Each node sees the machine's cores, so a pool pod asking
+# for most of a c6i.large (2 vCPUs) fits.
 nodes:
 - role: control-plane
   image: $NODE_IMAGE
-  # Labels of a cloud node, as on the kwok path's fake nodes (hack/cluster.sh).
+- role: worker
+  image: $NODE_IMAGE
   labels:
     node.kubernetes.io/instance-type: c6i.large
     serflow.io/pool: default
+  kubeadmConfigPatches:
+  - |
+    kind: JoinConfiguration
+    nodeRegistration:
+      taints:
+      - {key: serflow.io/pool, value: default, effect: NoSchedule}
 containerdConfigPatches:
 # Without it every pod sandbox fails where the engine cannot raise OOM scores
 # ("can't get final child's PID from pipe: EOF").
@@ -537,9 +553,24 @@ kubeadmConfigPatches:
 EOF
 }
 
-node_ready() {
-    [[ "$(kubectl_ get nodes -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}' \
-        2>/dev/null)" == True ]]
+node_ready() { # every node Ready
+    local ready
+    ready="$(kubectl_ get nodes -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}' \
+        2>/dev/null)" || return 1
+    [[ "$ready" == "True True" ]]
+}
+
+# What kindnetd would do between nodes: a route to each other node's pod /24 (the one the
+# stand-in gives it: the last octet of its address) through that node.
+route_nodes() {
+    local n m ip_m
+    for n in $("$BIN_DIR/kind" get nodes --name "$CLUSTER"); do
+        for m in $("$BIN_DIR/kind" get nodes --name "$CLUSTER"); do
+            [[ "$n" == "$m" ]] && continue
+            ip_m="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$m")"
+            docker exec "$n" ip route replace "10.244.${ip_m##*.}.0/24" via "$ip_m"
+        done
+    done
 }
 
 do_up() {
@@ -565,6 +596,11 @@ do_up() {
         die "kind create cluster failed (log: $STATE_DIR/create.log)"
     }
     log "cluster created in $((SECONDS - t0)) s"
+    route_nodes
+    # The control plane takes workloads too (everything but the pool, which selects the
+    # worker by its instance type).
+    kubectl_ taint nodes -l node-role.kubernetes.io/control-plane \
+        node-role.kubernetes.io/control-plane:NoSchedule- >/dev/null
     local deadline=$((SECONDS + 180))
     until node_ready; do
         ((SECONDS < deadline)) || die "the node did not become Ready in 180 s"

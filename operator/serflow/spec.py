@@ -42,6 +42,8 @@ class Objective:
     pack_batches: bool = False
     """Let an instance serve several batches per epoch when they still meet the SLO
     (serflow's extension; the paper gives each instance one batch per epoch)."""
+    pools: tuple[str, ...] = ("faas", "iaas", "hybrid")
+    """Pool kinds the configurator may choose (``PoolKind`` values)."""
 
     @property
     def epoch(self) -> float:
@@ -149,6 +151,7 @@ def parse_objective(spec: Fields) -> Objective:
         epoch_s=scaling.number("epochSeconds", 0.0),
         cold_start_in_feasibility=slo.flag("coldStartInFeasibility"),
         pack_batches=scaling.flag("packBatches"),
+        pools=tuple(dict.fromkeys(spec.texts("pools"))) or Objective.pools,
     )
 
 

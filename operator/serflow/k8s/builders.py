@@ -50,6 +50,10 @@ QUEUE_PROXY_PORTS = (8012, 8013)
 """Knative's queue-proxy in each function pod: HTTP/1 and h2c, the ports requests reach."""
 QUEUE_PROXY_METRICS_PORT = 9090
 """Knative's queue-proxy metrics, scraped by the autoscaler."""
+POOL_TAINT_KEY = "serflow.io/pool"
+"""Taint a node pool's nodes ``serflow.io/pool=<name>:NoSchedule`` to keep other pods off
+them: pool pods and the instance profiler's Jobs tolerate it."""
+POOL_TOLERATIONS = [{"key": POOL_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "serflow-operator"}
 """Labels of the operator's pods (the chart's Deployment): they scrape Envoy's stats."""
 
@@ -218,6 +222,7 @@ def pool_deployment(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "nodeSelector": selector,
+                    "tolerations": POOL_TOLERATIONS,
                     "terminationGracePeriodSeconds": drain + 5,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
                     "containers": [

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from serflow.inference import InferenceSpec
-from serflow.k8s.builders import Owner, meta
+from serflow.k8s.builders import POOL_TOLERATIONS, Owner, meta
 from serflow.profile import PriceSheet
 
 
@@ -54,6 +54,7 @@ def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "nodeSelector": selector,
+                    "tolerations": POOL_TOLERATIONS if kind == "instance" else [],
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
                     "containers": [
                         {

@@ -245,8 +245,10 @@ def _costed(
 
 
 def configure(w: Workload, rate: float, pools: Iterable[PoolKind] | None = None) -> Plan:
-    """The plan at a long-term rate, optionally restricted to some pools (e.g. LIBRA: IaaS)."""
+    """The plan at a long-term rate, restricted to the pools the objective allows and,
+    optionally, to ``pools`` (e.g. LIBRA: IaaS)."""
     allowed = set(pools) if pools is not None else set(PoolKind)
+    allowed &= {PoolKind(p) for p in w.objective.pools}
     cands = [c for c in candidates(w, rate) if c.setup.pool in allowed]
     feasible = [c for c in cands if c.feasible]
     chosen = min(feasible, key=_rank) if feasible else None

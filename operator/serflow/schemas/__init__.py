@@ -331,6 +331,16 @@ THRESHOLDS: Schema = {
     "maxItems": 32,
 }
 
+POOLS: Schema = {
+    "type": "array",
+    "description": "Pool kinds the configurator may choose (default: all three). faas: functions"
+    " only; iaas: a node pool runs the whole model, functions take the excess; hybrid: the"
+    " pool runs the head, functions the tail and the excess.",
+    "items": {"type": "string", "enum": ["faas", "iaas", "hybrid"]},
+    "minItems": 1,
+    "maxItems": 3,
+}
+
 TRAFFIC = obj(
     "What traffic to plan for.",
     {"expectedRate": _non_negative("Long-term rate in req/s for the offline plan.", default=0)},
@@ -584,6 +594,7 @@ def inference_spec_schema() -> Schema:
                 "model": MODEL,
                 "slo": _served_slo(),
                 "thresholds": THRESHOLDS,
+                "pools": POOLS,
                 "prices": PRICES,
                 "profile": PROFILE_SOURCE,
                 "traffic": TRAFFIC,
@@ -636,6 +647,7 @@ def profile_document_schema() -> Schema:
             "prices": prices_schema(),
             "slo": SLO,
             "thresholds": THRESHOLDS,
+            "pools": POOLS,
             "traffic": TRAFFIC,
             "scaling": SCALING,
         },

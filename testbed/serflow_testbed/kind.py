@@ -1,0 +1,90 @@
+"""The kind path, as a user runs it: a real cluster in Docker (``hack/kind.sh``), Knative
+Serving, serflow's images built from its Dockerfiles and loaded into the nodes, the chart
+installed with ``helm``.
+
+Everything is made by the repository's scripts from pinned sources; nothing is pulled.
+``KindUnavailable`` says why the path cannot run on this machine (no engine can start, or
+the binaries cannot be built here); any other failure is an error.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from serflow_testbed.harness import (
+    BUILD_UNAVAILABLE,
+    CHART,
+    RELEASE,
+    REPO,
+    SYSTEM_NS,
+    Cluster,
+    build_failure_reason,
+    cluster_sh,
+)
+
+KIND_SH = REPO / "hack" / "kind.sh"
+DOCKER_SH = REPO / "hack" / "docker.sh"
+IMAGES = ("operator", "worker", "fn", "envoy")
+"""The Dockerfiles built and loaded: ``Dockerfile.<name>``."""
+POOL_IMAGE = "localhost/serflow/worker:local"
+"""Images as ``hack/kind.sh load`` names them. Knative resolves tags to digests except for
+``dev.local`` (and a few others), so the functions use that name of the same image."""
+FUNCTION_IMAGE = "dev.local/serflow/fn:local"
+ENVOY_IMAGE = "localhost/serflow/envoy:local"
+OPERATOR_REPOSITORY = "localhost/serflow/operator"
+
+
+class KindUnavailable(RuntimeError):
+    """The kind path cannot run on this machine (the message says why)."""
+
+
+def _script(path: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(path), *args], capture_output=True, text=True,
+                          check=False, timeout=timeout)  # fmt: skip
+
+
+def _last_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"
+
+
+def kind_up(say: Callable[[str], None] = lambda _: None) -> Cluster:
+    """The kind cluster with Knative Serving and serflow's images in its nodes (made or
+    reused by ``hack/kind.sh``); a ``Cluster`` whose kubectl and helm are the pinned ones."""
+    t0 = time.monotonic()
+    r = _script(DOCKER_SH, "up", timeout=900)
+    if r.returncode != 0:
+        raise KindUnavailable(f"no Docker engine can run here: {_last_line(r.stderr)}")
+    say("Docker engine up; the kind cluster (hack/kind.sh up; the first build takes minutes)")
+    steps = (("up",), ("knative",), ("load", *IMAGES))
+    for step in steps:
+        r = _script(KIND_SH, *step, timeout=5400)
+        if r.returncode == BUILD_UNAVAILABLE:
+            raise KindUnavailable(build_failure_reason(r.stderr))
+        if r.returncode != 0:
+            raise RuntimeError(f"hack/kind.sh {' '.join(step)} failed:\n{r.stderr[-3000:]}")
+        say(f"hack/kind.sh {step[0]}: done at {time.monotonic() - t0:.0f} s")
+    env = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in _script(KIND_SH, "env", timeout=60).stdout.splitlines()
+        if line.startswith("export ") and "=" in line
+    )
+    return Cluster(Path(env["KUBECONFIG"]), Path(cluster_sh("bin").stdout.strip()))
+
+
+def kind_down() -> None:
+    _script(KIND_SH, "down", timeout=600)
+
+
+def install_operator(cluster: Cluster) -> None:
+    """``helm upgrade --install`` of the chart with the locally built operator image (never
+    pulled), its CPU request lowered to fit the kind nodes, and wait for it to run."""
+    cluster.helm(
+        "upgrade", "--install", RELEASE, str(CHART), "-n", SYSTEM_NS, "--create-namespace",
+        "--set", f"image.repository={OPERATOR_REPOSITORY}", "--set", "image.tag=local",
+        "--set", "image.pullPolicy=Never", "--set", "resources.requests.cpu=20m",
+        "--wait", "--timeout", "180s",
+    )  # fmt: skip

@@ -1,0 +1,217 @@
+"""serflow on a real kind cluster, as a user runs it (README, "On kind").
+
+``hack/kind.sh`` makes the cluster (two nodes: the control plane, and a worker labelled
+c6i.large for the pool), Knative Serving from its modules, and serflow's images from the
+Dockerfiles; ``helm`` installs the chart, so the operator runs as a pod with its own
+ServiceAccount. The test applies ``examples/digits-kind.yaml`` restricted to hybrid setups
+(the pool runs the head, a Knative function the tail), sends held-out digits through the
+operator's Envoy, and checks what the user would: the plan profiled on the cluster by the
+operator's Jobs, Ready, functions scaled from zero by Knative and back, the pool scaled up
+and down by the operator from Envoy's counters, every request answered with the model's
+answer, the documented events, and deletion collecting every child.
+
+Skipped only where no Docker engine can run or the binaries cannot be built, saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from serflow_testbed.decide import Record
+from serflow_testbed.harness import Cluster, wait_for
+from serflow_testbed.kind import KindUnavailable, install_operator, kind_up
+from serflow_testbed.loadgen import heldout_images, replay
+
+pytestmark = pytest.mark.kind
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "digits-kind.yaml"
+NAME = "digits"
+FUNCTION_POD = "serving.knative.dev/service"
+"""Label Knative puts on a function's pods: the Knative Service's name."""
+
+
+@pytest.fixture(scope="module")
+def kind() -> Cluster:
+    try:
+        cluster = kind_up(lambda msg: print(f"kind: {msg}", flush=True))
+    except KindUnavailable as e:
+        pytest.skip(f"the kind path cannot run here: {e}")
+    install_operator(cluster)
+    return cluster
+
+
+@dataclass
+class Sfi:
+    """One SerflowInference in its own namespace of the kind cluster."""
+
+    cluster: Cluster
+    namespace: str
+
+    def kubectl(self, *args: str, check: bool = True) -> Any:
+        return self.cluster.run("kubectl", "-n", self.namespace, *args, check=check, timeout=900)
+
+    def get(self, kind: str, name: str = "", selector: str = "") -> Any:
+        args = ["get", kind, *([name] if name else []), "-o", "json"]
+        if selector:
+            args += ["-l", selector]
+        r = self.kubectl(*args, check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def status(self) -> dict[str, Any]:
+        return dict((self.get("sfi", NAME) or {}).get("status") or {})
+
+    def function_pods(self) -> dict[str, int]:
+        """Running function pods per Knative Service."""
+        out: dict[str, int] = {}
+        for p in (self.get("pods", selector=FUNCTION_POD) or {}).get("items", []):
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"):
+                svc = p["metadata"]["labels"][FUNCTION_POD]
+                out[svc] = out.get(svc, 0) + 1
+        return out
+
+    def events(self) -> set[str]:
+        r = self.get("events")
+        return {
+            e["reason"]
+            for e in (r or {}).get("items", [])
+            if e["involvedObject"].get("name") == NAME
+        }
+
+
+@pytest.fixture(scope="module")
+def sfi(kind: Cluster) -> Iterator[Sfi]:
+    ns = f"e2e-{uuid.uuid4().hex[:6]}"
+    kind.kubectl("create", "namespace", ns)
+    s = Sfi(kind, ns)
+    try:
+        yield s
+    finally:
+        kind.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _router_url(s: Sfi) -> str:
+    """The test's own NodePort Service in front of the operator's Envoy pods (the builders'
+    Service is ClusterIP, reached only inside the cluster), at a node's address."""
+    s.cluster.apply([{
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "e2e-router", "namespace": s.namespace},
+        "spec": {
+            "type": "NodePort",
+            "selector": {"app.kubernetes.io/instance": NAME,
+                         "app.kubernetes.io/component": "router"},
+            "ports": [{"port": 80, "targetPort": "http"}],
+        },
+    }])  # fmt: skip
+    svc = s.get("service", "e2e-router")
+    port = svc["spec"]["ports"][0]["nodePort"]
+    nodes = s.cluster.kubectl("get", "nodes", "-o", "json").stdout
+    addr = next(
+        a["address"]
+        for a in json.loads(nodes)["items"][0]["status"]["addresses"]
+        if a["type"] == "InternalIP"
+    )
+    return f"http://{addr}:{port}/infer"
+
+
+def _replay(url: str, rate: int, epochs: int, seed: int,
+            during: Callable[[], None] = lambda: None) -> list[Record]:  # fmt: skip
+    images, labels = heldout_images("digits-vgg16-w025")
+
+    def tick(_: int, __: list[Record]) -> None:
+        during()
+
+    return asyncio.run(replay(url, [rate * 2] * epochs, 2.0, images, labels, seed=seed,
+                              timeout_s=30.0, on_epoch=tick))  # fmt: skip
+
+
+def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    # Hybrid only: at these rates the configurator would pick IaaS (the digits model is too
+    # fast for a head/tail split to pay); this exercises the pool head and function tail.
+    doc["spec"]["pools"] = ["hybrid"]
+    sfi.cluster.apply([{**doc, "metadata": {**doc["metadata"], "namespace": sfi.namespace}}])
+
+    # Profiled on the cluster by the operator's Jobs, planned, Ready: as `kubectl wait` sees it.
+    sfi.kubectl("wait", "--for=condition=Ready", f"sfi/{NAME}", "--timeout=600s")
+    st = sfi.status()
+    plan = st["plan"]
+    assert plan["pool"] == "hybrid" and plan["function"] == "fn-512", plan
+    cut, k = int(plan["cut"]), 7
+    assert 1 <= cut < k
+    jobs = sfi.get("jobs")["items"]
+    assert {j["metadata"]["labels"]["serflow.io/config"] for j in jobs} == {"c6i.large", "fn-512"}
+    assert all(j["status"].get("succeeded") == 1 for j in jobs)
+
+    # Each function is a pinned Revision that Knative's own controller made Ready.
+    ksvcs = sfi.get("ksvc")["items"]
+    assert {x["metadata"]["name"] for x in ksvcs} == {f"{NAME}-spill", f"{NAME}-tail"}
+    for x in ksvcs:
+        rev = x["spec"]["template"]["metadata"]["name"]
+        r = sfi.get("revision", rev)
+        assert r is not None, f"no Revision {rev}"
+        assert {c["type"]: c["status"] for c in r["status"]["conditions"]}["Ready"] == "True"
+
+    url = _router_url(sfi)
+    # Knative scales the functions to zero once idle (the kind install's short windows).
+    wait_for("functions at zero", lambda: not sfi.function_pods(), 180, every=2)
+
+    # Phase 1, below the break-even rate: no pool; Envoy spills to the functions, which
+    # Knative's activator scales from zero.
+    seen: dict[str, int] = {}
+
+    def watch_functions() -> None:
+        for svc, n in sfi.function_pods().items():
+            seen[svc] = max(seen.get(svc, 0), n)
+
+    low = _replay(url, 3, 10, seed=1, during=watch_functions)
+    failed = [r for r in low if r.status != 200]
+    assert not failed, f"{len(failed)} of {len(low)} failed: {failed[:3]}"
+    assert seen.get(f"{NAME}-spill", 0) >= 1, seen
+    assert all(r.where == "function" for r in low)
+
+    # Phase 2, above it: the operator's EWMA of Envoy's counters grows the pool to one
+    # instance, which runs the head and sends late exits to the tail function.
+    desired: list[int] = []
+
+    def watch_pool() -> None:
+        desired.append(int((sfi.status().get("instances") or {}).get("desired", 0)))
+
+    high = _replay(url, 30, 30, seed=2, during=watch_pool)
+    failed = [r for r in high if r.status != 200]
+    assert not failed, f"{len(failed)} of {len(high)} failed: {failed[:3]}"
+    assert max(desired) >= 1, desired
+    pooled = [r for r in high if r.where == "pool"]
+    assert pooled, "no request was served by the pool"
+    assert any(r.exit > cut for r in pooled), "no pool request left through the tail function"
+    # Every image of the held-out split was sent four times (1800 = 4 x 450): the answers are the
+    # model's (the profile's accuracy, 448 of 450 right at tau 0.85), wherever they ran.
+    correct = sum(r.correct for r in high)
+    assert abs(correct - 4 * 448) <= 2, correct
+
+    # Idle again: the pool shrinks to zero (the operator) and the functions too (Knative).
+    wait_for("pool at zero", lambda: int(sfi.status()["instances"]["desired"]) == 0, 180, every=2)
+    wait_for("functions at zero", lambda: not sfi.function_pods(), 240, every=2)
+    assert {"Planned", "Scaled", "Routed"} <= sfi.events(), sfi.events()
+
+    # Deletion collects every child (owner references), Knative's objects with them.
+    sfi.kubectl("delete", "sfi", NAME, "--timeout=120s")
+
+    def gone() -> bool:
+        left = []
+        for kind in ("deployments", "services", "configmaps", "ksvc", "networkpolicies"):
+            items = (sfi.get(kind) or {}).get("items", [])
+            left += [i["metadata"]["name"] for i in items if i["metadata"]["name"] != "e2e-router"]
+        return not left
+
+    wait_for("children collected", gone, 180, every=2)
+    wait_for("revisions collected", lambda: not sfi.get("revisions")["items"], 180, every=2)
