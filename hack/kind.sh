@@ -3,7 +3,8 @@
 # kind, its base image and the node image for KUBERNETES_VERSION are built from Go
 # modules and the Debian archive, and no image is ever pulled.
 #
-#   hack/kind.sh build   build (or reuse) the binaries, the base image and the node image
+#   hack/kind.sh build   build (or reuse) the binaries, the base image, the node image and
+#                        Knative Serving's images
 #   hack/kind.sh base    only what needs no Kubernetes build: kind and the base image
 #   hack/kind.sh up      hack/docker.sh up, build if needed, create the cluster, wait for
 #                        the node to be Ready
@@ -420,6 +421,7 @@ do_build() {
     "$HACK_DIR/images.sh" debian
     build_base_image
     build_node_image
+    build_knative
     log "build complete in $((SECONDS - t0)) s"
 }
 

@@ -9,6 +9,7 @@ the binaries cannot be built here); any other failure is an error.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -51,32 +52,45 @@ def _last_line(stderr: str) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def kind_up(say: Callable[[str], None] = lambda _: None) -> Cluster:
-    """The kind cluster with Knative Serving and serflow's images in its nodes (made or
-    reused by ``hack/kind.sh``); a ``Cluster`` whose kubectl and helm are the pinned ones."""
-    t0 = time.monotonic()
-    r = _script(DOCKER_SH, "up", timeout=900)
-    if r.returncode != 0:
-        raise KindUnavailable(f"no Docker engine can run here: {_last_line(r.stderr)}")
-    say("Docker engine up; the kind cluster (hack/kind.sh up; the first build takes minutes)")
-    steps = (("up",), ("knative",), ("load", *IMAGES))
-    for step in steps:
-        r = _script(KIND_SH, *step, timeout=5400)
-        if r.returncode == BUILD_UNAVAILABLE:
-            raise KindUnavailable(build_failure_reason(r.stderr))
+class KindSession:
+    """The kind cluster with Knative Serving and serflow's images in its nodes, made or
+    reused by ``hack/kind.sh``; ``down`` removes only what ``up`` started (the cluster, the
+    Docker engine)."""
+
+    def __init__(self) -> None:
+        self.started_engine = False
+        self.started_cluster = False
+
+    def up(self, say: Callable[[str], None] = lambda _: None) -> Cluster:
+        """A ``Cluster`` whose kubectl and helm are the pinned ones."""
+        t0 = time.monotonic()
+        self.started_engine = _script(DOCKER_SH, "status", timeout=60).returncode != 0
+        r = _script(DOCKER_SH, "up", timeout=900)
         if r.returncode != 0:
-            raise RuntimeError(f"hack/kind.sh {' '.join(step)} failed:\n{r.stderr[-3000:]}")
-        say(f"hack/kind.sh {step[0]}: done at {time.monotonic() - t0:.0f} s")
-    env = dict(
-        line.removeprefix("export ").split("=", 1)
-        for line in _script(KIND_SH, "env", timeout=60).stdout.splitlines()
-        if line.startswith("export ") and "=" in line
-    )
-    return Cluster(Path(env["KUBECONFIG"]), Path(cluster_sh("bin").stdout.strip()))
+            raise KindUnavailable(f"no Docker engine can run here: {_last_line(r.stderr)}")
+        self.started_cluster = _script(KIND_SH, "status", timeout=120).returncode != 0
+        for step in (("up",), ("knative",), ("load", *IMAGES)):
+            r = _script(KIND_SH, *step, timeout=5400)
+            if r.returncode == BUILD_UNAVAILABLE:
+                raise KindUnavailable(build_failure_reason(r.stderr))
+            if r.returncode != 0:
+                raise RuntimeError(f"hack/kind.sh {' '.join(step)} failed:\n{r.stderr[-3000:]}")
+            say(f"hack/kind.sh {step[0]}: done at {time.monotonic() - t0:.0f} s")
+        env = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in _script(KIND_SH, "env", timeout=60).stdout.splitlines()
+            if line.startswith("export ") and "=" in line
+        )
+        return Cluster(Path(env["KUBECONFIG"]), Path(cluster_sh("bin").stdout.strip()))
 
-
-def kind_down() -> None:
-    _script(KIND_SH, "down", timeout=600)
+    def down(self) -> None:
+        """Remove what ``up`` started, unless ``SERFLOW_KIND_KEEP=1`` (to look at it after)."""
+        if os.environ.get("SERFLOW_KIND_KEEP") == "1":
+            return
+        if self.started_cluster:
+            _script(KIND_SH, "down", timeout=600)
+        if self.started_engine:
+            _script(DOCKER_SH, "down", timeout=300)
 
 
 def install_operator(cluster: Cluster) -> None:

@@ -28,7 +28,7 @@ import yaml
 
 from serflow_testbed.decide import Record
 from serflow_testbed.harness import Cluster, wait_for
-from serflow_testbed.kind import KindUnavailable, install_operator, kind_up
+from serflow_testbed.kind import KindSession, KindUnavailable, install_operator
 from serflow_testbed.loadgen import heldout_images, replay
 
 pytestmark = pytest.mark.kind
@@ -41,13 +41,16 @@ FUNCTION_POD = "serving.knative.dev/service"
 
 
 @pytest.fixture(scope="module")
-def kind() -> Cluster:
+def kind() -> Iterator[Cluster]:
+    session = KindSession()
     try:
-        cluster = kind_up(lambda msg: print(f"kind: {msg}", flush=True))
+        cluster = session.up(lambda msg: print(f"kind: {msg}", flush=True))
+        install_operator(cluster)
+        yield cluster
     except KindUnavailable as e:
         pytest.skip(f"the kind path cannot run here: {e}")
-    install_operator(cluster)
-    return cluster
+    finally:
+        session.down()
 
 
 @dataclass

@@ -173,3 +173,15 @@ def test_packing_batches_raises_capacity_and_lowers_cost() -> None:
     assert c.economics.batches_per_instance == 5  # 5 x 2 s fit the 10 s epoch and SLO
     assert c.economics.mu == pytest.approx(5.0)
     assert c.cost_per_s < base.cost_per_s
+
+
+def test_the_objectives_pools_restrict_every_plan() -> None:
+    doc = tiny_doc()
+    free = configure(parse_workload(doc), 2.5)
+    assert free.chosen is not None and free.chosen.setup.pool is not PoolKind.HYBRID
+    doc["pools"] = ["hybrid"]
+    plan = configure(parse_workload(doc), 2.5)
+    assert plan.chosen is not None and plan.chosen.setup.pool is PoolKind.HYBRID
+    assert {c.setup.pool for c in plan.candidates} == {PoolKind.HYBRID}
+    # An explicit restriction (the CLI's LIBRA baseline) meets the objective's: nothing left.
+    assert configure(parse_workload(doc), 2.5, [PoolKind.IAAS]).chosen is None

@@ -169,6 +169,16 @@ GUARDS: list[tuple[dict[str, Any], str, str]] = [
         "spec.functions.containerConcurrency",
     ),
     (
+        {"spec__functions__access": "ingress"},
+        "spec.functions.access: expected one of revision, route, got 'ingress'",
+        "spec.functions.access",
+    ),
+    (
+        {"spec__pools": ["lambda"]},
+        "spec.pools[0]: expected one of faas, iaas, hybrid, got 'lambda'",
+        "spec.pools[0]",
+    ),
+    (
         {"spec__routing__replicas": 0},
         "spec.routing.replicas: expected an integer >= 1 and <= 100, got 0",
         "spec.routing.replicas",
