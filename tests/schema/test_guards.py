@@ -16,13 +16,14 @@ import yaml
 
 from serflow.errors import InputError
 from serflow.inference import parse_inference
-from serflow.k8s.builders import Names
+from serflow.k8s.builders import Names, revision_name
 from serflow.k8s.crd import NAME_LIMIT, PLURAL
 from serflow.k8s.jobs import job_name
 from serflow.schemas import (
     GROUP,
     MAX_EXITS,
     NAME_MAX,
+    REVISION_HASH_CHARS,
     RUNTIME_ARCHITECTURE,
     RUNTIME_ARCHITECTURES,
     RUNTIME_MAX_EXIT_BLOCK,
@@ -302,8 +303,11 @@ def _cli(tmp_path: Path, doc: dict[str, Any]) -> subprocess.CompletedProcess[str
 def test_the_longest_name_leaves_room_for_every_child_suffix() -> None:
     n = Names(LONGEST_NAME)
     children = [n.pool, n.envoy, n.spill, n.fused_tail, n.stage(MAX_EXITS + 1)]
-    assert max(len(c) for c in children) == NAME_LIMIT
-    assert len(job_name(LONGEST_NAME, "x")) == NAME_LIMIT  # truncated: the CEL rule's case
+    assert max(len(c) for c in children) == NAME_LIMIT - len("-") - REVISION_HASH_CHARS
+    # Each function's pinned Revision (a Kubernetes Service name too) still fits.
+    revisions = [revision_name(f, {}) for f in (n.spill, n.fused_tail, n.stage(MAX_EXITS + 1))]
+    assert max(len(r) for r in revisions) == NAME_LIMIT
+    assert len(job_name(LONGEST_NAME, "xyz")) == NAME_LIMIT  # the CEL rule bounds the config name
 
 
 def test_the_cli_plans_the_longest_name(tmp_path: Path) -> None:
