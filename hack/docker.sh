@@ -11,8 +11,10 @@
 #   hack/docker.sh env     print `export DOCKER_HOST=...` for the engine in use
 #
 # Environment:
-#   SERFLOW_DOCKER_STATE   state dir (default hack/.state/docker, gitignored): socket,
-#                          pidfile, daemon.json, logs, data-root
+#   SERFLOW_DOCKER_STATE   state dir (default $XDG_CACHE_HOME/serflow/docker, ~/.cache if
+#                          unset): socket, pidfile, daemon.json, logs, data-root. A cache:
+#                          its images (base, node, Knative) serve every clone of the
+#                          repository, and every clone finds the engine at one socket
 # The dockerd started here runs containers through hack/docker/runc-bounded (its default
 # runtime), which drops the capabilities the host's bounding set lacks, so --privileged
 # containers (kind nodes) start on hosts that cannot grant every capability.
@@ -21,7 +23,7 @@ set -euo pipefail
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=versions.env
 source "$HACK_DIR/versions.env"
-STATE_DIR="${SERFLOW_DOCKER_STATE:-$HACK_DIR/.state/docker}"
+STATE_DIR="${SERFLOW_DOCKER_STATE:-${XDG_CACHE_HOME:-$HOME/.cache}/serflow/docker}"
 SOCKET="$STATE_DIR/docker.sock"
 OUR_HOST="unix://$SOCKET"
 

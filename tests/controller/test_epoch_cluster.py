@@ -217,8 +217,9 @@ def test_one_epoch_reads_only_its_children_and_plans_nothing(
     ns = bed.plan.owner.namespace
     own = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{NAME}"
     assert ("GET", own) not in bed.requests.calls
-    # Reads: each child once. Writes: the status, what this epoch decided to change (the
-    # route, when kwok's pool pods became ready meanwhile), and its events.
+    # Reads: each child once, and each function's pinned Revision (its readiness). Writes:
+    # the status, what this epoch decided to change (the route, when kwok's pool pods
+    # became ready meanwhile), and its events.
     applied = [("PATCH", _path(o, ns)) for o in d.apply]
     events = [("POST", f"/api/v1/namespaces/{ns}/events")] * len(d.events)
     assert sorted(bed.requests.calls) == sorted(
@@ -226,6 +227,10 @@ def test_one_epoch_reads_only_its_children_and_plans_nothing(
             ("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}-pool"),
             ("GET", f"/api/v1/namespaces/{ns}/services/{NAME}-pool"),
             ("GET", f"/apis/serving.knative.dev/v1/namespaces/{ns}/services/{NAME}-spill"),
+            *(
+                ("GET", f"/apis/serving.knative.dev/v1/namespaces/{ns}/revisions/{k[2]}")
+                for k in bed.plan.readiness_keys()
+            ),
             ("GET", f"/api/v1/namespaces/{ns}/configmaps/{NAME}-envoy"),
             ("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}-envoy"),
             ("GET", f"/api/v1/namespaces/{ns}/services/{NAME}-envoy"),

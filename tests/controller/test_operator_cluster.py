@@ -505,7 +505,10 @@ def test_hybrid_plan_knative_tail_accepted_by_the_real_schema(env: Env) -> None:
     assert args[args.index("--partitions") + 1] == "2-K"
     pool = env.get("deployment", "hyb-pool")
     assert pool is not None
-    assert "2-K=http://hyb-tail." in " ".join(
+    # The pool reaches the tail's pinned Revision.
+    rev = tail["spec"]["template"]["metadata"]["name"]
+    assert rev.startswith("hyb-tail-")
+    assert f"2-K=knative-revision://{env.namespace}/{rev}" in " ".join(
         pool["spec"]["template"]["spec"]["containers"][0]["args"]
     )
 

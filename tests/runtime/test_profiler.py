@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from serflow.documents import read_workload
-from serflow.profile import parse_profile
+from serflow.inference import parse_inference
+from serflow.k8s import jobs
+from serflow.k8s.builders import Owner
+from serflow.policy.configurator import configure
+from serflow.profile import parse_prices, parse_profile
+from serflow.spec import parse_workload
 from serflow_runtime import profiler
 from serflow_runtime.cli import main as cli_main
 from serflow_runtime.engine import run_all
@@ -17,6 +26,7 @@ from serflow_runtime.runtimes import ServedModel
 
 from .conftest import Split, all_logits
 
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = Path(profiler.__file__).parent / "profiles" / "digits-vgg16-w025.yaml"
 TAUS = (0.5, 0.9, 0.99)
 
@@ -109,9 +119,40 @@ def test_cli_profile_writes_a_readable_document(tmp_path: Path, artefact_path: P
     assert [t.tau for t in w.profile.thresholds] == [0.6, 0.8, 0.95]
 
 
-def test_profile_states_each_exits_accuracy(doc: dict[str, Any], served: ServedModel, digits: Split) -> None:
+def test_profile_states_each_exits_accuracy(
+    doc: dict[str, Any], served: ServedModel, digits: Split
+) -> None:
     """The final exit's held-out accuracy, and every other exit's, as annotations."""
     notes = doc["metadata"]["annotations"]  # type: ignore[index]
     got = [float(v) for v in notes["serflow.io/accuracy-per-exit"].split()]
     want = [float((lg.argmax(1) == digits.y_val).mean()) for lg in all_logits(served, digits.x_val)]
     assert got == pytest.approx(want, abs=1e-4) and len(got) == served.k
+
+
+def test_the_operators_profiling_jobs_run_and_merge_into_a_plannable_profile(
+    tmp_path: Path,
+) -> None:
+    """Each Job's own command (one config each), run here as the Job's pod would run it;
+    the logs merged as the operator merges them give a profile that plans."""
+    doc = yaml.safe_load((REPO / "examples" / "digits-kind.yaml").read_text())
+    spec = doc["spec"]
+    made = jobs.profiler_jobs(
+        Owner("digits", "ns", "uid"),
+        parse_inference(spec, "digits"),
+        parse_prices(spec["prices"], "spec.prices"),
+    )
+    logs = []
+    for job in made:
+        c = job["spec"]["template"]["spec"]["containers"][0]
+        assert c["command"][:2] == ["sh", "-c"]
+        script = c["command"][2].replace("/tmp/profile.yaml", str(tmp_path / "p.yaml"))
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "PATH": path})  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        logs.append(r.stdout)
+    merged = jobs.merge_profiles([p for p in map(jobs.profile_from_log, logs) if p])
+    assert {c["name"] for c in merged["profile"]["configs"]} == {"c6i.large", "fn-512"}
+    spec = {**spec, "profile": {"inline": merged["profile"]}}
+    plan = configure(parse_workload({**doc, "spec": spec}), 5.0)
+    assert plan.chosen is not None, plan.reason
