@@ -674,7 +674,7 @@ EOF
 # into the cluster's node (so pods run them without a pull).
 do_load() {
     exists || die "not up (run: hack/kind.sh up)"
-    local what tag repo t0
+    local what tag repo t0 tags
     repo="$(cd "$HACK_DIR/.." && pwd)"
     (($# > 0)) || set -- operator
     for what in "$@"; do
@@ -687,14 +687,18 @@ do_load() {
         legacy_build -f "$repo/Dockerfile.$what" \
             --build-arg BASE_IMAGE=localhost/serflow/python:3.11 -t "$tag" "$repo" ||
             die "docker build -f Dockerfile.$what failed"
-        # Knative resolves tags to digests except for registries it skips (dev.local among
-        # them); it reads localhost/serflow/... as a Docker Hub name, so functions use this one.
-        docker tag "$tag" "dev.local/serflow/$what:local"
-        log "built $tag (and dev.local/serflow/$what:local) in $((SECONDS - t0)) s: $(
+        tags=("$tag")
+        if [[ "$what" == fn ]]; then
+            # Knative resolves tags to digests except for registries it skips (dev.local
+            # among them); it reads localhost/serflow/... as a Docker Hub name.
+            docker tag "$tag" "dev.local/serflow/$what:local"
+            tags+=("dev.local/serflow/$what:local")
+        fi
+        log "built ${tags[*]} in $((SECONDS - t0)) s: $(
             docker image inspect --format '{{.Size}}' "$tag" | numfmt --to=si)B"
         t0=$SECONDS
-        "$BIN_DIR/kind" load docker-image --name "$CLUSTER" "$tag" "dev.local/serflow/$what:local" >&2
-        log "loaded $tag into $CLUSTER in $((SECONDS - t0)) s"
+        "$BIN_DIR/kind" load docker-image --name "$CLUSTER" "${tags[@]}" >&2
+        log "loaded ${tags[*]} into $CLUSTER in $((SECONDS - t0)) s"
     done
 }
 

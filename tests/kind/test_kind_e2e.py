@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ pytestmark = pytest.mark.kind
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "digits-kind.yaml"
 NAME = "digits"
+REFUSALS = {"InvalidSpec", "ProfileMismatch", "NoFeasibleSetup"}
+"""Condition reasons that end an object's progress until its spec changes."""
 FUNCTION_POD = "serving.knative.dev/service"
 """Label Knative puts on a function's pods: the Knative Service's name."""
 
@@ -99,7 +102,8 @@ def sfi(kind: Cluster) -> Iterator[Sfi]:
     try:
         yield s
     finally:
-        kind.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        if os.environ.get("SERFLOW_KIND_KEEP") != "1":  # else left to look at
+            kind.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _router_url(s: Sfi) -> str:
@@ -144,15 +148,23 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
     doc["spec"]["pools"] = ["hybrid"]
     sfi.cluster.apply([{**doc, "metadata": {**doc["metadata"], "namespace": sfi.namespace}}])
 
-    # Profiled on the cluster by the operator's Jobs, planned, Ready: as `kubectl wait` sees it.
-    sfi.kubectl("wait", "--for=condition=Ready", f"sfi/{NAME}", "--timeout=600s")
+    # Profiled on the cluster by the operator's Jobs, planned, Ready: as `kubectl wait` sees
+    # it (after failing at once on a condition that says the spec cannot be served).
+    def ready_or_refused() -> bool:
+        conds = {c["type"]: c for c in sfi.status().get("conditions") or []}
+        refused = [c for c in conds.values() if c.get("reason") in REFUSALS]
+        assert not refused, refused
+        return conds.get("Ready", {}).get("status") == "True"
+
+    wait_for("Ready", ready_or_refused, 600, every=2)
+    sfi.kubectl("wait", "--for=condition=Ready", f"sfi/{NAME}", "--timeout=10s")
     st = sfi.status()
     plan = st["plan"]
     assert plan["pool"] == "hybrid" and plan["function"] == "fn-512", plan
     cut, k = int(plan["cut"]), 7
     assert 1 <= cut < k
     jobs = sfi.get("jobs")["items"]
-    assert {j["metadata"]["labels"]["serflow.io/config"] for j in jobs} == {"c6i.large", "fn-512"}
+    assert {j["metadata"]["labels"]["serflow.io/config"] for j in jobs} == {"c6i-large", "fn-512"}
     assert all(j["status"].get("succeeded") == 1 for j in jobs)
 
     # Each function is a pinned Revision that Knative's own controller made Ready.

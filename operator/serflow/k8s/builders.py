@@ -41,6 +41,14 @@ _SECURITY = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 
+COLD_START_BOUND_S = 30
+"""How long a request may wait for a function's cold start from zero (Knative's activator
+holds it meanwhile) before the router and Knative give up on it: Kubernetes' pod-startup
+SLO is 5 s at the 99th percentile with the image present, and a model server's runtime
+import and model load add seconds more on a busy node. Timeouts bound stuck requests; a
+late answer is measured against the SLO, not dropped at it."""
+KNATIVE_TIMEOUT_MAX = 600
+"""Knative's max-revision-timeout-seconds by default: it refuses a longer timeoutSeconds."""
 FUNCTION_CPU_MILLI = 1000
 """CPU request of a function pod when the profile did not measure its size (one vCPU)."""
 KNATIVE_NAMESPACES = ("knative-serving", "kourier-system")
@@ -310,7 +318,9 @@ def knative_service(
                 "spec": {
                     "automountServiceAccountToken": False,  # it never calls the API
                     "containerConcurrency": fn.container_concurrency,
-                    "timeoutSeconds": max(1, math.ceil(w.objective.slo_s * 2)),
+                    "timeoutSeconds": min(
+                        KNATIVE_TIMEOUT_MAX, math.ceil(w.objective.slo_s * 2) + COLD_START_BOUND_S
+                    ),
                     "containers": [
                         {
                             "image": spec.model.function_image,
@@ -404,7 +414,8 @@ def envoy_configmap(
     route = envoy.route_discovery(
         envoy.route_config(
             pool_weight,
-            timeout_seconds=math.ceil(2 * w.objective.epoch + w.objective.slo_s),
+            timeout_seconds=math.ceil(2 * w.objective.epoch + w.objective.slo_s)
+            + COLD_START_BOUND_S,
             functions_host=spill.host,
             functions_headers=spill.headers,
         ),
