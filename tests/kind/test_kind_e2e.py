@@ -212,6 +212,7 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
         for svc, n in sfi.function_pods().items():
             seen[svc] = max(seen.get(svc, 0), n)
 
+    assert float(plan["tcip"]) > 3
     low = _replay(url, 3, 10, seed=1, sample=watch_functions)
     failed = [r for r in low if r.status != 200]
     assert not failed, f"{len(failed)} of {len(low)} failed: {failed[:3]}"
@@ -220,10 +221,10 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
 
     # Phase 2, above it: the operator's EWMA of Envoy's counters grows the pool to at least
     # one instance, which runs the head and sends late exits to the tail function. The rate
-    # is the plan's own: 20% above both T-CIP and one instance's capacity mu, rounded up to
-    # a multiple of 15 req/s so that 30 epochs of 2 s send each held-out image equally often.
-    above = 1.2 * max(float(plan["tcip"]), float(plan["mu"]))
-    rate = 15 * math.ceil(above / 15)
+    # is the plan's own: 20% above T-CIP, rounded up to a multiple of 15 req/s so that 30
+    # epochs of 2 s send each held-out image equally often.
+    rate = 15 * math.ceil(1.2 * float(plan["tcip"]) / 15)
+    assert 3 < rate <= 45, f"T-CIP {plan['tcip']}: more than this machine can serve"
     desired: list[int] = []
 
     def watch_pool() -> None:
@@ -253,10 +254,10 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
 
     def gone() -> bool:
         left = []
-        for kind in ("deployments", "services", "configmaps", "ksvc", "networkpolicies"):
-            items = (sfi.get(kind) or {}).get("items", [])
-            left += [i["metadata"]["name"] for i in items if i["metadata"]["name"] != "e2e-router"]
+        for kind in ("deployments", "services", "configmaps", "jobs", "ksvc", "revisions",
+                     "networkpolicies"):  # fmt: skip
+            items = (sfi.get(kind, selector=f"app.kubernetes.io/instance={NAME}") or {})["items"]
+            left += [f"{kind}/{i['metadata']['name']}" for i in items]
         return not left
 
     wait_for("children collected", gone, 180, every=2)
-    wait_for("revisions collected", lambda: not sfi.get("revisions")["items"], 180, every=2)
