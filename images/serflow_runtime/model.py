@@ -24,6 +24,16 @@ INPUT_SHAPE: tuple[int, int, int] = (3, 32, 32)
 IC_MAP = 4  # ICs pool down to at most IC_MAP x IC_MAP before their linear layer
 
 
+def check_arch(architecture: str, expected: str, width: float, num_classes: int) -> None:
+    """What every trainable network's description must hold (ValueError otherwise)."""
+    if architecture != expected:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    if not 0 < width <= 4:
+        raise ValueError(f"width multiplier must be in (0, 4], got {width}")
+    if num_classes < 2:
+        raise ValueError("num_classes must be >= 2")
+
+
 @dataclass(frozen=True)
 class Arch:
     """Everything needed to rebuild the network; stored in every checkpoint."""
@@ -35,15 +45,10 @@ class Arch:
     input_shape: tuple[int, int, int] = field(default=INPUT_SHAPE)
 
     def __post_init__(self) -> None:
-        if self.architecture != ARCHITECTURE:
-            raise ValueError(f"unknown architecture {self.architecture!r}")
-        if not 0 < self.width <= 4:
-            raise ValueError(f"width multiplier must be in (0, 4], got {self.width}")
+        check_arch(self.architecture, ARCHITECTURE, self.width, self.num_classes)
         ex = tuple(self.exits)
         if list(ex) != sorted(set(ex)) or any(not 1 <= b <= 12 for b in ex):
             raise ValueError(f"exits must be strictly increasing block numbers in 1..12: {ex}")
-        if self.num_classes < 2:
-            raise ValueError("num_classes must be >= 2")
 
     @property
     def num_partitions(self) -> int:

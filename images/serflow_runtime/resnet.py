@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from serflow_runtime.model import StagedNetwork
+from serflow_runtime.model import StagedNetwork, check_arch
 
 ARCHITECTURE = "resnet_ee"
 GROUP_CHANNELS: tuple[int, ...] = (16, 32, 64, 128)
@@ -35,12 +35,7 @@ class ResArch:
     input_shape: tuple[int, int, int] = field(default=INPUT_SHAPE)
 
     def __post_init__(self) -> None:
-        if self.architecture != ARCHITECTURE:
-            raise ValueError(f"unknown architecture {self.architecture!r}")
-        if not 0 < self.width <= 4:
-            raise ValueError(f"width multiplier must be in (0, 4], got {self.width}")
-        if self.num_classes < 2:
-            raise ValueError("num_classes must be >= 2")
+        check_arch(self.architecture, ARCHITECTURE, self.width, self.num_classes)
 
     @property
     def num_partitions(self) -> int:

@@ -180,10 +180,27 @@ class BuildUnavailable(RuntimeError):
     the failed build step)."""
 
 
+def run_script(
+    path: Path, *args: str, timeout: float | None = 1800
+) -> subprocess.CompletedProcess[str]:
+    """``bash PATH ARGS`` (a ``hack/`` script), output captured, never raising on its exit
+    status."""
+    return subprocess.run(["bash", str(path), *args], capture_output=True, text=True,
+                          check=False, timeout=timeout)  # fmt: skip
+
+
 def cluster_sh(*args: str, timeout: float | None = 1800) -> subprocess.CompletedProcess[str]:
     """``hack/cluster.sh ARGS``, output captured, never raising on its exit status."""
-    return subprocess.run(["bash", str(CLUSTER_SH), *args], capture_output=True, text=True,
-                          check=False, timeout=timeout)  # fmt: skip
+    return run_script(CLUSTER_SH, *args, timeout=timeout)
+
+
+def exports(text: str) -> dict[str, str]:
+    """The ``export KEY=VALUE`` lines a script's ``env`` command prints, as a mapping."""
+    return dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in text.splitlines()
+        if line.startswith("export ") and "=" in line
+    )
 
 
 def build_failure_reason(stderr: str) -> str:
@@ -290,11 +307,7 @@ class ControlPlane:
         (state / "users").mkdir(parents=True, exist_ok=True)
         self.me = state / "users" / str(os.getpid())
         self.me.touch()
-        env = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in cluster_sh("env").stdout.splitlines()
-            if line.startswith("export ")
-        )
+        env = exports(cluster_sh("env").stdout)
         return Cluster(Path(env["KUBECONFIG"]), Path(cluster_sh("bin").stdout.strip()), started)
 
     def down(self, say: Callable[[str], None] = lambda _: None) -> None:

@@ -10,7 +10,6 @@ the binaries cannot be built here); any other failure is an error.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,8 @@ from serflow_testbed.harness import (
     Cluster,
     build_failure_reason,
     cluster_sh,
+    exports,
+    run_script,
 )
 
 KIND_SH = REPO / "hack" / "kind.sh"
@@ -40,11 +41,6 @@ OPERATOR_REPOSITORY = "localhost/serflow/operator"
 
 class KindUnavailable(RuntimeError):
     """The kind path cannot run on this machine (the message says why)."""
-
-
-def _script(path: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(path), *args], capture_output=True, text=True,
-                          check=False, timeout=timeout)  # fmt: skip
 
 
 def _last_line(stderr: str) -> str:
@@ -64,23 +60,19 @@ class KindSession:
     def up(self, say: Callable[[str], None] = lambda _: None) -> Cluster:
         """A ``Cluster`` whose kubectl and helm are the pinned ones."""
         t0 = time.monotonic()
-        self.started_engine = _script(DOCKER_SH, "status", timeout=60).returncode != 0
-        r = _script(DOCKER_SH, "up", timeout=900)
+        self.started_engine = run_script(DOCKER_SH, "status", timeout=60).returncode != 0
+        r = run_script(DOCKER_SH, "up", timeout=900)
         if r.returncode != 0:
             raise KindUnavailable(f"no Docker engine can run here: {_last_line(r.stderr)}")
-        self.started_cluster = _script(KIND_SH, "status", timeout=120).returncode != 0
+        self.started_cluster = run_script(KIND_SH, "status", timeout=120).returncode != 0
         for step in (("up",), ("knative",), ("load", *IMAGES)):
-            r = _script(KIND_SH, *step, timeout=5400)
+            r = run_script(KIND_SH, *step, timeout=5400)
             if r.returncode == BUILD_UNAVAILABLE:
                 raise KindUnavailable(build_failure_reason(r.stderr))
             if r.returncode != 0:
                 raise RuntimeError(f"hack/kind.sh {' '.join(step)} failed:\n{r.stderr[-3000:]}")
             say(f"hack/kind.sh {step[0]}: done at {time.monotonic() - t0:.0f} s")
-        env = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in _script(KIND_SH, "env", timeout=60).stdout.splitlines()
-            if line.startswith("export ") and "=" in line
-        )
+        env = exports(run_script(KIND_SH, "env", timeout=60).stdout)
         return Cluster(Path(env["KUBECONFIG"]), Path(cluster_sh("bin").stdout.strip()))
 
     def down(self) -> None:
@@ -88,9 +80,9 @@ class KindSession:
         if os.environ.get("SERFLOW_KIND_KEEP") == "1":
             return
         if self.started_cluster:
-            _script(KIND_SH, "down", timeout=600)
+            run_script(KIND_SH, "down", timeout=600)
         if self.started_engine:
-            _script(DOCKER_SH, "down", timeout=300)
+            run_script(DOCKER_SH, "down", timeout=300)
 
 
 def install_operator(cluster: Cluster) -> None:
