@@ -224,7 +224,9 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
     # is the plan's own: 20% above T-CIP, rounded up to a multiple of 15 req/s so that 30
     # epochs of 2 s send each held-out image equally often.
     rate = 15 * math.ceil(1.2 * float(plan["tcip"]) / 15)
-    assert 3 < rate <= 45, f"T-CIP {plan['tcip']}: more than this machine can serve"
+    # At 45 req/s and more, a 2-core machine running both nodes saturates (requests then
+    # time out: see the README); the example's prices keep T-CIP well below that.
+    assert 3 < rate <= 30, f"T-CIP {plan['tcip']}: more than this machine can serve"
     desired: list[int] = []
 
     def watch_pool() -> None:
