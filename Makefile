@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,testbed
 
-.PHONY: venv demo simulate test lint bench clean cluster cluster-build cluster-down
+.PHONY: venv demo demo-local simulate test lint bench clean cluster cluster-build cluster-down
 
 # Two distributions, both editable: the data plane (images/) and the control plane with
 # the test bed (the root).
@@ -20,11 +20,28 @@ venv: $(STAMP)
 # The paper's replay when the shared WITS trace is beside the repository, else synthetic.
 TRACE ?= $(if $(wildcard ../shared/traces/wits_logs.txt),../shared/traces/wits_logs.txt,synthetic)
 
-# The main job: the whole loop on this machine (local control plane, chart, operator, real
-# workers, functions and Envoy serving a replayed trace), ending with a report in out/demo.
+# The main job, on a kind cluster where a Docker engine can run: the cluster, Knative
+# Serving and serflow's images made by hack/kind.sh, the chart installed with helm, the
+# example served to a replayed trace, a report in out/demo-kind. A Docker engine this
+# target started is stopped at the end. Where none can run, or the kind path cannot be
+# built here (exit 3), it says so and runs demo-local.
+KIND_MANIFEST ?= examples/digits-kind.yaml
+demo: $(STAMP)
+	@started=; hack/docker.sh status >/dev/null 2>&1 || started=1; \
+	if hack/docker.sh up; then hack/kind.sh build; rc=$$?; else rc=3; fi; \
+	if [ $$rc -eq 0 ]; then \
+	  $(BIN)/python -m serflow_testbed.kind_demo -f $(KIND_MANIFEST) --out out/demo-kind; rc=$$?; \
+	elif [ $$rc -eq 3 ]; then \
+	  echo "make: the kind path cannot run here; running demo-local"; \
+	  $(MAKE) --no-print-directory demo-local; rc=$$?; \
+	fi; \
+	if [ -n "$$started" ]; then hack/docker.sh down; fi; exit $$rc
+
+# The fast path beside it: the local control plane (kwok nodes) with real workers,
+# functions and Envoy as local processes, ending with a report in out/demo.
 # MANIFEST=examples/digits-resnet.yaml serves the residual network instead of the VGG.
 MANIFEST ?= examples/digits-demo.yaml
-demo: $(STAMP)
+demo-local: $(STAMP)
 	hack/cluster.sh build
 	$(BIN)/python -m serflow_testbed.demo -f $(MANIFEST) --out out/demo
 
@@ -44,9 +61,12 @@ test: $(STAMP)
 	hack/cluster.sh build || test $$? -eq 3
 	@# The kind path (a Docker engine, kind, the node image, Knative), built here so its
 	@# progress shows; where no engine can run or nothing can be built, the kind test skips.
+	@# A Docker engine this target started is stopped at the end.
+	@started=; hack/docker.sh status >/dev/null 2>&1 || started=1; \
 	if hack/docker.sh up; then hack/kind.sh build || test $$? -eq 3; \
-	else echo "make: no Docker engine can run here; the kind test will skip"; fi
-	$(BIN)/pytest
+	else echo "make: no Docker engine can run here; the kind test will skip"; fi \
+	&& $(BIN)/pytest; rc=$$?; \
+	if [ -n "$$started" ]; then hack/docker.sh down; fi; exit $$rc
 
 cluster-build:
 	hack/cluster.sh build

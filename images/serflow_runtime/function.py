@@ -88,7 +88,7 @@ class FunctionApp:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[server_timing(), error_middleware(self.metrics)],
+            middlewares=[server_timing(self.metrics), error_middleware(self.metrics)],
             client_max_size=max(self.max_frame_body, self.max_image_body),
         )
         app.router.add_post("/run", self.run)

@@ -69,6 +69,12 @@ SPECS: dict[str, MetricSpec] = {
         "Seconds to run the local partitions of one batch.",
         buckets=BATCH_SECONDS_BUCKETS,
     ),
+    "serflow_request_seconds": MetricSpec(
+        Kind.HISTOGRAM,
+        "Seconds from a serving request's headers to its answer (its Server-Timing): what "
+        "a FaaS bills.",
+        buckets=BATCH_SECONDS_BUCKETS,
+    ),
     "serflow_batch_size": MetricSpec(
         Kind.HISTOGRAM, "Requests per batch.", buckets=BATCH_SIZE_BUCKETS
     ),

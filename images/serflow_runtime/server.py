@@ -89,18 +89,22 @@ def _gone(request: web.Request) -> bool:
 SERVED_PATHS = ("/infer", "/run")
 
 
-def server_timing() -> Any:
+def server_timing(metrics: Metrics) -> Any:
     """Adds ``Server-Timing: app;dur=<ms>`` to answers of the serving paths: the time this
     process spent on the request, from its headers to its answer.  It is what a FaaS
     bills (the code's own duration), as opposed to the time a caller waited, which
-    includes the network and the caller's own queueing."""
+    includes the network and the caller's own queueing.  The same seconds go to
+    ``serflow_request_seconds``, so a pod's billed time can be read from its metrics
+    where no caller saw its answer (a pool worker's tail call)."""
 
     @web.middleware
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         t0 = time.perf_counter()
         resp = await handler(request)
         if request.path in SERVED_PATHS:
-            resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1e3:.3f}"
+            took = time.perf_counter() - t0
+            resp.headers["Server-Timing"] = f"app;dur={took * 1e3:.3f}"
+            metrics.observe("serflow_request_seconds", took)
         return resp
 
     return mw

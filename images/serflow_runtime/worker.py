@@ -150,7 +150,7 @@ class WorkerApp:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[server_timing(), error_middleware(self.metrics)],
+            middlewares=[server_timing(self.metrics), error_middleware(self.metrics)],
             client_max_size=self.max_body,
         )
         app.router.add_post("/infer", self.infer)

@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -238,7 +238,6 @@ def read_inputs(a: argparse.Namespace) -> Inputs:
     thing wrong, so a bad input stops the demo before it starts a process."""
     from serflow.documents import read_document, workload_of
     from serflow.errors import InputError
-    from serflow.traces import read_trace, synthetic_trace
 
     for flag, value, least in (("--start", a.start, 0), ("--epochs", a.epochs, 1),
                                ("--calibration-epochs", a.calibration_epochs, 0)):  # fmt: skip
@@ -265,19 +264,27 @@ def read_inputs(a: argparse.Namespace) -> Inputs:
         raise InputError(f"{a.manifest}: spec.profile.inline.configs",
                          f"the demo needs exactly one function config, found {len(fns)}")  # fmt: skip
 
-    src = a.trace
+    raw, what = read_raw(a.trace, a.start, a.epochs, a.seed)
+    return Inputs(decide.transform_trace(raw, a.start, a.epochs, a.scale), what, doc)
+
+
+def read_raw(src: str, start: int, epochs: int, seed: int) -> tuple[list[int], str]:
+    """The trace's counts (``auto``: the shared WITS trace beside the repository, else the
+    synthetic one) with a line saying where they come from; an ``InputError`` when it has
+    fewer than ``start + epochs`` lines."""
+    from serflow.errors import InputError
+    from serflow.traces import read_trace, synthetic_trace
+
     if src == "auto":
         src = str(SHARED_TRACE) if SHARED_TRACE.is_file() else "synthetic"
     if src == "synthetic":
-        raw = synthetic_trace(epochs=a.start + a.epochs, seed=a.seed)
-        what = f"synthetic trace (seed {a.seed}; the WITS trace is not beside the repository)"
-    else:
-        raw = read_trace(src)
-        what = f"WITS trace ({Path(src).name})" if Path(src).name == "wits_logs.txt" else src
-        if len(raw) < a.start + a.epochs:
-            raise InputError(src, f"{len(raw)} lines; --start {a.start} and --epochs "
-                                  f"{a.epochs} need {a.start + a.epochs}")  # fmt: skip
-    return Inputs(decide.transform_trace(raw, a.start, a.epochs, a.scale), what, doc)
+        raw = synthetic_trace(epochs=start + epochs, seed=seed)
+        return raw, f"synthetic trace (seed {seed}; the WITS trace is not beside the repository)"
+    raw = read_trace(src)
+    if len(raw) < start + epochs:
+        raise InputError(src, f"{len(raw)} lines; --start {start} and --epochs "
+                              f"{epochs} need {start + epochs}")  # fmt: skip
+    return raw, f"WITS trace ({Path(src).name})" if Path(src).name == "wits_logs.txt" else src
 
 
 @dataclass
@@ -458,7 +465,7 @@ def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, image
         row = {"epoch": e, "sent": counts[e], "answered": len(mine), "function": fn,
                "ewma": tr.get("ewma"), "rate": tr.get("rate"), "deviation": tr.get("deviation"),
                "target": tr.get("target"), "desired": inst.get("desired"), "readyK8s": inst.get("ready"),
-               "readyLocal": rs.get("ready"), "workers": rs.get("workers"),
+               "ready": rs.get("ready"), "workers": rs.get("workers"),
                "poolShare": split.get("poolShare"), "cost": b.total,
                "fnRequests": rs.get("fnRequests", 0), "fnExecSeconds": rs.get("fnExecSeconds", 0.0)}  # fmt: skip
         timeline.append(row)
@@ -474,8 +481,15 @@ def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, image
 
 
 def simulate(manifest: Path, trace: Path, epochs: int, routing: str = "fill") -> dict[str, Any]:
+    """``serflow simulate`` of the manifest's plan on the trace, with the scaler the
+    manifest's ``spec.scaling.policy`` names (as the operator runs it)."""
+    from serflow.sim import online_policy
+    from serflow.spec import ScalingPolicy
+
+    doc = yaml.safe_load(manifest.read_text())
+    scaler = online_policy(ScalingPolicy(doc["spec"]["scaling"].get("policy", "expected-cost")))
     r = subprocess.run([sys.executable, "-m", "serflow.cli", "simulate", "-f", str(manifest),
-                        "--trace", str(trace), "--epochs", str(epochs), "--policy", "serflow", "--phases",
+                        "--trace", str(trace), "--epochs", str(epochs), "--policy", scaler.value, "--phases",
                         "--routing", routing, "--json"],
                        capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
     return dict(json.loads(r.stdout)["results"][0])
@@ -660,7 +674,9 @@ def differences(b: decide.Bill, pred: dict[str, Any], fn_requests: int) -> str:
 
 
 def plot(timeline: list[dict[str, Any]], records: list[Record], epochs: int, d: float, bound: float,
-         path: Path) -> None:  # fmt: skip
+         path: Path, ready: str = "local workers") -> None:  # fmt: skip
+    """The replay's timeline: answers per epoch by path, the pool's size, p99 latency; the
+    rows' ``ready`` counts the pool's ready instances (``ready``: what they are)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -689,9 +705,9 @@ def plot(timeline: list[dict[str, Any]], records: list[Record], epochs: int, d: 
     )
     ax2.step(
         [row["epoch"] for row in timeline],
-        [row.get("readyLocal") or 0 for row in timeline],
+        [row.get("ready") or 0 for row in timeline],
         where="post",
-        label="ready (local workers)",
+        label=f"ready ({ready})",
     )
     ax2.set_ylabel("instances")
     ax2.legend(loc="upper left", fontsize=8)
@@ -721,10 +737,13 @@ def term_as_interrupt() -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main_of(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
+            argv: list[str] | None) -> int:  # fmt: skip
+    """A demo's entry point: one demo per ``--out`` (a lock), bad input in one line with
+    exit 2, Ctrl-C and SIGTERM unwinding so that everything it started is stopped."""
     from serflow.errors import InputError
 
-    a = parser().parse_args(argv)
+    a = parser.parse_args(argv)
     out = Path(a.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -744,8 +763,12 @@ def main(argv: list[str] | None = None) -> int:
             say(f"error: {e}")
             return 2
         except KeyboardInterrupt:
-            say("interrupted: every process this demo started was stopped")
+            say("interrupted: everything this demo started was stopped")
             return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_of(parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ the binaries cannot be built here); any other failure is an error.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from serflow_testbed.harness import (
     BUILD_UNAVAILABLE,
@@ -25,6 +27,7 @@ from serflow_testbed.harness import (
     cluster_sh,
     exports,
     run_script,
+    wait_for,
 )
 
 KIND_SH = REPO / "hack" / "kind.sh"
@@ -53,7 +56,9 @@ class KindSession:
     reused by ``hack/kind.sh``; ``down`` removes only what ``up`` started (the cluster, the
     Docker engine)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep or os.environ.get("SERFLOW_KIND_KEEP") == "1"
+        """Leave everything up (``SERFLOW_KIND_KEEP=1``, the demo's ``--keep-cluster``)."""
         self.started_engine = False
         self.started_cluster = False
 
@@ -76,8 +81,8 @@ class KindSession:
         return Cluster(Path(env["KUBECONFIG"]), Path(cluster_sh("bin").stdout.strip()))
 
     def down(self) -> None:
-        """Remove what ``up`` started, unless ``SERFLOW_KIND_KEEP=1`` (to look at it after)."""
-        if os.environ.get("SERFLOW_KIND_KEEP") == "1":
+        """Remove what ``up`` started, unless kept (to look at it after)."""
+        if self.keep:
             return
         if self.started_cluster:
             run_script(KIND_SH, "down", timeout=600)
@@ -94,3 +99,52 @@ def install_operator(cluster: Cluster) -> None:
         "--set", "image.pullPolicy=Never", "--set", "resources.requests.cpu=20m",
         "--wait", "--timeout", "180s",
     )  # fmt: skip
+
+
+REFUSALS = {"InvalidSpec", "ProfileMismatch", "NoFeasibleSetup"}
+"""Condition reasons that end an object's progress until its spec changes."""
+FUNCTION_POD = "serving.knative.dev/service"
+"""Label Knative puts on a function's pods: the Knative Service's name."""
+
+
+def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    """A SerflowInference's status ({} while it has none or cannot be read)."""
+    r = cluster.kubectl("-n", namespace, "get", "sfi", name, "-o", "json", check=False)
+    return dict(json.loads(r.stdout).get("status") or {}) if r.returncode == 0 else {}
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 600) -> dict[str, Any]:
+    """Wait for the object's Ready condition, as ``kubectl wait`` would, but fail at once on
+    a condition that says the spec cannot be served; its status then."""
+
+    def ready_or_refused() -> dict[str, Any] | None:
+        st = status_of(cluster, namespace, name)
+        conds = {c["type"]: c for c in st.get("conditions") or []}
+        refused = [c for c in conds.values() if c.get("reason") in REFUSALS]
+        if refused:
+            raise RuntimeError(f"{namespace}/{name} refused: {refused}")
+        return st if conds.get("Ready", {}).get("status") == "True" else None
+
+    return dict(wait_for("Ready", ready_or_refused, timeout, every=2))
+
+
+def router_url(cluster: Cluster, namespace: str, name: str) -> str:
+    """A NodePort Service of its own in front of the object's Envoy pods (the builders'
+    Service is ClusterIP, reached only inside the cluster), at a node's address: how a
+    client outside the cluster reaches the router on kind."""
+    svc = f"{name}-nodeport"
+    cluster.apply([{
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": svc, "namespace": namespace},
+        "spec": {
+            "type": "NodePort",
+            "selector": {"app.kubernetes.io/instance": name,
+                         "app.kubernetes.io/component": "router"},
+            "ports": [{"port": 80, "targetPort": "http"}],
+        },
+    }])  # fmt: skip
+    got = json.loads(cluster.kubectl("-n", namespace, "get", "service", svc, "-o", "json").stdout)
+    port = got["spec"]["ports"][0]["nodePort"]
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    addr = next(a["address"] for a in nodes[0]["status"]["addresses"] if a["type"] == "InternalIP")
+    return f"http://{addr}:{port}/infer"

@@ -31,7 +31,15 @@ import yaml
 
 from serflow_testbed.decide import Record
 from serflow_testbed.harness import Cluster, wait_for
-from serflow_testbed.kind import KindSession, KindUnavailable, install_operator
+from serflow_testbed.kind import (
+    FUNCTION_POD,
+    KindSession,
+    KindUnavailable,
+    install_operator,
+    router_url,
+    status_of,
+    wait_ready,
+)
 from serflow_testbed.loadgen import heldout_images, replay
 
 pytestmark = pytest.mark.kind
@@ -39,10 +47,6 @@ pytestmark = pytest.mark.kind
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "digits-kind.yaml"
 NAME = "digits"
-REFUSALS = {"InvalidSpec", "ProfileMismatch", "NoFeasibleSetup"}
-"""Condition reasons that end an object's progress until its spec changes."""
-FUNCTION_POD = "serving.knative.dev/service"
-"""Label Knative puts on a function's pods: the Knative Service's name."""
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,7 @@ class Sfi:
         return json.loads(r.stdout) if r.returncode == 0 else None
 
     def status(self) -> dict[str, Any]:
-        return dict((self.get("sfi", NAME) or {}).get("status") or {})
+        return status_of(self.cluster, self.namespace, NAME)
 
     def function_pods(self) -> dict[str, int]:
         """Function pods per Knative Service (starting or running, not terminating)."""
@@ -108,30 +112,6 @@ def sfi(kind: Cluster) -> Iterator[Sfi]:
     finally:
         if os.environ.get("SERFLOW_KIND_KEEP") != "1":  # else left to look at
             kind.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-
-
-def _router_url(s: Sfi) -> str:
-    """The test's own NodePort Service in front of the operator's Envoy pods (the builders'
-    Service is ClusterIP, reached only inside the cluster), at a node's address."""
-    s.cluster.apply([{
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "e2e-router", "namespace": s.namespace},
-        "spec": {
-            "type": "NodePort",
-            "selector": {"app.kubernetes.io/instance": NAME,
-                         "app.kubernetes.io/component": "router"},
-            "ports": [{"port": 80, "targetPort": "http"}],
-        },
-    }])  # fmt: skip
-    svc = s.get("service", "e2e-router")
-    port = svc["spec"]["ports"][0]["nodePort"]
-    nodes = s.cluster.kubectl("get", "nodes", "-o", "json").stdout
-    addr = next(
-        a["address"]
-        for a in json.loads(nodes)["items"][0]["status"]["addresses"]
-        if a["type"] == "InternalIP"
-    )
-    return f"http://{addr}:{port}/infer"
 
 
 class Sampler:
@@ -174,15 +154,8 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
 
     # Profiled on the cluster by the operator's Jobs, planned, Ready: as `kubectl wait` sees
     # it (after failing at once on a condition that says the spec cannot be served).
-    def ready_or_refused() -> bool:
-        conds = {c["type"]: c for c in sfi.status().get("conditions") or []}
-        refused = [c for c in conds.values() if c.get("reason") in REFUSALS]
-        assert not refused, refused
-        return conds.get("Ready", {}).get("status") == "True"
-
-    wait_for("Ready", ready_or_refused, 600, every=2)
+    st = wait_ready(sfi.cluster, sfi.namespace, NAME)
     sfi.kubectl("wait", "--for=condition=Ready", f"sfi/{NAME}", "--timeout=10s")
-    st = sfi.status()
     plan = st["plan"]
     assert plan["pool"] == "hybrid" and plan["function"] == "fn-512", plan
     cut, k = int(plan["cut"]), 7
@@ -200,7 +173,7 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
         assert r is not None, f"no Revision {rev}"
         assert {c["type"]: c["status"] for c in r["status"]["conditions"]}["Ready"] == "True"
 
-    url = _router_url(sfi)
+    url = router_url(sfi.cluster, sfi.namespace, NAME)
     # Knative scales the functions to zero once idle (the kind install's short windows).
     wait_for("functions at zero", lambda: not sfi.function_pods(), 180, every=2)
 

@@ -245,6 +245,9 @@ def test_metrics_exposed(stack: Stack, digits: Split) -> None:
     assert sum(grew("serflow_exits_total", exit=e) for e in exits) == n
     assert grew("serflow_batch_seconds_count") >= 1
     assert grew("serflow_batch_size_sum") == n
+    # each answer's own seconds (its Server-Timing), as a FaaS bills them
+    assert grew("serflow_request_seconds_count") == n
+    assert grew("serflow_request_seconds_sum") > 0
     assert _value(after, "serflow_sheds_total") == 0
     # the batch-size histogram has its own edges (requests), not the latency ones
     edges = [float(s.labels["le"]) for s in after["serflow_batch_size_bucket"]]

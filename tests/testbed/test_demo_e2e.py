@@ -42,7 +42,7 @@ def test_short_replay_serves_everything(cluster: Any, tmp_path: Path, example: s
     k = len(yaml.safe_load((REPO / "examples" / f"{example}.yaml").read_text())["spec"]["model"]["exits"]) + 1
     assert {int(e) for e in s["exits"]} <= set(range(1, k + 1)), s["exits"]  # this model's exits
     desired = [row["desired"] or 0 for row in r["timeline"]]
-    ready = [row["readyLocal"] or 0 for row in r["timeline"]]
+    ready = [row["ready"] or 0 for row in r["timeline"]]
     assert max(desired) > min(desired), desired  # the operator resized the pool
     assert max(ready) >= 2, ready  # and the local runtime ran it
     assert s["pool"] > 0 and s["function"] > 0  # the pool served, the functions took spill

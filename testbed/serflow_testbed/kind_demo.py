@@ -1,0 +1,394 @@
+"""``python -m serflow_testbed.kind_demo``: the main job on a real kind cluster.
+
+1. the kind cluster, Knative Serving and serflow's images (``hack/kind.sh``, reused when
+   up), the chart installed with ``helm``: the operator runs as a pod;
+2. in a fresh namespace, the example SerflowInference with its expected rate set to the
+   replay's mean: the operator's Jobs profile the model on the cluster, it plans, and its
+   children run: pool pods on the worker node, Knative functions, Envoy;
+3. an open-loop replay of the trace (scaled so that its busiest epoch is ``--peak-rate``)
+   through a NodePort in front of the operator's Envoy, with real held-out images;
+4. a report: service, accuracy, pool vs function share, and the bill from what ran (pool
+   pods' lives; function pods' own seconds per use or their lives per pod, as the
+   manifest prices them) next to ``serflow simulate``'s prediction from the profile the
+   Jobs measured, with each pod's cold start as observed, and a PNG timeline.
+
+What it started (the namespace, the cluster, the Docker engine) is removed at the end,
+on Ctrl-C and on SIGTERM, unless ``--keep-cluster``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from serflow_testbed import decide
+from serflow_testbed.decide import Record
+from serflow_testbed.demo import (
+    Watch,
+    differences,
+    estimates,
+    main_of,
+    phase_band,
+    plot,
+    prices_of,
+    read_raw,
+    say,
+    simulate,
+)
+from serflow_testbed.harness import REPO, Cluster, wait_for
+from serflow_testbed.kind import (
+    KindSession,
+    KindUnavailable,
+    install_operator,
+    router_url,
+    wait_ready,
+)
+from serflow_testbed.podbill import FUNCTION, POOL, PodBill
+
+PEAK_RATE = 24.0
+"""Requests per second in the replay's busiest epoch, by default. One 2-core machine runs
+both kind nodes, Knative and the load generator: it served 30 req/s without a failure and
+timed requests out at 45 (README, "On kind"); the peak stays below both."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serflow_testbed.kind_demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("-f", "--manifest", default=str(REPO / "examples" / "digits-kind.yaml"),
+                   help="a SerflowInference whose images are the ones hack/kind.sh loads")  # fmt: skip
+    p.add_argument("--trace", default="auto", help="per-epoch counts file, 'synthetic' or 'auto'")
+    p.add_argument("--start", type=int, default=0, help="first trace line replayed")
+    p.add_argument("--epochs", type=int, default=90, help="trace lines replayed (one per epoch)")
+    p.add_argument("--peak-rate", type=float, default=PEAK_RATE,
+                   help="req/s of the busiest replayed epoch (the trace is scaled to it)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="arrivals, image order, synthetic trace")
+    p.add_argument("--out", default="out/demo-kind", help="folder for the report, PNG and logs")
+    p.add_argument("--keep-cluster", action="store_true",
+                   help="leave the cluster (and the namespace) it used, to look at after")  # fmt: skip
+    return p
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the demo will replay and apply, read and checked before anything starts."""
+
+    counts: list[int]
+    """Requests per epoch, scaled to the peak rate."""
+    scale: float
+    """The factor the trace's counts were multiplied by."""
+    trace_what: str
+    """Where the counts come from."""
+    manifest: dict[str, Any]
+    """The SerflowInference, as read."""
+
+
+def read_inputs(a: argparse.Namespace) -> Inputs:
+    """The arguments, the manifest and the trace, checked; an ``InputError`` names the first
+    thing wrong, before anything starts."""
+    from serflow.documents import read_document
+    from serflow.errors import InputError
+    from serflow.inference import parse_inference
+    from serflow.schemas import inference_document_schema, validate
+
+    for flag, value, least in (("--start", a.start, 0), ("--epochs", a.epochs, 1)):
+        if value < least:
+            raise InputError(flag, f"expected {least} or more, got {value}")
+    if not (a.peak_rate > 0 and a.peak_rate < float("inf")):
+        raise InputError("--peak-rate", f"expected a finite number > 0, got {a.peak_rate}")
+    doc = read_document(a.manifest)
+    if doc.get("kind") != "SerflowInference":
+        raise InputError(a.manifest, f"expected a SerflowInference, got {doc.get('kind')!r}")
+    try:  # every field checked as the operator checks it (the profile may come from Jobs)
+        validate(doc, inference_document_schema())
+        parse_inference(doc["spec"], str(doc.get("metadata", {}).get("name", "")))
+    except InputError as e:
+        raise InputError(a.manifest, str(e)) from None
+    raw, what = read_raw(a.trace, a.start, a.epochs, a.seed)
+    d = float(doc["spec"]["scaling"].get("epochSeconds", 2))
+    busiest = max(raw[a.start : a.start + a.epochs])
+    if busiest <= 0:
+        raise InputError(a.trace, f"lines {a.start}..{a.start + a.epochs - 1} are all zero")
+    scale = a.peak_rate * d / busiest
+    return Inputs(decide.transform_trace(raw, a.start, a.epochs, scale), scale, what, doc)
+
+
+@dataclass
+class Served:
+    """One replay on the cluster: what the client saw and what ran."""
+
+    records: list[Record]
+    timeline: list[dict[str, Any]]
+    t0: float
+    t1: float
+    plan: dict[str, Any]
+    """The operator's plan (its status)."""
+    bill: PodBill
+    profile: dict[str, Any]
+    """The profile the operator's Jobs measured (``spec.profile.inline`` form)."""
+
+
+def run(a: argparse.Namespace) -> int:
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    given = read_inputs(a)
+    counts = given.counts
+    m = json.loads(json.dumps(given.manifest))
+    spec = m["spec"]
+    d = float(spec["scaling"]["epochSeconds"])
+    mean_rate = sum(counts) / (len(counts) * d)
+    # A user states the traffic they expect: the replay's own mean.
+    spec.setdefault("traffic", {})["expectedRate"] = float(f"{mean_rate:.3g}")
+    say(f"trace: {given.trace_what}; lines {a.start}..{a.start + a.epochs - 1} x {given.scale:.3g} "
+        f"(busiest epoch {a.peak_rate:g} req/s), one line per {d:g} s epoch: {sum(counts)} "
+        f"requests in {len(counts) * d:.0f} s, mean {mean_rate:.1f} req/s")  # fmt: skip
+    trace_path = out / "trace.txt"
+    trace_path.write_text("".join(f"{c}\n" for c in counts))
+
+    session = KindSession(keep=a.keep_cluster)
+    try:
+        cluster = session.up(say)
+        say("chart: helm upgrade --install serflow charts/serflow-operator (the operator as a pod)")
+        install_operator(cluster)
+        served = serve(a, cluster, m, counts)
+    except KindUnavailable as e:
+        say(f"error: the kind path cannot run here: {e}; `make demo-local` runs the demo "
+            "without Docker")  # fmt: skip
+        return 2
+    finally:
+        session.down()
+    return report(a, out, m, counts, served, trace_path, given)
+
+
+def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: list[int]) -> Served:
+    """Apply ``m`` in a fresh namespace, wait for Ready, replay ``counts`` through Envoy."""
+    from serflow.wire import FUNCTION_PORT
+    from serflow_testbed import loadgen
+
+    name, spec = m["metadata"]["name"], m["spec"]
+    d, slo = float(spec["scaling"]["epochSeconds"]), float(spec["slo"]["latencySeconds"])
+    ns = f"serflow-demo-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    bill = PodBill(cluster.kubeconfig, ns, FUNCTION_PORT).start()
+    watch: Watch | None = None
+    try:
+        t = time.monotonic()
+        cluster.apply([{**m, "metadata": {**m["metadata"], "namespace": ns}}])
+        say(f"applied SerflowInference {ns}/{name} (expected rate {spec['traffic']['expectedRate']} "
+            "req/s); the operator's Jobs profile the model on the cluster")  # fmt: skip
+        st = wait_ready(cluster, ns, name, 900)
+        plan = st["plan"]
+        say(f"Ready after {time.monotonic() - t:.0f} s. plan: {plan.get('pool')} "
+            f"[{plan.get('instance')}] + faas [{plan.get('function')}] tau {plan.get('tau')}, "
+            f"mu {plan.get('mu', 0):.4g} req/s, T-CIP {plan.get('tcip', 0):.4g} req/s")  # fmt: skip
+        profile = measured_profile(cluster, ns, name)
+        url = router_url(cluster, ns, name)
+        # Knative starts each function at one pod; the replay starts from none, as simulate.
+        wait_for("functions at zero (Knative's scale-to-zero)",
+                 lambda: bill.ready_count(FUNCTION) == 0 and not live(bill, FUNCTION), 300, 1)  # fmt: skip
+        say(f"router: {url} (a NodePort in front of the operator's Envoy); replaying")
+        watch = Watch(cluster.kubeconfig, ns, name)
+        watch.thread.start()
+        images, labels = loadgen.heldout_images(str(spec["model"]["artefact"]["path"]))
+        timeline: list[dict[str, Any]] = []
+        prices = prices_of(m, plan)
+        t0 = time.time()
+
+        def on_epoch(e: int, recs: list[Record]) -> None:
+            assert watch is not None
+            st = watch.status
+            tr, inst, split = (
+                st.get("traffic") or {},
+                st.get("instances") or {},
+                st.get("split") or {},
+            )
+            mine = [r for r in recs if r.epoch == e]
+            last = [r for r in recs if r.epoch == e - 1 and r.status == 200]
+            spill = sum(1 for r in last if r.where == "function") / max(1, len(last))
+            cost = bill_of(bill, t0, time.time(), prices).total
+            ready = bill.ready_count(POOL)
+            timeline.append({
+                "epoch": e, "sent": counts[e], "answered": len(mine),
+                "function": sum(1 for r in mine if r.where == "function"),
+                "ewma": tr.get("ewma"), "rate": tr.get("rate"), "deviation": tr.get("deviation"),
+                "target": tr.get("target"), "desired": inst.get("desired"), "ready": ready,
+                "functionPods": bill.ready_count(FUNCTION), "poolShare": split.get("poolShare"),
+                "cost": cost,
+            })  # fmt: skip
+            say(f"epoch {e + 1:3d}/{len(counts)}  rate {counts[e] / d:5.1f}/s  "
+                f"ewma {float(tr.get('ewma') or 0):5.1f}  pool {ready}/{inst.get('desired', '-')}  "
+                f"functions {bill.ready_count(FUNCTION)}  "
+                f"pool share {float(split.get('poolShare') or 0):4.0%}  spill {spill:4.0%}  "
+                f"cost ${cost:.6f}")  # fmt: skip
+
+        records = asyncio.run(loadgen.replay(url, counts, d, images, labels, seed=a.seed,
+                                             timeout_s=2 * d + slo + 60, on_epoch=on_epoch))  # fmt: skip
+        t1 = t0 + len(counts) * d
+    finally:
+        if watch:
+            watch.stop.set()
+        bill.close()
+        if not a.keep_cluster:
+            with contextlib.suppress(Exception):
+                cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    return Served(records, timeline, t0, t1, plan, bill, profile)
+
+
+def live(bill: PodBill, role: str) -> bool:
+    return any(x.end is None for x in bill.lives() if x.kind == role)
+
+
+def measured_profile(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    """The profile the operator merged from its Jobs (its ConfigMap), for ``simulate``."""
+    sel = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=profile"
+    items = json.loads(
+        cluster.kubectl("-n", ns, "get", "configmaps", "-l", sel, "-o", "json").stdout
+    )
+    for cm in items["items"]:
+        for text in (cm.get("data") or {}).values():
+            doc = yaml.safe_load(text)
+            return dict(doc.get("profile", doc))
+    raise RuntimeError(f"no profile ConfigMap of {ns}/{name} (selector {sel})")
+
+
+def bill_of(bill: PodBill, t0: float, t1: float, prices: decide.Prices) -> decide.Bill:
+    lives = bill.lives()
+    use = bill.function_use()
+    return decide.bill(decide.alive_seconds(lives, POOL, t0, t1), use.seconds,
+                       decide.alive_seconds(lives, FUNCTION, t0, t1), use.answers, prices)  # fmt: skip
+
+
+def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int], run: Served,
+           trace: Path, given: Inputs) -> int:  # fmt: skip
+    spec = m["spec"]
+    d, slo = float(spec["scaling"]["epochSeconds"]), float(spec["slo"]["latencySeconds"])
+    tau = float(run.plan.get("tau", spec["thresholds"][0]))
+    applied = json.loads(json.dumps(m))
+    applied["spec"]["profile"] = {"inline": run.profile}
+    manifest = out / "applied-with-measured-profile.yaml"
+    manifest.write_text(yaml.safe_dump(applied, sort_keys=False))
+    profiled = next(
+        (
+            float(t["accuracy"])
+            for t in run.profile.get("thresholds", [])
+            if abs(t["tau"] - tau) < 1e-9
+        ),
+        float("nan"),
+    )
+    s = decide.summarise(run.records, d + slo)
+    pred = simulate(manifest, trace, len(counts))
+    routed = simulate(manifest, trace, len(counts), "envoy")
+    b = bill_of(run.bill, run.t0, run.t1, prices_of(m, run.plan))
+    gap = decide.relative_gap(b.total, pred["totalCost"])
+    use = run.bill.function_use()
+    results = {
+        "trace": given.trace_what, "scale": given.scale, "peakRate": a.peak_rate,
+        "epochs": len(counts), "epochSeconds": d, "slo": slo, "tau": tau, "counts": counts,
+        "scaling": spec["scaling"], "plan": run.plan, "pricing": spec["prices"].get("mode", "per-use"),
+        "summary": {**asdict(s), "sloAttainment": s.slo_attainment, "accuracy": s.accuracy,
+                    "poolShare": s.pool_share},
+        "profiledAccuracy": profiled,
+        "failuresByStatus": {str(k): sum(1 for x in run.records if x.status == k)
+                             for k in sorted({x.status for x in run.records if x.status != 200})},
+        "measured": asdict(b) | {"total": b.total},
+        "functionAnswers": use.answers, "functionOwnSeconds": use.seconds,
+        "predicted": pred, "gap": gap,
+        "predictedEnvoyRouting": routed,
+        "gapEnvoyRouting": decide.relative_gap(b.total, routed["totalCost"]),
+        "poolColdStarts": run.bill.cold_starts(POOL),
+        "functionColdStarts": run.bill.cold_starts(FUNCTION),
+        "poolPeak": decide.peak_alive(run.bill.lives(), POOL),
+        "functionPeak": decide.peak_alive(run.bill.lives(), FUNCTION),
+        "watchErrors": run.bill.errors,
+        "timeline": run.timeline,
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    png = out / "timeline.png"
+    plot(run.timeline, run.records, len(counts), d, d + slo, png, ready="pool pods")
+    md = markdown(results, s, b, pred, gap, png.name)
+    (out / "report.md").write_text(md)
+    say("")
+    say(md)
+    say(f"report: {out / 'report.md'}  timeline: {png}")
+    return 0 if s.failures == 0 else 1
+
+
+def _seconds(xs: list[float]) -> str:
+    if not xs:
+        return "none"
+    return (f"{len(xs)}, median {statistics.median(xs):.1f} s (from {min(xs):.1f} to "
+            f"{max(xs):.1f} s)")  # fmt: skip
+
+
+def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[str, Any],
+             gap: float, png: str) -> str:  # fmt: skip
+    plan = r["plan"]
+    exits = ", ".join(f"{k}: {v}" for k, v in s.exits.items())
+    billed = ("its pods' lives (per-pod pricing)" if r["pricing"] == "per-pod" else
+              f"its own seconds per answer (`serflow_request_seconds` read from each function "
+              f"pod: {r['functionAnswers']} answers, {r['functionOwnSeconds']:.2f} s)")  # fmt: skip
+    lines = [
+        f"Replay on kind: {r['trace']}, {r['epochs']} epochs of {r['epochSeconds']:g} s scaled by "
+        f"{r['scale']:.3g} (busiest epoch {r['peakRate']:g} req/s), tau {r['tau']:g}, SLO "
+        f"{r['slo']:g} s (a request meets it when answered within D + SLO = "
+        f"{r['epochSeconds'] + r['slo']:g} s, client-measured). The operator's plan: "
+        f"{plan.get('pool')} [{plan.get('instance')}] + faas [{plan.get('function')}], cut "
+        f"{plan.get('cut')}, mu {float(plan.get('mu', 0)):.4g} req/s, T-CIP "
+        f"{float(plan.get('tcip', 0)):.4g} req/s, from the profile its Jobs measured on the "
+        "cluster.",
+        "",
+        "| | measured | simulate |",
+        "|---|---|---|",
+        f"| requests | {s.requests} | {pred['requests']} |",
+        f"| failed requests | {s.failures} | - |",
+        f"| SLO attainment | {s.slo_attainment:.2%} | {pred['sloAttainment']:.2%} |",
+        f"| latency p50 / p99 | {s.p50 * 1e3:.0f} / {s.p99 * 1e3:.0f} ms | - |",
+        f"| accuracy | {s.accuracy:.2%} (profiled {r['profiledAccuracy']:.2%}) | - |",
+        f"| served by the pool / functions | {s.pool} / {s.function} ({s.pool_share:.1%} pool) | "
+        f"{pred['poolRequests']} / {pred['faasRequests']} "
+        f"({pred['poolRequests'] / max(1, pred['requests']):.1%} pool) |",
+        f"| instance-seconds | {b.instance_seconds:.1f} | {pred['instanceSeconds']:.1f} |",
+        f"| function-seconds | {b.function_seconds:.2f} | {pred['functionSeconds']:.2f} |",
+        f"| instance cost | ${b.instance_cost:.6f} | ${pred['instanceCost']:.6f} |",
+        f"| function cost | ${b.function_cost:.6f} | ${pred['functionCost']:.6f} |",
+        f"| **total cost** | **${b.total:.6f}** | **${pred['totalCost']:.6f}** ({gap:+.1%} measured vs predicted) |",
+        "",
+        f"Where measured and predicted differ: {differences(b, pred, r['functionAnswers'])}",
+        "",
+        f"Routed as the operator routes (`serflow simulate --routing envoy`), simulate predicts "
+        f"{r['predictedEnvoyRouting']['poolRequests']} / {r['predictedEnvoyRouting']['faasRequests']} "
+        f"requests on the pool / functions and ${r['predictedEnvoyRouting']['totalCost']:.6f} "
+        f"({r['gapEnvoyRouting']:+.1%} measured vs that prediction).",
+        "",
+        phase_band(b.total, pred),
+        "",
+        estimates(r["timeline"], r["counts"], r["epochSeconds"], r["scaling"]),
+        "",
+        f"Billed from what ran: instances for their pool pods' lives (creation to removal, "
+        f"cold start and drain included; up to {r['poolPeak']} at once); the function for "
+        f"{billed}; up to {r['functionPeak']} function pods at once. Cold starts as observed "
+        f"(pod created to Ready): pool pods {_seconds(r['poolColdStarts'])}; function pods "
+        f"{_seconds(r['functionColdStarts'])}. Exits per classifier: {exits}. Requests failed "
+        f"by status: {r['failuresByStatus'] or 'none'}.",
+        "",
+        f"![timeline]({png})",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_of(parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
