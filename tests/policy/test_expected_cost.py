@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from serflow.policy.configurator import PoolKind, best_at, configure
-from serflow.policy.expected_cost import HISTORY_WINDOWS, choose, saving, step, step_with
+from serflow.policy.expected_cost import (
+    DRIFT_WINDOWS,
+    HISTORY_WINDOWS,
+    choose,
+    distribution,
+    drift,
+    saving,
+    step,
+    step_with,
+)
 from serflow.policy.scaler import ScalerState
 from serflow.policy.scaler import step as paper_step
 from serflow.spec import ScalingPolicy
@@ -14,6 +23,7 @@ from tests.policy.helpers import tiny
 # tiny, IaaS: mu 1 req/s, p $0.001/s, c_F = 0.001 x (0.2 + 0.5 x 0.3) + 0.01/10 = $0.00135,
 # c_add 0 (T-CIP 0.74 req/s); S = 2 epochs, so the history is 8 epochs and an instance's
 # expected life 8 epochs: with a 2-epoch cold start the bar to add is p x 8/6 = $0.001333/s.
+# The drift is fitted over the last 16 epochs, which the state keeps.
 W = tiny()
 ECON = best_at(configure(W, 2.5, [PoolKind.IAAS]), 0.5).economics  # type: ignore[union-attr]
 COLD = 2
@@ -23,6 +33,7 @@ def test_the_economics_are_the_ones_written_above() -> None:
     assert (ECON.mu, ECON.instance_price, ECON.add_per_request) == (1.0, 0.001, 0.0)
     assert ECON.faas_per_request == pytest.approx(0.00135)
     assert HISTORY_WINDOWS * W.scaling.interval_epochs == 8
+    assert DRIFT_WINDOWS * W.scaling.interval_epochs == 16
 
 
 def test_saving_is_the_expected_spill_the_next_instance_takes() -> None:
@@ -64,24 +75,72 @@ def test_min_and_max_instances_clamp() -> None:
     assert choose([5.0] * 8, 0, ECON, hi, COLD) == 1
 
 
+def test_drift_is_the_least_squares_slope() -> None:
+    assert drift([]) == 0.0 and drift([3.0]) == 0.0
+    assert drift([1.0, 3.0]) == pytest.approx(2.0)
+    assert drift([0.0, 0.2, 0.4, 0.6]) == pytest.approx(0.2)
+    # A level shift is a slope too, a gentler one over a longer span: x = 0..4, mean 2,
+    # sum (x - 2) r = -7.5, sum (x - 2)^2 = 10.
+    assert drift([2.5, 2.5, 2.5, 0.0, 0.0]) == pytest.approx(-0.75)
+    assert drift([5.0] * 16) == 0.0
+
+
+def test_the_distribution_is_the_history_aged_to_the_present() -> None:
+    # A burst in the middle of a flat span tilts nothing: the last 8 rates as they are.
+    burst = [1.0] * 6 + [3.0] * 4 + [1.0] * 6
+    assert drift(burst) == pytest.approx(0.0)
+    assert distribution(burst, W.scaling) == pytest.approx((3.0, 3.0) + (1.0,) * 6)
+    # A ramp of 0.1 req/s per epoch: every rate aged to the current one, 1.5.
+    ramp = [0.1 * i for i in range(16)]
+    assert distribution(ramp, W.scaling) == pytest.approx((1.5,) * 8)
+    # Falling: a rate seen k epochs ago counts k x 0.75 lower, never below 0.
+    assert distribution([2.5, 2.5, 2.5, 0.0, 0.0], W.scaling) == pytest.approx(
+        (0.0, 0.25, 1.0, 0.0, 0.0)
+    )
+
+
+def test_a_trend_is_sized_for_where_the_rate_is_not_where_it_was() -> None:
+    # 16 epochs rising 0.1 req/s each, now at 1.5. The last 8 rates as they were
+    # (0.8 .. 1.5, mean 1.15) would have the 1st instance take 0.95 req/s on average and
+    # the 2nd 0.05: 0.00135 x 0.95 = $0.00128 < $0.001333, not worth adding.
+    ramp = [0.1 * i for i in range(16)]
+    assert choose(ramp[-8:], 0, ECON, W.scaling, COLD) == 0
+    # Aged to the present they are all 1.5: the 1st saves $0.00135 (>= $0.001333, added),
+    # the 2nd 0.5 x 0.00135 (< p).
+    assert choose(distribution(ramp, W.scaling), 0, ECON, W.scaling, COLD) == 1
+    s = ScalerState()
+    sizes = []
+    for rate in ramp:
+        d, s = step(s, rate, ECON, W.scaling, COLD)
+        sizes.append(d.desired)
+    # Ticks at 0, 2, ..., 14: at tick t the drift, 0.1, ages every rate to 0.1 t, so the
+    # 1st instance would save 0.00135 x min(0.1 t, 1), which first reaches the bar to add
+    # ($0.001333) at t = 10; the 2nd never does (0.4 x 0.00135 at t = 14).
+    assert sizes == [0] * 10 + [1] * 6
+    assert d.target_rate == pytest.approx(1.15)  # between ticks: the last 8 rates' mean
+
+
 def test_stepped_tick_by_tick() -> None:
     s = ScalerState()
     seen = []
-    for rate in [2.5, 2.5, 2.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]:
+    for rate in [2.5, 2.5, 2.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] + [0.0] * 8:
         d, s = step(s, rate, ECON, W.scaling, COLD)
         seen.append((d.rescaled, d.desired, len(s.recent)))
     # Ticks at epochs 0, 2, 4, ...: at 0 one sample of 2.5 -> 2 instances; at 2 the
-    # rates are [2.5, 2.5, 2.5]. At 4, [2.5, 2.5, 2.5, 0, 0]: each instance takes
-    # 1 req/s 3 epochs in 5 and saves 0.00135 x 3/5 = $0.00081 < p, so both go.
+    # rates are [2.5, 2.5, 2.5], no drift. At 4, [2.5, 2.5, 2.5, 0, 0] fall 0.75 req/s an
+    # epoch and, aged, are [0, 0.25, 1, 0, 0]: an instance saves 0.00135 x 1.25/5 < p,
+    # so both go.
     assert seen == [
         (True, 2, 1), (False, 2, 2), (True, 2, 3), (False, 2, 4),
         (True, 0, 5), (False, 0, 6), (True, 0, 7), (False, 0, 8),
-        (True, 0, 8), (False, 0, 8), (True, 0, 8), (False, 0, 8),
+        (True, 0, 9), (False, 0, 10), (True, 0, 11), (False, 0, 12),
+        (True, 0, 13), (False, 0, 14), (True, 0, 15), (False, 0, 16),
+        (True, 0, 16), (False, 0, 16), (True, 0, 16), (False, 0, 16),
     ]  # fmt: skip
-    assert s.epoch == 12
-    assert s.recent == (0.0,) * 8  # bounded: the oldest fell out
+    assert s.epoch == 20
+    assert s.recent == (0.0,) * 16  # bounded by the drift's span: the oldest fell out
     # The monitor is stepped too (a = b = 0.5 in tiny): its EWMA feeds the route.
-    assert s.estimate.samples == 12 and s.estimate.ewma == pytest.approx(2.5 * 0.5**9)
+    assert s.estimate.samples == 20 and s.estimate.ewma == pytest.approx(2.5 * 0.5**17)
 
 
 def test_step_with_follows_scaling_policy() -> None:

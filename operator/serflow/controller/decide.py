@@ -572,7 +572,7 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
         "counters": {**{k: None for k in state.counters}, **new.counters},
         "lastSample": sample.kind.value,
         "samplesMissed": missed,
-        # Rounded: the history is bounded in count (4 x S) and so, with this, in bytes.
+        # Rounded: the history is bounded in count (8 x S) and so, with this, in bytes.
         "recent": [round(x, 4) for x in scaler.recent],
     }
     if sample.rate is not None:

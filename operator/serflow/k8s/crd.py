@@ -266,8 +266,8 @@ def _status_schema() -> dict[str, Any]:
                     "recent": {
                         "type": "array",
                         "items": {"type": "number"},
-                        "maxItems": 4 * 1000,
-                        "description": "The expected-cost scaler's history: the last 4 x S "
+                        "maxItems": 8 * 1000,
+                        "description": "The expected-cost scaler's history: the last 8 x S "
                         "observed rates, oldest first, req/s.",
                     },
                     "counters": {

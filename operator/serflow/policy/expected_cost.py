@@ -15,6 +15,13 @@ than the bar to keep. Sizes between the two stay as they are: that band, set by 
 cold start, is the hysteresis. The expected life is taken as the history's length: the
 distribution is trusted for as long as it was observed.
 
+A window of past rates describes the traffic as it was, centred half a history ago: on a
+trend it sizes for where the rate was, not where it is. So each rate is first aged to
+the present by the drift, the least-squares slope of a longer span of rates: a rate seen
+k epochs ago counts as rate + k x drift. Stationary traffic has no drift and keeps its
+distribution, bursts included; a ramp's distribution becomes its current rate. Nothing
+is extrapolated beyond the present.
+
 Pure, like ``serflow.policy.scaler`` and with the same state: state in, decision and
 state out; no clock.
 """
@@ -22,6 +29,7 @@ state out; no clock.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import mul
 
 from serflow.policy.cost import PoolEconomics
 from serflow.policy.monitor import observe
@@ -33,6 +41,32 @@ HISTORY_WINDOWS = 4
 """How many scaling windows of recent rates the distribution holds (and an instance's
 expected life). Fixed once, on principle: long enough that one burst does not make the
 distribution, short enough to follow the traffic within a few windows."""
+
+DRIFT_WINDOWS = 2 * HISTORY_WINDOWS
+"""How many scaling windows of rates the drift is fitted over (and the state keeps).
+Twice the distribution's span, on principle: a drift is a change that outlasts the
+distribution, so it is measured against the history before it too. A burst as long as
+one window at the end of the span tilts a fit over twice the span about a third as much
+as a fit over the span alone, so bursts stay in the distribution, not in the drift."""
+
+
+def drift(rates: Sequence[float]) -> float:
+    """Least-squares slope of the rates against their epoch, req/s per epoch (0 with < 2)."""
+    m = len(rates)
+    if m < 2:
+        return 0.0
+    # sum((x - mean x) r) / sum((x - mean x)^2), the denominator being m (m^2 - 1) / 12
+    centred = float(sum(map(mul, range(m), rates))) - (m - 1) / 2 * sum(rates)
+    return 12 * centred / (m * (m * m - 1))
+
+
+def distribution(recent: Sequence[float], scaling: ScalingSpec) -> tuple[float, ...]:
+    """The last ``HISTORY_WINDOWS`` windows of ``recent``, each rate aged to the present
+    by the drift of all of ``recent`` (never below 0)."""
+    d = drift(recent)
+    m = len(recent)
+    start = max(0, m - HISTORY_WINDOWS * scaling.interval_epochs)
+    return tuple(max(0.0, recent[i] + d * (m - 1 - i)) for i in range(start, m))
 
 
 def saving(rates: Sequence[float], n: int, econ: PoolEconomics) -> float:
@@ -88,14 +122,15 @@ def step(
     The traffic monitor is stepped too: its EWMA is what the route's pool share and the
     status report, whichever scaler sizes the pool.
     """
-    history = HISTORY_WINDOWS * scaling.interval_epochs
-    recent = (*state.recent, rate)[-history:]
+    recent = (*state.recent, rate)[-DRIFT_WINDOWS * scaling.interval_epochs :]
     est = observe(state.estimate, rate, scaling.ewma_a, scaling.ewma_b)
     rescale = state.epoch % scaling.interval_epochs == 0
-    desired = (
-        choose(recent, state.desired, econ, scaling, cold_epochs) if rescale else state.desired
-    )
-    mean = sum(recent) / len(recent)
+    if rescale:
+        rates = distribution(recent, scaling)
+        desired = choose(rates, state.desired, econ, scaling, cold_epochs)
+    else:  # the distribution is only needed on a tick; between ticks, report the recent mean
+        rates, desired = recent[-HISTORY_WINDOWS * scaling.interval_epochs :], state.desired
+    mean = sum(rates) / len(rates)
     return ScalingDecision(desired, rescale, mean), ScalerState(est, state.epoch + 1, desired, recent)
 
 
@@ -129,4 +164,4 @@ def planned_size(
     if policy is ScalingPolicy.PAPER:
         target = state.estimate.target(scaling.k) if state.estimate.samples else rate
         return desired_instances(target, econ, scaling)
-    return choose(state.recent or (rate,), 0, econ, scaling, cold_epochs)
+    return choose(distribution(state.recent or (rate,), scaling), 0, econ, scaling, cold_epochs)
