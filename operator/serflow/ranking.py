@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from serflow.policy.configurator import Candidate, Plan, PoolKind
-from serflow.sim import PolicyName, SimResult, replay
-from serflow.spec import Workload
+from serflow.policy.expected_cost import DRIFT_WINDOWS
+from serflow.sim import PolicyName, SimResult, online_policy, replay
+from serflow.spec import ScalingSpec, Workload
 
 SHORTLIST = 3
 """How many of the steadily cheapest feasible candidates are replayed, beside the
@@ -81,3 +82,63 @@ def rank(
         key=lambda r: r.result.total_cost,
     )
     return Ranking(replayed[0].candidate, RankedBy.REPLAY, tuple(replayed))
+
+
+# --- The operator's re-ranking ----------------------------------------------------------
+
+RERANK_TICKS = DRIFT_WINDOWS
+"""Scaling ticks between two re-rankings of a running plan: as many as its rate history
+spans, so that each ranking replays traffic the previous one did not see (and never one
+per epoch)."""
+
+SWITCH_MARGIN = 0.05
+"""A running plan is replaced only when the replay says another saves more than this
+share of its cost: the replay fills the pool from each epoch's exact count, which is
+1 to 4% cheaper than the operator's Envoy split (README), so a smaller saving is within
+the replay's own error, and children must not churn on it."""
+
+
+def history_counts(recent: Sequence[float], epoch_s: float) -> list[int]:
+    """The operator's rate history (req/s per epoch) as per-epoch request counts."""
+    return [round(r * epoch_s) for r in recent]
+
+
+def rerank_due(epoch: int, scaling: ScalingSpec, history: int) -> bool:
+    """Whether the epoch just observed ends a re-ranking period, with a full history."""
+    period = RERANK_TICKS * scaling.interval_epochs
+    return epoch > 0 and epoch % period == 0 and history >= period
+
+
+@dataclass(frozen=True)
+class Rerank:
+    """A running plan against the ranking by a replay of its own traffic."""
+
+    ranking: Ranking
+    """The shortlist's ranking on the history."""
+    current_cost: float
+    """The running plan's replay cost, $."""
+    saving: float
+    """The share of ``current_cost`` the ranking's choice saves (0 when it is the same)."""
+    switch: bool
+    """True when the saving exceeds ``SWITCH_MARGIN``: run the ranking's choice."""
+
+
+def same_setup(a: Candidate, b: Candidate) -> bool:
+    """The same setup at the same tau (costs and the planning rate aside)."""
+    return a.setup == b.setup and a.tau == b.tau
+
+
+def rerank(
+    w: Workload, plan: Plan, current: Candidate, counts: Sequence[int], margin: float = SWITCH_MARGIN
+) -> Rerank:
+    """Rank ``plan``'s shortlist on ``counts`` with the workload's scaler; switch from
+    ``current`` only when that saves more than ``margin`` of its own replay's cost."""
+    scaler = online_policy(w.scaling.policy)
+    ranking = rank(w, plan, counts, scaler)
+    ran = next((r for r in ranking.replayed if same_setup(r.candidate, current)), None)
+    cost = ran.result.total_cost if ran else replay(w, current, counts, scaler).total_cost
+    best = ranking.replayed[0] if ranking.replayed else None
+    if best is None or same_setup(best.candidate, current) or cost <= 0:
+        return Rerank(ranking, cost, 0.0, False)
+    saving = 1.0 - best.result.total_cost / cost
+    return Rerank(ranking, cost, saving, saving > margin)

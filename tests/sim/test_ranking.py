@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from serflow.policy.configurator import PoolKind, configure
-from serflow.ranking import RankedBy, rank, shortlist
+from serflow.ranking import (
+    RERANK_TICKS,
+    SWITCH_MARGIN,
+    RankedBy,
+    history_counts,
+    rank,
+    rerank,
+    rerank_due,
+    shortlist,
+)
 from serflow.sim import PolicyName, replay
 from tests.policy.helpers import tiny
 
@@ -47,3 +56,53 @@ def test_no_trace_is_the_steady_ranking() -> None:
     assert (r.chosen, r.by, r.replayed) == (plan.chosen, RankedBy.STEADY, ())
     with pytest.raises(ValueError, match="online scaler"):
         rank(w, plan, [1], PolicyName.BOUND)
+
+
+def test_the_history_as_counts() -> None:
+    assert history_counts([2.5, 0.04, 1.26], 10.0) == [25, 0, 13]
+
+
+def test_re_ranking_is_due_every_history_span_of_ticks_with_a_full_history() -> None:
+    s = tiny().scaling  # S = 2: a period of 8 ticks is 16 epochs
+    assert RERANK_TICKS * s.interval_epochs == 16
+    assert [e for e in range(50) if rerank_due(e, s, 16)] == [16, 32, 48]
+    assert not rerank_due(16, s, 15)  # the history does not span the period yet
+    assert not rerank_due(0, s, 16)
+
+
+def test_steady_traffic_keeps_the_running_plan() -> None:
+    w = tiny()
+    plan = configure(w, 2.5)
+    assert plan.chosen is not None
+    r = rerank(w, plan, plan.chosen, [25] * 16)
+    assert r.ranking.by is RankedBy.REPLAY
+    assert (r.saving, r.switch) == (0.0, False)
+    assert r.current_cost == replay(w, plan.chosen, [25] * 16, PolicyName.EXPECTED_COST).total_cost
+
+
+def test_bursts_switch_to_functions_only_beyond_the_margin() -> None:
+    w = tiny()
+    plan = configure(w, 2.5)
+    current = plan.chosen
+    assert current is not None and current.setup.pool is not PoolKind.FAAS
+    bursty = ([250] + [0] * 7) * 2
+    r = rerank(w, plan, current, bursty)
+    best = r.ranking.replayed[0]
+    assert best.candidate.setup.pool is PoolKind.FAAS
+    mine = replay(w, current, bursty, PolicyName.EXPECTED_COST).total_cost
+    assert r.current_cost == mine
+    assert r.saving == pytest.approx(1 - best.result.total_cost / mine)
+    assert r.saving > SWITCH_MARGIN and r.switch
+    # The same saving under a margin it does not clear: the plan stays (hysteresis).
+    held = rerank(w, plan, current, bursty, margin=r.saving)
+    assert (held.saving, held.switch) == (r.saving, False)
+
+
+def test_a_running_plan_off_the_shortlist_is_replayed_too() -> None:
+    w = tiny()
+    plan = configure(w, 2.5)
+    listed = shortlist(plan)
+    off = next(c for c in plan.candidates if c.feasible and c not in listed)
+    r = rerank(w, plan, off, [25] * 16)
+    assert r.current_cost == replay(w, off, [25] * 16, PolicyName.EXPECTED_COST).total_cost
+    assert r.saving == pytest.approx(1 - r.ranking.replayed[0].result.total_cost / r.current_cost)
