@@ -134,7 +134,8 @@ def test_a_failed_scrape_is_skipped_not_a_dip_then_a_spike() -> None:
     assert "rate" not in skipped.status["traffic"]  # the last rate stays as it was
     assert ds[3].status["traffic"] | {"counters": None} == {
         "ewma": 20.0, "deviation": 0.0, "target": 20.0, "samples": 2, "epoch": 2,
-        "counters": None, "lastSample": "ok", "samplesMissed": 1, "rate": 20.0, "recent": [],
+        "counters": None, "lastSample": "ok", "samplesMissed": 1, "rate": 20.0,
+        "recent": [20.0, 20.0],  # the paper's rule keeps the history too: the re-ranking replays it
     }  # fmt: skip
     assert ds[3].status["instances"] == {"desired": 2, "ready": 1}
     assert ds[-1].status["traffic"]["samplesMissed"] == 1

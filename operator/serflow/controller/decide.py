@@ -27,11 +27,12 @@ from serflow.policy.configurator import (
     instance_cold_epochs,
 )
 from serflow.policy.cost import PoolEconomics
-from serflow.policy.expected_cost import step_with
+from serflow.policy.expected_cost import remember, step_with
 from serflow.policy.monitor import TrafficEstimate
 from serflow.policy.scaler import ScalerState
+from serflow.ranking import RankedBy
 from serflow.report import candidate_dict
-from serflow.spec import Workload
+from serflow.spec import ScalingPolicy, Workload
 
 
 class ConditionType(StrEnum):
@@ -80,9 +81,15 @@ def _finite(x: float) -> float | None:
     return None if math.isinf(x) or math.isnan(x) else x
 
 
-def plan_status(plan: Plan) -> dict[str, Any]:
-    """status.plan: the chosen candidate and every candidate's cost."""
-    c = plan.chosen
+def plan_status(
+    plan: Plan,
+    chosen: Candidate | None = None,
+    by: RankedBy = RankedBy.STEADY,
+    saving: float | None = None,
+) -> dict[str, Any]:
+    """status.plan: the chosen candidate (``plan.chosen`` unless given), every candidate's
+    cost, which ranking chose it and, when a replay replaced a running plan, the saving."""
+    c = chosen or plan.chosen
     assert c is not None
     cands = []
     for x in plan.candidates:
@@ -103,6 +110,8 @@ def plan_status(plan: Plan) -> dict[str, Any]:
         "worstBatchSeconds": c.worst_batch_s,
         "economics": economics_status(c.economics),
         "candidates": cands,
+        "rankedBy": by.value,
+        "replaySaving": saving,  # None: a merge patch removes an earlier one
     }
 
 
@@ -411,6 +420,8 @@ class EventReason(StrEnum):
     DRIFT_CORRECTED = "DriftCorrected"
     REPLACED = "Replaced"
     """A child recreated: its change touched a field the API server keeps immutable."""
+    REPLANNED = "Replanned"
+    """A replay of the object's own traffic replaced the running plan."""
 
 
 @dataclass(frozen=True)
@@ -504,6 +515,8 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
     if sample.rate is not None:
         cold = instance_cold_epochs(w, cand)
         scaled, scaler = step_with(knobs.policy, scaler, sample.rate, econ, knobs, cold)
+        if knobs.policy is ScalingPolicy.PAPER:  # the re-ranking replays it whichever scales
+            scaler = replace(scaler, recent=remember(scaler.recent, sample.rate, knobs))
         target = scaled.target_rate
     else:
         target = scaler.estimate.target(knobs.k)

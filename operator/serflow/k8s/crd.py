@@ -246,6 +246,17 @@ def _status_schema() -> dict[str, Any]:
                         },
                     ),
                     "candidates": {"type": "array", "items": cand},
+                    "rankedBy": {
+                        "type": "string",
+                        "enum": ["steady", "replay"],
+                        "description": "Which ranking chose the plan: the cost at the "
+                        "steady rate, or a replay of the object's own rate history.",
+                    },
+                    "replaySaving": {
+                        "type": "number",
+                        "description": "When a re-ranking replaced the running plan: the "
+                        "share of its replayed cost the new plan saves.",
+                    },
                 },
             ),
             "traffic": _obj(
@@ -299,6 +310,7 @@ def crd() -> dict[str, Any]:
     cols = [
         ("Pool", "string", ".status.plan.pool"),
         ("Cut", "integer", ".status.plan.cut"),
+        ("Ranked", "string", ".status.plan.rankedBy"),
         ("Ready", "integer", ".status.instances.ready"),
         ("Desired", "integer", ".status.instances.desired"),
         ("Share", "number", ".status.split.poolShare"),

@@ -110,6 +110,11 @@ def choose(
     return max(scaling.min_instances, min(scaling.max_instances, n))
 
 
+def remember(recent: Sequence[float], rate: float, scaling: ScalingSpec) -> tuple[float, ...]:
+    """The rate history with one more rate, bounded to ``DRIFT_WINDOWS`` windows."""
+    return (*recent, rate)[-DRIFT_WINDOWS * scaling.interval_epochs :]
+
+
 def step(
     state: ScalerState,
     rate: float,
@@ -122,7 +127,7 @@ def step(
     The traffic monitor is stepped too: its EWMA is what the route's pool share and the
     status report, whichever scaler sizes the pool.
     """
-    recent = (*state.recent, rate)[-DRIFT_WINDOWS * scaling.interval_epochs :]
+    recent = remember(state.recent, rate, scaling)
     est = observe(state.estimate, rate, scaling.ewma_a, scaling.ewma_b)
     rescale = state.epoch % scaling.interval_epochs == 0
     if rescale:

@@ -1,0 +1,86 @@
+"""Re-ranking a running plan on its own traffic (pure: no I/O, no clock).
+
+Every ``RERANK_TICKS`` scaling ticks, once the object's rate history spans that period,
+the configurator's shortlist is replayed on the history with the object's scaler
+(``serflow.ranking.rerank``). The running plan is replaced only when another saves more
+than ``SWITCH_MARGIN`` of its replayed cost; the daemon then applies what ``replan``
+returns as planning would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from serflow.controller.decide import (
+    ChosenPlan,
+    ConditionType,
+    Event,
+    EventReason,
+    plan_status,
+    set_condition,
+)
+from serflow.policy.balancer import pool_share, route_weights
+from serflow.policy.configurator import configure, instance_cold_epochs
+from serflow.policy.expected_cost import planned_size
+from serflow.policy.scaler import ScalerState
+from serflow.ranking import RankedBy, Rerank, history_counts, rerank, rerank_due
+from serflow.report import chosen_line
+
+
+@dataclass(frozen=True)
+class Replan:
+    """A running plan replaced by the ranking of its own traffic."""
+
+    plan: ChosenPlan
+    """The plan to run from now on."""
+    status: dict[str, Any]
+    """The status merge patch (status.plan, the pool size and the route)."""
+    event: Event
+    """What changed, and by how much the replay says it saves."""
+    rerank: Rerank
+    """The ranking that chose it."""
+
+
+def replan(
+    plan: ChosenPlan,
+    scaler: ScalerState,
+    ready: int,
+    conditions: Sequence[Mapping[str, Any]],
+    now: str,
+) -> Replan | None:
+    """After an epoch: the plan that replaces ``plan``, or None to keep it (not due, no
+    full history, nothing feasible, or no saving beyond the margin). ``conditions`` are
+    the object's, ``now`` the wall time for a condition that changes."""
+    w = plan.workload
+    if not rerank_due(scaler.epoch, w.scaling, len(scaler.recent)):
+        return None
+    counts = history_counts(scaler.recent, w.objective.epoch)
+    rate = sum(counts) / len(counts) / w.objective.epoch
+    configured = configure(w, rate)
+    if configured.chosen is None:
+        return None
+    r = rerank(w, configured, plan.candidate, counts)
+    cand = r.ranking.chosen
+    if not r.switch or cand is None:
+        return None
+    cold = instance_cold_epochs(w, cand)
+    desired = planned_size(w.scaling.policy, scaler, rate, cand.economics, w.scaling, cold)
+    share = pool_share(min(ready, desired), cand.economics.mu, scaler.estimate.ewma or rate)
+    pool_w, fn_w = route_weights(share)
+    version = f"g{plan.generation}e{scaler.epoch}r"
+    new = ChosenPlan(plan.owner, plan.inference, w, cand, plan.generation, desired, pool_w, version)
+    c = set_condition(conditions, ConditionType.CONFIGURED, True, "Replanned",
+                      chosen_line(cand), plan.generation, now)  # fmt: skip
+    status = {
+        "conditions": c,
+        "plan": plan_status(configured, cand, RankedBy.REPLAY, r.saving),
+        "instances": {"desired": desired, "ready": ready},
+        "split": {"poolShare": share, "poolWeight": pool_w, "functionWeight": fn_w},
+    }
+    message = (
+        f"{plan.candidate.setup.describe()} -> {chosen_line(cand)}: the replay of the last "
+        f"{len(counts)} epochs costs {100 * r.saving:.1f}% less"
+    )
+    return Replan(new, status, Event(EventReason.REPLANNED, message), r)
