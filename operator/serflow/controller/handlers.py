@@ -5,7 +5,9 @@
   plan in the object's memo;
 - one daemon per object runs the epochs (``serflow.controller.epoch``): gather the
   counters and the children, decide (pure), execute. It reads its own object only
-  through kopf's live body, never with a GET, and never re-plans.
+  through kopf's live body, never with a GET. Every few scaling ticks it re-ranks the
+  plan on the object's own traffic (``serflow.controller.replan``) and replaces it only
+  when that saves more than a margin.
 
 State that must survive a restart (monitor, epoch, desired size, last counters, the
 plan's economics) lives in the object's status.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,7 @@ from serflow.controller.decide import (
 )
 from serflow.controller.epoch import Clock, replaced, run_epoch, utc_now
 from serflow.controller.kube import Kube, load_config
+from serflow.controller.replan import Replan, replan
 from serflow.documents import load_yaml
 from serflow.errors import InputError
 from serflow.inference import InferenceSpec, ProfileSource, fingerprint_mismatch, parse_inference
@@ -46,7 +49,9 @@ from serflow.policy.balancer import pool_share, route_weights
 from serflow.policy.configurator import Candidate, Plan, configure, instance_cold_epochs
 from serflow.policy.expected_cost import planned_size
 from serflow.profile import parse_prices
+from serflow.ranking import RERANK_TICKS, RankedBy, history_counts, rank
 from serflow.report import chosen_line
+from serflow.sim import online_policy
 from serflow.spec import Workload, parse_workload
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -179,6 +184,7 @@ def reconcile(
     old_plan = status.get("plan") or {}
     kept = kept_candidate(reason, status, gen)
     plan: Plan | None = None
+    by = RankedBy.STEADY
     if kept is not None:
         cand = kept
     else:
@@ -186,6 +192,11 @@ def reconcile(
         if plan.chosen is None:
             return refuse("NoFeasibleSetup", plan.reason)
         cand = plan.chosen
+        if len(state.recent) >= RERANK_TICKS * w.scaling.interval_epochs:
+            # A full history of the object's own traffic: rank on it, not on its mean.
+            counts = history_counts(state.recent, w.objective.epoch)
+            ranking = rank(w, plan, counts, online_policy(w.scaling.policy), warm=True)
+            cand, by = ranking.chosen or cand, ranking.by
     changed = not same_setup(old_plan, cand)
     desired = (
         planned_size(
@@ -217,7 +228,7 @@ def reconcile(
         "costPerHour": cand.economics.cost_rate(rate) * 3600,
     }
     if plan is not None:
-        patch["plan"] = plan_status(plan)
+        patch["plan"] = plan_status(plan, cand, by)
     kube.patch_status(namespace, name, patch)
     memo["plan"] = chosen  # the epochs read it from here: no re-planning per epoch
     if changed:
@@ -247,6 +258,7 @@ CLOCK = Clock()
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, initial_delay=1.0)
 async def epoch_loop(
     stopped: kopf.DaemonStopped,
+    body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
     meta: kopf.Meta,
@@ -288,6 +300,36 @@ async def epoch_loop(
         state = decision.state
         for e in decision.events:
             logger.info("%s: %s", e.reason.value, e.message)
+        try:
+            new = await asyncio.to_thread(
+                replan_and_apply, kube, plan, decision.state, decision.ready,
+                decision.status["conditions"],
+            )  # fmt: skip
+        except Exception:  # the plan in force stays; the next re-ranking retries
+            logger.exception("re-planning failed")
+            continue
+        if new is not None:
+            memo["plan"] = new.plan  # the next epoch runs it (``EpochState.replanned``)
+            kopf.info(body, reason=new.event.reason.value, message=new.event.message)
+            logger.info("%s: %s", new.event.reason.value, new.event.message)
+
+
+def replan_and_apply(
+    kube: Kube,
+    plan: ChosenPlan,
+    state: EpochState,
+    ready: int,
+    conditions: Sequence[Mapping[str, Any]],
+) -> Replan | None:
+    """When a re-ranking is due and replaces the plan: apply its children and status."""
+    new = replan(plan, state.scaler, ready, conditions, utc_now())
+    if new is None:
+        return None
+    p = new.plan
+    for obj in p.children(p.desired, p.pool_weight, p.route_version):
+        kube.apply_or_replace(obj)
+    kube.patch_status(p.owner.namespace, p.owner.name, new.status)
+    return new
 
 
 def planned_status_seen(

@@ -1,0 +1,107 @@
+"""The operator's re-ranking of a running plan on its own traffic (pure, no cluster)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from serflow.controller.decide import ChosenPlan, EpochState, EventReason
+from serflow.controller.handlers import replan_and_apply
+from serflow.controller.replan import replan
+from serflow.inference import parse_inference
+from serflow.k8s import builders
+from serflow.policy.configurator import PoolKind, configure
+from serflow.policy.monitor import TrafficEstimate
+from serflow.policy.scaler import ScalerState
+from serflow.ranking import SWITCH_MARGIN
+from serflow.sim import PolicyName
+from serflow.spec import parse_workload
+from tests.controller.manifests import manifest
+
+# The manifest: D = 1 s, S = 2, so a re-ranking every 8 ticks (16 epochs) once the
+# history holds 16 rates; at 30 req/s the configurator picks c6i.xlarge instances.
+BURSTY = (240.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0) * 2
+
+
+def running(policy: str = "paper") -> ChosenPlan:
+    m = manifest("vgg")
+    m["spec"]["scaling"]["policy"] = policy
+    w = parse_workload(m)
+    cand = configure(w, 30.0).chosen
+    assert cand is not None and cand.setup.pool is PoolKind.IAAS
+    owner = builders.Owner("vgg", "ns", "uid-1")
+    return ChosenPlan(owner, parse_inference(m["spec"], "vgg"), w, cand, 3, 3, 1000, "g3e0")
+
+
+def scaler(epoch: int, recent: tuple[float, ...]) -> ScalerState:
+    return ScalerState(TrafficEstimate(30.0, 0.0, epoch), epoch, 3, recent)
+
+
+def test_nothing_between_re_rankings_or_before_a_full_history() -> None:
+    plan = running()
+    assert replan(plan, scaler(15, BURSTY), 3, [], "t") is None  # not due
+    assert replan(plan, scaler(17, BURSTY), 3, [], "t") is None  # not due
+    assert replan(plan, scaler(16, BURSTY[1:]), 3, [], "t") is None  # 15 rates: not full
+
+
+def test_steady_traffic_keeps_the_running_plan() -> None:
+    assert replan(running(), scaler(16, (30.0,) * 16), 3, [], "t") is None
+
+
+def test_bursts_replace_the_pool_with_functions() -> None:
+    plan = running()
+    r = replan(plan, scaler(16, BURSTY), 3, [], "2026-01-01T00:00:00Z")
+    assert r is not None
+    assert r.rerank.switch and r.rerank.saving > SWITCH_MARGIN
+    new = r.plan
+    assert new.candidate.setup.pool is PoolKind.FAAS
+    assert (new.generation, new.desired, new.pool_weight, new.route_version) == (3, 0, 0, "g3e16r")
+    assert (new.owner, new.workload) == (plan.owner, plan.workload)
+    st = r.status
+    assert st["plan"]["pool"] == "faas" and st["plan"]["rankedBy"] == "replay"
+    assert st["plan"]["replaySaving"] == r.rerank.saving
+    assert st["plan"]["rate"] == 30.0  # the history's mean: 480 requests in 16 s
+    assert st["instances"] == {"desired": 0, "ready": 3}
+    assert st["split"] == {"poolShare": 0.0, "poolWeight": 0, "functionWeight": 1000}
+    (configured,) = st["conditions"]
+    assert (configured["type"], configured["status"], configured["reason"]) == (
+        "Configured", "True", "Replanned",
+    )  # fmt: skip
+    assert r.event.reason is EventReason.REPLANNED
+    assert f"{100 * r.rerank.saving:.1f}% less" in r.event.message
+
+
+def test_the_replay_runs_the_objects_own_scaler() -> None:
+    for policy, ran in (("paper", PolicyName.SERFLOW), ("expected-cost", PolicyName.EXPECTED_COST)):
+        r = replan(running(policy), scaler(16, BURSTY), 3, [], "t")
+        assert r is not None
+        assert {x.result.policy for x in r.rerank.ranking.replayed} == {ran}
+
+
+class FakeKube:
+    """Records what the daemon's re-planning applies and patches."""
+
+    def __init__(self) -> None:
+        self.applied: list[dict[str, Any]] = []
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
+
+    def apply_or_replace(self, obj: dict[str, Any]) -> bool:
+        self.applied.append(obj)
+        return False
+
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.patches.append((namespace, name, patch))
+
+
+def test_the_daemon_applies_a_replacement_and_nothing_otherwise() -> None:
+    plan = running()
+    state = EpochState(scaler(16, BURSTY), {}, None, 0, 1000, "g3e0")
+    kube = FakeKube()
+    new = replan_and_apply(cast(Any, kube), plan, state, 3, [])
+    assert new is not None
+    p = new.plan
+    assert kube.applied == p.children(p.desired, p.pool_weight, p.route_version)
+    assert kube.patches == [("ns", "vgg", new.status)]
+    idle = FakeKube()
+    steady = EpochState(scaler(16, (30.0,) * 16), {}, None, 0, 1000, "g3e0")
+    assert replan_and_apply(cast(Any, idle), plan, steady, 3, []) is None
+    assert (idle.applied, idle.patches) == ([], [])
