@@ -11,7 +11,7 @@ import json
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,17 +24,19 @@ from serflow.controller.decide import (
     ChosenPlan,
     Decision,
     EpochState,
+    Event,
     EventReason,
     SampleKind,
     epoch_state_from_status,
 )
-from serflow.controller.epoch import Clock, run_epoch
+from serflow.controller.epoch import Clock, install, run_epoch
 from serflow.controller.kube import Kube
 from serflow.inference import parse_inference
 from serflow.k8s import builders
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
+from serflow.policy.configurator import PoolKind
 from serflow.policy.monitor import TrafficEstimate, observe
-from serflow.policy.scaler import desired_instances
+from serflow.policy.scaler import ScalerState, desired_instances
 from serflow.spec import parse_workload
 from tests.controller.manifests import REPO, manifest
 
@@ -361,3 +363,61 @@ def test_a_clusterip_pool_service_of_an_older_version_is_recreated_headless(
         f"Service {pool}: an immutable field changed; recreated"
     ]
     assert not _drift(bed.epoch(2.0, None))
+
+
+def _ksvcs(bed: Bed) -> set[str]:
+    ns = bed.plan.owner.namespace
+    return set(bed.kube.names("serving.knative.dev/v1", "Service", ns,
+                              builders.owned_labels(bed.plan.owner)))  # fmt: skip
+
+
+def _install(bed: Bed, plan: ChosenPlan) -> list[Event]:
+    return install(bed.kube, plan, plan.children(plan.desired, plan.pool_weight, "g1e0"))
+
+
+def test_a_plan_with_another_cut_prunes_the_functions_it_has_not(bed: Bed) -> None:
+    """A hybrid plan's tail function, left by an earlier plan, is deleted when a plan
+    without it is put in force; the functions it has stay."""
+    w = bed.plan.workload
+    hybrid = configurator.configure(w, w.expected_rate, [PoolKind.HYBRID]).chosen
+    assert hybrid is not None
+    earlier = replace(bed.plan, candidate=hybrid)
+    assert not [e for e in _install(bed, earlier) if e.reason is EventReason.PRUNED]
+    tails = {k[2] for k in earlier.child_keys()} - {k[2] for k in bed.plan.child_keys()}
+    ksvc_tails = tails & _ksvcs(bed)
+    assert ksvc_tails, "the hybrid plan has no function of its own"
+    events = _install(bed, bed.plan)
+    assert sorted(e.message for e in events if e.reason is EventReason.PRUNED) == sorted(
+        f"Knative Service {n}: not in the plan; deleted" for n in ksvc_tails
+    )
+    wanted = {k[2] for k in bed.plan.child_keys() if k[:2] == ("serving.knative.dev/v1", "Service")}
+    assert _ksvcs(bed) == wanted
+    assert not [e for e in _install(bed, bed.plan) if e.reason is EventReason.PRUNED]
+
+
+BURSTY = (240.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0) * 2
+"""Rates of 16 epochs (the manifest re-ranks every 8 ticks of 2 epochs): one burst per
+8 epochs, which functions serve for less than a pool sized for it."""
+
+
+def test_the_daemon_puts_a_replacement_plan_in_force(bed: Bed) -> None:
+    w = bed.plan.workload
+    iaas = configurator.configure(w, 30.0).chosen
+    assert iaas is not None and iaas.setup.pool is PoolKind.IAAS
+    running = replace(bed.plan, candidate=iaas, desired=3, pool_weight=1000)
+    _install(bed, running)
+    state = replace(bed.state, scaler=ScalerState(TrafficEstimate(30.0, 0.0, 16), 16, 3, BURSTY))
+    done = handlers.replan_and_apply(bed.kube, running, state, 0, [])
+    assert done is not None
+    new, _ = done
+    assert new.plan.candidate.setup.pool is PoolKind.FAAS
+    pool = bed.get("apps/v1", "Deployment", f"{NAME}-pool") or {}
+    assert pool["spec"]["replicas"] == new.plan.desired == 0
+    st = bed.status()
+    assert (st["plan"]["pool"], st["plan"]["rankedBy"]) == ("faas", "replay")
+    assert st["plan"]["replaySaving"] == new.rerank.saving
+    # Not due (one epoch later) or steady traffic: nothing is written.
+    later = replace(state, scaler=replace(state.scaler, epoch=17))
+    assert handlers.replan_and_apply(bed.kube, running, later, 0, []) is None
+    steady = replace(state, scaler=replace(state.scaler, recent=(30.0,) * 16))
+    assert handlers.replan_and_apply(bed.kube, running, steady, 0, []) is None

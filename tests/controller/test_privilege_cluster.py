@@ -80,7 +80,11 @@ def _can(cluster: Cluster, who: str, verb: str, resource: str, *where: str) -> b
 WRITES = [
     ("patch", "deployments.apps"),
     ("create", "deployments.apps"),
+    ("delete", "deployments.apps"),
     ("patch", "services"),
+    ("delete", "services"),
+    ("delete", "services.serving.knative.dev"),
+    ("list", "services.serving.knative.dev"),
     ("patch", "configmaps"),
     ("patch", "services.serving.knative.dev"),
     ("patch", "networkpolicies.networking.k8s.io"),
@@ -88,7 +92,7 @@ WRITES = [
     ("create", "events"),
     ("patch", "serflowinferences.serflow.io"),
 ]
-"""Every write the operator makes."""
+"""Every write the operator makes (and the listing that finds functions to prune)."""
 
 
 def test_namespaced_mode_writes_only_in_the_watched_namespaces(

@@ -1,11 +1,9 @@
-"""The operator's re-ranking of a running plan on its own traffic (pure, no cluster)."""
+"""The operator's re-ranking of a running plan on its own traffic (pure, no cluster; the
+daemon putting a replacement in force is tested on the API server, ``test_epoch_cluster``)."""
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-from serflow.controller.decide import ChosenPlan, EpochState, EventReason
-from serflow.controller.handlers import replan_and_apply
+from serflow.controller.decide import ChosenPlan, EventReason
 from serflow.controller.replan import replan
 from serflow.inference import parse_inference
 from serflow.k8s import builders
@@ -75,33 +73,3 @@ def test_the_replay_runs_the_objects_own_scaler() -> None:
         r = replan(running(policy), scaler(16, BURSTY), 3, [], "t")
         assert r is not None
         assert {x.result.policy for x in r.rerank.ranking.replayed} == {ran}
-
-
-class FakeKube:
-    """Records what the daemon's re-planning applies and patches."""
-
-    def __init__(self) -> None:
-        self.applied: list[dict[str, Any]] = []
-        self.patches: list[tuple[str, str, dict[str, Any]]] = []
-
-    def apply_or_replace(self, obj: dict[str, Any]) -> bool:
-        self.applied.append(obj)
-        return False
-
-    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.patches.append((namespace, name, patch))
-
-
-def test_the_daemon_applies_a_replacement_and_nothing_otherwise() -> None:
-    plan = running()
-    state = EpochState(scaler(16, BURSTY), {}, None, 0, 1000, "g3e0")
-    kube = FakeKube()
-    new = replan_and_apply(cast(Any, kube), plan, state, 3, [])
-    assert new is not None
-    p = new.plan
-    assert kube.applied == p.children(p.desired, p.pool_weight, p.route_version)
-    assert kube.patches == [("ns", "vgg", new.status)]
-    idle = FakeKube()
-    steady = EpochState(scaler(16, (30.0,) * 16), {}, None, 0, 1000, "g3e0")
-    assert replan_and_apply(cast(Any, idle), plan, steady, 3, []) is None
-    assert (idle.applied, idle.patches) == ([], [])

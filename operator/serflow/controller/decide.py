@@ -8,7 +8,7 @@ reads an ``Observation``, ``decide`` turns it and the carried ``EpochState`` int
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -273,6 +273,13 @@ class ChosenPlan:
         targets = builders.function_targets(self.owner, self.inference, self.workload, self.candidate)
         return [t.readiness for t in targets]
 
+    def stale_functions(self, names: Iterable[str]) -> list[ChildKey]:
+        """Of the object's Knative Services ``names``, the ones this plan has not: a plan
+        with another cut or pool kind has other stages, and the old ones would stay."""
+        keys = set(self.child_keys())
+        ksvc = ("serving.knative.dev/v1", "Service")
+        return [(*ksvc, n) for n in sorted(names) if (*ksvc, n) not in keys]
+
     def observed_keys(self) -> list[ChildKey]:
         """What an epoch reads: the children, then the functions' readiness objects."""
         keys = self.child_keys()
@@ -422,6 +429,8 @@ class EventReason(StrEnum):
     """A child recreated: its change touched a field the API server keeps immutable."""
     REPLANNED = "Replanned"
     """A replay of the object's own traffic replaced the running plan."""
+    PRUNED = "Pruned"
+    """A function an earlier plan made and this one has not (another cut): deleted."""
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,21 @@ def replaced(obj: Mapping[str, Any]) -> Event:
     )
 
 
+def install(kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]]) -> list[Event]:
+    """Put a plan in force: apply its children, then delete the functions an earlier plan
+    made that this one has not (another cut has other stages). The events say what was
+    recreated or deleted."""
+    events = [replaced(obj) for obj in children if kube.apply_or_replace(obj)]
+    owner = plan.owner
+    listed = kube.names(
+        "serving.knative.dev/v1", "Service", owner.namespace, builders.owned_labels(owner)
+    )
+    for api_version, kind, name in plan.stale_functions(listed):
+        kube.delete(api_version, kind, owner.namespace, name)
+        events.append(Event(EventReason.PRUNED, f"Knative Service {name}: not in the plan; deleted"))
+    return events
+
+
 def execute(kube: Kube, plan: ChosenPlan, decision: Decision, at: str) -> None:
     """Apply the children that differ, patch the status, post the events, set the gauges."""
     owner = plan.owner

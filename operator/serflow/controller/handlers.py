@@ -29,6 +29,7 @@ from serflow.controller.decide import (
     ChosenPlan,
     ConditionType,
     EpochState,
+    Event,
     candidate_from_status,
     condition_true,
     epoch_state_from_status,
@@ -37,7 +38,7 @@ from serflow.controller.decide import (
     scaler_from_status,
     set_condition,
 )
-from serflow.controller.epoch import Clock, replaced, run_epoch, utc_now
+from serflow.controller.epoch import Clock, install, run_epoch, utc_now
 from serflow.controller.kube import Kube, load_config
 from serflow.controller.replan import Replan, replan
 from serflow.documents import load_yaml
@@ -210,10 +211,8 @@ def reconcile(
     pool_w, fn_w = route_weights(share)
     version = f"g{gen}e{state.epoch}"
     chosen = ChosenPlan(owner, inf, w, cand, gen, desired, pool_w, version)
-    for obj in chosen.children(desired, pool_w, version):
-        if kube.apply_or_replace(obj):
-            event = replaced(obj)
-            kopf.info(body, reason=event.reason.value, message=event.message)
+    for event in install(kube, chosen, chosen.children(desired, pool_w, version)):
+        kopf.info(body, reason=event.reason.value, message=event.message)
     c = set_condition(
         conds, ConditionType.CONFIGURED, True, "Planned", chosen_line(cand), gen, utc_now()
     )
@@ -309,9 +308,11 @@ async def epoch_loop(
             logger.exception("re-planning failed")
             continue
         if new is not None:
-            memo["plan"] = new.plan  # the next epoch runs it (``EpochState.replanned``)
-            kopf.info(body, reason=new.event.reason.value, message=new.event.message)
-            logger.info("%s: %s", new.event.reason.value, new.event.message)
+            replan_done, events = new
+            memo["plan"] = replan_done.plan  # the next epoch runs it (``EpochState.replanned``)
+            for e in (replan_done.event, *events):
+                kopf.info(body, reason=e.reason.value, message=e.message)
+                logger.info("%s: %s", e.reason.value, e.message)
 
 
 def replan_and_apply(
@@ -320,16 +321,16 @@ def replan_and_apply(
     state: EpochState,
     ready: int,
     conditions: Sequence[Mapping[str, Any]],
-) -> Replan | None:
-    """When a re-ranking is due and replaces the plan: apply its children and status."""
+) -> tuple[Replan, list[Event]] | None:
+    """When a re-ranking is due and replaces the plan: put it in force (its children,
+    the old plan's functions pruned) and write its status; the events of the install."""
     new = replan(plan, state.scaler, ready, conditions, utc_now())
     if new is None:
         return None
     p = new.plan
-    for obj in p.children(p.desired, p.pool_weight, p.route_version):
-        kube.apply_or_replace(obj)
+    events = install(kube, p, p.children(p.desired, p.pool_weight, p.route_version))
     kube.patch_status(p.owner.namespace, p.owner.name, new.status)
-    return new
+    return new, events
 
 
 def planned_status_seen(

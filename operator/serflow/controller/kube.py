@@ -65,12 +65,27 @@ class Kube:
         except ApiException as e:
             if e.status != 422 or not any(m in str(e.body) for m in IMMUTABLE):
                 raise
-        res = self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         meta = obj["metadata"]
-        res.delete(name=meta["name"], namespace=meta.get("namespace"),
-                   body={"propagationPolicy": "Background"})  # fmt: skip
+        self.delete(obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
         self.apply(obj)
         return True
+
+    def names(
+        self, api_version: str, kind: str, namespace: str, selector: Mapping[str, str]
+    ) -> list[str]:
+        """Names of the objects of a kind in the namespace that carry these labels."""
+        res = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        sel = ",".join(f"{k}={v}" for k, v in selector.items())
+        return [i.metadata.name for i in res.get(namespace=namespace, label_selector=sel).items]
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete an object, its dependents in the background; gone already is fine."""
+        res = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        try:
+            res.delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         res = self.dynamic.resources.get(api_version=api_version, kind=kind)

@@ -111,13 +111,17 @@ class Names:
         return f"{self.base}-p{partition}"
 
 
-def labels(owner: Owner, component: str) -> dict[str, str]:
+def owned_labels(owner: Owner) -> dict[str, str]:
+    """The labels every child of the object carries: a selector of all of them."""
     return {
         "app.kubernetes.io/name": "serflow",
         "app.kubernetes.io/instance": owner.name,
-        "app.kubernetes.io/component": component,
         "app.kubernetes.io/managed-by": "serflow",
     }
+
+
+def labels(owner: Owner, component: str) -> dict[str, str]:
+    return {**owned_labels(owner), "app.kubernetes.io/component": component}
 
 
 def meta(owner: Owner, name: str, component: str) -> dict[str, Any]:
