@@ -630,9 +630,13 @@ CAN = [
     ("delete", "serflowinferences.serflow.io", False),
     ("create", "serflowinferences.serflow.io", False),
     ("patch", "deployments.apps", True),
-    ("delete", "deployments.apps", False),
+    ("delete", "deployments.apps", True),  # recreated when an immutable field changes
+    ("delete", "services", True),
+    ("delete", "configmaps", False),
     ("patch", "services.serving.knative.dev", True),
-    ("delete", "services.serving.knative.dev", False),
+    ("delete", "services.serving.knative.dev", True),  # pruned when a plan drops them
+    ("list", "services.serving.knative.dev", True),
+    ("delete", "revisions.serving.knative.dev", False),
     ("patch", "configmaps", True),
     ("list", "configmaps", False),
     ("patch", "networkpolicies.networking.k8s.io", True),
