@@ -94,12 +94,19 @@ class Sfi:
         return out
 
     def events(self) -> set[str]:
+        return {reason for reason, _ in self.event_list()}
+
+    def event_list(self) -> list[tuple[str, str]]:
+        """(reason, message) of the object's events."""
         r = self.get("events")
-        return {
-            e["reason"]
+        return [
+            (e["reason"], e.get("message", ""))
             for e in (r or {}).get("items", [])
             if e["involvedObject"].get("name") == NAME
-        }
+        ]
+
+    def drift_corrected(self) -> list[str]:
+        return sorted(m for reason, m in self.event_list() if reason == "DriftCorrected")
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +183,23 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
     url = router_url(sfi.cluster, sfi.namespace, NAME)
     # Knative scales the functions to zero once idle (the kind install's short windows).
     wait_for("functions at zero", lambda: not sfi.function_pods(), 180, every=2)
+    # Tens of epochs so far, each comparing the children with what the operator applies:
+    # what Knative's defaulting webhook and the API server added is not drift, so nothing
+    # was re-applied (no loop).
+    assert not sfi.drift_corrected(), sfi.drift_corrected()
+
+    # Drift is corrected: the pool scaled by hand goes back to the operator's size, a
+    # deleted NetworkPolicy comes back, each with an event (scale through the spec).
+    pool_size = sfi.get("deployment", f"{NAME}-pool")["spec"]["replicas"]
+    sfi.kubectl("scale", "deployment", f"{NAME}-pool", f"--replicas={pool_size + 2}")
+    sfi.kubectl("delete", "networkpolicy", f"{NAME}-tail")
+    wanted = [
+        f"Deployment {NAME}-pool: spec.replicas changed; re-applied",
+        f"NetworkPolicy {NAME}-tail: deleted; re-applied",
+    ]
+    wait_for("drift corrected", lambda: sfi.drift_corrected() == wanted, 60, every=1)
+    assert sfi.get("deployment", f"{NAME}-pool")["spec"]["replicas"] == pool_size
+    assert sfi.get("networkpolicy", f"{NAME}-tail") is not None
 
     # Phase 1, below the break-even rate: no pool; Envoy spills to the functions, which
     # Knative's activator scales from zero.
