@@ -5,9 +5,13 @@
 2. in a fresh namespace, the example SerflowInference with its expected rate set to the
    replay's mean: the operator's Jobs profile the model on the cluster, it plans, and its
    children run: pool pods on the worker node, Knative functions, Envoy;
-3. an open-loop replay of the trace (scaled so that its busiest epoch is ``--peak-rate``)
-   through a NodePort in front of the operator's Envoy, with real held-out images;
-4. a report: service, accuracy, pool vs function share, and the bill from what ran (pool
+3. a calibration: the first epochs replayed there, unbilled, to measure what the Jobs
+   cannot: a function's own seconds per answer where it runs (serving included, on cores
+   shared with everything else) and the pods' cold starts; the profile takes them;
+4. in a second namespace, the same object with that profile inline, and an open-loop
+   replay of the trace (scaled so that its busiest epoch is ``--peak-rate``) through a
+   NodePort in front of the operator's Envoy, with real held-out images;
+5. a report: service, accuracy, pool vs function share, and the bill from what ran (pool
    pods' lives; function pods' own seconds per use or their lives per pod, as the
    manifest prices them) next to ``serflow simulate``'s prediction from the profile the
    Jobs measured, with each pod's cold start as observed, and a PNG timeline.
@@ -73,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-rate", type=float, default=PEAK_RATE,
                    help="req/s of the busiest replayed epoch (the trace is scaled to it)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="arrivals, image order, synthetic trace")
+    p.add_argument("--calibration-epochs", type=int, default=20,
+                   help="epochs replayed first, unbilled, to measure the function and the pods' "
+                        "cold starts where they run (0: plan with the Jobs' profile alone)")  # fmt: skip
     p.add_argument("--out", default="out/demo-kind", help="folder for the report, PNG and logs")
     p.add_argument("--keep-cluster", action="store_true",
                    help="leave the cluster (and the namespace) it used, to look at after")  # fmt: skip
@@ -101,7 +108,8 @@ def read_inputs(a: argparse.Namespace) -> Inputs:
     from serflow.inference import parse_inference
     from serflow.schemas import inference_document_schema, validate
 
-    for flag, value, least in (("--start", a.start, 0), ("--epochs", a.epochs, 1)):
+    for flag, value, least in (("--start", a.start, 0), ("--epochs", a.epochs, 1),
+                               ("--calibration-epochs", a.calibration_epochs, 0)):  # fmt: skip
         if value < least:
             raise InputError(flag, f"expected {least} or more, got {value}")
     if not (a.peak_rate > 0 and a.peak_rate < float("inf")):
@@ -156,22 +164,34 @@ def run(a: argparse.Namespace) -> int:
     trace_path.write_text("".join(f"{c}\n" for c in counts))
 
     session = KindSession(keep=a.keep_cluster)
+    cal_note = "not calibrated (--calibration-epochs 0): the profile the operator's Jobs measured"
     try:
         cluster = session.up(say)
         say("chart: helm upgrade --install serflow charts/serflow-operator (the operator as a pod)")
         install_operator(cluster)
-        served = serve(a, cluster, m, counts)
+        if a.calibration_epochs > 0:
+            cal = counts[: a.calibration_epochs]
+            say(f"calibration: the first {len(cal)} epochs, unbilled, with the profile the "
+                "operator's Jobs measure")  # fmt: skip
+            first = serve(a, cluster, m, cal, show=False)
+            profile, cal_note = calibrated(first)
+            say(cal_note)
+            m = with_profile(m, profile)
+        served = serve(a, cluster, m, counts, show=True)
     except KindUnavailable as e:
         say(f"error: the kind path cannot run here: {e}; `make demo-local` runs the demo "
             "without Docker")  # fmt: skip
         return 2
     finally:
         session.down()
-    return report(a, out, m, counts, served, trace_path, given)
+    return report(a, out, m, counts, served, trace_path, given, cal_note)
 
 
-def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: list[int]) -> Served:
-    """Apply ``m`` in a fresh namespace, wait for Ready, replay ``counts`` through Envoy."""
+def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: list[int],
+          show: bool) -> Served:  # fmt: skip
+    """Apply ``m`` in a fresh namespace, wait for Ready, replay ``counts`` through Envoy;
+    the namespace is deleted after (and waited for, so that its pool pods have left the
+    node), unless ``--keep-cluster``."""
     from serflow.wire import FUNCTION_PORT
     from serflow_testbed import loadgen
 
@@ -184,14 +204,17 @@ def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: li
     try:
         t = time.monotonic()
         cluster.apply([{**m, "metadata": {**m["metadata"], "namespace": ns}}])
+        how = ("the operator's Jobs profile the model on the cluster"
+               if "fromJob" in spec["profile"] else "the calibrated profile inline")  # fmt: skip
         say(f"applied SerflowInference {ns}/{name} (expected rate {spec['traffic']['expectedRate']} "
-            "req/s); the operator's Jobs profile the model on the cluster")  # fmt: skip
+            f"req/s); {how}")  # fmt: skip
         st = wait_ready(cluster, ns, name, 900)
         plan = st["plan"]
         say(f"Ready after {time.monotonic() - t:.0f} s. plan: {plan.get('pool')} "
             f"[{plan.get('instance')}] + faas [{plan.get('function')}] tau {plan.get('tau')}, "
             f"mu {plan.get('mu', 0):.4g} req/s, T-CIP {plan.get('tcip', 0):.4g} req/s")  # fmt: skip
-        profile = measured_profile(cluster, ns, name)
+        profile = (measured_profile(cluster, ns, name) if "fromJob" in spec["profile"]
+                   else dict(spec["profile"]["inline"]))  # fmt: skip
         url = router_url(cluster, ns, name)
         # Knative starts each function at one pod; the replay starts from none, as simulate.
         wait_for("functions at zero (Knative's scale-to-zero)",
@@ -225,6 +248,8 @@ def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: li
                 "functionPods": bill.ready_count(FUNCTION), "poolShare": split.get("poolShare"),
                 "cost": cost,
             })  # fmt: skip
+            if not show:
+                return
             say(f"epoch {e + 1:3d}/{len(counts)}  rate {counts[e] / d:5.1f}/s  "
                 f"ewma {float(tr.get('ewma') or 0):5.1f}  pool {ready}/{inst.get('desired', '-')}  "
                 f"functions {bill.ready_count(FUNCTION)}  "
@@ -240,7 +265,8 @@ def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: li
         bill.close()
         if not a.keep_cluster:
             with contextlib.suppress(Exception):
-                cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+                cluster.run("kubectl", "delete", "namespace", ns, "--timeout=300s",
+                            check=False, timeout=330)  # fmt: skip
     return Served(records, timeline, t0, t1, plan, bill, profile)
 
 
@@ -261,6 +287,52 @@ def measured_profile(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
     raise RuntimeError(f"no profile ConfigMap of {ns}/{name} (selector {sel})")
 
 
+def calibrated(run: Served) -> tuple[dict[str, Any], str]:
+    """The Jobs' profile with what the calibration replay measured on the cluster: the
+    function's own seconds per answer (whole-model spills only: a hybrid's tail answers
+    run part of the model) and the median cold starts of pool and function pods; and a
+    line saying so."""
+    prof: dict[str, Any] = json.loads(json.dumps(run.profile))
+    tau = float(run.plan["tau"])
+    th = next(t for t in prof["thresholds"] if abs(float(t["tau"]) - tau) < 1e-9)
+    use = run.bill.function_use()
+    colds = {POOL: run.bill.cold_starts(POOL), FUNCTION: run.bill.cold_starts(FUNCTION)}
+    per_answer = use.seconds / use.answers if use.answers else 0.0
+    whole = run.plan.get("pool") != "hybrid"
+    for c in prof["configs"]:
+        role = POOL if c["kind"] == "instance" else FUNCTION
+        if colds[role]:
+            c["coldStartSeconds"] = round(statistics.median(colds[role]), 2)
+        if (
+            role == FUNCTION
+            and whole
+            and use.answers >= 20
+            and c["name"] == run.plan.get("function")
+        ):
+            sv = decide.survival(th["exitShares"])
+            c["secondsPerRequest"] = decide.calibrate_function(
+                c["secondsPerRequest"], sv, per_answer
+            )
+    note = (f"calibrated on the cluster: {use.answers} answers from functions, "
+            f"{per_answer * 1e3:.2f} ms of their own each"
+            f"{'' if whole and use.answers >= 20 else ' (not used: too few, or tails)'}; cold "
+            f"starts (median) pool pods {_median(colds[POOL])}, function pods "
+            f"{_median(colds[FUNCTION])} (the Jobs assume 132 s and 0.5 s: a VM's boot, "
+            "a FaaS's)")  # fmt: skip
+    return prof, note
+
+
+def _median(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.1f} s" if xs else "none seen"
+
+
+def with_profile(m: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    """``m`` with ``profile`` inline in place of the Jobs."""
+    out: dict[str, Any] = json.loads(json.dumps(m))
+    out["spec"]["profile"] = {"inline": profile}
+    return out
+
+
 def bill_of(bill: PodBill, t0: float, t1: float, prices: decide.Prices) -> decide.Bill:
     lives = bill.lives()
     use = bill.function_use()
@@ -269,7 +341,7 @@ def bill_of(bill: PodBill, t0: float, t1: float, prices: decide.Prices) -> decid
 
 
 def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int], run: Served,
-           trace: Path, given: Inputs) -> int:  # fmt: skip
+           trace: Path, given: Inputs, calibration: str) -> int:  # fmt: skip
     spec = m["spec"]
     d, slo = float(spec["scaling"]["epochSeconds"]), float(spec["slo"]["latencySeconds"])
     tau = float(run.plan.get("tau", spec["thresholds"][0]))
@@ -309,6 +381,7 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
         "functionColdStarts": run.bill.cold_starts(FUNCTION),
         "poolPeak": decide.peak_alive(run.bill.lives(), POOL),
         "functionPeak": decide.peak_alive(run.bill.lives(), FUNCTION),
+        "calibration": calibration,
         "watchErrors": run.bill.errors,
         "timeline": run.timeline,
     }  # fmt: skip
@@ -344,8 +417,8 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         f"{r['epochSeconds'] + r['slo']:g} s, client-measured). The operator's plan: "
         f"{plan.get('pool')} [{plan.get('instance')}] + faas [{plan.get('function')}], cut "
         f"{plan.get('cut')}, mu {float(plan.get('mu', 0)):.4g} req/s, T-CIP "
-        f"{float(plan.get('tcip', 0)):.4g} req/s, from the profile its Jobs measured on the "
-        "cluster.",
+        f"{float(plan.get('tcip', 0)):.4g} req/s. Its profile: the operator's Jobs measured "
+        f"the partitions; {r['calibration']}.",
         "",
         "| | measured | simulate |",
         "|---|---|---|",

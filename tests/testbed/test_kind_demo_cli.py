@@ -20,6 +20,7 @@ EXAMPLE = str(kind_demo.REPO / "examples" / "digits-kind.yaml")
     [
         (["--epochs", "0"], "error: --epochs: expected 1 or more, got 0"),
         (["--start", "-1"], "error: --start: expected 0 or more, got -1"),
+        (["--calibration-epochs", "-1"], "error: --calibration-epochs: expected 0 or more, got -1"),
         (["--peak-rate", "0"], "error: --peak-rate: expected a finite number > 0, got 0.0"),
         (["--peak-rate", "inf"], "error: --peak-rate: expected a finite number > 0, got inf"),
         (["-f", "{tmp}/none.yaml"], "error: {tmp}/none.yaml: no such file"),
@@ -58,7 +59,7 @@ def test_bad_input_is_one_line_before_anything_starts(
 def test_the_trace_is_scaled_so_its_busiest_epoch_is_the_peak_rate(tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text("10\n40\n20\n100\n")
     a = argparse.Namespace(manifest=EXAMPLE, trace=str(tmp_path / "t.txt"), start=0, epochs=3,
-                           peak_rate=20.0, seed=0)  # fmt: skip
+                           peak_rate=20.0, seed=0, calibration_epochs=20)  # fmt: skip
     got = kind_demo.read_inputs(a)
     # epochs of 2 s: the busiest replayed line (40) becomes 40 requests, i.e. 20 req/s
     assert got.scale == 1.0
