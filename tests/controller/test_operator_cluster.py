@@ -645,8 +645,6 @@ CAN = [
     ("list", "pods", True),
     ("get", "pods/log", True),
     ("create", "pods", False),
-    ("patch", "pods", True),  # the router's pods, to refresh their route file at once
-    ("delete", "pods", False),
     ("create", "jobs.batch", True),
     ("create", "events", True),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),

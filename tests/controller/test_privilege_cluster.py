@@ -89,7 +89,6 @@ WRITES = [
     ("patch", "services.serving.knative.dev"),
     ("patch", "networkpolicies.networking.k8s.io"),
     ("create", "jobs.batch"),
-    ("patch", "pods"),
     ("create", "events"),
     ("patch", "serflowinferences.serflow.io"),
 ]
