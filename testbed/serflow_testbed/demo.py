@@ -316,8 +316,10 @@ def run(a: argparse.Namespace) -> int:
 
     # The manifest names a shipped artefact (the local processes run it from the package).
     artefact = str(spec["model"].get("artefact", {}).get("path", BUNDLED.name))
-    say(f"model: the shipped artefact {artefact} (trained on the digits training split, "
-        "exported to ONNX, run by ONNX Runtime)")
+    say(
+        f"model: the shipped artefact {artefact} (trained on the digits training split, "
+        "exported to ONNX, run by ONNX Runtime)"
+    )
     images, labels = loadgen.heldout_images(artefact)
     alone = measure_function(tau, work, images, artefact)
     say(f"measured here: function cold start {alone.cold_s:.2f} s, {alone.own_s * 1e3:.2f} ms of "
@@ -559,21 +561,7 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         f"SLO {r['slo']:g} s (a request meets it when answered within D + SLO = "
         f"{r['epochSeconds'] + r['slo']:g} s, client-measured).",
         "",
-        "| | measured | simulate |",
-        "|---|---|---|",
-        f"| requests | {s.requests} | {pred['requests']} |",
-        f"| failed requests | {s.failures} | - |",
-        f"| SLO attainment | {s.slo_attainment:.2%} | {pred['sloAttainment']:.2%} |",
-        f"| latency p50 / p99 | {s.p50 * 1e3:.0f} / {s.p99 * 1e3:.0f} ms | - |",
-        f"| accuracy | {s.accuracy:.2%} (profiled {r['profiledAccuracy']:.2%}) | - |",
-        f"| served by the pool / functions | {s.pool} / {s.function} ({s.pool_share:.1%} pool) | "
-        f"{pred['poolRequests']} / {pred['faasRequests']} "
-        f"({pred['poolRequests'] / max(1, pred['requests']):.1%} pool) |",
-        f"| instance-seconds | {b.instance_seconds:.1f} | {pred['instanceSeconds']:.1f} |",
-        f"| function-seconds | {b.function_seconds:.2f} | {pred['functionSeconds']:.2f} |",
-        f"| instance cost | ${b.instance_cost:.6f} | ${pred['instanceCost']:.6f} |",
-        f"| function cost | ${b.function_cost:.6f} | ${pred['functionCost']:.6f} |",
-        f"| **total cost** | **${b.total:.6f}** | **${pred['totalCost']:.6f}** ({gap:+.1%} measured vs predicted) |",
+        *comparison(s, b, pred, gap, r["profiledAccuracy"]),
         "",
         f"Where measured and predicted differ: {differences(b, pred, s.function)}",
         "",
@@ -607,6 +595,29 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         f"![timeline]({png})",
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def comparison(s: decide.Summary, b: decide.Bill, pred: dict[str, Any], gap: float,
+               profiled: float) -> list[str]:  # fmt: skip
+    """The report's table: what the replay measured beside ``serflow simulate``'s
+    prediction for the same counts."""
+    return [
+        "| | measured | simulate |",
+        "|---|---|---|",
+        f"| requests | {s.requests} | {pred['requests']} |",
+        f"| failed requests | {s.failures} | - |",
+        f"| SLO attainment | {s.slo_attainment:.2%} | {pred['sloAttainment']:.2%} |",
+        f"| latency p50 / p99 | {s.p50 * 1e3:.0f} / {s.p99 * 1e3:.0f} ms | - |",
+        f"| accuracy | {s.accuracy:.2%} (profiled {profiled:.2%}) | - |",
+        f"| served by the pool / functions | {s.pool} / {s.function} ({s.pool_share:.1%} pool) | "
+        f"{pred['poolRequests']} / {pred['faasRequests']} "
+        f"({pred['poolRequests'] / max(1, pred['requests']):.1%} pool) |",
+        f"| instance-seconds | {b.instance_seconds:.1f} | {pred['instanceSeconds']:.1f} |",
+        f"| function-seconds | {b.function_seconds:.2f} | {pred['functionSeconds']:.2f} |",
+        f"| instance cost | ${b.instance_cost:.6f} | ${pred['instanceCost']:.6f} |",
+        f"| function cost | ${b.function_cost:.6f} | ${pred['functionCost']:.6f} |",
+        f"| **total cost** | **${b.total:.6f}** | **${pred['totalCost']:.6f}** ({gap:+.1%} measured vs predicted) |",
+    ]
 
 
 def calibration_source(r: dict[str, Any]) -> str:

@@ -40,6 +40,7 @@ from serflow_testbed import decide
 from serflow_testbed.decide import Record
 from serflow_testbed.demo import (
     Watch,
+    comparison,
     differences,
     estimates,
     main_of,
@@ -218,7 +219,7 @@ def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: li
         url = router_url(cluster, ns, name)
         # Knative starts each function at one pod; the replay starts from none, as simulate.
         wait_for("functions at zero (Knative's scale-to-zero)",
-                 lambda: bill.ready_count(FUNCTION) == 0 and not live(bill, FUNCTION), 300, 1)  # fmt: skip
+                 lambda: not bill.alive(FUNCTION), 300, 1)  # fmt: skip
         say(f"router: {url} (a NodePort in front of the operator's Envoy); replaying")
         watch = Watch(cluster.kubeconfig, ns, name)
         watch.thread.start()
@@ -275,10 +276,6 @@ def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: li
                 cluster.run("kubectl", "delete", "namespace", ns, "--timeout=300s",
                             check=False, timeout=330)  # fmt: skip
     return Served(records, timeline, t0, t1, plan, bill, profile)
-
-
-def live(bill: PodBill, role: str) -> bool:
-    return any(x.end is None for x in bill.lives() if x.kind == role)
 
 
 def measured_profile(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
@@ -427,21 +424,7 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         f"{float(plan.get('tcip', 0)):.4g} req/s. Its profile: the operator's Jobs measured "
         f"the partitions; {r['calibration']}.",
         "",
-        "| | measured | simulate |",
-        "|---|---|---|",
-        f"| requests | {s.requests} | {pred['requests']} |",
-        f"| failed requests | {s.failures} | - |",
-        f"| SLO attainment | {s.slo_attainment:.2%} | {pred['sloAttainment']:.2%} |",
-        f"| latency p50 / p99 | {s.p50 * 1e3:.0f} / {s.p99 * 1e3:.0f} ms | - |",
-        f"| accuracy | {s.accuracy:.2%} (profiled {r['profiledAccuracy']:.2%}) | - |",
-        f"| served by the pool / functions | {s.pool} / {s.function} ({s.pool_share:.1%} pool) | "
-        f"{pred['poolRequests']} / {pred['faasRequests']} "
-        f"({pred['poolRequests'] / max(1, pred['requests']):.1%} pool) |",
-        f"| instance-seconds | {b.instance_seconds:.1f} | {pred['instanceSeconds']:.1f} |",
-        f"| function-seconds | {b.function_seconds:.2f} | {pred['functionSeconds']:.2f} |",
-        f"| instance cost | ${b.instance_cost:.6f} | ${pred['instanceCost']:.6f} |",
-        f"| function cost | ${b.function_cost:.6f} | ${pred['functionCost']:.6f} |",
-        f"| **total cost** | **${b.total:.6f}** | **${pred['totalCost']:.6f}** ({gap:+.1%} measured vs predicted) |",
+        *comparison(s, b, pred, gap, r["profiledAccuracy"]),
         "",
         f"Where measured and predicted differ: {differences(b, pred, r['functionAnswers'])}",
         "",

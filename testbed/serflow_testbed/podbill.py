@@ -218,6 +218,11 @@ class PodBill:
                 c for p in self.pods.values() if p.role == role and (c := p.cold_start) is not None
             ]
 
+    def alive(self, role: str) -> bool:
+        """Whether a pod of ``role`` is still there (Ready or not)."""
+        with self.lock:
+            return any(p.role == role and p.end is None for p in self.pods.values())
+
     def ready_count(self, role: str) -> int:
         with self.lock:
             return sum(
