@@ -105,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
         "can do); envoy: the operator's split, min(1, ready*mu/EWMA) of the traffic to "
         "the pool, the rest and what a worker sheds to the functions",
     )
+    sim.add_argument(
+        "--start-pool",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instances ready when the trace begins, in every policy with a pool (default 0: "
+        "the pool starts cold with the traffic; give the pool the operator had up, "
+        "status.instances.ready, when traffic reached an object applied earlier)",
+    )
     sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sim.add_argument("--plot", metavar="PNG", help="write a per-epoch timeline")
 
@@ -207,6 +216,12 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.tau is not None and not any(math.isclose(args.tau, t) for t in profiled):
         have = ", ".join(f"{t:g}" for t in profiled)
         raise InputError("--tau", f"{args.tau:g} is not profiled (the profile has: {have})")
+    if not 0 <= args.start_pool <= w.scaling.max_instances:
+        raise InputError(
+            "--start-pool",
+            f"expected 0..{w.scaling.max_instances} instances (scaling.maxInstances), "
+            f"got {args.start_pool}",
+        )
     taus = [args.tau] if args.tau is not None else sorted({c.tau for c in plan.candidates})
     by_tau: dict[float, dict[PolicyName, SimResult]] = {}
     ranges: dict[tuple[float, PolicyName], PhaseRange] = {}
@@ -221,9 +236,10 @@ def _simulate(args: argparse.Namespace) -> int:
             cand = picks.get(pol)
             if cand is not None:
                 routing = Routing(args.routing)
-                results[pol] = replay(w, cand, counts, pol, progress, routing=routing)
+                start = args.start_pool
+                results[pol] = replay(w, cand, counts, pol, progress, routing=routing, start_pool=start)
                 if args.phases and pol in TICKED:
-                    ranges[tau, pol] = phase_range(w, cand, counts, pol, progress, routing)
+                    ranges[tau, pol] = phase_range(w, cand, counts, pol, progress, routing, start)
         by_tau[tau] = results
     progress(None)
     if not by_tau:
@@ -242,6 +258,7 @@ def _simulate(args: argparse.Namespace) -> int:
         out: dict[str, Any] = {
             "rate": rate,
             "routing": args.routing,
+            "startPool": args.start_pool,
             "epochs": len(counts),
             "results": [
                 result_dict(r, res, ranges.get((tau, r.policy)))
@@ -254,6 +271,7 @@ def _simulate(args: argparse.Namespace) -> int:
         print(
             f"{len(counts)} epochs of {w.objective.epoch:g} s, {sum(counts)} requests, "
             f"planned at {rate:.4g} req/s, pricing {w.prices.mode.value}, routing {args.routing}"
+            + (f", {args.start_pool} instance(s) ready at the start" if args.start_pool else "")
         )
         print(simulate_text(by_tau))
         if ranges:

@@ -82,25 +82,31 @@ def cheapest_schedule(
     cold_epochs: int,
     instance_epoch_cost: float,
     sizes: range,
+    start: int = 0,
 ) -> Schedule:
     """The cheapest pool size at each tick, over ``sizes``, with everything else fixed.
 
     A size decided after epoch t serves from epoch t+1 until the next tick; instances
     added at t are billed from t+1 and ready from t+1+cold_epochs; a shrink removes the
-    newest (least ready) first. Epochs before the first tick run with no pool.
+    newest (least ready) first. Epoch 0, before the first tick, runs with ``start``
+    instances ready (and billed): the pool in force when the trace begins.
     """
     epochs = len(costs.none)
     if epochs == 0:
         return Schedule([], 0.0)
     if not tick_epochs or tick_epochs[0] != 0 or not sizes:
         raise ValueError("ticks must start at epoch 0 and sizes must not be empty")
-    top = sizes[-1] + 1
-    head = float(costs.table(0, 1, 1)[0, 1]) if epochs else 0.0
+    if start < 0:
+        raise ValueError(f"the starting pool must not be negative, got {start}")
+    top = max(sizes[-1], start) + 1
+    head = float(costs.table(0, 1, start + 1)[start, 1]) + start * instance_epoch_cost
     bounds = [*tick_epochs, epochs - 1]
     windows = [(t + 1, bounds[i + 1] + 1) for i, t in enumerate(tick_epochs)]
     if all(stop - start >= cold_epochs for start, stop in windows[:-1]):
-        return _warm_by_next_tick(costs, windows, cold_epochs, instance_epoch_cost, sizes, top, head)
-    return _with_warming(costs, windows, cold_epochs, instance_epoch_cost, sizes, top, head)
+        return _warm_by_next_tick(
+            costs, windows, cold_epochs, instance_epoch_cost, sizes, top, (start, head)
+        )
+    return _with_warming(costs, windows, cold_epochs, instance_epoch_cost, sizes, top, (start, head))
 
 
 def _warm_by_next_tick(
@@ -110,7 +116,7 @@ def _warm_by_next_tick(
     inst: float,
     sizes: range,
     top: int,
-    head: float,
+    head: tuple[int, float],
 ) -> Schedule:
     """The usual case: every instance is ready by the next tick, so the state is the size.
 
@@ -119,7 +125,7 @@ def _warm_by_next_tick(
     """
     options = np.array(list(sizes))
     best = np.full(top, np.inf)
-    best[0] = head  # no pool before the first tick
+    best[head[0]] = head[1]  # the pool in force before the first tick
     choices: list[npt.NDArray[np.intp]] = []
     for start, stop in windows:
         span = stop - start
@@ -155,10 +161,10 @@ def _with_warming(
     inst: float,
     sizes: range,
     top: int,
-    head: float,
+    head: tuple[int, float],
 ) -> Schedule:
     """A cold start that outlasts a window: the state also holds the warming cohorts."""
-    layer: dict[_State, tuple[float, _State | None, int]] = {(0, ()): (head, None, 0)}
+    layer: dict[_State, tuple[float, _State | None, int]] = {(head[0], ()): (head[1], None, 0)}
     history: list[dict[_State, tuple[float, _State | None, int]]] = []
     for start, stop in windows:
         cum = costs.table(start, stop, top)

@@ -347,6 +347,7 @@ def replay(
     progress: Callable[[int], None] | None = None,
     phase: int = 0,
     routing: Routing = Routing.FILL,
+    start_pool: int = 0,
 ) -> SimResult:
     """Replay per-epoch request counts through one policy and setup.
 
@@ -355,18 +356,25 @@ def replay(
     it started, not from a trace's first line, so every phase in [0, S) is as likely.
     ``routing`` says how each epoch's requests reach the pool (the limits and the bound
     always fill: they are what the routing could do at best).
+    ``start_pool`` instances are ready (and billed) from the first epoch, as when the
+    traffic reaches an object whose planned pool came up before it; FaaS-only and the
+    per-epoch bound have no pool to start with.
     """
     if not 0 <= phase < w.scaling.interval_epochs:
         raise ValueError(f"phase must be in [0, {w.scaling.interval_epochs}), got {phase}")
+    if start_pool < 0:
+        raise ValueError(f"the starting pool must not be negative, got {start_pool}")
     if policy is PolicyName.BOUND:
         return _replay_bound(w, cand, counts)
+    if cand.setup.pool is PoolKind.FAAS or policy is PolicyName.FAAS:
+        start_pool = 0
     if policy is PolicyName.LIMIT:
-        return _replay_limit(w, cand, counts, phase, progress)
+        return _replay_limit(w, cand, counts, phase, progress, start_pool)
     econ, scaling, d = cand.economics, w.scaling, w.objective.epoch
     shift = -phase % scaling.interval_epochs  # added to the tick clock after epoch 0
     rule = ScalingPolicy.EXPECTED_COST if policy is PolicyName.EXPECTED_COST else ScalingPolicy.PAPER
     cold = instance_cold_epochs(w, cand)
-    state = ScalerState()
+    state = ScalerState(desired=start_pool)
 
     def resize(t: int, n: int) -> int | None:
         nonlocal state
@@ -380,7 +388,7 @@ def replay(
         return pool_share(min(ready, state.desired), econ.mu, state.estimate.ewma)
 
     routed = share if routing is Routing.ENVOY else None
-    return _replay_sizes(w, cand, counts, policy, resize, progress, routed)
+    return _replay_sizes(w, cand, counts, policy, resize, progress, routed, start_pool)
 
 
 def _replay_sizes(
@@ -391,11 +399,13 @@ def _replay_sizes(
     resize: Callable[[int, int], int | None],
     progress: Callable[[int], None] | None,
     share: Callable[[int], float] | None = None,
+    start_pool: int = 0,
 ) -> SimResult:
     """The online mechanics: after each epoch, ``resize`` may set a new pool size;
-    ``share`` (Routing.ENVOY) gives the pool's route share from the ready instances."""
+    ``share`` (Routing.ENVOY) gives the pool's route share from the ready instances;
+    ``start_pool`` instances are ready from epoch 0."""
     r = _Replay(w, cand, warm_functions=False)
-    launched: list[int] = []  # ready epoch of each alive instance, ascending
+    launched: list[int] = [0] * start_pool  # ready epoch of each alive instance, ascending
     tot = _Totals()
     for t, n in enumerate(counts):
         ready = bisect_right(launched, t)
@@ -420,8 +430,10 @@ def _replay_limit(
     counts: Sequence[int],
     phase: int,
     progress: Callable[[int], None] | None,
+    start_pool: int = 0,
 ) -> SimResult:
-    """The same-rules limit: the cheapest schedule (``serflow.schedule``), then replayed.
+    """The same-rules limit: the cheapest schedule (``serflow.schedule``), then replayed
+    from the same starting pool as the policies it bounds.
 
     The schedule is found with each epoch's function bill as a function of the ready
     instances. Per use, that bill does not depend on which functions are warm, so the
@@ -441,9 +453,16 @@ def _replay_limit(
         top = max(s.min_instances, min(s.max_instances, slots))
         r = _Replay(w, cand, warm_functions=False)
         sizes = cheapest_schedule(
-            costs, at, r.inst_cold_epochs, r.d * r.inst_price, range(s.min_instances, top + 1)
+            costs,
+            at,
+            r.inst_cold_epochs,
+            r.d * r.inst_price,
+            range(s.min_instances, top + 1),
+            start_pool,
         ).sizes
-    return replay_schedule(w, cand, counts, dict(zip(at, sizes, strict=True)), progress=progress)
+    return replay_schedule(
+        w, cand, counts, dict(zip(at, sizes, strict=True)), progress=progress, start_pool=start_pool
+    )
 
 
 def replay_schedule(
@@ -453,9 +472,12 @@ def replay_schedule(
     sizes: Mapping[int, int],
     policy: PolicyName = PolicyName.LIMIT,
     progress: Callable[[int], None] | None = None,
+    start_pool: int = 0,
 ) -> SimResult:
     """Replay a given schedule: after epoch t, the pool is resized to ``sizes[t]`` if present."""
-    return _replay_sizes(w, cand, counts, policy, lambda t, _: sizes.get(t), progress)
+    return _replay_sizes(
+        w, cand, counts, policy, lambda t, _: sizes.get(t), progress, start_pool=start_pool
+    )
 
 
 def epoch_costs(w: Workload, cand: Candidate, counts: Sequence[int]) -> EpochCosts:
@@ -503,10 +525,11 @@ def phase_range(
     policy: PolicyName,
     progress: Callable[[int], None] | None = None,
     routing: Routing = Routing.FILL,
+    start_pool: int = 0,
 ) -> PhaseRange:
     """Replay at each phase in [0, S): how much the operator's tick phase alone moves the bill."""
     costs = [
-        replay(w, cand, counts, policy, progress, phase, routing).total_cost
+        replay(w, cand, counts, policy, progress, phase, routing, start_pool).total_cost
         for phase in range(w.scaling.interval_epochs)
     ]
     return PhaseRange(min(costs), max(costs), len(costs))

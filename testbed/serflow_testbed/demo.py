@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import math
+import os
 import signal
 import statistics
 import subprocess
@@ -61,6 +62,12 @@ KWOK_READY_DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"
 
 def say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def shown(path: Path) -> str:
+    """``path`` as the user named it, relative to the working directory, so a transcript
+    pasted into a report carries no path of the machine that made it."""
+    return os.path.relpath(path)
 
 
 def pool_nodes(cluster: Cluster, m: dict[str, Any]) -> None:
@@ -482,9 +489,11 @@ def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, image
     return records, timeline, t0
 
 
-def simulate(manifest: Path, trace: Path, epochs: int, routing: str = "fill") -> dict[str, Any]:
+def simulate(manifest: Path, trace: Path, epochs: int, routing: str = "fill",
+             start_pool: int = 0) -> dict[str, Any]:  # fmt: skip
     """``serflow simulate`` of the manifest's plan on the trace, with the scaler the
-    manifest's ``spec.scaling.policy`` names (as the operator runs it)."""
+    manifest's ``spec.scaling.policy`` names (as the operator runs it), starting with
+    ``start_pool`` instances ready (the pool that was up when the replay began)."""
     from serflow.sim import online_policy
     from serflow.spec import ScalingPolicy
 
@@ -492,7 +501,7 @@ def simulate(manifest: Path, trace: Path, epochs: int, routing: str = "fill") ->
     scaler = online_policy(ScalingPolicy(doc["spec"]["scaling"].get("policy", "expected-cost")))
     r = subprocess.run([sys.executable, "-m", "serflow.cli", "simulate", "-f", str(manifest),
                         "--trace", str(trace), "--epochs", str(epochs), "--policy", scaler.value, "--phases",
-                        "--routing", routing, "--json"],
+                        "--routing", routing, "--start-pool", str(start_pool), "--json"],
                        capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
     return dict(json.loads(r.stdout)["results"][0])
 
@@ -548,7 +557,7 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
     (out / "report.md").write_text(md)
     say("")
     say(md)
-    say(f"report: {out / 'report.md'}  timeline: {png}")
+    say(f"report: {shown(out / 'report.md')}  timeline: {shown(png)}")
     return 0 if s.failures == 0 else 1
 
 

@@ -49,6 +49,7 @@ from serflow_testbed.demo import (
     prices_of,
     read_raw,
     say,
+    shown,
     simulate,
 )
 from serflow_testbed.harness import REPO, Cluster, wait_for
@@ -362,15 +363,18 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
         float("nan"),
     )
     s = decide.summarise(run.records, d + slo)
-    pred = simulate(manifest, trace, len(counts))
-    routed = simulate(manifest, trace, len(counts), "envoy")
+    # simulate starts from the pool that was Ready when the replay began (the operator
+    # planned it before the first request), not from a cold, empty one.
+    up = run.bill.ready_at(POOL, run.t0)
+    pred = simulate(manifest, trace, len(counts), start_pool=up)
+    routed = simulate(manifest, trace, len(counts), "envoy", up)
     b = bill_of(run.bill, run.t0, run.t1, prices_of(m, run.plan))
     gap = decide.relative_gap(b.total, pred["totalCost"])
     use = run.bill.function_use()
     results = {
         "trace": given.trace_what, "scale": given.scale, "peakRate": a.peak_rate,
         "epochs": len(counts), "epochSeconds": d, "slo": slo, "tau": tau, "counts": counts,
-        "scaling": spec["scaling"], "plan": run.plan, "pricing": spec["prices"].get("mode", "per-use"),
+        "scaling": spec["scaling"], "plan": run.plan, "poolReadyAtStart": up, "pricing": spec["prices"].get("mode", "per-use"),
         "summary": {**asdict(s), "sloAttainment": s.slo_attainment, "accuracy": s.accuracy,
                     "poolShare": s.pool_share},
         "profiledAccuracy": profiled,
@@ -396,7 +400,7 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
     (out / "report.md").write_text(md)
     say("")
     say(md)
-    say(f"report: {out / 'report.md'}  timeline: {png}")
+    say(f"report: {shown(out / 'report.md')}  timeline: {shown(png)}")
     return 0 if s.failures == 0 else 1
 
 

@@ -223,6 +223,16 @@ class PodBill:
         with self.lock:
             return any(p.role == role and p.end is None for p in self.pods.values())
 
+    def ready_at(self, role: str, t: float) -> int:
+        """How many pods of ``role`` were Ready at time ``t``."""
+        with self.lock:
+            return sum(
+                1
+                for p in self.pods.values()
+                if p.role == role and p.ready is not None and p.ready <= t
+                and (p.end is None or p.end > t)
+            )
+
     def ready_count(self, role: str) -> int:
         with self.lock:
             return sum(

@@ -133,3 +133,51 @@ def test_a_shrink_drops_the_newest_instances_first() -> None:
     assert _resize(2, ((5, 1), (7, 2)), 4, 9) == (2, ((5, 1), (7, 1)))
     assert _resize(2, ((5, 1),), 1, 9) == (1, ())
     assert _resize(2, ((5, 1),), 5, 9) == (2, ((5, 1), (9, 2)))
+
+
+def test_a_pool_up_before_the_trace_serves_from_the_first_epoch() -> None:
+    """The operator plans its pool before the traffic: a replay may start with it ready."""
+    w = tiny()
+    c = _cand(w, [PoolKind.IAAS])
+    counts = [25] * 12
+    r = replay(w, c, counts, PolicyName.LIMIT, start_pool=2)
+    # Two instances billed and ready from epoch 0: the 2-epoch cold start is not paid, so
+    # every epoch costs $0.02 of instances and the partial batch's $0.01175 of functions.
+    assert r.series.alive == [2] * 12
+    assert r.series.ready == [2] * 12
+    assert r.total_cost == pytest.approx(12 * (2 * 0.01 + 0.01175))
+    cold = replay(w, c, counts, PolicyName.LIMIT)
+    assert r.total_cost < cold.total_cost
+    # The limit still starts from that pool when keeping it does not pay: six idle epochs.
+    idle = replay(w, c, [0] * 6, PolicyName.LIMIT, start_pool=2)
+    assert idle.series.alive == [2, 0, 0, 0, 0, 0]
+    assert idle.total_cost == pytest.approx(2 * 0.01)
+    # Every online rule starts from the same pool, and the limit stays below it.
+    for rule in (PolicyName.LIBRA, PolicyName.SERFLOW, PolicyName.EXPECTED_COST):
+        online = replay(w, c, counts, rule, start_pool=2)
+        assert online.series.ready[0] == 2
+        assert r.total_cost <= online.total_cost + 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.integers(0, 40), min_size=1, max_size=5),
+    st.integers(0, 3),
+    st.sampled_from([1, 2]),
+)
+def test_limit_from_a_starting_pool_is_the_cheapest_schedule(counts: list[int], start: int, interval: int) -> None:
+    """Both dynamic programmes (S 2: ready by the next tick; S 1: cohorts still warming)."""
+    w = tiny(scaling__intervalEpochs=interval)
+    c = _cand(w, [PoolKind.IAAS])
+    at = ticks(len(counts), interval)
+    best = min(
+        replay_schedule(w, c, counts, dict(zip(at, sizes, strict=True)), start_pool=start).total_cost
+        for sizes in itertools.product(range(4), repeat=len(at))
+    )
+    assert replay(w, c, counts, PolicyName.LIMIT, start_pool=start).total_cost == pytest.approx(best)
+
+
+def test_a_negative_starting_pool_is_refused() -> None:
+    w = tiny()
+    with pytest.raises(ValueError, match="starting pool"):
+        replay(w, _cand(w, [PoolKind.IAAS]), [1], PolicyName.LIMIT, start_pool=-1)
