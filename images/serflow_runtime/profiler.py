@@ -5,7 +5,8 @@ seconds per request of each stage in batches of B, worst case (every row runs ev
 stage), with the runtime limited to the config's vCPUs (capped at this machine's cores;
 the cap is recorded in an annotation).  Per cut: compressed activation bytes per request
 and the function-side seconds per request to decode the frame (header, bounded LZ4
-decompression, array).  Per tau: exit shares and accuracy on the artefact's calibration
+decompression, array).  Per function size: the seconds its own server bills a lone image
+beyond the batched compute (a spilled request arrives alone, over HTTP, as an image).  Per tau: exit shares and accuracy on the artefact's calibration
 set (the held-out split, as 8-bit pixels through the serving path's preprocessing).
 The document is validated with the control plane's rules when they are installed (the
 operator checks it again when it reads the profile).
@@ -13,7 +14,9 @@ operator checks it again when it reads the profile).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +48,9 @@ LAMBDA_MIB_PER_VCPU = 1769  # AWS Lambda grants one vCPU per 1,769 MB
 INSTANCE_COLD_START = 132.0  # the paper's 22 epochs of 6 s (assumed)
 FUNCTION_COLD_START = 0.5  # assumed, as in the paper preset
 DEFAULT_CONFIGS = ("c6i.large", "c6i.xlarge", "fn-2048")
+LONE_IMAGES = 40
+"""Lone images a function's own server answers to measure its per-request overhead:
+enough for a steady median at a few milliseconds each, few enough for a short Job."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,46 @@ def partition_seconds(model: ServedModel, x: np.ndarray, repeats: int) -> list[f
             if r:
                 times[i - 1].append(dt)
     return [min(t) / x.shape[0] for t in times]
+
+
+def request_overhead(req: ProfileRequest, spec: ConfigSpec, x: np.ndarray, batched_s: float) -> float:
+    """Seconds a function's server bills a lone image beyond ``batched_s`` (the whole
+    model's compute per request in batches of B): HTTP, decoding, the answer, and batch 1.
+
+    The function's own server answers ``LONE_IMAGES`` held-out images in the raw wire
+    format on 127.0.0.1, one at a time and with no early exit (every partition runs, as
+    ``batched_s`` assumes); each answer's Server-Timing is the duration a FaaS bills.
+    The median, not the mean: on a shared machine other processes only ever add time.
+    """
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from serflow_runtime.function import FunctionApp, FunctionConfig
+
+    fn = FunctionApp(
+        FunctionConfig(
+            artefact=req.artefact, runtime=req.runtime, tau=None, threads=spec.threads,
+            batch=req.batch, name=spec.name,
+        )
+    )  # fmt: skip
+    bodies = [np.ascontiguousarray(x[i % x.shape[0]], dtype="<f4").tobytes() for i in range(LONE_IMAGES)]
+
+    async def serve() -> list[float]:
+        took = []
+        async with TestClient(TestServer(fn.app(), host="127.0.0.1")) as client:
+            for i, body in enumerate([bodies[0], *bodies]):  # the first warms up
+                r = await client.post("/infer", data=body, headers={"Content-Type": codec.RAW_CT})
+                if r.status != 200:
+                    raise RuntimeError(f"{spec.name}: the function answered {r.status}: {await r.text()}")
+                await r.read()
+                if i:
+                    took.append(float(r.headers["Server-Timing"].split("dur=")[1]) / 1e3)
+        return took
+
+    try:
+        served = statistics.median(asyncio.run(serve()))
+    finally:
+        fn.pool.shutdown(wait=True)
+    return max(0.0, served - batched_s)
 
 
 def cut_stats(model: ServedModel, x: np.ndarray, repeats: int) -> list[dict[str, Any]]:
@@ -216,16 +262,17 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
     for s in specs:
         timed = open_model(req.artefact, req.runtime, s.threads)
         spr = partition_seconds(timed, xb, req.repeats)
-        configs.append(
-            {
-                "name": s.name,
-                "kind": s.kind,
-                "vcpu": s.vcpu,
-                "memoryMiB": s.memory_mib,
-                "coldStartSeconds": s.cold_start,
-                "secondsPerRequest": spr,
-            }
-        )
+        config = {
+            "name": s.name,
+            "kind": s.kind,
+            "vcpu": s.vcpu,
+            "memoryMiB": s.memory_mib,
+            "coldStartSeconds": s.cold_start,
+            "secondsPerRequest": spr,
+        }
+        if s.kind == "function":
+            config["requestOverheadSeconds"] = request_overhead(req, s, x_val, sum(spr))
+        configs.append(config)
     # The smallest function decodes single-threaded: `ref` runs on one thread.
     cuts = cut_stats(ref, xb, req.repeats)
     measured_threads = {s.name: s.threads for s in specs}
@@ -247,6 +294,9 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
                 "serflow.io/assumed": "coldStartSeconds (instances 132, functions 0.5); prices",
                 "serflow.io/transfer-seconds": "frame decode (header, LZ4, array) per request on"
                 " 1 thread; network time not included",
+                "serflow.io/request-overhead": f"functions: the median Server-Timing of "
+                f"{LONE_IMAGES} lone images through the function's own server on 127.0.0.1, "
+                "less the batched whole-model compute",
                 "serflow.io/raw-cut-bytes": ", ".join(
                     f"{c['after']}={c['rawBytes']}" for c in cuts
                 ),

@@ -83,6 +83,9 @@ class ResourceProfile:
     """Seconds from launch until it serves (VM boot plus pod start, or function cold start)."""
     seconds_per_request: tuple[float, ...]
     """u_i: mean seconds per request of partition i when run in batches of B (one per partition)."""
+    request_overhead_s: float = 0.0
+    """Functions: seconds a lone image is billed beyond its partitions' batched compute
+    (HTTP, decoding, the answer, batch 1 instead of B); added to each spilled request."""
 
     @property
     def whole_model_s(self) -> float:
@@ -329,6 +332,7 @@ def _config(f: Fields, k: int) -> ResourceProfile:
         memory_mib=f.number("memoryMiB"),
         cold_start_s=f.number("coldStartSeconds"),
         seconds_per_request=u,
+        request_overhead_s=f.number("requestOverheadSeconds"),
     )
 
 
@@ -397,6 +401,7 @@ def profile_to_dict(p: Profile) -> dict[str, Any]:
                 "memoryMiB": c.memory_mib,
                 "coldStartSeconds": c.cold_start_s,
                 "secondsPerRequest": list(c.seconds_per_request),
+                "requestOverheadSeconds": c.request_overhead_s,
             }
             for c in p.configs
         ],

@@ -166,7 +166,8 @@ class _Replay:
         self.roles: dict[str, _FunctionRole] = {"spill": _FunctionRole(window)}
         # Whole model on a function: prefix[i] = sum_{j<=i} s_j u_j (seconds per request).
         self.faas_prefix = _prefix(self.sv, self.uf)
-        self.faas_exec = self.faas_prefix[-1]
+        # What a spilled request bills: its partitions and the server's own overhead.
+        self.faas_exec = self.faas_prefix[-1] + fprof.request_overhead_s
         self.cut = 0
         self.head_s = 0.0  # instance seconds per request of the head (hybrid)
         self.stages: list[tuple[str, float, float]] = []  # (role, exec s/req, survival in)

@@ -295,8 +295,8 @@ def measured_profile(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
 def calibrated(run: Served) -> tuple[dict[str, Any], str]:
     """The Jobs' profile with what the calibration replay measured on the cluster: the
     function's own seconds per answer (whole-model spills only: a hybrid's tail answers
-    run part of the model) and the median cold starts of pool and function pods; and a
-    line saying so."""
+    run part of the model), as its per-request overhead above the partitions, and the
+    median cold starts of pool and function pods; and a line saying so."""
     prof: dict[str, Any] = json.loads(json.dumps(run.profile))
     tau = float(run.plan["tau"])
     th = next(t for t in prof["thresholds"] if abs(float(t["tau"]) - tau) < 1e-9)
@@ -314,10 +314,17 @@ def calibrated(run: Served) -> tuple[dict[str, Any], str]:
             and use.answers >= 20
             and c["name"] == run.plan.get("function")
         ):
+            # A spilled answer bills its partitions and the server's own overhead: the
+            # measured seconds above the partitions' are that overhead, as run here.
             sv = decide.survival(th["exitShares"])
-            c["secondsPerRequest"] = decide.calibrate_function(
-                c["secondsPerRequest"], sv, per_answer
-            )
+            compute = decide.request_seconds(c["secondsPerRequest"], sv)
+            if per_answer >= compute:
+                c["requestOverheadSeconds"] = float(f"{per_answer - compute:.4g}")
+            else:  # faster than the Jobs measured: the partitions themselves cost less
+                c["secondsPerRequest"] = decide.calibrate_function(
+                    c["secondsPerRequest"], sv, per_answer
+                )
+                c["requestOverheadSeconds"] = 0.0
     note = (f"calibrated on the cluster: {use.answers} answers from functions, "
             f"{per_answer * 1e3:.2f} ms of their own each"
             f"{'' if whole and use.answers >= 20 else ' (not used: too few, or tails)'}; cold "

@@ -26,6 +26,11 @@ def test_faas_per_request_by_hand() -> None:
     assert faas_per_request(U_F, S, P_F, P_INV, B) == pytest.approx(0.00135, abs=1e-15)
 
 
+def test_faas_per_request_bills_the_servers_overhead_per_lone_image() -> None:
+    # 0.001 * (0.35 + 0.05) + 0.001: the overhead is billed once per request, not per partition
+    assert faas_per_request(U_F, S, P_F, P_INV, B, 0.05) == pytest.approx(0.0014, abs=1e-15)
+
+
 def test_fused_tail_by_hand() -> None:
     # 0.001 * (0.5*0.3 + 0.5*0.1) + 0.001 = 0.0002 + 0.001
     assert fused_tail_per_request(U_F, S, X, 1, P_F, P_INV, B) == pytest.approx(0.0012, abs=1e-15)

@@ -55,6 +55,21 @@ def test_profile_parses_with_the_control_plane_schema(
         assert 0 < c.activation_bytes < raw and c.transfer_s > 0
 
 
+def test_a_function_size_carries_its_servers_overhead_per_lone_image(doc: dict[str, object]) -> None:
+    """A spilled image is billed by the function's own server: HTTP, decoding, the answer
+    and batch 1 on top of the batched compute. Only function sizes carry it."""
+    configs = {c["name"]: c for c in doc["profile"]["configs"]}  # type: ignore[index]
+    assert "requestOverheadSeconds" not in configs["c6i.large"]
+    fn = configs["fn-2048"]
+    # A lone image through a real server costs more than its share of a batch of 16, and
+    # far less than a second on this model (the 40 answers took well under one).
+    assert 0 < fn["requestOverheadSeconds"] < 1.0
+    p = parse_profile(doc["profile"])
+    assert p.config("fn-2048").request_overhead_s == fn["requestOverheadSeconds"]
+    assert p.config("c6i.large").request_overhead_s == 0.0
+    assert "lone images" in doc["metadata"]["annotations"]["serflow.io/request-overhead"]  # type: ignore[index]
+
+
 def test_thresholds_are_the_exit_rule_on_held_out_data(
     doc: dict[str, object], served: ServedModel, digits: Split
 ) -> None:

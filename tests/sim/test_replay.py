@@ -53,6 +53,22 @@ def test_faas_only_never_launches() -> None:
     assert r.function_cost == pytest.approx(32 * 0.35 * 0.001 + 4 * 0.01)
 
 
+def test_a_spill_bills_the_functions_overhead_and_the_plan_prices_it() -> None:
+    doc = tiny_doc()
+    doc["profile"]["configs"][1]["requestOverheadSeconds"] = 0.05
+    w = parse_workload(doc)
+    c = _cand(w, [PoolKind.FAAS])
+    # 0.35 s of partitions and 0.05 s of the server's own per spilled request.
+    assert c.economics.faas_per_request == pytest.approx(0.001 * 0.4 + 0.01 / 10)
+    r = replay(w, c, [25, 0, 7], PolicyName.FAAS)
+    assert r.function_seconds == pytest.approx(32 * 0.4)
+    assert r.function_cost == pytest.approx(32 * 0.4 * 0.001 + 4 * 0.01)
+    # A hybrid's tail arrives in frames of a batch: no lone-image overhead there.
+    hy = _cand(w, [PoolKind.HYBRID])
+    plain = _cand(tiny(), [PoolKind.HYBRID])
+    assert hy.economics.add_per_request == plain.economics.add_per_request
+
+
 def test_per_pod_bills_alive_pods_through_keep_alive() -> None:
     w = tiny(prices__mode="per-pod")
     r = replay(w, _cand(w, [PoolKind.FAAS]), [25, 0, 0, 0, 25], PolicyName.FAAS)

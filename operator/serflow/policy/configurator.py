@@ -163,7 +163,7 @@ def candidates(w: Workload, rate: float) -> list[Candidate]:
             c_f = (
                 pod_epochs_per_request(s, [0], p_f, obj.epoch, b)
                 if per_pod
-                else faas_per_request(uf, s, p_f, p_inv, b)
+                else faas_per_request(uf, s, p_f, p_inv, b, fprof.request_overhead_s)
             )
             fcold = fprof.cold_start_s if obj.cold_start_in_feasibility else 0.0
             faas = PoolEconomics(mu, 0.0, c_f, 0.0, has_pool=False)

@@ -12,10 +12,17 @@ from dataclasses import dataclass
 
 
 def faas_per_request(
-    u: Sequence[float], survival: Sequence[float], p_f: float, p_inv: float, batch: int
+    u: Sequence[float],
+    survival: Sequence[float],
+    p_f: float,
+    p_inv: float,
+    batch: int,
+    overhead: float = 0.0,
 ) -> float:
-    """c_F = p_f * sum_i s_i u_i^f + p_inv / B: one request run on a function, whole model."""
-    return p_f * sum(s * x for s, x in zip(survival, u, strict=True)) + p_inv / batch
+    """c_F = p_f * (sum_i s_i u_i^f + o_f) + p_inv / B: one request run on a function,
+    whole model; o_f is what the function's server bills a lone image beyond the batched
+    compute (the profile's ``requestOverheadSeconds``)."""
+    return p_f * (sum(s * x for s, x in zip(survival, u, strict=True)) + overhead) + p_inv / batch
 
 
 def fused_tail_per_request(

@@ -190,6 +190,13 @@ CONFIG = obj(
             "u_i: mean seconds per request of each partition in batches of B (one per partition).",
             _non_negative("Seconds per request."),
         ),
+        "requestOverheadSeconds": _non_negative(
+            "Functions: the seconds a lone image is billed beyond its partitions' batched "
+            "compute (the server's HTTP handling, decoding and answer, and running one image "
+            "where the partitions were timed in batches of B). Added to each spilled "
+            "request's execution seconds.",
+            default=0,
+        ),
     },
     ["name", "kind", "vcpu", "memoryMiB", "coldStartSeconds", "secondsPerRequest"],
 )
