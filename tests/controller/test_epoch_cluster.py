@@ -128,17 +128,28 @@ class Bed:
     state: EpochState
     conditions: list[dict[str, Any]] = field(default_factory=list)
     """The object's conditions as the daemon's live body would hold them."""
+    written: bool = False
+    """Whether the last epoch wrote its status."""
 
-    def epoch(self, at: float, value: int | None = None) -> Decision:
-        """One epoch at ``at`` seconds, the counter at ``value`` (None: the scrape fails)."""
+    def epoch(self, at: float, value: int | None = None, seen: str | None = None) -> Decision:
+        """One epoch at ``at`` seconds, the counter at ``value`` (None: the scrape fails),
+        decided on the object's resourceVersion ``seen`` (None: unconditional)."""
         self.time.t = at
         if value is None:
             self.stats.failures = 1
         else:
             self.stats.value = value
-        d = run_epoch(self.kube, self.plan, self.state, self.time.clock(), self.conditions)
+        d, self.written = run_epoch(
+            self.kube, self.plan, self.state, self.time.clock(), self.conditions, seen
+        )
         self.state, self.conditions = d.state, d.status["conditions"]
         return d
+
+    def resource_version(self) -> str:
+        obj = self.custom().get_namespaced_custom_object(
+            GROUP, VERSION, self.plan.owner.namespace, PLURAL, NAME
+        )
+        return str(obj["metadata"]["resourceVersion"])
 
     def status(self) -> dict[str, Any]:
         obj = self.custom().get_namespaced_custom_object_status(
@@ -421,3 +432,25 @@ def test_the_daemon_puts_a_replacement_plan_in_force(bed: Bed) -> None:
     assert handlers.replan_and_apply(bed.kube, running, later, 0, []) is None
     steady = replace(state, scaler=replace(state.scaler, recent=(30.0,) * 16))
     assert handlers.replan_and_apply(bed.kube, running, steady, 0, []) is None
+
+
+def test_an_epoch_on_an_older_view_does_not_undo_a_newer_condition(bed: Bed) -> None:
+    """The daemon decides on its live body while a spec change is planned or refused: its
+    conditions, computed from the older view, must not overwrite the newer ones."""
+    bed.epoch(0.0, 0, seen=bed.resource_version())
+    assert bed.written
+    seen = bed.resource_version()
+    # Meanwhile the spec handler refuses a new spec (as the NoFeasibleSetup path writes).
+    refused = {"type": "Configured", "status": "False", "reason": "NoFeasibleSetup",
+               "message": "SLO 0.05 s", "observedGeneration": 2,
+               "lastTransitionTime": "2026-01-01T00:00:01Z"}  # fmt: skip
+    assert bed.kube.patch_status(bed.plan.owner.namespace, NAME, {"conditions": [refused]})
+    bed.epoch(1.0, 20, seen=seen)
+    assert not bed.written
+    assert bed.status()["conditions"] == [refused]
+    # The next epoch decides on the new view and writes.
+    bed.conditions = [refused]
+    bed.epoch(2.0, 40, seen=bed.resource_version())
+    assert bed.written
+    kinds = {c["type"]: c for c in bed.status()["conditions"]}
+    assert kinds["Configured"] == refused

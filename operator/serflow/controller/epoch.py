@@ -87,14 +87,23 @@ def install(kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]])
     return events
 
 
-def execute(kube: Kube, plan: ChosenPlan, decision: Decision, at: str) -> None:
-    """Apply the children that differ, patch the status, post the events, set the gauges."""
+def execute(
+    kube: Kube, plan: ChosenPlan, decision: Decision, at: str, seen: str | None = None
+) -> bool:
+    """Apply the children that differ, patch the status, post the events, set the gauges.
+
+    ``seen``: the object's resourceVersion the epoch decided on. If the object changed
+    since (a spec change planned or refused meanwhile), the status is not written, so
+    the epoch's conditions, computed from the older view, cannot undo the newer ones;
+    returns whether it was written. The children it applied are level-triggered and the
+    next epoch decides again on the new object.
+    """
     owner = plan.owner
     events = list(decision.events)
     for obj in decision.apply:
         if kube.apply_or_replace(obj):
             events.append(replaced(obj))
-    kube.patch_status(owner.namespace, owner.name, decision.status)
+    written = kube.patch_status(owner.namespace, owner.name, decision.status, seen)
     ref = {**owner.reference(), "namespace": owner.namespace}
     involved = {k: ref[k] for k in ("apiVersion", "kind", "name", "namespace", "uid")}
     for e in events:
@@ -103,6 +112,7 @@ def execute(kube: Kube, plan: ChosenPlan, decision: Decision, at: str) -> None:
     metrics.record(owner.namespace, owner.name, decision.sample.rate, est.ewma, est.dev,
                    decision.target_rate, decision.state.scaler.desired, decision.ready,
                    decision.pool_share, decision.cost_per_hour)  # fmt: skip
+    return written
 
 
 def run_epoch(
@@ -111,9 +121,10 @@ def run_epoch(
     state: EpochState,
     clock: Clock,
     conditions: Sequence[Mapping[str, Any]],
-) -> Decision:
-    """Gather, decide, execute; the decision's state is the next epoch's."""
+    seen: str | None = None,
+) -> tuple[Decision, bool]:
+    """Gather, decide, execute; the decision's state is the next epoch's. Also whether
+    its status was written (see ``execute``)."""
     obs = gather(kube, plan, clock, conditions)
     decision = decide(state, obs, plan)
-    execute(kube, plan, decision, obs.wall)
-    return decision
+    return decision, execute(kube, plan, decision, obs.wall, seen)

@@ -291,14 +291,20 @@ async def epoch_loop(
             state = state.replanned(plan)
         used = plan
         conditions = [dict(c) for c in status.get("conditions") or []]
+        seen = meta.get("resourceVersion")
         try:
-            decision = await asyncio.to_thread(run_epoch, kube, plan, state, CLOCK, conditions)
+            decision, written = await asyncio.to_thread(
+                run_epoch, kube, plan, state, CLOCK, conditions, seen
+            )
         except Exception:  # keep the loop alive; the next epoch retries
             logger.exception("epoch failed")
             continue
         state = decision.state
         for e in decision.events:
             logger.info("%s: %s", e.reason.value, e.message)
+        if not written:  # the object changed meanwhile: decide again on the new one
+            logger.info("the object changed during the epoch: its status was not written")
+            continue
         try:
             new = await asyncio.to_thread(
                 replan_and_apply, kube, plan, decision.state, decision.ready,

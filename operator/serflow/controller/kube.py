@@ -100,10 +100,31 @@ class Kube:
         cm = self.get("v1", "ConfigMap", namespace, name)
         return None if cm is None else dict(cm.get("data") or {})
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
-        )
+    def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str | None = None,
+    ) -> bool:
+        """Merge ``status`` into the object's status; False when ``resource_version`` is
+        given and the object has changed since (the API server's 409: nothing written).
+
+        A merge patch replaces lists whole, conditions included: a writer that computed
+        them from an older view would undo a newer writer's condition unless it says
+        which version it saw."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body
+            )
+        except ApiException as e:
+            if e.status == 409 and resource_version is not None:
+                return False
+            raise
+        return True
 
     def job_state(self, namespace: str, name: str) -> str:
         """'succeeded', 'failed', 'running' or 'missing'."""
