@@ -497,6 +497,11 @@ do_knative() {
         sed "${sed_images[@]}" "$f"
     done | kubectl_ apply --server-side --force-conflicts -f - >/dev/null
     kubectl_ -n knative-serving set resources deployment --all --requests=cpu=10m >/dev/null
+    # Room for the functions: the control-plane node (the machine's 2 cores) runs every
+    # function pod, and with CoreDNS's default requests (2 x 100m) it fits two beside the
+    # rest (1,738m of 2,000m asked), so a hybrid plan's tail could not start while the
+    # spill had two pods (Pending: Insufficient cpu). Like Knative's above, 10m each.
+    kubectl_ -n kube-system set resources deployment coredns --requests=cpu=10m >/dev/null
     # A test cluster: decide on 10 s of traffic (not 60) and drop an idle function's last
     # pod 10 s after it went idle (not 30), so scaling to zero and back takes seconds.
     kubectl_ -n knative-serving patch configmap config-autoscaler --type=merge \

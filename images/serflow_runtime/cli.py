@@ -113,6 +113,8 @@ def cmd_worker(a: argparse.Namespace) -> int:
             threads=a.threads,
             name=a.name,
             client_timeout=a.client_timeout,
+            stage_timeout=a.stage_timeout,
+            warm_tail=a.warm_tail,
         )
     )
 
@@ -235,6 +237,17 @@ def parser() -> argparse.ArgumentParser:
                 action="append",
                 default=[],
                 help="A-B=URL: a function stage running partitions A..B, B may be K (repeat to chain)",
+            )
+            s.add_argument(
+                "--stage-timeout",
+                type=float,
+                default=60.0,
+                help="seconds a tail stage call may take; then its requests are answered 503",
+            )
+            s.add_argument(
+                "--warm-tail",
+                action="store_true",
+                help="not ready until each tail stage has answered once (starts one at zero)",
             )
         else:
             s.add_argument("--port", type=int, default=None, help=f"default: $PORT or {DEFAULT_PORT}")

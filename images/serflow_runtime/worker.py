@@ -7,13 +7,19 @@
   calls each stage in turn with the previous stage's survivors, so no function waits
   on another.  A stage call that fails to connect or is reset is made once more; a
   stage that still fails answers its survivors 503, as does a request beyond the
-  ``budget`` admitted per epoch: Envoy retries both on the functions.  The answer::
+  ``budget`` admitted per epoch: Envoy retries both on the functions.  A stage call
+  has ``stage_timeout`` seconds (the operator sets it below the router's own timeout,
+  so that a stuck tail becomes a 503 that Envoy retries on the functions rather than a
+  504 that it does not).  The answer::
 
       {"class": 3, "exit": 2, "confidence": 0.97, "fingerprint": "...",
        "ran": [{"partitions": [1, 2], "on": "worker:NAME"},
                {"partitions": [3, 3], "on": "function:NAME"}]}
 
-* ``GET /healthz``, ``GET /readyz`` (503 while draining), ``GET /metrics``.
+* ``GET /healthz``, ``GET /readyz`` (503 while draining and, with ``warm_tail``, until
+  each tail stage has answered once: calling a Knative function at zero makes Knative
+  start a pod, so a pool pod takes traffic only once its tail can serve it), ``GET
+  /metrics``.
 * SIGTERM: stop admitting (503), flush the queue at once, finish in-flight batches, exit.
 """
 
@@ -102,6 +108,7 @@ class WorkerConfig:
     name: str = "worker"
     drain_timeout: float = 30.0
     stage_timeout: float = 60.0
+    warm_tail: bool = False  # not ready until each tail stage has answered once
     client_timeout: float = CLIENT_TIMEOUT
 
 
@@ -147,6 +154,8 @@ class WorkerApp:
         self.admitted = 0
         self.session: aiohttp.ClientSession | None = None
         self.batcher: asyncio.Task[None] | None = None
+        self.warmer: asyncio.Task[None] | None = None
+        self.tail_warm = not (cfg.warm_tail and self.stages)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -166,10 +175,13 @@ class WorkerApp:
             timeout=aiohttp.ClientTimeout(total=self.cfg.stage_timeout)
         )
         self.batcher = asyncio.create_task(self._batch_loop())
+        if not self.tail_warm:
+            self.warmer = asyncio.create_task(self._warm_tail())
 
     async def _stop(self, app: web.Application) -> None:
-        if self.batcher:
-            self.batcher.cancel()
+        for task in (self.batcher, self.warmer):
+            if task:
+                task.cancel()
         if self.session:
             await self.session.close()
         self.pool.shutdown(wait=False)
@@ -312,6 +324,31 @@ class WorkerApp:
                 }
             )
 
+    async def _warm_tail(self, pause: float = 1.0) -> None:
+        """Call each tail stage's ``/readyz`` until it answers 200, then report ready.
+
+        A Knative function at zero is reached through Knative's activator, which holds
+        the call and has Knative start a pod: the tail is then up before the router sends
+        this pod any request, instead of a whole batch's survivors waiting for a cold
+        start (or for room on a node) after it."""
+        assert self.session is not None
+        for stage in self.stages:
+            while True:
+                try:
+                    async with self.session.get(
+                        f"{stage.url}/readyz", headers=stage.headers
+                    ) as r:
+                        await r.read()
+                        if r.status == 200:
+                            break
+                        problem = f"answered {r.status}"
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    problem = str(e) or type(e).__name__
+                log.info("warming stage %d-%d: %s", stage.first, stage.last, problem)
+                await asyncio.sleep(pause)
+            log.info("stage %d-%d answered: warm", stage.first, stage.last)
+        self.tail_warm = True
+
     # probes ------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
@@ -319,6 +356,8 @@ class WorkerApp:
     async def readyz(self, request: web.Request) -> web.Response:
         if self.draining:
             return error(503, "draining")
+        if not self.tail_warm:
+            return error(503, "warming the tail")
         return web.json_response({"ready": True, "cut": self.cut})
 
     async def drain(self) -> None:

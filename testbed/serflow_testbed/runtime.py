@@ -260,9 +260,10 @@ class Runtime:
         body = await request.read()
         ct = request.headers.get("Content-Type", "application/octet-stream")
         try:
-            async with self.session.post(
-                base + request.path, data=body, headers={"Content-Type": ct}
-            ) as r:
+            async with self.session.request(
+                request.method, base + request.path, data=body or None,
+                headers={"Content-Type": ct},
+            ) as r:  # fmt: skip
                 payload = await r.read()
                 keep = {k: r.headers[k] for k in ("Server-Timing",) if k in r.headers}
                 return web.Response(
@@ -316,6 +317,8 @@ class Runtime:
         try:
             t0 = time.perf_counter()
             resp = await self._forward(p.url, request)
+            if request.method != "POST":  # a worker warming its tail: not a billed request
+                return resp
             wall = time.perf_counter() - t0
             # Billed like a FaaS: the function's own duration, not this process's queueing.
             own = server_timing_seconds(resp.headers.get("Server-Timing"))
@@ -382,7 +385,9 @@ class Runtime:
     async def _activator(self, svc: str) -> int:
         app = web.Application(client_max_size=64 << 20)
         app["svc"] = svc
-        app.router.add_post("/{path:.*}", self.activate)
+        # GET too: a pool worker warms its tail with GET /readyz (--warm-tail), which
+        # starts a function at zero as Knative's activator does.
+        app.router.add_route("*", "/{path:.*}", self.activate)
         return await self._serve(app, free_port() if svc != self._spill else self.a.spill_port)
 
     @property

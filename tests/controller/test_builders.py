@@ -411,3 +411,32 @@ def test_servers_run_as_many_threads_as_their_config_has_cpus() -> None:
         cfg = cand.setup.instance if o["kind"] == "Deployment" else cand.setup.function
         want = max(1, round(w.profile.config(cfg).vcpu))
         assert args[args.index("--threads") + 1] == str(want), o["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("pool", "granularity", "cut"),
+    [
+        (PoolKind.IAAS, None, 0),
+        (PoolKind.HYBRID, Granularity.FUSED, 2),
+        (PoolKind.HYBRID, Granularity.CHAINED, 2),
+    ],
+)
+def test_the_tail_call_ends_before_the_router_gives_up_and_warms_the_tail_first(
+    pool: PoolKind, granularity: Granularity | None, cut: int
+) -> None:
+    """The manifest's D = 1 s and SLO 2 s: Envoy waits ceil(2 D + SLO) + 30 = 34 s; a
+    worker's tail call gets what is left after the batch wait (1 s) and a spill's cold
+    start on Envoy's retry (30 s): 3 s, then its survivors are answered 503 and retried on
+    the functions. A hybrid pool is ready only once its tail answers (--warm-tail)."""
+    m, w, cand = _plan(pool, granularity, cut)
+    inf = parse_inference(m["spec"], "vgg")
+    assert (w.objective.epoch, w.objective.slo_s) == (1, 2)
+    assert (builders.router_timeout_s(w), builders.tail_timeout_s(w)) == (34, 3)
+    kinds = _by_kind(builders.children(OWNER, inf, w, cand, 1, 500, "v1"))
+    assert _route(kinds[("ConfigMap", "vgg-envoy")])["route"]["timeout"] == "34s"
+    args = kinds[("Deployment", "vgg-pool")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    if pool is PoolKind.HYBRID:
+        i = args.index("--stage-timeout")
+        assert args[i : i + 3] == ["--stage-timeout", "3", "--warm-tail"]
+    else:  # no tail: nothing to wait for
+        assert "--stage-timeout" not in args and "--warm-tail" not in args

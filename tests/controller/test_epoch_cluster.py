@@ -29,7 +29,7 @@ from serflow.controller.decide import (
     SampleKind,
     epoch_state_from_status,
 )
-from serflow.controller.epoch import Clock, install, run_epoch
+from serflow.controller.epoch import Clock, apply_children, install, run_epoch
 from serflow.controller.kube import Kube
 from serflow.inference import parse_inference
 from serflow.k8s import builders
@@ -38,6 +38,7 @@ from serflow.policy.configurator import PoolKind
 from serflow.policy.monitor import TrafficEstimate, observe
 from serflow.policy.scaler import ScalerState, desired_instances
 from serflow.spec import parse_workload
+from serflow_testbed.harness import wait_for
 from tests.controller.manifests import REPO, manifest
 
 pytestmark = pytest.mark.cluster
@@ -235,6 +236,14 @@ def test_one_epoch_reads_only_its_children_and_plans_nothing(
     # became ready meanwhile), and its events.
     applied = [("PATCH", _path(o, ns)) for o in d.apply]
     events = [("POST", f"/api/v1/namespaces/{ns}/events")] * len(d.events)
+    # A new route: the router's pods listed and annotated (the kubelet then writes the
+    # route file into them at once); no route, no pod call.
+    pod_calls = [c for c in bed.requests.calls if c[1].startswith(f"/api/v1/namespaces/{ns}/pods")]
+    if any(builders.route_nudge(o) for o in d.apply):
+        assert pod_calls[0] == ("GET", f"/api/v1/namespaces/{ns}/pods")
+        assert all(c[0] == "PATCH" for c in pod_calls[1:]), pod_calls
+    else:
+        assert not pod_calls, pod_calls
     assert sorted(bed.requests.calls) == sorted(
         [
             ("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}-pool"),
@@ -254,6 +263,7 @@ def test_one_epoch_reads_only_its_children_and_plans_nothing(
             ("PATCH", f"{own}/status"),
             *applied,
             *events,
+            *pod_calls,
         ]
     )
 
@@ -454,3 +464,28 @@ def test_an_epoch_on_an_older_view_does_not_undo_a_newer_condition(bed: Bed) -> 
     assert bed.written
     kinds = {c["type"]: c for c in bed.status()["conditions"]}
     assert kinds["Configured"] == refused
+
+
+def test_a_new_route_is_pushed_into_the_routers_pods(bed: Bed) -> None:
+    """The kubelet refreshes a mounted ConfigMap only on its periodic sync (a minute) or
+    when the pod changes: after the route file changes, the router's pods are annotated
+    with its hash."""
+    owner = bed.plan.owner
+    core = client.CoreV1Api(bed.kube.api)
+    sel = ",".join(f"{k}={v}" for k, v in builders.labels(owner, "router").items())
+
+    def pods() -> list[Any]:
+        return list(core.list_namespaced_pod(owner.namespace, label_selector=sel).items)
+
+    assert wait_for("the router's pods", pods, 60)
+    for weight in (1000, 250):
+        (cm,) = [
+            o
+            for o in bed.plan.children(bed.plan.desired, weight, f"w{weight}")
+            if o["kind"] == "ConfigMap"
+        ]
+        apply_children(bed.kube, bed.plan, [cm])
+        nudge = builders.route_nudge(cm)
+        assert nudge is not None
+        for pod in pods():
+            assert (pod.metadata.annotations or {}).items() >= nudge.items(), pod.metadata.name

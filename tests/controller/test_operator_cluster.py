@@ -645,6 +645,8 @@ CAN = [
     ("list", "pods", True),
     ("get", "pods/log", True),
     ("create", "pods", False),
+    ("patch", "pods", True),  # the router's pods, to refresh their route file at once
+    ("delete", "pods", False),
     ("create", "jobs.batch", True),
     ("create", "events", True),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),

@@ -89,6 +89,7 @@ WRITES = [
     ("patch", "services.serving.knative.dev"),
     ("patch", "networkpolicies.networking.k8s.io"),
     ("create", "jobs.batch"),
+    ("patch", "pods"),
     ("create", "events"),
     ("patch", "serflowinferences.serflow.io"),
 ]

@@ -162,6 +162,7 @@ class Servers:
         batch: int = 16,
         epoch: float = 0.02,
         budget: int = 1_000_000,
+        extra: tuple[str, ...] = (),
     ) -> Proc:
         args = [
             "worker",
@@ -182,7 +183,7 @@ class Servers:
         ]
         for t in tail:
             args += ["--tail", t]
-        p = spawn(args, self.tmp, name)
+        p = spawn([*args, *extra], self.tmp, name)
         self.procs.append(p)
         return p
 

@@ -358,6 +358,87 @@ def test_unreachable_tail_fails_only_the_survivors(
         c.stop()
 
 
+def test_a_stuck_tail_answers_its_survivors_503_after_the_stage_timeout(
+    tmp_path: Any, artefact_path: Any, served: ServedModel, digits: Split
+) -> None:
+    """A tail that accepts and never answers (a Knative function that cannot start: its
+    activator holds the call) fails its survivors 503 after --stage-timeout, which Envoy
+    retries on the functions, instead of holding them until the router answers 504."""
+    import socket
+
+    held: list[socket.socket] = []
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except TimeoutError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    c = Servers(tmp_path, artefact_path)
+    try:
+        stuck = f"http://127.0.0.1:{srv.getsockname()[1]}"
+        w = c.worker("w-stuck-tail", 2, [f"3-7={stuck}"], extra=("--stage-timeout", "1.5"))
+        wait_ready(w)
+        x = digits.x_val[:40]
+        want = reference(served, x, 0.85)
+        t0 = time.monotonic()
+        got = post_many(w.url + "/infer", [raw_bytes(r) for r in x])
+        took = time.monotonic() - t0
+        for (code, out), (ex, cls) in zip(got, want, strict=True):
+            if ex <= 2:
+                assert code == 200 and (out["exit"], out["class"]) == (ex, cls)
+            else:
+                assert code == 503 and "offload failed" in out["error"]
+        assert {code for code, _ in got} == {200, 503}
+        assert 1.5 <= took < 10, took  # the stage timeout, not the default 60 s
+    finally:
+        c.stop()
+        stop.set()
+        t.join(5)
+        for s in held:
+            s.close()
+        srv.close()
+
+
+def test_a_worker_warming_its_tail_is_ready_only_once_the_tail_answers(
+    tmp_path: Any, artefact_path: Any, served: ServedModel, digits: Split
+) -> None:
+    """--warm-tail: /readyz answers 503 until the tail answers (a Knative function at zero
+    is started by that call), so the router sends the pool nothing its tail cannot serve."""
+    from serflow_testbed.harness import free_port
+
+    from .conftest import spawn
+
+    c = Servers(tmp_path, artefact_path)
+    try:
+        port = free_port()
+        w = c.worker("w-warm", 2, [f"3-7=http://127.0.0.1:{port}"], extra=("--warm-tail",))
+        wait_ready(w, "/healthz")
+        for _ in range(6):  # the tail is not there: never ready meanwhile
+            code, out = http_json("GET", w.url + "/readyz")
+            assert (code, out["error"]) == (503, "warming the tail")
+            time.sleep(0.25)
+        tail = spawn(
+            ["function", "--artefact", str(artefact_path), "--partitions", "3-K",
+             "--tau", "0.85", "--name", "tail"],
+            tmp_path, "tail", port=port,
+        )  # fmt: skip
+        c.procs.append(tail)
+        wait_ready(w)
+        assert http_json("GET", w.url + "/readyz") == (200, {"ready": True, "cut": 2})
+        x = digits.x_val[:40]
+        got = post_many(w.url + "/infer", [raw_bytes(r) for r in x])
+        assert [(o["exit"], o["class"]) for _, o in got] == reference(served, x, 0.85)
+    finally:
+        c.stop()
+
+
 def test_function_listens_on_knative_port_env(tmp_path: Any, artefact_path: Any) -> None:
     import os
     import subprocess

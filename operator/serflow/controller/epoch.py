@@ -55,7 +55,9 @@ def gather(
     urls = stats_urls(inf.routing.stats_urls, pods, wire.STATS_PORT)
     readings = read_counters(urls, wire.request_counter(inf.routing.stat_prefix))
     now = clock.monotonic()
-    children = {key: kube.get(key[0], key[1], owner.namespace, key[2]) for key in plan.observed_keys()}
+    children = {
+        key: kube.get(key[0], key[1], owner.namespace, key[2]) for key in plan.observed_keys()
+    }
     return Observation(
         now=now,
         wall=clock.wall(),
@@ -72,18 +74,37 @@ def replaced(obj: Mapping[str, Any]) -> Event:
     )
 
 
+def apply_children(
+    kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]]
+) -> list[Event]:
+    """Apply children (recreating one whose immutable field changed); after the router's
+    ConfigMap, annotate the router's pods so that the kubelet writes the new route file
+    into them now rather than at its next periodic sync."""
+    events = []
+    for obj in children:
+        if kube.apply_or_replace(obj):
+            events.append(replaced(obj))
+        nudge = builders.route_nudge(obj)
+        if nudge is not None:
+            owner = plan.owner
+            kube.annotate_pods(owner.namespace, builders.labels(owner, "router"), nudge)
+    return events
+
+
 def install(kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]]) -> list[Event]:
     """Put a plan in force: apply its children, then delete the functions an earlier plan
     made that this one has not (another cut has other stages). The events say what was
     recreated or deleted."""
-    events = [replaced(obj) for obj in children if kube.apply_or_replace(obj)]
+    events = apply_children(kube, plan, children)
     owner = plan.owner
     listed = kube.names(
         "serving.knative.dev/v1", "Service", owner.namespace, builders.owned_labels(owner)
     )
     for api_version, kind, name in plan.stale_functions(listed):
         kube.delete(api_version, kind, owner.namespace, name)
-        events.append(Event(EventReason.PRUNED, f"Knative Service {name}: not in the plan; deleted"))
+        events.append(
+            Event(EventReason.PRUNED, f"Knative Service {name}: not in the plan; deleted")
+        )
     return events
 
 
@@ -99,10 +120,7 @@ def execute(
     next epoch decides again on the new object.
     """
     owner = plan.owner
-    events = list(decision.events)
-    for obj in decision.apply:
-        if kube.apply_or_replace(obj):
-            events.append(replaced(obj))
+    events = [*decision.events, *apply_children(kube, plan, decision.apply)]
     written = kube.patch_status(owner.namespace, owner.name, decision.status, seen)
     ref = {**owner.reference(), "namespace": owner.namespace}
     involved = {k: ref[k] for k in ("apiVersion", "kind", "name", "namespace", "uid")}
