@@ -6,8 +6,9 @@ stage), with the runtime limited to the config's vCPUs (capped at this machine's
 the cap is recorded in an annotation).  Per cut: compressed activation bytes per request
 and the function-side seconds per request to decode the frame (header, bounded LZ4
 decompression, array).  Per function size: the seconds its own server bills a lone image
-beyond the batched compute (a spilled request arrives alone, over HTTP, as an image).  Per tau: exit shares and accuracy on the artefact's calibration
-set (the held-out split, as 8-bit pixels through the serving path's preprocessing).
+beyond the batched compute (a spilled request arrives alone, over HTTP, as an image).
+Per tau: exit shares and accuracy on the artefact's calibration set (the held-out split,
+as 8-bit pixels through the serving path's preprocessing).
 The document is validated with the control plane's rules when they are installed (the
 operator checks it again when it reads the profile).
 """
@@ -127,6 +128,7 @@ def request_overhead(req: ProfileRequest, spec: ConfigSpec, x: np.ndarray, batch
     from aiohttp.test_utils import TestClient, TestServer
 
     from serflow_runtime.function import FunctionApp, FunctionConfig
+    from serflow_runtime.server import server_timing_seconds
 
     fn = FunctionApp(
         FunctionConfig(
@@ -144,8 +146,11 @@ def request_overhead(req: ProfileRequest, spec: ConfigSpec, x: np.ndarray, batch
                 if r.status != 200:
                     raise RuntimeError(f"{spec.name}: the function answered {r.status}: {await r.text()}")
                 await r.read()
+                own = server_timing_seconds(r.headers.get("Server-Timing"))
+                if own is None:
+                    raise RuntimeError(f"{spec.name}: the function's answer has no Server-Timing")
                 if i:
-                    took.append(float(r.headers["Server-Timing"].split("dur=")[1]) / 1e3)
+                    took.append(own)
         return took
 
     try:

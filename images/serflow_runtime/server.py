@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import sys
 import time
@@ -108,6 +109,24 @@ def server_timing(metrics: Metrics) -> Any:
         return resp
 
     return mw
+
+
+def server_timing_seconds(header: str | None, metric: str = "app") -> float | None:
+    """Seconds of ``metric`` in a ``Server-Timing`` header (``app;dur=3.1, db;dur=1``:
+    milliseconds), None when absent or malformed."""
+    for entry in (header or "").split(","):
+        name, *params = (x.strip() for x in entry.split(";"))
+        if name != metric:
+            continue
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "dur":
+                try:
+                    ms = float(value.strip().strip('"'))
+                except ValueError:
+                    return None
+                return ms / 1e3 if math.isfinite(ms) and ms >= 0 else None
+    return None
 
 
 async def read_body(request: web.Request, limit: int, timeout: float = CLIENT_TIMEOUT) -> bytes:

@@ -193,24 +193,6 @@ class Bill:
         return self.instance_cost + self.function_cost
 
 
-def server_timing_seconds(header: str | None, metric: str = "app") -> float | None:
-    """Seconds of ``metric`` in a ``Server-Timing`` header (``app;dur=3.1, db;dur=1``:
-    milliseconds), None when absent or malformed."""
-    for entry in (header or "").split(","):
-        name, *params = (x.strip() for x in entry.split(";"))
-        if name != metric:
-            continue
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip() == "dur":
-                try:
-                    ms = float(value.strip().strip('"'))
-                except ValueError:
-                    return None
-                return ms / 1e3 if math.isfinite(ms) and ms >= 0 else None
-    return None
-
-
 def bill(
     instance_s: float, fn_exec_s: float, fn_alive_s: float, invocations: int, p: Prices
 ) -> Bill:

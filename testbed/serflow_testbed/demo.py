@@ -39,6 +39,7 @@ from typing import Any, cast
 
 import yaml
 
+from serflow_runtime.server import server_timing_seconds
 from serflow_testbed import decide
 from serflow_testbed.decide import Life, Record
 from serflow_testbed.harness import (
@@ -120,7 +121,7 @@ def measure_function(tau: float, work: Path, images: list[bytes], artefact: str,
             s = time.perf_counter()
             with urllib.request.urlopen(req, timeout=30) as r:
                 r.read()
-                own = decide.server_timing_seconds(r.headers.get("Server-Timing"))
+                own = server_timing_seconds(r.headers.get("Server-Timing"))
             trips.append(time.perf_counter() - s)
             if own is None:
                 raise RuntimeError("the function answered without a Server-Timing header")

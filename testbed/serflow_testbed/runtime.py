@@ -41,6 +41,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from serflow_runtime.server import server_timing_seconds
 from serflow_testbed.decide import (
     Instance,
     Life,
@@ -49,7 +50,6 @@ from serflow_testbed.decide import (
     ready_now,
     scale_functions,
     scale_pool,
-    server_timing_seconds,
 )
 from serflow_testbed.harness import (
     REVISION_READY_STATUS,

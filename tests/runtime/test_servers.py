@@ -186,7 +186,7 @@ def test_answers_carry_the_servers_own_duration(
     import urllib.error
     import urllib.request
 
-    from serflow_testbed.decide import server_timing_seconds
+    from serflow_runtime.server import server_timing_seconds
 
     frame, _ = head_frame(served, digits.x_val[:8], 2)
     for url, body, ctype, want in (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from serflow_runtime.server import server_timing_seconds
 from serflow_testbed import decide
 from serflow_testbed.decide import Instance, Life, Record
 
@@ -145,7 +146,7 @@ def test_scale_functions_may_start_several_when_allowed() -> None:
     ],
 )
 def test_server_timing_seconds(header: str | None, want: float | None) -> None:
-    got = decide.server_timing_seconds(header)
+    got = server_timing_seconds(header)
     assert got == (None if want is None else pytest.approx(want))
 
 
