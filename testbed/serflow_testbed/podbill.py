@@ -9,6 +9,7 @@ or, in ``per-pod`` pricing, per second its pod was alive, as Knative keeps it.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -234,10 +235,8 @@ class PodBill:
             )
 
     def ready_count(self, role: str) -> int:
-        with self.lock:
-            return sum(
-                1 for p in self.pods.values() if p.role == role and p.ready and p.end is None
-            )
+        """How many pods of ``role`` are Ready now."""
+        return self.ready_at(role, math.inf)
 
     def function_use(self) -> FunctionUse:
         with self.lock:

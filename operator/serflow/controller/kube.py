@@ -75,8 +75,10 @@ class Kube:
     ) -> list[str]:
         """Names of the objects of a kind in the namespace that carry these labels."""
         res = self.dynamic.resources.get(api_version=api_version, kind=kind)
-        sel = ",".join(f"{k}={v}" for k, v in selector.items())
-        return [i.metadata.name for i in res.get(namespace=namespace, label_selector=sel).items]
+        return [
+            i.metadata.name
+            for i in res.get(namespace=namespace, label_selector=label_selector(selector)).items
+        ]
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Delete an object, its dependents in the background; gone already is fine."""
@@ -170,10 +172,9 @@ class Kube:
         self, namespace: str, selector: Mapping[str, str], annotations: Mapping[str, str]
     ) -> None:
         """Set annotations on the pods these labels select (a pod gone meanwhile is fine)."""
-        sel = ",".join(f"{k}={v}" for k, v in selector.items())
         core = client.CoreV1Api(self.api)
         body = {"metadata": {"annotations": dict(annotations)}}
-        for pod in core.list_namespaced_pod(namespace, label_selector=sel).items:
+        for pod in core.list_namespaced_pod(namespace, label_selector=label_selector(selector)).items:
             if pod.metadata is None or not pod.metadata.name:
                 continue
             try:
@@ -183,13 +184,19 @@ class Kube:
                     raise
 
     def pod_ips(self, namespace: str, selector: Mapping[str, str]) -> dict[str, str]:
-        sel = ",".join(f"{k}={v}" for k, v in selector.items())
-        pods = client.CoreV1Api(self.api).list_namespaced_pod(namespace, label_selector=sel)
+        pods = client.CoreV1Api(self.api).list_namespaced_pod(
+            namespace, label_selector=label_selector(selector)
+        )
         return {
             str(p.metadata.name): str(p.status.pod_ip)
             for p in pods.items
             if p.metadata and p.status and p.status.pod_ip and p.status.phase == "Running"
         }
+
+
+def label_selector(labels: Mapping[str, str]) -> str:
+    """The API server's equality selector for these labels (``a=1,b=2``)."""
+    return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
 def read_counters(
