@@ -61,6 +61,8 @@ class World:
         """Whether Knative's controller reports the functions' Revisions Ready."""
         self.routes_ready = False
         """Whether a networking layer made the Knative Services' routes (so them) Ready."""
+        self.functions_say: dict[str, str] = {}
+        """What a not-Ready Revision's Ready condition adds (reason, message)."""
 
     def observe(
         self, now: float, counters: Mapping[str, int | None], conditions: Sequence[Any] = ()
@@ -80,7 +82,10 @@ class World:
         for key in self.plan.readiness_keys():
             if key[1] == "Revision":
                 ok = "True" if self.functions_ready else "False"
-                children[key] = {"status": {"conditions": [{"type": "Ready", "status": ok}]}}
+                said = self.functions_say if ok == "False" else {}
+                children[key] = {
+                    "status": {"conditions": [{"type": "Ready", "status": ok, **said}]}
+                }
         readings = tuple(CounterReading(k, v) for k, v in counters.items())
         return Observation(now, f"t{now:g}", readings, children, tuple(conditions))
 
@@ -264,6 +269,33 @@ def test_ready_condition_needs_the_pool_and_every_function() -> None:
     world.functions_ready = True
     d = decide(d.state, world.observe(1.0, {"a": None}, d.status["conditions"]), plan)
     assert {c["type"]: c["status"] for c in d.status["conditions"]}["Ready"] == "True"
+
+
+def test_not_ready_says_which_part_waits_and_why() -> None:
+    # A hybrid's tail that cannot schedule keeps its workers unready: the condition must
+    # name the pool's count and quote the function's own reason, bounded in length.
+    plan = make_plan()
+    world = World(plan)
+    world.ready, world.functions_ready = 0, False
+    world.functions_say = {"reason": "Unschedulable", "message": "0/2 nodes are available: " + "x" * 500}
+    d = decide(start(plan), world.observe(0.0, {"a": 0}), plan)
+    msg = {c["type"]: c for c in d.status["conditions"]}["Ready"]["message"]
+    (rev,) = (k[2] for k in plan.readiness_keys())
+    assert msg.startswith(
+        f"waiting for pool 0/1 instances ready; Revision {rev} Ready=False "
+        "(Unschedulable: 0/2 nodes are available: xxx"
+    )
+    assert len(msg) < 300
+    # A readiness object not there yet, and one without a Ready condition, say so.
+    world.ready = 1
+    gone = world.observe(1.0, {"a": None})
+    gone = dataclasses.replace(gone, children={**gone.children, plan.readiness_keys()[0]: None})
+    d = decide(d.state, gone, plan)
+    msg = {c["type"]: c for c in d.status["conditions"]}["Ready"]["message"]
+    assert msg == f"waiting for Revision {rev} not found"
+    bare = dataclasses.replace(gone, children={**gone.children, plan.readiness_keys()[0]: {}})
+    msg = {c["type"]: c for c in decide(d.state, bare, plan).status["conditions"]}["Ready"]["message"]
+    assert msg == f"waiting for Revision {rev} has no Ready condition yet"
 
 
 def test_function_readiness_follows_the_access_mode() -> None:

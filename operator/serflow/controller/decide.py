@@ -373,6 +373,37 @@ class Observation:
         obj = self.children.get(key) or {}
         return condition_true((obj.get("status") or {}).get("conditions") or [], _READY)
 
+    def why_not_serving(self, key: ChildKey) -> str:
+        """What a function's readiness object says of itself while not Ready: its Ready
+        condition's reason and message (Knative carries an unschedulable pod's or a
+        failed image's cause up to them), or that it is missing."""
+        obj = self.children.get(key)
+        if obj is None:
+            return f"{key[1]} {key[2]} not found"
+        ready = next(
+            (c for c in (obj.get("status") or {}).get("conditions") or []
+             if c.get("type") == _READY.value),
+            None,
+        )  # fmt: skip
+        if ready is None:
+            return f"{key[1]} {key[2]} has no Ready condition yet"
+        said = ": ".join(str(ready[k]) for k in ("reason", "message") if ready.get(k))
+        return f"{key[1]} {key[2]} Ready={ready.get('status', 'Unknown')}" + (
+            f" ({said[:MESSAGE_CHARS]})" if said else ""
+        )
+
+
+MESSAGE_CHARS = 200
+"""How much of a child's own message a condition quotes: enough for a scheduler's or a
+registry's reason, bounded so that one child cannot bloat the status."""
+
+
+def waiting_for(obs: Observation, plan: ChosenPlan, ready: int, desired: int) -> str:
+    """The Ready condition's message while not Ready: every part that is not, and why."""
+    parts = [f"pool {ready}/{desired} instances ready"] if ready < desired else []
+    parts += [obs.why_not_serving(k) for k in plan.readiness_keys() if not obs.serving(k)]
+    return "waiting for " + "; ".join(parts) if parts else "waiting for the pool or functions"
+
 
 _READY = ConditionType.READY
 
@@ -581,8 +612,8 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
         c, ConditionType.ROUTED, True, "RouteApplied", f"pool weight {pool_w}/1000", gen, t
     )
     c = set_condition(c, ConditionType.READY, ready_ok, "Serving" if ready_ok else "NotReady",
-                      "pool, functions and route ready" if ready_ok else "waiting for the pool or functions",
-                      gen, t)  # fmt: skip
+                      "pool, functions and route ready" if ready_ok
+                      else waiting_for(obs, plan, ready, desired), gen, t)  # fmt: skip
     cost = econ.cost_rate(scaler.estimate.ewma) * 3600
     traffic: dict[str, Any] = {
         "ewma": scaler.estimate.ewma,
