@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from serflow.policy.configurator import PoolKind, best_at, configure
 from serflow.policy.expected_cost import (
@@ -11,9 +13,10 @@ from serflow.policy.expected_cost import (
     choose,
     distribution,
     drift,
-    saving,
+    savings,
     step,
     step_with,
+    weights,
 )
 from serflow.policy.scaler import ScalerState
 from serflow.policy.scaler import step as paper_step
@@ -38,12 +41,40 @@ def test_the_economics_are_the_ones_written_above() -> None:
 
 def test_saving_is_the_expected_spill_the_next_instance_takes() -> None:
     rates = [0.5, 1.5, 2.5, 3.5]
+    even = [1.0] * 4
     # the 1st takes 0.5, 1, 1, 1; the 2nd 0, 0.5, 1, 1; the 3rd 0, 0, 0.5, 1; the 4th 0, 0, 0, 0.5
-    assert saving(rates, 0, ECON) == pytest.approx(0.00135 * 3.5 / 4)
-    assert saving(rates, 1, ECON) == pytest.approx(0.00135 * 2.5 / 4)
-    assert saving(rates, 2, ECON) == pytest.approx(0.00135 * 1.5 / 4)
-    assert saving(rates, 3, ECON) == pytest.approx(0.00135 * 0.5 / 4)
-    assert saving([], 0, ECON) == 0.0
+    assert savings(rates, even, ECON, 5) == pytest.approx(
+        [0.00135 * 3.5 / 4, 0.00135 * 2.5 / 4, 0.00135 * 1.5 / 4, 0.00135 * 0.5 / 4, 0.0]
+    )
+    assert savings(rates, even, ECON, 2) == pytest.approx([0.00135 * 3.5 / 4, 0.00135 * 2.5 / 4])
+    assert savings([], [], ECON, 2) == [0.0, 0.0]
+    # A rate on a multiple of mu fills its instances and leaves the next nothing.
+    assert savings([2.0], [1.0], ECON, 3) == pytest.approx([0.00135, 0.00135, 0.0])
+    # Weighted by age, the newest counts most: the 1st instance's 0.5 req/s of the oldest
+    # rate weighs 2^-1.5 of the newest's 1.
+    w = weights(4, W.scaling)
+    assert savings(rates, w, ECON, 1)[0] == pytest.approx(
+        0.00135 * (0.5 * 2**-1.5 + 2**-1 + 2**-0.5 + 1) / (2**-1.5 + 2**-1 + 2**-0.5 + 1)
+    )
+
+
+@given(
+    st.lists(st.tuples(st.floats(0, 10), st.floats(0.01, 1)), min_size=1, max_size=12),
+    st.integers(0, 12),
+)
+def test_savings_in_one_pass_are_the_sum_over_the_rates(pairs: list[tuple[float, float]], cap: int) -> None:
+    rates, weight = [r for r, _ in pairs], [w for _, w in pairs]
+    direct = [
+        0.00135 * sum(w * min(max(r - n, 0.0), 1.0) for r, w in pairs) / sum(weight)
+        for n in range(cap)
+    ]
+    assert savings(rates, weight, ECON, cap) == pytest.approx(direct, abs=1e-12)
+
+
+def test_a_weight_halves_with_every_scaling_window_of_age() -> None:
+    # S = 2 epochs: 2^-1/2 an epoch; the rate two windows old weighs a quarter.
+    assert weights(5, W.scaling) == pytest.approx((0.25, 2**-1.5, 0.5, 2**-0.5, 1.0))
+    assert weights(0, W.scaling) == ()
 
 
 def test_a_steady_rate_gives_the_t_cip_rule() -> None:
@@ -100,24 +131,28 @@ def test_the_distribution_is_the_history_aged_to_the_present() -> None:
 
 
 def test_a_trend_is_sized_for_where_the_rate_is_not_where_it_was() -> None:
-    # 16 epochs rising 0.1 req/s each, now at 1.5. The last 8 rates as they were
-    # (0.8 .. 1.5, mean 1.15) would have the 1st instance take 0.95 req/s on average and
-    # the 2nd 0.05: 0.00135 x 0.95 = $0.00128 < $0.001333, not worth adding.
-    ramp = [0.1 * i for i in range(16)]
-    assert choose(ramp[-8:], 0, ECON, W.scaling, COLD) == 0
-    # Aged to the present they are all 1.5: the 1st saves $0.00135 (>= $0.001333, added),
-    # the 2nd 0.5 x 0.00135 (< p).
+    # 16 epochs rising 0.08 req/s each, now at 1.2. The last 8 rates as they were
+    # (0.64 .. 1.2), weighted by age, would have the 1st instance take 0.954 req/s on
+    # average: 0.00135 x 0.954 = $0.00129 < $0.001333, not worth adding.
+    ramp = [0.08 * i for i in range(16)]
+    last = ramp[-8:]
+    assert savings(last, weights(8, W.scaling), ECON, 2)[0] == pytest.approx(0.00135 * 0.95429, rel=1e-4)
+    assert choose(last, 0, ECON, W.scaling, COLD) == 0
+    # Aged to the present they are all 1.2: the 1st saves $0.00135 (>= $0.001333, added),
+    # the 2nd 0.2 x 0.00135 (< p).
     assert choose(distribution(ramp, W.scaling), 0, ECON, W.scaling, COLD) == 1
     s = ScalerState()
     sizes = []
     for rate in ramp:
         d, s = step(s, rate, ECON, W.scaling, COLD)
         sizes.append(d.desired)
-    # Ticks at 0, 2, ..., 14: at tick t the drift, 0.1, ages every rate to 0.1 t, so the
-    # 1st instance would save 0.00135 x min(0.1 t, 1), which first reaches the bar to add
-    # ($0.001333) at t = 10; the 2nd never does (0.4 x 0.00135 at t = 14).
-    assert sizes == [0] * 10 + [1] * 6
-    assert d.target_rate == pytest.approx(1.15)  # between ticks: the last 8 rates' mean
+    # Ticks at 0, 2, ..., 14: at tick t the drift, 0.08, ages every rate to 0.08 t, so the
+    # 1st instance would save 0.00135 x min(0.08 t, 1), which first reaches the bar to
+    # add ($0.001333, at 0.988 req/s) at t = 14.
+    assert sizes == [0] * 14 + [1] * 2
+    # Between ticks: the weighted mean of the last 8 rates as they were.
+    w = weights(8, W.scaling)
+    assert d.target_rate == pytest.approx(sum(r * x for r, x in zip(last, w, strict=True)) / sum(w))
 
 
 def test_stepped_tick_by_tick() -> None:

@@ -2,8 +2,12 @@
 
 The paper's rule sizes the pool for one number, EWMA + k x deviation. This scaler uses
 the empirical distribution of the recent rates instead (the last ``HISTORY_WINDOWS``
-scaling windows). With n instances of capacity mu, a rate lam puts min(lam, n mu) on the
-pool and the rest on functions, so the (n+1)-th instance saves, in expectation,
+scaling windows), each rate weighted by its age: the weight halves with every scaling
+window, the interval the decision is made for, so a level that has held for a window
+outweighs the three before it and a lasting shift is followed within about a window,
+while a burst shorter than one is outweighed by the history. With n instances of
+capacity mu, a rate lam puts min(lam, n mu) on the pool and the rest on functions, so
+the (n+1)-th instance saves, in expectation over that weighted distribution,
 
     saving(n) = (c_F - c_add) * E[min(max(lam - n mu, 0), mu)]   dollars per second
 
@@ -28,7 +32,9 @@ state out; no clock.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import cache
 from operator import mul
 
 from serflow.policy.cost import PoolEconomics
@@ -69,21 +75,58 @@ def distribution(recent: Sequence[float], scaling: ScalingSpec) -> tuple[float, 
     return tuple(max(0.0, recent[i] + d * (m - 1 - i)) for i in range(start, m))
 
 
-def saving(rates: Sequence[float], n: int, econ: PoolEconomics) -> float:
-    """Expected dollars per second the (n+1)-th instance saves over these rates."""
-    if not rates:
-        return 0.0
+def weights(count: int, scaling: ScalingSpec) -> tuple[float, ...]:
+    """The weight of each of ``count`` rates, oldest first: it halves with every scaling
+    window of age (the newest weighs 1)."""
+    return _weights(count, scaling.interval_epochs)
+
+
+@cache  # a few hundred (count, S) pairs at most: the history is bounded
+def _weights(count: int, interval_epochs: int) -> tuple[float, ...]:
+    per_epoch = 0.5 ** (1 / interval_epochs)
+    return tuple(per_epoch ** (count - 1 - i) for i in range(count))
+
+
+def savings(
+    rates: Sequence[float], weight: Sequence[float], econ: PoolEconomics, cap: int
+) -> list[float]:
+    """Expected dollars per second the (n+1)-th instance saves over these rates, each
+    counted with its ``weight``, for n = 0 .. cap - 1 (falling with n).
+
+    A rate lam fills q = floor(lam / mu) instances and leaves a remainder: the (n+1)-th
+    takes mu of it for n < q, the remainder for n = q, nothing above. So one pass sorts
+    the weights by q, and each n sums the weights above it (one pass, not one per n).
+    """
+    total = sum(weight)
+    if cap <= 0 or total <= 0:
+        return [0.0] * max(cap, 0)
     mu = econ.mu
-    taken = sum(min(max(r - n * mu, 0.0), mu) for r in rates)
-    return (econ.faas_per_request - econ.add_per_request) * taken / len(rates)
+    fills = [0.0] * (cap + 1)  # weight of the rates filling exactly q instances (cap: at least)
+    rest = [0.0] * (cap + 1)  # their weighted remainders
+    for r, w in zip(rates, weight, strict=True):
+        q = min(math.floor(r / mu), cap)
+        fills[q] += w
+        rest[q] += w * (r - q * mu)
+    per_request = (econ.faas_per_request - econ.add_per_request) / total
+    out, above = [0.0] * cap, 0.0
+    for n in range(cap - 1, -1, -1):
+        above += fills[n + 1]
+        out[n] = per_request * (above * mu + rest[n])
+    return out
 
 
-def sizes_worth(rates: Sequence[float], econ: PoolEconomics, bar: float, cap: int) -> int:
-    """How many instances each save at least ``bar`` dollars per second (at most ``cap``)."""
+def sizes_worth(saved: Sequence[float], bar: float) -> int:
+    """How many instances each save at least ``bar`` dollars per second (``savings``)."""
     n = 0
-    while n < cap and saving(rates, n, econ) >= bar:
+    while n < len(saved) and saved[n] >= bar:
         n += 1
     return n
+
+
+def weighted_mean(rates: Sequence[float], weight: Sequence[float]) -> float:
+    """The mean the weighted distribution centres on (0 with no rate)."""
+    total = sum(weight)
+    return sum(map(mul, rates, weight)) / total if total else 0.0
 
 
 def choose(
@@ -100,9 +143,10 @@ def choose(
     cap = scaling.max_instances
     if rates:  # nothing is worth more instances than the largest rate needs
         cap = min(cap, int(max(rates) / econ.mu) + 1)
-    keep = sizes_worth(rates, econ, econ.instance_price, cap)
+    saved = savings(rates, weights(len(rates), scaling), econ, cap)
+    keep = sizes_worth(saved, econ.instance_price)
     add = (
-        sizes_worth(rates, econ, econ.instance_price * life / (life - cold_epochs), cap)
+        sizes_worth(saved, econ.instance_price * life / (life - cold_epochs))
         if life > cold_epochs
         else 0
     )
@@ -135,7 +179,7 @@ def step(
         desired = choose(rates, state.desired, econ, scaling, cold_epochs)
     else:  # the distribution is only needed on a tick; between ticks, report the recent mean
         rates, desired = recent[-HISTORY_WINDOWS * scaling.interval_epochs :], state.desired
-    mean = sum(rates) / len(rates)
+    mean = weighted_mean(rates, weights(len(rates), scaling))
     return ScalingDecision(desired, rescale, mean), ScalerState(est, state.epoch + 1, desired, recent)
 
 
