@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from serflow_testbed.decide import Record
-from serflow_testbed.harness import Cluster, wait_for
+from serflow_testbed.harness import RELEASE, SYSTEM_NS, Cluster, wait_for
 from serflow_testbed.kind import (
     FUNCTION_POD,
     KindSession,
@@ -188,8 +188,24 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
     # was re-applied (no loop).
     assert not sfi.drift_corrected(), sfi.drift_corrected()
 
-    # Drift is corrected: the pool scaled by hand goes back to the operator's size, a
-    # deleted NetworkPolicy comes back, each with an event (scale through the spec).
+    # An operator restart (as `helm upgrade` does) resumes the object: it re-applies every
+    # child, the Knative Services too, which Knative's webhook must accept as they are.
+    ops = ("-n", SYSTEM_NS)
+    deployment = f"deployment/{RELEASE}-serflow-operator"
+    sfi.cluster.kubectl(*ops, "rollout", "restart", deployment)
+    sfi.cluster.kubectl(*ops, "rollout", "status", deployment, "--timeout=180s")
+    mine = f"[{sfi.namespace}/{NAME}]"
+
+    def resumed() -> bool:
+        log = sfi.cluster.kubectl(*ops, "logs", deployment, check=False).stdout
+        failed = [x for x in log.splitlines() if mine in x and "failed" in x]
+        assert not failed, failed
+        return any(mine in x and " kept " in x for x in log.splitlines())
+
+    wait_for("the operator resumed the object", resumed, 120, every=2)
+
+    # Drift is corrected (by the restarted operator's epochs): the pool scaled by hand goes
+    # back to the operator's size, a deleted NetworkPolicy comes back, each with an event.
     pool_size = sfi.get("deployment", f"{NAME}-pool")["spec"]["replicas"]
     sfi.kubectl("scale", "deployment", f"{NAME}-pool", f"--replicas={pool_size + 2}")
     sfi.kubectl("delete", "networkpolicy", f"{NAME}-tail")

@@ -353,6 +353,11 @@ def knative_service(
                     ),
                     "containers": [
                         {
+                            # Knative's own defaults, written out: this list is applied
+                            # whole, and Knative's webhook refuses a re-apply that drops
+                            # a default under an unchanged Revision name (an operator
+                            # restart or a re-plan re-applies every child).
+                            "name": KNATIVE_CONTAINER,
                             "image": spec.model.function_image,
                             "args": args,
                             "ports": [{"containerPort": FUNCTION_PORT}],
@@ -361,7 +366,10 @@ def knative_service(
                                 "limits": {"memory": f"{mem}Mi"},
                             },
                             "securityContext": _SECURITY,
-                            "readinessProbe": {"httpGet": {"path": "/readyz"}},
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz"},
+                                "successThreshold": 1,
+                            },
                         }
                     ],
                 },
@@ -372,6 +380,10 @@ def knative_service(
         stage.name, service["spec"]["template"]
     )
     return service
+
+
+KNATIVE_CONTAINER = "user-container"
+"""The name Knative gives a Revision's only container when none is set."""
 
 
 def revision_name(service: str, template: dict[str, Any]) -> str:
