@@ -177,7 +177,8 @@ def step(
     if rescale:
         rates = distribution(recent, scaling)
         desired = choose(rates, state.desired, econ, scaling, cold_epochs)
-    else:  # the distribution is only needed on a tick; between ticks, report the recent mean
+    else:  # the distribution is only needed on a tick; between ticks, report the recent
+        # rates' weighted mean
         rates, desired = recent[-HISTORY_WINDOWS * scaling.interval_epochs :], state.desired
     mean = weighted_mean(rates, weights(len(rates), scaling))
     return ScalingDecision(desired, rescale, mean), ScalerState(est, state.epoch + 1, desired, recent)
