@@ -77,6 +77,9 @@ class ScalingSpec:
     """Upper bound on the pool size."""
     policy: ScalingPolicy = ScalingPolicy.EXPECTED_COST
     """Which scaler sizes the pool."""
+    replan: bool = True
+    """Whether the operator re-ranks the running plan on the object's own traffic (and
+    plans on it after a spec change); False pins the plan to the spec's expected rate."""
 
 
 @dataclass(frozen=True)
@@ -170,4 +173,5 @@ def parse_scaling(f: Fields) -> ScalingSpec:
         min_instances=lo,
         max_instances=hi,
         policy=ScalingPolicy(f.text("policy")),
+        replan=f.flag("replan"),
     )

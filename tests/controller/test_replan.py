@@ -73,3 +73,14 @@ def test_the_replay_runs_the_objects_own_scaler() -> None:
         r = replan(running(policy), scaler(16, BURSTY), 3, [], "t")
         assert r is not None
         assert {x.result.policy for x in r.rerank.ranking.replayed} == {ran}
+
+
+def test_a_pinned_plan_is_never_re_ranked() -> None:
+    # The same bursts that replace the pool above, with spec.scaling.replan false.
+    plan = running()
+    m = manifest("vgg")
+    m["spec"]["scaling"] |= {"policy": "paper", "replan": False}
+    w = parse_workload(m)
+    assert w.scaling.replan is False and plan.workload.scaling.replan is True
+    pinned = ChosenPlan(plan.owner, plan.inference, w, plan.candidate, 3, 3, 1000, "g3e0")
+    assert replan(pinned, scaler(16, BURSTY), 3, [], "t") is None

@@ -193,7 +193,7 @@ def reconcile(
         if plan.chosen is None:
             return refuse("NoFeasibleSetup", plan.reason)
         cand = plan.chosen
-        if len(state.recent) >= RERANK_TICKS * w.scaling.interval_epochs:
+        if w.scaling.replan and len(state.recent) >= RERANK_TICKS * w.scaling.interval_epochs:
             # A full history of the object's own traffic: rank on it, not on its mean.
             counts = history_counts(state.recent, w.objective.epoch)
             ranking = rank(w, plan, counts, online_policy(w.scaling.policy), warm=True)

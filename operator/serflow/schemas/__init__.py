@@ -371,6 +371,13 @@ SCALING = obj(
             "against flapping; paper: SERFLOW's rule, floor(lam*/mu) + [remainder > T-CIP] "
             "with lam* = EWMA + k * deviation.",
         },
+        "replan": {
+            "type": "boolean",
+            "default": True,
+            "description": "Re-rank the running plan on the object's own traffic every 8 "
+            "scaling ticks and replace it when another setup saves more than 5% (false: "
+            "the plan comes from the spec's expected rate and changes only with the spec).",
+        },
         "ewma": obj(
             "Traffic monitor weights.",
             {
