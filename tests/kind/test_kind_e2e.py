@@ -8,7 +8,8 @@ ServiceAccount. The test applies ``examples/digits-kind.yaml`` restricted to hyb
 operator's Envoy, and checks what the user would: the plan profiled on the cluster by the
 operator's Jobs, Ready, functions scaled from zero by Knative and back, the pool scaled up
 and down by the operator from Envoy's counters, every request answered with the model's
-answer, the documented events, and deletion collecting every child.
+answer, the documented events, an operator restart resuming the object (every child
+re-applied, Knative's webhook included), and deletion collecting every child.
 
 Skipped only where no Docker engine can run or the binaries cannot be built, saying why.
 """
