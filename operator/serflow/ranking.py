@@ -120,10 +120,17 @@ def history_counts(recent: Sequence[float], epoch_s: float) -> list[int]:
     return [round(r * epoch_s) for r in recent]
 
 
+def ranks_on_history(scaling: ScalingSpec, history: int) -> bool:
+    """Whether a plan is ranked on the object's own rates: ``scaling.replan`` allows it and
+    the history (``history`` rates) spans a re-ranking period."""
+    return scaling.replan and history >= RERANK_TICKS * scaling.interval_epochs
+
+
 def rerank_due(epoch: int, scaling: ScalingSpec, history: int) -> bool:
-    """Whether the epoch just observed ends a re-ranking period, with a full history."""
+    """Whether the epoch just observed ends a re-ranking period, with a full history
+    (never with ``scaling.replan`` false)."""
     period = RERANK_TICKS * scaling.interval_epochs
-    return epoch > 0 and epoch % period == 0 and history >= period
+    return epoch > 0 and epoch % period == 0 and ranks_on_history(scaling, history)
 
 
 @dataclass(frozen=True)

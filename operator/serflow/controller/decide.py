@@ -73,8 +73,16 @@ def set_condition(
     return out
 
 
+def find_condition(
+    conditions: Sequence[Mapping[str, Any]], type_: ConditionType
+) -> Mapping[str, Any] | None:
+    """The condition of that type, or None."""
+    return next((c for c in conditions if c.get("type") == type_.value), None)
+
+
 def condition_true(conditions: Sequence[Mapping[str, Any]], type_: ConditionType) -> bool:
-    return any(c.get("type") == type_.value and c.get("status") == "True" for c in conditions)
+    c = find_condition(conditions, type_)
+    return c is not None and c.get("status") == "True"
 
 
 def _finite(x: float) -> float | None:
@@ -380,11 +388,7 @@ class Observation:
         obj = self.children.get(key)
         if obj is None:
             return f"{key[1]} {key[2]} not found"
-        ready = next(
-            (c for c in (obj.get("status") or {}).get("conditions") or []
-             if c.get("type") == _READY.value),
-            None,
-        )  # fmt: skip
+        ready = find_condition((obj.get("status") or {}).get("conditions") or [], _READY)
         if ready is None:
             return f"{key[1]} {key[2]} has no Ready condition yet"
         said = ": ".join(str(ready[k]) for k in ("reason", "message") if ready.get(k))

@@ -50,7 +50,7 @@ from serflow.policy.balancer import pool_share, route_weights
 from serflow.policy.configurator import Candidate, Plan, configure, instance_cold_epochs
 from serflow.policy.expected_cost import planned_size
 from serflow.profile import parse_prices
-from serflow.ranking import RERANK_TICKS, RankedBy, history_counts, rank
+from serflow.ranking import RankedBy, history_counts, rank, ranks_on_history
 from serflow.report import chosen_line
 from serflow.sim import online_policy
 from serflow.spec import Workload, parse_workload
@@ -193,7 +193,7 @@ def reconcile(
         if plan.chosen is None:
             return refuse("NoFeasibleSetup", plan.reason)
         cand = plan.chosen
-        if w.scaling.replan and len(state.recent) >= RERANK_TICKS * w.scaling.interval_epochs:
+        if ranks_on_history(w.scaling, len(state.recent)):
             # A full history of the object's own traffic: rank on it, not on its mean.
             counts = history_counts(state.recent, w.objective.epoch)
             ranking = rank(w, plan, counts, online_policy(w.scaling.policy), warm=True)

@@ -54,7 +54,7 @@ def replan(
     full history, nothing feasible, or no saving beyond the margin). ``conditions`` are
     the object's, ``now`` the wall time for a condition that changes."""
     w = plan.workload
-    if not w.scaling.replan or not rerank_due(scaler.epoch, w.scaling, len(scaler.recent)):
+    if not rerank_due(scaler.epoch, w.scaling, len(scaler.recent)):
         return None
     counts = history_counts(scaler.recent, w.objective.epoch)
     rate = sum(counts) / len(counts) / w.objective.epoch
