@@ -84,7 +84,8 @@ def parser() -> argparse.ArgumentParser:
                         "cold starts where they run (0: plan with the Jobs' profile alone)")  # fmt: skip
     p.add_argument("--out", default="out/demo-kind", help="folder for the report, PNG and logs")
     p.add_argument("--keep-cluster", action="store_true",
-                   help="leave the cluster (and the namespace) it used, to look at after")  # fmt: skip
+                   help="leave the cluster and the measured run's namespace, to look at "
+                   "after (the calibration's is deleted all the same)")  # fmt: skip
     return p
 
 
@@ -175,11 +176,11 @@ def run(a: argparse.Namespace) -> int:
             cal = counts[: a.calibration_epochs]
             say(f"calibration: the first {len(cal)} epochs, unbilled, with the profile the "
                 "operator's Jobs measure")  # fmt: skip
-            first = serve(a, cluster, m, cal, show=False)
+            first = serve(a, cluster, m, cal, show=False, keep=False)
             profile, cal_note = calibrated(first)
             say(cal_note)
             m = with_profile(m, profile)
-        served = serve(a, cluster, m, counts, show=True)
+        served = serve(a, cluster, m, counts, show=True, keep=a.keep_cluster)
     except KindUnavailable as e:
         say(f"error: the kind path cannot run here: {e}; `make demo-local` runs the demo "
             "without Docker")  # fmt: skip
@@ -190,10 +191,11 @@ def run(a: argparse.Namespace) -> int:
 
 
 def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: list[int],
-          show: bool) -> Served:  # fmt: skip
+          show: bool, keep: bool) -> Served:  # fmt: skip
     """Apply ``m`` in a fresh namespace, wait for Ready, replay ``counts`` through Envoy;
     the namespace is deleted after (and waited for, so that its pool pods have left the
-    node), unless ``--keep-cluster``."""
+    node), unless ``keep``. The calibration's is never kept: left running, it would
+    share the pool node with the measured run and be billed beside it."""
     from serflow.wire import FUNCTION_PORT
     from serflow_testbed import loadgen
 
@@ -272,7 +274,7 @@ def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: li
         if watch:
             watch.stop.set()
         bill.close()
-        if not a.keep_cluster:
+        if not keep:
             with contextlib.suppress(Exception):
                 cluster.run("kubectl", "delete", "namespace", ns, "--timeout=300s",
                             check=False, timeout=330)  # fmt: skip
