@@ -28,7 +28,7 @@ from serflow.k8s import envoy as render
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 from serflow.policy.balancer import pool_share, route_weights
 from serflow.policy.configurator import configure, instance_cold_epochs
-from serflow.policy.expected_cost import DRIFT_WINDOWS, choose, distribution
+from serflow.policy.expected_cost import DRIFT_WINDOWS, choose
 from serflow.policy.monitor import TrafficEstimate, observe
 from serflow.spec import parse_workload
 from serflow_testbed.harness import (
@@ -412,8 +412,7 @@ def test_expected_cost_scaler_sizes_the_pool_from_its_history(env: Env, api_clie
         est = observe(TrafficEstimate(p["ewma"], p["deviation"], p["samples"]), c["rate"], 0.5, 0.5)
         assert c["ewma"] == pytest.approx(est.ewma)
         if p["epoch"] % w.scaling.interval_epochs == 0:
-            rates = distribution(c["recent"], w.scaling)
-            want = choose(rates, prev["instances"]["desired"], cand.economics, w.scaling, cold)
+            want = choose(c["recent"], prev["instances"]["desired"], cand.economics, w.scaling, cold)
             assert cur["instances"]["desired"] == want
         else:
             assert cur["instances"]["desired"] == prev["instances"]["desired"]

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from serflow.policy import expected_cost
 from serflow.policy.configurator import PoolKind, best_at, configure
 from serflow.policy.expected_cost import (
     DRIFT_WINDOWS,
@@ -13,6 +14,7 @@ from serflow.policy.expected_cost import (
     choose,
     distribution,
     drift,
+    lasting_size,
     savings,
     step,
     step_with,
@@ -137,10 +139,10 @@ def test_a_trend_is_sized_for_where_the_rate_is_not_where_it_was() -> None:
     ramp = [0.08 * i for i in range(16)]
     last = ramp[-8:]
     assert savings(last, weights(8, W.scaling), ECON, 2)[0] == pytest.approx(0.00135 * 0.95429, rel=1e-4)
-    assert choose(last, 0, ECON, W.scaling, COLD) == 0
+    assert savings(last, weights(8, W.scaling), ECON, 2)[0] < ECON.instance_price * 8 / 6
     # Aged to the present they are all 1.2: the 1st saves $0.00135 (>= $0.001333, added),
     # the 2nd 0.2 x 0.00135 (< p).
-    assert choose(distribution(ramp, W.scaling), 0, ECON, W.scaling, COLD) == 1
+    assert choose(ramp, 0, ECON, W.scaling, COLD) == 1
     s = ScalerState()
     sizes = []
     for rate in ramp:
@@ -153,6 +155,39 @@ def test_a_trend_is_sized_for_where_the_rate_is_not_where_it_was() -> None:
     # Between ticks: the weighted mean of the last 8 rates as they were.
     w = weights(8, W.scaling)
     assert d.target_rate == pytest.approx(sum(r * x for r, x in zip(last, w, strict=True)) / sum(w))
+
+
+def test_a_level_that_has_lasted_t_epochs_is_expected_to_last_t_more() -> None:
+    # After a step from 0 to 2 req/s, each of two instances saves $0.00135/s in every epoch
+    # of it. Over T epochs seen and T more, one repays p (T + 2 cold) when
+    # 0.00135 T >= 0.001 (T + 2), T >= 5.7: not after 5 epochs, both after 6.
+    before = [0.0] * 8
+    assert lasting_size(before + [2.0] * 5, 0, ECON, 5, COLD) == 0
+    assert lasting_size(before + [2.0] * 6, 0, ECON, 5, COLD) == 2
+    assert lasting_size(before + [2.0] * 6, 0, ECON, 1, COLD) == 1  # never above the cap
+    # A pool is kept while the latest rate pays for each instance: at 1.5 req/s the 2nd
+    # takes 0.5 req/s and saves 0.5 x 0.00135 < p.
+    assert lasting_size([2.0] * 3 + [1.5], 2, ECON, 5, COLD) == 1
+    assert lasting_size([2.0] * 4, 2, ECON, 5, COLD) == 2
+    assert lasting_size([], 0, ECON, 5, COLD) == 0
+
+
+def test_a_step_is_followed_a_window_sooner_than_by_the_distribution_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def sizes() -> list[int]:
+        s, out = ScalerState(), []
+        for rate in [0.0] * 8 + [2.0] * 12:
+            d, s = step(s, rate, ECON, W.scaling, COLD)
+            out.append(d.desired)
+        return out
+
+    # The step is at epoch 8. At the tick of epoch 12 the distribution, aged by the drift,
+    # adds one instance; at 14 the level has lasted 7 epochs (7 x 0.00135 >= 0.001 x 9)
+    # and the second is added. The distribution alone adds it a window later.
+    assert sizes() == [0] * 12 + [1, 1] + [2] * 6
+    monkeypatch.setattr(expected_cost, "lasting_size", lambda *_: 0)
+    assert sizes() == [0] * 12 + [1] * 4 + [2] * 4
 
 
 def test_stepped_tick_by_tick() -> None:

@@ -19,6 +19,17 @@ than the bar to keep. Sizes between the two stay as they are: that band, set by 
 cold start, is the hysteresis. The expected life is taken as the history's length: the
 distribution is trusted for as long as it was observed.
 
+Where a fully used instance saves little more than the bar to add, the distribution
+adds it only once a new level holds nearly all the weight, three to four windows after
+a step (a burst and a lasting shift look alike at first). So a second rule watches how
+long a level has lasted. With
+nothing else known, something seen to last T is expected to last about T more (the
+median of its remaining life under the Copernican estimate). So an instance that would
+have paid for itself in each of the last T epochs is added when its saving over T more
+epochs repays its price over its cold start and those T epochs, and one in the pool is
+kept while the latest epoch still pays for it. The pool is the larger of the two rules'
+sizes; the second has no parameter of its own.
+
 A window of past rates describes the traffic as it was, centred half a history ago: on a
 trend it sizes for where the rate was, not where it is. So each rate is first aged to
 the present by the drift, the least-squares slope of a longer span of rates: a rate seen
@@ -129,16 +140,49 @@ def weighted_mean(rates: Sequence[float], weight: Sequence[float]) -> float:
     return sum(map(mul, rates, weight)) / total if total else 0.0
 
 
+def lasting_size(
+    recent: Sequence[float], current: int, econ: PoolEconomics, cap: int, cold_epochs: int
+) -> int:
+    """The size the levels' durations support (at most ``max(current, cap)``): the pool's
+    instances while the latest rate pays for each, then every further one whose saving
+    over the last T epochs, each of which it would have paid for, repays its price over
+    T more epochs and its cold start."""
+    price, gain, mu = econ.instance_price, econ.faas_per_request - econ.add_per_request, econ.mu
+
+    def saves(r: float, n: int) -> float:  # $/s the (n+1)-th instance saves at rate r
+        return gain * min(max(r - n * mu, 0.0), mu)
+
+    if not recent:
+        return 0
+    n = 0
+    while n < current and saves(recent[-1], n) >= price:
+        n += 1
+    if n < current:  # the latest rate no longer pays for the pool, let alone one more
+        return n
+    while n < cap:
+        run, total = 0, 0.0
+        for r in reversed(recent):
+            s = saves(r, n)
+            if s < price:
+                break
+            run, total = run + 1, total + s
+        if run == 0 or total < price * (run + cold_epochs):
+            break
+        n += 1
+    return n
+
+
 def choose(
-    rates: Sequence[float],
+    recent: Sequence[float],
     current: int,
     econ: PoolEconomics,
     scaling: ScalingSpec,
     cold_epochs: int,
 ) -> int:
-    """The size for the coming window, from the recent rates and the size in force."""
+    """The size for the coming window, from the rate history and the size in force."""
     if not econ.has_pool:
         return 0
+    rates = distribution(recent, scaling)
     life = HISTORY_WINDOWS * scaling.interval_epochs
     cap = scaling.max_instances
     if rates:  # nothing is worth more instances than the largest rate needs
@@ -151,6 +195,7 @@ def choose(
         else 0
     )
     n = add if current < add else keep if current > keep else current
+    n = max(n, lasting_size(recent, current, econ, cap, cold_epochs))
     return max(scaling.min_instances, min(scaling.max_instances, n))
 
 
@@ -176,7 +221,7 @@ def step(
     rescale = state.epoch % scaling.interval_epochs == 0
     if rescale:
         rates = distribution(recent, scaling)
-        desired = choose(rates, state.desired, econ, scaling, cold_epochs)
+        desired = choose(recent, state.desired, econ, scaling, cold_epochs)
     else:  # the distribution is only needed on a tick; between ticks, report the recent
         # rates' weighted mean
         rates, desired = recent[-HISTORY_WINDOWS * scaling.interval_epochs :], state.desired
@@ -214,4 +259,4 @@ def planned_size(
     if policy is ScalingPolicy.PAPER:
         target = state.estimate.target(scaling.k) if state.estimate.samples else rate
         return desired_instances(target, econ, scaling)
-    return choose(distribution(state.recent or (rate,), scaling), 0, econ, scaling, cold_epochs)
+    return choose(state.recent or (rate,), 0, econ, scaling, cold_epochs)
