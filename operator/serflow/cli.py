@@ -10,6 +10,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from serflow.documents import read_workload
@@ -125,9 +126,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _check_plot(path: str | None) -> None:
+    """Refuse a ``--plot`` path matplotlib cannot write, before any work."""
+    if path is None:
+        return
+    if not path.lower().endswith(PLOT_SUFFIXES) or Path(path).is_dir():
+        raise InputError("--plot", f"expected a file ending in {', '.join(PLOT_SUFFIXES)}, got {path!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _check_plot(getattr(args, "plot", None))
         if args.command == "plan":
             return _plan(args)
         if args.command == "simulate":
@@ -138,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"serflow: error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 2
+    except OverflowError as e:  # e.g. a price or k near the float maximum
+        print(f"serflow: error: a number in the input is too large to compute with ({e})", file=sys.stderr)
         return 2
 
 
@@ -324,6 +340,8 @@ def _progress(total: int):  # type: ignore[no-untyped-def]
 def _synth(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise InputError("--epochs", f"expected a positive integer, got {args.epochs}")
+    if not (math.isfinite(args.base) and args.base >= 0):
+        raise InputError("--base", f"expected a finite number >= 0, got {args.base}")
     counts = synthetic_trace(epochs=args.epochs, seed=args.seed, base=args.base)
     text = "\n".join(map(str, counts)) + "\n"
     if args.output:

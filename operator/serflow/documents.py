@@ -12,12 +12,44 @@ from serflow.presets import preset_names, preset_text
 from serflow.spec import Workload, parse_workload
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+MAX_DOCUMENT_VALUES = 100_000
+"""Values a document may hold once YAML's aliases are expanded: a few kilobytes of
+aliases can stand for billions of values, which validation would then walk."""
+MAX_DOCUMENT_DEPTH = 64
+"""Nesting a document may have (a SerflowInference needs under ten levels)."""
 PRESET_PREFIX = "preset:"
+
+
+def read_bounded(path: Path, limit: int, what: str) -> str:
+    """The text of ``path``, refused past ``limit`` bytes; read up to the limit, never
+    trusting the file's stated size (a device such as /dev/zero states 0)."""
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(str(path), f"{what} larger than {limit // 2**20} MiB")
+    return data.decode()
+
+
+def check_size(doc: Any, source: str) -> None:
+    """Refuse a document with more than ``MAX_DOCUMENT_VALUES`` values (aliases expanded)
+    or nested deeper than ``MAX_DOCUMENT_DEPTH``, walking at most that many."""
+    stack, seen = [(doc, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_DOCUMENT_VALUES:
+            raise InputError(source, f"more than {MAX_DOCUMENT_VALUES:,} values (YAML aliases?)")
+        if depth > MAX_DOCUMENT_DEPTH:
+            raise InputError(source, f"nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((c, depth + 1) for c in children)
 
 
 def load_yaml(text: str, source: str) -> Any:
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except RecursionError:
+        raise InputError(source, f"nested deeper than {MAX_DOCUMENT_DEPTH} levels") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -25,6 +57,8 @@ def load_yaml(text: str, source: str) -> Any:
         raise InputError(where, f"not valid YAML or JSON ({problem})") from None
     if not docs:
         raise InputError(source, "empty document")
+    for d in docs:
+        check_size(d, source)
     if len(docs) > 1:
         # A multi-document file: take the first serflow document.
         for d in docs:
@@ -45,9 +79,7 @@ def read_document(ref: str) -> Any:
     else:
         p = Path(ref)
         try:
-            if p.stat().st_size > MAX_DOCUMENT_BYTES:
-                raise InputError(ref, f"larger than {MAX_DOCUMENT_BYTES // 2**20} MiB")
-            text = p.read_text()
+            text = read_bounded(p, MAX_DOCUMENT_BYTES, "document")
         except FileNotFoundError:
             raise InputError(ref, "no such file") from None
         except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:

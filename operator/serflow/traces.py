@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 
+from serflow.documents import read_bounded
 from serflow.errors import InputError
 
 MAX_TRACE_BYTES = 64 * 1024 * 1024
@@ -64,10 +65,7 @@ def _count(v: str, where: str) -> int:
 def read_trace(path: str | Path) -> list[int]:
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > MAX_TRACE_BYTES:
-            raise InputError(str(p), f"trace larger than {MAX_TRACE_BYTES // 2**20} MiB")
-        text = p.read_text()
+        text = read_bounded(p, MAX_TRACE_BYTES, "trace")
     except FileNotFoundError:
         raise InputError(str(p), "no such file") from None
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
