@@ -103,7 +103,7 @@ class Workload:
 def parse_workload(doc: Any) -> Workload:
     """Validate a Profile document or a SerflowInference manifest against its JSON Schema,
     then build the Workload."""
-    validate(doc, DOCUMENT_KIND)
+    validate(doc, DOCUMENT_KIND, strict=False)  # only which kind: the full schema follows
     manifest = doc["kind"] == "SerflowInference"
     schema = inference_document_schema() if manifest else profile_document_schema()
     validate(doc, schema)

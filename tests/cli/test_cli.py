@@ -146,6 +146,10 @@ def _bad_profile(tmp_path: Path) -> Path:
             ["simulate", "-f", "preset:paper", "--trace", "synthetic", "--start-pool", "-1"],
             "--start-pool: expected 0..1000 instances (scaling.maxInstances), got -1",
         ),
+        (
+            ["plan", "-f", "{misspelt}"],
+            "{misspelt}: spec.slo.latencySecond: unknown field (misspelt? the schema has no such field)",
+        ),
         (["plan", "-f", "/dev/zero"], "/dev/zero: document larger than 4 MiB"),
         (
             ["simulate", "-f", "preset:paper", "--trace", "/dev/zero"],
@@ -165,6 +169,7 @@ def _bad_profile(tmp_path: Path) -> Path:
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "m").mkdir()
     subs = {
         "bad": str(_bad_profile(tmp_path)),
         "badsfi": str(_manifest(tmp_path, latencySeconds="x")),
@@ -175,6 +180,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: 
         "aliases": str(tmp_path / "a.yaml"),
         "deep": str(tmp_path / "d.yaml"),
         "hugek": str(tmp_path / "k.yaml"),
+        "misspelt": str(_manifest(tmp_path / "m", latencySecond=3)),
     }
     doc = tiny_doc()
     doc["scaling"]["k"] = 1e308
@@ -196,6 +202,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: 
     assert len(lines) == 1, r.stderr
     assert "Traceback" not in r.stderr
     assert lines[0].startswith("serflow: error: " + message.format(**subs))
+
+
+def test_kubernetes_envelope_fields_are_not_checked(tmp_path: Path) -> None:
+    # What `kubectl get -o yaml` adds (metadata's other fields, status) is the API
+    # server's: the CLI plans from such a copy.
+    f = _manifest(tmp_path)
+    doc = yaml.safe_load(f.read_text())
+    doc["metadata"] |= {"namespace": "a", "labels": {"x": "y"}, "resourceVersion": "7"}
+    doc["status"] = {"conditions": []}
+    f.write_text(yaml.safe_dump(doc))
+    r = serflow("plan", "-f", str(f))
+    assert r.returncode == 0, r.stderr
 
 
 def test_synth_writes_a_trace(tmp_path: Path) -> None:

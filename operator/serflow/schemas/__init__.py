@@ -722,13 +722,17 @@ def _validator(schema: Schema) -> Any:
     return kept[1]
 
 
-def validate(value: Any, schema: Schema, path: str = "") -> None:
-    """Raise an ``InputError`` for the most relevant way ``value`` breaks ``schema``.
+def validate(value: Any, schema: Schema, path: str = "", strict: bool = True) -> None:
+    """Raise an ``InputError`` for the most relevant way ``value`` breaks ``schema``, or,
+    ``strict``, for a field it does not list (``first_unknown_field``).
 
     ``path`` is where ``value`` sits in its document (e.g. ``spec.prices``).
     """
     error = best_match(_validator(schema).iter_errors(value))
     if error is None:
+        unknown = first_unknown_field(value, schema, path) if strict else None
+        if unknown:
+            raise InputError(unknown, "unknown field (misspelt? the schema has no such field)")
         return
     where = path
     for key in error.absolute_path:
@@ -737,6 +741,34 @@ def validate(value: Any, schema: Schema, path: str = "") -> None:
         missing = next(k for k in error.validator_value if k not in error.instance)
         raise InputError(f"{where}.{missing}" if where else missing, "missing")
     raise InputError(where, _problem(error))
+
+
+ENVELOPE = frozenset({"metadata", "status"})
+"""Kubernetes' parts of an object, which the API server owns: their fields are not checked."""
+
+
+def first_unknown_field(value: Any, schema: Schema, path: str = "") -> str | None:
+    """Where ``value`` has a key its schema does not list (an object schema with
+    ``properties`` and no ``additionalProperties``), or None. The API server prunes such
+    keys from an object; a file read by the CLI would silently lose them, so a misspelt
+    ``intervalEpoch`` would run with the default."""
+    if isinstance(value, Mapping) and "properties" in schema and "additionalProperties" not in schema:
+        props = schema["properties"]
+        for key, item in value.items():
+            if path == "" and key in ENVELOPE:
+                continue
+            where = f"{path}.{key}" if path else str(key)
+            if key not in props:
+                return where
+            found = first_unknown_field(item, props[key], where)
+            if found:
+                return found
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            found = first_unknown_field(item, schema["items"], f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _problem(error: ValidationError) -> str:
