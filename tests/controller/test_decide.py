@@ -81,7 +81,8 @@ def test_parse_counter() -> None:
 
 
 def test_plan_status_round_trips_the_setup() -> None:
-    plan = configure(parse_workload(manifest()), 30.0)
+    w = parse_workload(manifest())
+    plan = configure(w, 30.0)
     assert plan.chosen is not None
     st = plan_status(plan)
     assert same_setup(st, plan.chosen)
@@ -89,7 +90,7 @@ def test_plan_status_round_trips_the_setup() -> None:
     others = [c for c in plan.candidates if c.setup != plan.chosen.setup]
     assert not any(same_setup(st, c) for c in others if c.tau == plan.chosen.tau)
     # The economics kept in status rebuild the chosen candidate without the configurator.
-    kept = candidate_from_status(st)
+    kept = candidate_from_status(st, w.scaling)
     assert kept is not None
     assert (kept.setup, kept.tau, kept.economics) == (
         plan.chosen.setup,
@@ -97,7 +98,7 @@ def test_plan_status_round_trips_the_setup() -> None:
         plan.chosen.economics,
     )
     assert kept.cost_per_hour == pytest.approx(plan.chosen.cost_per_hour)
-    assert candidate_from_status({k: v for k, v in st.items() if k != "economics"}) is None
+    assert candidate_from_status({k: v for k, v in st.items() if k != "economics"}, w.scaling) is None
 
 
 def test_scaler_state_from_status() -> None:
@@ -133,13 +134,14 @@ def test_expected_rate_is_a_prior_only_before_any_sample() -> None:
 def test_resume_keeps_the_plan_status_holds_for_the_same_spec() -> None:
     from serflow.controller.handlers import kept_candidate
 
-    plan = configure(parse_workload(manifest()), 30.0)
+    w = parse_workload(manifest())
+    plan = configure(w, 30.0)
     assert plan.chosen is not None
     conds = set_condition([], ConditionType.CONFIGURED, True, "Planned", "x", 4, "t")
     status = {"observedGeneration": 4, "conditions": conds, "plan": plan_status(plan)}
-    kept = kept_candidate("resume", status, 4)
+    kept = kept_candidate("resume", status, 4, w.scaling)
     assert kept is not None and kept.economics == plan.chosen.economics
-    assert kept_candidate("update", status, 4) is None  # a spec change re-plans
-    assert kept_candidate("resume", status, 5) is None  # changed while the operator was down
+    assert kept_candidate("update", status, 4, w.scaling) is None  # a spec change re-plans
+    assert kept_candidate("resume", status, 5, w.scaling) is None  # changed while the operator was down
     refused = set_condition(conds, ConditionType.CONFIGURED, False, "InvalidSpec", "x", 4, "t")
-    assert kept_candidate("resume", {**status, "conditions": refused}, 4) is None
+    assert kept_candidate("resume", {**status, "conditions": refused}, 4, w.scaling) is None

@@ -158,3 +158,15 @@ def test_cost_rate_is_the_min_over_one_more_or_not(
 )
 def test_batches_per_epoch(busy: float, worst: float, epoch: float, slo: float, n: int) -> None:
     assert batches_per_epoch(busy, worst, epoch, slo) == n
+
+
+def test_the_steady_cost_counts_instances_within_the_spec_bounds() -> None:
+    # 100 req/s, mu 10: 10 instances unbounded; at most 2, the other 80 req/s spill at
+    # $0.25 each; at least 3 at no traffic.
+    capped = PoolEconomics(10.0, 1.0, 0.25, 0.0, True, max_instances=2)
+    assert PoolEconomics(10.0, 1.0, 0.25, 0.0, True).instances_for(100.0) == 10
+    assert capped.instances_for(100.0) == 2
+    assert capped.cost_rate(100.0) == pytest.approx(2 * 1.0 + 80 * 0.25)
+    floor = PoolEconomics(10.0, 1.0, 0.25, 0.0, True, min_instances=3)
+    assert floor.instances_for(0.0) == 3 and floor.cost_rate(0.0) == pytest.approx(3.0)
+    assert PoolEconomics(10.0, 0.0, 0.25, 0.0, has_pool=False, min_instances=3).instances_for(5.0) == 0

@@ -32,7 +32,7 @@ from serflow.policy.monitor import TrafficEstimate
 from serflow.policy.scaler import ScalerState
 from serflow.ranking import RankedBy
 from serflow.report import candidate_dict
-from serflow.spec import ScalingPolicy, Workload
+from serflow.spec import ScalingPolicy, ScalingSpec, Workload
 
 
 class ConditionType(StrEnum):
@@ -135,8 +135,9 @@ def economics_status(e: PoolEconomics) -> dict[str, Any]:
     }
 
 
-def candidate_from_status(plan_st: Mapping[str, Any]) -> Candidate | None:
-    """The chosen candidate status.plan describes; None when it predates status.plan.economics."""
+def candidate_from_status(plan_st: Mapping[str, Any], scaling: ScalingSpec) -> Candidate | None:
+    """The chosen candidate status.plan describes, for the spec whose ``scaling`` it was
+    planned with (its instance bounds); None when it predates status.plan.economics."""
     e = plan_st.get("economics")
     if not e or "worstBatchSeconds" not in plan_st:
         return None
@@ -161,6 +162,8 @@ def candidate_from_status(plan_st: Mapping[str, Any]) -> Candidate | None:
             add_per_request=float(e["addPerRequest"]),
             has_pool=bool(e["hasPool"]),
             batches_per_instance=int(e["batchesPerInstance"]),
+            min_instances=scaling.min_instances,
+            max_instances=scaling.max_instances,
         ),
         rate=float(plan_st["rate"]),
         cost_per_s=float(plan_st["costPerHour"]) / 3600.0,

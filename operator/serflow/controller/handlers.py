@@ -53,7 +53,7 @@ from serflow.profile import parse_prices
 from serflow.ranking import RankedBy, history_counts, rank, ranks_on_history
 from serflow.report import chosen_line
 from serflow.sim import online_policy
-from serflow.spec import Workload, parse_workload
+from serflow.spec import ScalingSpec, Workload, parse_workload
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 KIND = "SerflowInference"
@@ -183,7 +183,7 @@ def reconcile(
     state = scaler_from_status(status)
     rate = state.estimate.ewma if state.estimate.samples else w.expected_rate
     old_plan = status.get("plan") or {}
-    kept = kept_candidate(reason, status, gen)
+    kept = kept_candidate(reason, status, gen, w.scaling)
     plan: Plan | None = None
     by = RankedBy.STEADY
     if kept is not None:
@@ -235,14 +235,16 @@ def reconcile(
     logger.info("%s %s", "kept" if kept else "planned", cand.setup.describe())
 
 
-def kept_candidate(reason: str, status: Mapping[str, Any], gen: int) -> Candidate | None:
+def kept_candidate(
+    reason: str, status: Mapping[str, Any], gen: int, scaling: ScalingSpec
+) -> Candidate | None:
     """On resume, the plan status holds for this very spec (so a restart does not re-plan)."""
     if reason != kopf.Reason.RESUME or status.get("observedGeneration") != gen:
         return None
     conds = status.get("conditions") or []
     if not condition_true(conds, ConditionType.CONFIGURED):
         return None
-    return candidate_from_status(status.get("plan") or {})
+    return candidate_from_status(status.get("plan") or {}, scaling)
 
 
 def _ready(kube: Kube, namespace: str, deployment: str) -> int:

@@ -142,6 +142,7 @@ def candidates(w: Workload, rate: float) -> list[Candidate]:
     p_inv = prices.invocation_fee
     taus = obj.thresholds or tuple(t.tau for t in prof.thresholds)
     transfer = _transfers(w)
+    lo, hi = w.scaling.min_instances, w.scaling.max_instances  # the steady cost's bounds
     out: list[Candidate] = []
 
     for tau in taus:
@@ -175,7 +176,7 @@ def candidates(w: Workload, rate: float) -> list[Candidate]:
 
                 def pool(busy: float, worst: float, c_add: float) -> PoolEconomics:
                     n = batches_per_epoch(busy, worst, obj.epoch, slo) if obj.pack_batches else 1
-                    return PoolEconomics(n * mu, p, c_f, c_add, True, n)  # noqa: B023
+                    return PoolEconomics(n * mu, p, c_f, c_add, True, n, lo, hi)  # noqa: B023
 
                 iaas = pool(b * sum(uh), b * sum(uh), 0.0)
                 add(Setup(PoolKind.IAAS, fsize.name, inst.name), b * sum(uh), iaas)

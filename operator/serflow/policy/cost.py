@@ -118,6 +118,11 @@ class PoolEconomics:
     """False for the FaaS-only pool, which never runs an instance."""
     batches_per_instance: int = 1
     """Batches one instance serves per epoch (1 in the paper; more when packing fits the SLO)."""
+    min_instances: int = 0
+    """The spec's ``scaling.minInstances``: the steady cost counts at least this many."""
+    max_instances: int | None = None
+    """The spec's ``scaling.maxInstances``: the steady cost counts at most this many, the
+    rest of the rate spilling to functions (None: no bound)."""
 
     @property
     def tcip(self) -> float:
@@ -127,12 +132,17 @@ class PoolEconomics:
         return tcip(self.instance_price, self.faas_per_request, self.add_per_request)
 
     def instances_for(self, rate: float) -> int:
-        """N = floor(rate / mu) + [remainder > TCIP]; 0 without a pool."""
-        if not self.has_pool or rate <= 0:
+        """N = floor(rate / mu) + [remainder > TCIP], within the spec's bounds; 0 without
+        a pool."""
+        if not self.has_pool:
             return 0
-        q = math.floor(rate / self.mu + 1e-12)
-        r = rate - q * self.mu
-        return q + (1 if r > self.tcip else 0)
+        n = 0
+        if rate > 0:
+            q = math.floor(rate / self.mu + 1e-12)
+            n = q + (1 if rate - q * self.mu > self.tcip else 0)
+        if self.max_instances is not None:
+            n = min(n, self.max_instances)
+        return max(n, self.min_instances)
 
     def cost_rate(self, rate: float) -> float:
         """C(lam) in dollars per second at a steady rate (C_F, C_V or C_H)."""
