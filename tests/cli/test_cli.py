@@ -82,14 +82,7 @@ def test_simulate_synthetic_json_and_plot(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)["results"]
-    assert {x["policy"] for x in res} == {
-        "faas",
-        "libra",
-        "serflow",
-        "expected-cost",
-        "bound",
-        "limit",
-    }
+    assert {x["policy"] for x in res} == {"faas", "libra", "serflow", "expected-cost", "bound", "limit"}
     for x in res:
         assert x["poolRequests"] + x["faasRequests"] == x["requests"]
         if x["policy"] == "serflow":
@@ -186,12 +179,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: 
     doc["scaling"]["k"] = 1e308
     (tmp_path / "k.yaml").write_text(yaml.safe_dump(doc))
     # Nine levels of nine aliases: a billion values from a few hundred bytes.
-    levels = ["l0: &l0 [1]"] + [
-        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)
-    ]
-    (tmp_path / "a.yaml").write_text(
-        "\n".join([*levels, "kind: SerflowInference", "spec: *l9"]) + "\n"
-    )
+    levels = ["l0: &l0 [1]"] + [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    (tmp_path / "a.yaml").write_text("\n".join([*levels, "kind: SerflowInference", "spec: *l9"]) + "\n")
     (tmp_path / "d.yaml").write_text("[" * 1000 + "]" * 1000 + "\n")
     (tmp_path / "g.yaml").write_text("a: [1,\n")
     (tmp_path / "t.txt").write_text("1\n2\nx\n")
@@ -254,41 +243,20 @@ def test_simulate_phases_gives_each_ticked_policy_its_cost_range(tmp_path: Path)
 
 
 def test_an_unprofiled_tau_names_what_the_profile_has() -> None:
-    r = serflow(
-        "simulate", "-f", "preset:paper", "--trace", "synthetic", "--epochs", "20", "--tau", "0.6"
-    )
+    r = serflow("simulate", "-f", "preset:paper", "--trace", "synthetic", "--epochs", "20", "--tau", "0.6")
     assert r.returncode == 2
-    assert (
-        r.stderr.strip()
-        == "serflow: error: --tau: 0.6 is not profiled (the profile has: 0.5, 0.7, 0.85)"
-    )
+    assert r.stderr.strip() == "serflow: error: --tau: 0.6 is not profiled (the profile has: 0.5, 0.7, 0.85)"
 
 
 def test_cost_changes_are_negative_when_cheaper() -> None:
-    r = serflow(
-        "simulate",
-        "-f",
-        "preset:paper",
-        "--trace",
-        "synthetic",
-        "--epochs",
-        "400",
-        "--tau",
-        "0.5",
-        "--json",
-    )
+    r = serflow("simulate", "-f", "preset:paper", "--trace", "synthetic", "--epochs", "400", "--tau", "0.5", "--json")
     assert r.returncode == 0, r.stderr
     res = {x["policy"]: x for x in json.loads(r.stdout)["results"]}
     libra, faas = res["libra"]["totalCost"], res["faas"]["totalCost"]
     assert faas < libra  # at tau 0.5 functions are cheaper than whole-model VMs (README)
-    assert (
-        res["faas"]["costVsLibra"] == pytest.approx(faas / libra - 1)
-        and res["faas"]["costVsLibra"] < 0
-    )
+    assert res["faas"]["costVsLibra"] == pytest.approx(faas / libra - 1) and res["faas"]["costVsLibra"] < 0
     assert res["libra"]["costVsFaas"] > 0 and res["libra"]["costVsLibra"] == 0
-    table = serflow(
-        "simulate", "-f", "preset:paper", "--trace", "synthetic", "--epochs", "400", "--tau", "0.5"
-    )
+    table = serflow("simulate", "-f", "preset:paper", "--trace", "synthetic", "--epochs", "400", "--tau", "0.5")
     assert "(negative: cheaper)" in table.stdout
     row = next(line for line in table.stdout.splitlines() if line.split()[1:2] == ["faas"])
     assert f"{100 * (faas / libra - 1):+.1f}%" in row
@@ -310,17 +278,7 @@ def test_plan_ranks_by_a_replay_of_the_trace(tmp_path: Path) -> None:
 
 
 def test_a_replay_can_start_with_the_pool_the_operator_planned() -> None:
-    base = (
-        "simulate",
-        "-f",
-        "preset:paper",
-        "--trace",
-        "synthetic",
-        "--epochs",
-        "60",
-        "--tau",
-        "0.85",
-    )
+    base = ("simulate", "-f", "preset:paper", "--trace", "synthetic", "--epochs", "60", "--tau", "0.85")
     cold = json.loads(serflow(*base, "--json").stdout)
     warm = serflow(*base, "--start-pool", "2", "--json")
     assert warm.returncode == 0, warm.stderr
