@@ -59,24 +59,29 @@ our_pid() { # the PID of the dockerd this script started, if it still runs
         echo "$pid"
 }
 
-install_engine() {
-    command -v dockerd >/dev/null && return 0
-    [[ "$(id -u)" == 0 ]] || die "no dockerd installed and not root: install docker.io $DOCKER_IO_VERSION (or Docker) first"
-    command -v apt-get >/dev/null || die "no dockerd installed and no apt-get: install Docker first"
-    log "installing docker.io=$DOCKER_IO_VERSION from the Debian archive ..."
+# apt_install COMMAND PACKAGE=VERSION: install the pinned package unless COMMAND exists
+# (as root, from the Debian archive; `apt-get update` first when that version is unknown).
+apt_install() {
+    local cmd="$1" pkg="$2"
+    command -v "$cmd" >/dev/null && return 0
+    [[ "$(id -u)" == 0 ]] || die "$cmd is missing and not root: install $pkg first"
+    command -v apt-get >/dev/null || die "$cmd is missing and no apt-get: install $pkg first"
+    log "installing $pkg from the Debian archive ..."
     local logf="$STATE_DIR/apt.log"
-    if ! apt-cache show "docker.io=$DOCKER_IO_VERSION" >/dev/null 2>&1; then
+    if ! apt-cache show "$pkg" >/dev/null 2>&1; then
         apt-get update >"$logf" 2>&1 || {
             tail -n 5 "$logf" >&2
             die "apt-get update failed (log: $logf)"
         }
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        "docker.io=$DOCKER_IO_VERSION" >>"$logf" 2>&1 || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg" \
+        >>"$logf" 2>&1 || {
         tail -n 5 "$logf" >&2
-        die "apt-get install docker.io=$DOCKER_IO_VERSION failed (log: $logf)"
+        die "apt-get install $pkg failed (log: $logf)"
     }
 }
+
+install_engine() { apt_install dockerd "docker.io=$DOCKER_IO_VERSION"; }
 
 write_daemon_json() {
     cat >"$STATE_DIR/daemon.json" <<EOF
@@ -95,6 +100,8 @@ do_up() {
     mkdir -p "$STATE_DIR"
     exec 9>"$STATE_DIR/.lock"
     flock -w 300 9 || die "another hack/docker.sh holds $STATE_DIR/.lock"
+    # nft confines the kind network (hack/kind.sh), whichever engine runs it.
+    apt_install nft "nftables=$NFTABLES_VERSION"
     local h
     if h="$(engine)"; then
         log "a Docker engine answers at $h"

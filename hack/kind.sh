@@ -14,7 +14,10 @@
 #                        local Python base and load it into the node (default: operator)
 #   hack/kind.sh knative Knative Serving (KNATIVE_SERVING_VERSION) built from its
 #                        modules, as local images, installed without a networking layer
-#   hack/kind.sh down    delete the cluster (the images stay in the engine)
+#   hack/kind.sh down    delete the cluster (the images stay in the engine), and the
+#                        confined network with its drop rule once no node is left on it
+#   hack/kind.sh drops   what the drop rule stopped since the network was made, by
+#                        destination: `ADDRESS PROTOCOL PORT PACKETS` lines, then a total
 #   hack/kind.sh status  exit 0 when the cluster's node is Ready
 #   hack/kind.sh env     print `export DOCKER_HOST=... KUBECONFIG=... PATH=...`
 #   hack/kind.sh bin     print the directory holding kind and the node binaries
@@ -23,6 +26,16 @@
 #   XDG_CACHE_HOME        build cache root (default ~/.cache): serflow/kind/<key>/
 #   SERFLOW_KIND_STATE    state dir (default hack/.state/kind): kubeconfig, kind config, logs
 #   SERFLOW_KIND_CLUSTER  cluster name (default serflow)
+#
+# Nothing leaves the machine: the nodes run on a Docker network of this script's
+# (serflow-kind, bridge serflow-kind0), and before the first node starts an nftables rule
+# drops, and counts by destination, every packet that would be forwarded from it to any
+# other interface. Everything the cluster needs (images, charts) comes from this machine,
+# so nothing is lost; what the rule stops is a component trying to reach an address no
+# node owns (the Service range before kube-proxy programs it, a pod that is gone, or
+# anything outside). Each node also gets an unreachable route for the pod range, so a
+# packet to a pod that no longer exists fails in the node instead of following its
+# default route.
 # The Kubernetes binaries come from the Go build that hack/cluster.sh also uses: the
 # control-plane images wrap its kube-apiserver, kube-controller-manager and kube-scheduler;
 # kubelet, kubeadm and kube-proxy are built from the same wrapper module
@@ -43,7 +56,7 @@ CACHE_KEY="$(
         echo "go=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || echo none)"
         echo "images=$("$HACK_DIR/images.sh" key)"
         # The pins but Knative's (it has its own key), comments aside.
-        grep -v -e '^#' -e '^KNATIVE_' "$HACK_DIR/versions.env"
+        grep -v -e '^#' -e '^KNATIVE_' -e '^NFTABLES_' "$HACK_DIR/versions.env"
         for f in "$TOOLS_DIR"/{kubernetes,kind,containerd,cri-tools,cni-plugins,coredns}/go.{mod,sum} \
             "$TOOLS_DIR"/etcd/{kubeadm.mod,kubeadm.sum,main.go} "$HACK_DIR"/kind/*; do
             echo "== ${f#"$HACK_DIR"/}"
@@ -63,6 +76,14 @@ KEY_LABEL=io.serflow.cache-key
 # kind's node image build runs the images below from the node; the names are the ones
 # kubeadm and kind's manifests ask for, so nothing is pulled.
 REGISTRY=registry.k8s.io
+# The confined network (one for every serflow kind cluster on this engine), its bridge and
+# the nftables table whose rule confines it.
+NETWORK=serflow-kind
+BRIDGE=serflow-kind0
+NFT_TABLE=serflow_kind
+# kind's defaults, written into the cluster's config so that they are known here.
+POD_SUBNET=10.244.0.0/16
+SERVICE_SUBNET=10.96.0.0/16
 
 log() { printf 'kind.sh: %s\n' "$*" >&2; }
 die() {
@@ -547,6 +568,9 @@ nodes:
     nodeRegistration:
       taints:
       - {key: serflow.io/pool, value: default, effect: NoSchedule}
+networking:
+  podSubnet: $POD_SUBNET
+  serviceSubnet: $SERVICE_SUBNET
 containerdConfigPatches:
 # Without it every pod sandbox fails where the engine cannot raise OOM scores
 # ("can't get final child's PID from pipe: EOF").
@@ -569,10 +593,16 @@ node_ready() { # every node Ready
 }
 
 # What kindnetd would do between nodes: a route to each other node's pod /24 (the one the
-# stand-in gives it: the last octet of its address) through that node.
+# stand-in gives it: the last octet of its address) through that node. The CNI gives each
+# pod a /32 route on its node that goes away with the pod, so without a route for the
+# whole pod range a packet to a pod that is gone (or to a /24 no node has) took the node's
+# default route to the Docker bridge and on out of the machine (the API server's pod proxy
+# reading a function pod's metrics after Knative had removed it): an unreachable route for
+# the range makes it fail at once, in the node.
 route_nodes() {
     local n m ip_m
     for n in $("$BIN_DIR/kind" get nodes --name "$CLUSTER"); do
+        docker exec "$n" ip route replace unreachable "$POD_SUBNET"
         for m in $("$BIN_DIR/kind" get nodes --name "$CLUSTER"); do
             [[ "$n" == "$m" ]] && continue
             ip_m="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$m")"
@@ -597,8 +627,9 @@ do_up() {
         "$BIN_DIR/kind" delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG_FILE" >&2
     fi
     write_config
+    confine_network
     local t0=$SECONDS
-    "$BIN_DIR/kind" create cluster --name "$CLUSTER" --config "$STATE_DIR/kind.yaml" \
+    KIND_EXPERIMENTAL_DOCKER_NETWORK="$NETWORK" "$BIN_DIR/kind" create cluster --name "$CLUSTER" --config "$STATE_DIR/kind.yaml" \
         --kubeconfig "$KUBECONFIG_FILE" --wait 0s >"$STATE_DIR/create.log" 2>&1 || {
         tail -n 20 "$STATE_DIR/create.log" >&2
         die "kind create cluster failed (log: $STATE_DIR/create.log)"
@@ -728,6 +759,70 @@ do_down() {
         log "no cluster $CLUSTER"
     fi
     rm -f "$KUBECONFIG_FILE"
+    if docker_ok && docker network inspect "$NETWORK" >/dev/null 2>&1 && [[ -z "$(members)" ]]; then
+        docker network rm "$NETWORK" >/dev/null
+        nft delete table inet "$NFT_TABLE" 2>/dev/null || true
+        log "removed network $NETWORK and its drop rule"
+    fi
+}
+
+# ---------------------------------------------------------------------------- confinement
+
+members() { # the containers on the confined network
+    docker network inspect -f '{{range .Containers}}{{.Name}} {{end}}' "$NETWORK"
+}
+
+# The nodes' Docker network, made here (kind uses it through KIND_EXPERIMENTAL_DOCKER_NETWORK)
+# so that its bridge has a known name, and the rule that confines it, in a table of its own
+# that runs before Docker's (a drop in any table is final): a packet from the bridge to any
+# other interface is dropped and counted in a set keyed by its destination. Made afresh
+# (counts from zero) when no node is on the network, and in place before a node starts.
+confine_network() {
+    command -v nft >/dev/null || die "nft is missing (hack/docker.sh up installs nftables)"
+    if ! docker network inspect "$NETWORK" >/dev/null 2>&1; then
+        docker network create --driver bridge -o "com.docker.network.bridge.name=$BRIDGE" \
+            -o com.docker.network.bridge.enable_ip_masquerade=true \
+            -o com.docker.network.driver.mtu=1500 "$NETWORK" >/dev/null ||
+            die "docker network create $NETWORK failed"
+    elif [[ -n "$(members)" ]] && nft list table inet "$NFT_TABLE" >/dev/null 2>&1; then
+        return 0 # another cluster's nodes are on it: keep its rule and counts
+    fi
+    nft delete table inet "$NFT_TABLE" 2>/dev/null || true
+    nft -f - <<NFT || die "could not install the drop rule for $BRIDGE (nft)"
+table inet $NFT_TABLE {
+    set dropped4 {
+        type ipv4_addr . inet_proto . inet_service; size 65535; flags dynamic; counter;
+    }
+    set dropped6 {
+        type ipv6_addr . inet_proto . inet_service; size 65535; flags dynamic; counter;
+    }
+    chain forward {
+        type filter hook forward priority filter - 10; policy accept;
+        iifname "$BRIDGE" oifname != "$BRIDGE" meta nfproto ipv4 add @dropped4 { ip daddr . meta l4proto . th dport } counter drop
+        iifname "$BRIDGE" oifname != "$BRIDGE" meta nfproto ipv6 add @dropped6 { ip6 daddr . meta l4proto . th dport } counter drop
+    }
+}
+NFT
+    log "network $NETWORK ($(network_subnet)): nothing from $BRIDGE is forwarded beyond it"
+}
+
+network_subnet() {
+    docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' "$NETWORK" | awk '{print $1}'
+}
+
+# What the rule dropped, one `ADDRESS PROTOCOL PORT PACKETS` line per destination, then
+# `total - - PACKETS` from the rule's own counters (the sets are bounded; the total is not).
+do_drops() {
+    nft list table inet "$NFT_TABLE" >/dev/null 2>&1 || die "no drop rule (run: hack/kind.sh up)"
+    local set
+    for set in dropped4 dropped6; do
+        nft -nn list set inet "$NFT_TABLE" "$set" | tr -d '\n\t' |
+            { grep -oE '[0-9a-f.:]+ \. [0-9]+ \. [0-9]+ counter packets [0-9]+' || true; } |
+            awk '{p = $3 == 6 ? "tcp" : $3 == 17 ? "udp" : $3 == 1 ? "icmp" : $3 == 58 ? "icmpv6" : $3
+                  print $1, p, $5, $8}'
+    done
+    nft -nn list chain inet "$NFT_TABLE" forward |
+        grep -oE 'counter packets [0-9]+' | awk '{n += $3} END {print "total - -", n + 0}'
 }
 
 docker_ok() {
@@ -747,7 +842,10 @@ EOF
 do_env() {
     [[ -f "$KUBECONFIG_FILE" ]] || die "not up (run: hack/kind.sh up)"
     "$HACK_DIR/docker.sh" env
+    use_engine
     echo "export KUBECONFIG=$KUBECONFIG_FILE"
+    echo "export SERFLOW_KIND_SUBNET=$(network_subnet)"
+    echo "export SERFLOW_KIND_POD_SUBNET=$POD_SUBNET SERFLOW_KIND_SERVICE_SUBNET=$SERVICE_SUBNET"
     echo "export PATH=$BIN_DIR:$("$HACK_DIR/cluster.sh" bin):\$PATH"
 }
 
@@ -769,6 +867,7 @@ knative)
     do_knative
     ;;
 down) do_down ;;
+drops) do_drops ;;
 status)
     docker_ok && [[ -x "$BIN_DIR/kind" ]] && exists && node_ready
     ;;
@@ -778,7 +877,7 @@ bin)
     echo "$BIN_DIR"
     ;;
 *)
-    echo "usage: $0 build|base|up|check|load [IMAGE...]|knative|down|status|env|bin" >&2
+    echo "usage: $0 build|base|up|check|load [IMAGE...]|knative|down|drops|status|env|bin" >&2
     exit 2
     ;;
 esac

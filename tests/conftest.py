@@ -14,6 +14,10 @@ built on it):
 All of it is ``serflow_testbed.harness``; this file only adapts it to pytest.
 
 The tests skip only when the binaries cannot be built on this machine.
+
+Every process of the session, and every Python process it starts, carries the connection
+guard (``serflow_testbed.netguard``): a connection outside loopback and the kind network
+is refused, and the test during which it was tried fails naming the process and address.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,10 +33,44 @@ from typing import Any
 
 import pytest
 
+from serflow_testbed import netguard
 from serflow_testbed.harness import BuildUnavailable, Cluster, ControlPlane, bin_dir
 
 REPO = Path(__file__).resolve().parent.parent
 VERSIONS_ENV = REPO / "hack" / "versions.env"
+
+
+GUARD_LOG = Path(tempfile.mkdtemp(prefix="serflow-netguard-")) / "refusals.log"
+"""The session's guard log (the guard is on from ``pytest_configure``)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    netguard.activate(GUARD_LOG)
+
+
+def _refused(start: int) -> tuple[list[str], int]:
+    return netguard.refusals(GUARD_LOG, start)
+
+
+_guard_offset = 0
+
+
+@pytest.fixture(autouse=True)
+def _nothing_leaves_the_machine() -> Iterator[None]:
+    """Fail the test during which any guarded process tried to leave the machine."""
+    global _guard_offset
+    yield
+    lines, _guard_offset = _refused(_guard_offset)
+    if lines:
+        pytest.fail("connections outside loopback and the kind network:\n" + "\n".join(lines))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Refusals after the last test (a session fixture's teardown) fail the run too."""
+    lines, _ = _refused(_guard_offset)
+    if lines:
+        print("\nconnections outside loopback and the kind network:", *lines, sep="\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pinned_versions() -> dict[str, str]:

@@ -81,7 +81,7 @@ class FunctionApp:
         self.max_header = codec.header_limit(cfg.batch)
         self.max_image_body = codec.image_body_limit(man.input.shape)
         self.token = self.model.token
-        self.metrics = Metrics()
+        self.metrics = Metrics("function")
         # One compute thread: the runtime parallelises inside an op; two batches would contend.
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fn-compute")
         self.ready = True

@@ -6,6 +6,8 @@ sharing counters, and leaves out the client's default process and platform colle
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -14,6 +16,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    Info,
     generate_latest,
 )
 
@@ -82,11 +85,26 @@ SPECS: dict[str, MetricSpec] = {
 """Every metric a worker or function server exposes, by its exposed name."""
 
 
-class Metrics:
-    """One server's metrics (every name in ``SPECS``), in a registry of its own."""
+SERVER_INFO = "serflow_server_info"
+"""An info metric naming the serving process: ``pod`` (its pod's name) and ``server``
+(``worker`` or ``function``), so a reader can tell which pod answered a scrape."""
 
-    def __init__(self) -> None:
+
+def pod_name() -> str:
+    """The pod this process runs in: ``POD_NAME`` where set, else the host name (a pod's
+    host name is its name unless the spec sets another), else the local host's."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+class Metrics:
+    """One server's metrics (every name in ``SPECS``, and ``SERVER_INFO``), in a registry
+    of its own."""
+
+    def __init__(self, server: str = "") -> None:
         self.registry = CollectorRegistry()
+        info = Info(SERVER_INFO.removesuffix("_info"), "The serving process.", registry=None)
+        info.info({"pod": pod_name(), "server": server})
+        self.registry.register(info)
         self._counters: dict[str, Counter] = {}
         self._histograms: dict[str, Histogram] = {}
         for name, spec in SPECS.items():

@@ -141,7 +141,7 @@ class WorkerApp:
         self.token = self.model.token
         self.max_body = codec.image_body_limit(self.model.manifest.input.shape)
         self.budget = cfg.budget or cfg.batch
-        self.metrics = Metrics()
+        self.metrics = Metrics("worker")
         queued = Gauge("serflow_queued_requests", "Requests waiting for a batch.", registry=None)
         queued.set_function(lambda: len(self.queue))
         self.metrics.registry.register(queued)

@@ -40,7 +40,7 @@ from typing import Any, cast
 import yaml
 
 from serflow_runtime.server import server_timing_seconds
-from serflow_testbed import decide
+from serflow_testbed import decide, netguard
 from serflow_testbed.decide import Life, Record
 from serflow_testbed.harness import (
     REPO,
@@ -778,8 +778,16 @@ def main_of(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace],
         except BlockingIOError:
             say(f"error: another demo is writing to {out}; pass another --out")
             return 2
+        # Nothing leaves the machine: this process and every Python process it starts.
+        guard_log = out / "netguard.log"
+        guard_log.write_text("")
+        netguard.activate(guard_log)
         try:
-            return run(a)
+            rc = run(a)
+            refused, _ = netguard.refusals(guard_log)
+            for line in refused:
+                say(f"error: refused a connection outside loopback and the kind network: {line}")
+            return rc or (1 if refused else 0)
         except InputError as e:
             say(f"error: {e}")
             return 2

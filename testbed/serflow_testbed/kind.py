@@ -9,13 +9,16 @@ the binaries cannot be built here); any other failure is an error.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from serflow_testbed import netguard
 from serflow_testbed.harness import (
     BUILD_UNAVAILABLE,
     CHART,
@@ -61,6 +64,8 @@ class KindSession:
         """Leave everything up (``SERFLOW_KIND_KEEP=1``, the demo's ``--keep-cluster``)."""
         self.started_engine = False
         self.started_cluster = False
+        self.cluster_ranges: tuple[str, ...] = ()
+        """The cluster's pod and Service ranges (known once ``up`` has run)."""
 
     def up(self, say: Callable[[str], None] = lambda _: None) -> Cluster:
         """A ``Cluster`` whose kubectl and helm are the pinned ones."""
@@ -78,7 +83,17 @@ class KindSession:
                 raise RuntimeError(f"hack/kind.sh {' '.join(step)} failed:\n{r.stderr[-3000:]}")
             say(f"hack/kind.sh {step[0]}: done at {time.monotonic() - t0:.0f} s")
         env = exports(run_script(KIND_SH, "env", timeout=60).stdout)
+        # The nodes' network is this machine's: the guard lets tests and demos reach it.
+        netguard.allow(env["SERFLOW_KIND_SUBNET"])
+        self.cluster_ranges = (env["SERFLOW_KIND_POD_SUBNET"], env["SERFLOW_KIND_SERVICE_SUBNET"])
         return Cluster(Path(env["KUBECONFIG"]), Path(cluster_sh("bin").stdout.strip()))
+
+    def drops(self) -> Drops:
+        """What the kind network's drop rule stopped since the network was made."""
+        r = run_script(KIND_SH, "drops", timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"hack/kind.sh drops failed: {_last_line(r.stderr)}")
+        return Drops.parse(r.stdout, self.cluster_ranges)
 
     def down(self) -> None:
         """Remove what ``up`` started, unless kept (to look at it after)."""
@@ -88,6 +103,73 @@ class KindSession:
             run_script(KIND_SH, "down", timeout=600)
         if self.started_engine:
             run_script(DOCKER_SH, "down", timeout=300)
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Packets the drop rule stopped toward one destination."""
+
+    address: str
+    """The destination address."""
+    protocol: str
+    """``tcp``, ``udp``, ``icmp`` or the protocol's number."""
+    port: int
+    """The destination port (0 where the protocol has none)."""
+    packets: int
+    """How many packets."""
+
+    def __str__(self) -> str:
+        return f"{self.address} {self.protocol}/{self.port}: {self.packets} packets"
+
+
+@dataclass(frozen=True)
+class Drops:
+    """What ``hack/kind.sh drops`` reports: packets from the kind network that would have
+    been forwarded off it. Toward the cluster's own pod and Service ranges they are
+    expected and harmless once dropped (a Service address before kube-proxy has programmed
+    it, a connection to a pod that has gone); toward any other address they are a
+    component trying to reach outside this machine."""
+
+    by_destination: tuple[Drop, ...]
+    """One entry per destination, protocol and port."""
+    total: int
+    """Packets dropped in all (the rule's own counters)."""
+    cluster_ranges: tuple[str, ...]
+    """The cluster's pod and Service ranges."""
+
+    @classmethod
+    def parse(cls, text: str, cluster_ranges: tuple[str, ...]) -> Drops:
+        """``ADDRESS PROTOCOL PORT PACKETS`` lines, then ``total - - PACKETS``."""
+        drops, total = [], 0
+        for line in text.splitlines():
+            f = line.split()
+            if len(f) != 4:
+                continue
+            if f[0] == "total":
+                total = int(f[3])
+            else:
+                drops.append(Drop(f[0], f[1], int(f[2]), int(f[3])))
+        return cls(tuple(drops), total, cluster_ranges)
+
+    def outside(self) -> list[Drop]:
+        """Drops toward addresses outside the cluster's own ranges."""
+        nets = [ipaddress.ip_network(r) for r in self.cluster_ranges]
+        return [d for d in self.by_destination if not any(
+            ipaddress.ip_address(d.address) in n for n in nets)]  # fmt: skip
+
+    def summary(self) -> str:
+        """One line a person reads: how many, where to, and whether any went outside."""
+        if not self.by_destination and not self.total:
+            return "the kind network's drop rule stopped nothing"
+        inside = sum(d.packets for d in self.by_destination) - sum(
+            d.packets for d in self.outside())
+        top = sorted(self.by_destination, key=lambda d: -d.packets)[:8]
+        return (f"the kind network's drop rule stopped {self.total} packets: {inside} toward the "
+                f"cluster's own ranges ({', '.join(self.cluster_ranges)}), "
+                f"{len(self.outside())} destinations outside them; by destination: "
+                + "; ".join(map(str, top))
+                + (f"; and {len(self.by_destination) - len(top)} more" if len(
+                    self.by_destination) > len(top) else ""))  # fmt: skip
 
 
 def install_operator(cluster: Cluster) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import socket
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from serflow_runtime.metrics import (
     BATCH_SECONDS_BUCKETS,
     BATCH_SIZE_BUCKETS,
+    SERVER_INFO,
     SPECS,
     Kind,
     Metrics,
@@ -20,7 +23,8 @@ def _samples(m: Metrics) -> dict[str, list[Sample]]:
     """Exposed samples by family name (counters keep their ``_total`` name)."""
     out: dict[str, list[Sample]] = {}
     for fam in text_string_to_metric_families(m.render().decode()):
-        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        suffix = {"counter": "_total", "info": "_info"}.get(fam.type, "")
+        name = fam.name + suffix
         out[name] = [s for s in fam.samples if not s.name.endswith("_created")]
     return out
 
@@ -92,6 +96,16 @@ def test_counters_by_label_and_value() -> None:
     assert got["serflow_sheds_total"] == [Sample("serflow_sheds_total", {}, 0.0)]
     assert m.value("serflow_requests_total", code=200) == 2
     assert m.value("serflow_requests_total", code=404) == 0
+
+
+def test_the_server_names_its_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAME", "digits-tail-00001-deployment-5f7c9-x2x")
+    got = _samples(Metrics("function"))[SERVER_INFO]
+    assert [(s.labels, s.value) for s in got] == [
+        ({"pod": "digits-tail-00001-deployment-5f7c9-x2x", "server": "function"}, 1.0)
+    ]
+    monkeypatch.delenv("POD_NAME")
+    assert _samples(Metrics())[SERVER_INFO][0].labels["pod"] == socket.gethostname()
 
 
 def test_two_servers_in_one_process_count_apart() -> None:
