@@ -66,6 +66,8 @@ class KindSession:
         self.started_cluster = False
         self.cluster_ranges: tuple[str, ...] = ()
         """The cluster's pod and Service ranges (known once ``up`` has run)."""
+        self.running: Cluster | None = None
+        """The cluster ``up`` returned."""
 
     def up(self, say: Callable[[str], None] = lambda _: None) -> Cluster:
         """A ``Cluster`` whose kubectl and helm are the pinned ones."""
@@ -86,7 +88,8 @@ class KindSession:
         # The nodes' network is this machine's: the guard lets tests and demos reach it.
         netguard.allow(env["SERFLOW_KIND_SUBNET"])
         self.cluster_ranges = (env["SERFLOW_KIND_POD_SUBNET"], env["SERFLOW_KIND_SERVICE_SUBNET"])
-        return Cluster(Path(env["KUBECONFIG"]), Path(cluster_sh("bin").stdout.strip()))
+        self.running = Cluster(Path(env["KUBECONFIG"]), Path(cluster_sh("bin").stdout.strip()))
+        return self.running
 
     def drops(self) -> Drops:
         """What the kind network's drop rule stopped since the network was made."""

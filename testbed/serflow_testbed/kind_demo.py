@@ -181,13 +181,22 @@ def run(a: argparse.Namespace) -> int:
             say(cal_note)
             m = with_profile(m, profile)
         served = serve(a, cluster, m, counts, show=True, keep=a.keep_cluster)
+        # Read before `down`, which removes the network and its rule.
+        drops = session.drops()
     except KindUnavailable as e:
         say(f"error: the kind path cannot run here: {e}; `make demo-local` runs the demo "
             "without Docker")  # fmt: skip
         return 2
     finally:
         session.down()
-    return report(a, out, m, counts, served, trace_path, given, cal_note)
+    rc = report(a, out, m, counts, served, trace_path, given, cal_note)
+    say(f"network: {drops.summary()}")
+    with (out / "report.md").open("a", encoding="utf-8") as f:
+        f.write(f"\nNothing leaves the machine: {drops.summary()}.\n")
+    if drops.outside():
+        say(f"error: the cluster tried to leave this machine: {drops.outside()}")
+        return rc or 1
+    return rc
 
 
 def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: list[int],

@@ -9,7 +9,10 @@ operator's Envoy, and checks what the user would: the plan profiled on the clust
 operator's Jobs, Ready, functions scaled from zero by Knative and back, the pool scaled up
 and down by the operator from Envoy's counters, every request answered with the model's
 answer, the documented events, an operator restart resuming the object (every child
-re-applied, Knative's webhook included), and deletion collecting every child.
+re-applied, Knative's webhook included), and deletion collecting every child. And that
+nothing left the machine: every function pod read through the API server's proxy answers
+as itself, and the kind network's drop rule stopped nothing bound outside the cluster's
+own ranges (``test_nothing_left_the_kind_network``, after the run).
 
 Skipped only where no Docker engine can run or the binaries cannot be built, saying why.
 """
@@ -51,16 +54,24 @@ NAME = "digits"
 
 
 @pytest.fixture(scope="module")
-def kind() -> Iterator[Cluster]:
-    session = KindSession()
+def session() -> Iterator[KindSession]:
+    """The kind cluster's session: up once for the module, down after its last test."""
+    s = KindSession()
     try:
-        cluster = session.up(lambda msg: print(f"kind: {msg}", flush=True))
-        install_operator(cluster)
-        yield cluster
+        s.up(lambda msg: print(f"kind: {msg}", flush=True))
+        yield s
     except KindUnavailable as e:
         pytest.skip(f"the kind path cannot run here: {e}")
     finally:
-        session.down()
+        s.down()
+
+
+@pytest.fixture(scope="module")
+def kind(session: KindSession) -> Cluster:
+    cluster = session.running
+    assert cluster is not None
+    install_operator(cluster)
+    return cluster
 
 
 @dataclass
@@ -252,6 +263,9 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
     failed = [r for r in high if r.status != 200]
     assert not failed, f"{len(failed)} of {len(high)} failed: {failed[:3]}"
     assert max(desired) >= 1, desired
+    # Every function pod read through the API server's pod proxy (as the demo bills them)
+    # answers as itself: the answer names the pod it came from.
+    assert _functions_answer_as_themselves(sfi) >= 1
     pooled = [r for r in high if r.where == "pool"]
     assert pooled, "no request was served by the pool"
     assert any(r.exit > cut for r in pooled), "no pool request left through the tail function"
@@ -279,3 +293,38 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
         return not left
 
     wait_for("children collected", gone, 180, every=2)
+
+
+def _functions_answer_as_themselves(sfi: Sfi) -> int:
+    """Read each running function pod's metrics through the API server's proxy and check
+    that the answer's ``serflow_server_info`` names that pod; how many were read (a pod
+    Knative removed meanwhile is passed over)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from serflow.wire import FUNCTION_PORT
+    from serflow_runtime.metrics import SERVER_INFO
+
+    read = 0
+    for p in (sfi.get("pods", selector=FUNCTION_POD) or {}).get("items", []):
+        name = p["metadata"]["name"]
+        if p["status"].get("phase") != "Running" or p["metadata"].get("deletionTimestamp"):
+            continue
+        path = f"/api/v1/namespaces/{sfi.namespace}/pods/{name}:{FUNCTION_PORT}/proxy/metrics"
+        r = sfi.cluster.kubectl("get", "--raw", path, check=False)
+        if r.returncode != 0:
+            continue
+        infos = [s.labels for f in text_string_to_metric_families(r.stdout)
+                 for s in f.samples if s.name == SERVER_INFO]  # fmt: skip
+        assert infos == [{"pod": name, "server": "function"}], (name, infos)
+        read += 1
+    return read
+
+
+def test_nothing_left_the_kind_network(session: KindSession) -> None:
+    """After the end-to-end run: what the drop rule on the kind network stopped. Toward the
+    cluster's own pod and Service ranges that is expected (a Service address before
+    kube-proxy has programmed it, a pod that has gone); toward anything else it is a
+    component of the cluster trying to leave this machine."""
+    drops = session.drops()
+    print(f"kind: {drops.summary()}", flush=True)
+    assert not drops.outside(), f"tried to leave the machine: {drops.outside()}"
