@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,testbed
 
-.PHONY: venv demo demo-local simulate test lint bench clean cluster cluster-build cluster-down
+.PHONY: venv demo demo-local simulate test test-fast lint bench clean cluster cluster-build cluster-down
 
 # Two distributions, both editable: the data plane (images/) and the control plane with
 # the test bed (the root).
@@ -67,6 +67,21 @@ test: $(STAMP)
 	else echo "make: no Docker engine can run here; the kind test will skip"; fi \
 	&& $(BIN)/pytest; rc=$$?; \
 	if [ -n "$$started" ]; then hack/docker.sh down; fi; exit $$rc
+
+# The fast tier: lint, types, and the tests that need no cluster, no Docker and no server
+# processes (pure functions, in-process models and renderers); `make test` runs them all.
+# The CRD tests under tests/schema need the API server: they are marked cluster.
+FAST_TESTS := tests/policy tests/sim tests/schema tests/cli tests/k8s tests/test_wire.py \
+	tests/controller/test_builders.py tests/controller/test_decide.py \
+	tests/controller/test_epoch.py tests/controller/test_fingerprint.py \
+	tests/controller/test_replan.py tests/runtime/test_artefact.py \
+	tests/runtime/test_checkpoint_data.py tests/runtime/test_codec.py \
+	tests/runtime/test_dockerfiles.py tests/runtime/test_engine.py \
+	tests/runtime/test_metrics.py tests/runtime/test_model.py
+test-fast: $(STAMP)
+	$(BIN)/ruff check operator images testbed tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -m "not cluster and not kind" $(FAST_TESTS)
 
 cluster-build:
 	hack/cluster.sh build

@@ -28,6 +28,7 @@ from serflow_testbed.harness import (
     SA,
     SYSTEM_NS,
     Cluster,
+    free_port,
     install_chart,
     operator_argv,
     operator_env,
@@ -193,7 +194,11 @@ def test_namespaced_operator_configures_its_object(
     proc = subprocess.Popen(operator_argv(ns), env={**os.environ, **operator_env(kc)},
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(manifest("scoped")))
+        # kwok's pods have fake addresses, never dialled: the epochs read a loopback
+        # endpoint where nothing listens (no sample), not the router pods.
+        idle = f"http://127.0.0.1:{free_port()}/stats"
+        scoped = manifest("scoped", routing={"statsUrls": [idle]})
+        cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(scoped))
 
         def configured() -> bool:
             r = cluster.kubectl("get", "serflowinference", "scoped", "-n", ns, "-o", "json")

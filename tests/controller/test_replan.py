@@ -4,7 +4,7 @@ daemon putting a replacement in force is tested on the API server, ``test_epoch_
 from __future__ import annotations
 
 from serflow.controller.decide import ChosenPlan, EventReason
-from serflow.controller.replan import replan
+from serflow.controller.replan import Kept, Replan, replan
 from serflow.inference import parse_inference
 from serflow.k8s import builders
 from serflow.policy.configurator import PoolKind, configure
@@ -34,21 +34,42 @@ def scaler(epoch: int, recent: tuple[float, ...]) -> ScalerState:
     return ScalerState(TrafficEstimate(30.0, 0.0, epoch), epoch, 3, recent)
 
 
-def test_nothing_between_re_rankings_or_before_a_full_history() -> None:
+# Each way of keeping the plan is its own test, on the bursts that replace the pool at
+# epoch 16 (below) with one input changed, so that none passes for another reason.
+
+
+def test_nothing_between_re_rankings() -> None:
     plan = running()
-    assert replan(plan, scaler(15, BURSTY), 3, [], "t") is None  # not due
-    assert replan(plan, scaler(17, BURSTY), 3, [], "t") is None  # not due
-    assert replan(plan, scaler(16, BURSTY[1:]), 3, [], "t") is None  # 15 rates: not full
+    for epoch in (0, 15, 17, 24):
+        assert replan(plan, scaler(epoch, BURSTY), 3, [], "t") is Kept.NOT_DUE, epoch
+
+
+def test_nothing_before_a_full_history() -> None:
+    plan = running()
+    assert replan(plan, scaler(16, BURSTY[1:]), 3, [], "t") is Kept.SHORT_HISTORY  # 15 rates
+    assert replan(plan, scaler(16, ()), 3, [], "t") is Kept.SHORT_HISTORY
 
 
 def test_steady_traffic_keeps_the_running_plan() -> None:
-    assert replan(running(), scaler(16, (30.0,) * 16), 3, [], "t") is None
+    assert replan(running(), scaler(16, (30.0,) * 16), 3, [], "t") is Kept.NO_SAVING
+
+
+def test_nothing_feasible_keeps_the_running_plan() -> None:
+    # Feasibility (accuracy, SLO) does not depend on the rate, so only a workload that
+    # admits no setup at all gets here: an accuracy target no threshold reaches.
+    plan = running()
+    m = manifest("vgg")
+    m["spec"]["slo"]["targetAccuracy"] = 0.99
+    w = parse_workload(m)
+    assert configure(w, 30.0).chosen is None
+    strict = ChosenPlan(plan.owner, plan.inference, w, plan.candidate, 3, 3, 1000, "g3e0")
+    assert replan(strict, scaler(16, BURSTY), 3, [], "t") is Kept.NOTHING_FEASIBLE
 
 
 def test_bursts_replace_the_pool_with_functions() -> None:
     plan = running()
     r = replan(plan, scaler(16, BURSTY), 3, [], "2026-01-01T00:00:00Z")
-    assert r is not None
+    assert isinstance(r, Replan), r
     assert r.rerank.switch and r.rerank.saving > SWITCH_MARGIN
     new = r.plan
     assert new.candidate.setup.pool is PoolKind.FAAS
@@ -71,7 +92,7 @@ def test_bursts_replace_the_pool_with_functions() -> None:
 def test_the_replay_runs_the_objects_own_scaler() -> None:
     for policy, ran in (("paper", PolicyName.SERFLOW), ("expected-cost", PolicyName.EXPECTED_COST)):
         r = replan(running(policy), scaler(16, BURSTY), 3, [], "t")
-        assert r is not None
+        assert isinstance(r, Replan), r
         assert {x.result.policy for x in r.rerank.ranking.replayed} == {ran}
 
 
@@ -83,4 +104,5 @@ def test_a_pinned_plan_is_never_re_ranked() -> None:
     w = parse_workload(m)
     assert w.scaling.replan is False and plan.workload.scaling.replan is True
     pinned = ChosenPlan(plan.owner, plan.inference, w, plan.candidate, 3, 3, 1000, "g3e0")
-    assert replan(pinned, scaler(16, BURSTY), 3, [], "t") is None
+    assert replan(pinned, scaler(16, BURSTY), 3, [], "t") is Kept.PINNED
+    assert replan(pinned, scaler(15, BURSTY[1:]), 3, [], "t") is Kept.PINNED  # whatever else

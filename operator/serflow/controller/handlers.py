@@ -40,7 +40,7 @@ from serflow.controller.decide import (
 )
 from serflow.controller.epoch import Clock, install, run_epoch, utc_now
 from serflow.controller.kube import Kube, load_config
-from serflow.controller.replan import Replan, replan
+from serflow.controller.replan import Kept, Replan, replan
 from serflow.documents import load_yaml
 from serflow.errors import InputError
 from serflow.inference import InferenceSpec, ProfileSource, fingerprint_mismatch, parse_inference
@@ -333,7 +333,7 @@ def replan_and_apply(
     """When a re-ranking is due and replaces the plan: put it in force (its children,
     the old plan's functions pruned) and write its status; the events of the install."""
     new = replan(plan, state.scaler, ready, conditions, utc_now())
-    if new is None:
+    if isinstance(new, Kept):
         return None
     p = new.plan
     events = install(kube, p, p.children(p.desired, p.pool_weight, p.route_version))

@@ -4,13 +4,14 @@ Every ``RERANK_TICKS`` scaling ticks, once the object's rate history spans that 
 the configurator's shortlist is replayed on the history with the object's scaler
 (``serflow.ranking.rerank``). The running plan is replaced only when another saves more
 than ``SWITCH_MARGIN`` of its replayed cost; the daemon then applies what ``replan``
-returns as planning would.
+returns as planning would, and otherwise keeps the plan (``Kept`` says why).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from serflow.controller.decide import (
@@ -25,8 +26,23 @@ from serflow.policy.balancer import pool_share, route_weights
 from serflow.policy.configurator import configure, instance_cold_epochs
 from serflow.policy.expected_cost import planned_size
 from serflow.policy.scaler import ScalerState
-from serflow.ranking import RankedBy, Rerank, history_counts, rerank, rerank_due
+from serflow.ranking import RankedBy, Rerank, history_counts, ranks_on_history, rerank, rerank_due
 from serflow.report import chosen_line
+
+
+class Kept(StrEnum):
+    """Why ``replan`` keeps the running plan (each is a different state of the object)."""
+
+    PINNED = "pinned"
+    """``spec.scaling.replan`` is false."""
+    SHORT_HISTORY = "short-history"
+    """The rate history does not span a re-ranking period yet."""
+    NOT_DUE = "not-due"
+    """The epoch does not end a re-ranking period."""
+    NOTHING_FEASIBLE = "nothing-feasible"
+    """No setup is feasible at the history's mean rate."""
+    NO_SAVING = "no-saving"
+    """No candidate saves more than ``SWITCH_MARGIN`` of the running plan's replayed cost."""
 
 
 @dataclass(frozen=True)
@@ -49,22 +65,25 @@ def replan(
     ready: int,
     conditions: Sequence[Mapping[str, Any]],
     now: str,
-) -> Replan | None:
-    """After an epoch: the plan that replaces ``plan``, or None to keep it (not due, no
-    full history, nothing feasible, or no saving beyond the margin). ``conditions`` are
-    the object's, ``now`` the wall time for a condition that changes."""
+) -> Replan | Kept:
+    """After an epoch: the plan that replaces ``plan``, or why it is kept. ``conditions``
+    are the object's, ``now`` the wall time for a condition that changes."""
     w = plan.workload
     if not rerank_due(scaler.epoch, w.scaling, len(scaler.recent)):
-        return None
+        if not w.scaling.replan:
+            return Kept.PINNED
+        if not ranks_on_history(w.scaling, len(scaler.recent)):
+            return Kept.SHORT_HISTORY
+        return Kept.NOT_DUE
     counts = history_counts(scaler.recent, w.objective.epoch)
     rate = sum(counts) / len(counts) / w.objective.epoch
     configured = configure(w, rate)
     if configured.chosen is None:
-        return None
+        return Kept.NOTHING_FEASIBLE
     r = rerank(w, configured, plan.candidate, counts)
     cand = r.ranking.chosen
-    if not r.switch or cand is None:
-        return None
+    if not r.switch or cand is None:  # a switch always has a chosen candidate
+        return Kept.NO_SAVING
     cold = instance_cold_epochs(w, cand)
     desired = planned_size(w.scaling.policy, scaler, rate, cand.economics, w.scaling, cold)
     share = pool_share(min(ready, desired), cand.economics.mu, scaler.estimate.ewma or rate)
