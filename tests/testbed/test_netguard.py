@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from serflow_testbed import netguard
-from serflow_testbed.kind import Drop, Drops
+from serflow_testbed.kind import Drop, Drops, host_resolvers
 
 DIAL = """
 import socket, sys
@@ -105,10 +105,20 @@ def test_allow_rejects_a_bad_network_at_once() -> None:
         netguard.allow("172.18.0.0/33")
 
 
+def test_host_resolvers_are_read_from_resolv_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# x\nsearch example\nnameserver 10.255.255.53\nnameserver ::1\noptions a\n")
+    assert host_resolvers(conf) == ("10.255.255.53", "::1")
+    assert host_resolvers(tmp_path / "none") == ()
+
+
 def test_kind_drops_are_told_apart_by_the_cluster_ranges() -> None:
-    text = "10.96.0.1 tcp 443 63\n10.244.3.5 tcp 8080 18\n192.168.7.7 udp 53 2\ntotal - - 83\n"
-    d = Drops.parse(text, ("10.244.0.0/16", "10.96.0.0/16"))
-    assert d.total == 83 and len(d.by_destination) == 3
-    assert d.outside() == [Drop("192.168.7.7", "udp", 53, 2)]
-    assert "83 packets: 81 toward the cluster's own ranges" in d.summary()
+    text = ("10.96.0.1 tcp 443 63\n10.244.3.5 tcp 8080 18\n192.168.7.7 udp 53 2\n"
+            "10.255.255.53 udp 53 7\n10.255.255.53 tcp 80 1\ntotal - - 91\n")  # fmt: skip
+    d = Drops.parse(text, ("10.244.0.0/16", "10.96.0.0/16"), ("10.255.255.53",))
+    assert d.total == 91 and len(d.by_destination) == 5
+    assert d.dns() == [Drop("10.255.255.53", "udp", 53, 7)]
+    assert d.outside() == [Drop("192.168.7.7", "udp", 53, 2), Drop("10.255.255.53", "tcp", 80, 1)]
+    assert "91 packets: 81 toward the cluster's own ranges" in d.summary()
+    assert "7 DNS toward this machine's resolver, 2 destinations elsewhere" in d.summary()
     assert Drops.parse("total - - 0\n", ()).summary() == "the kind network's drop rule stopped nothing"
