@@ -18,24 +18,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from serflow_runtime import artefact
 from serflow_runtime.cli import BUNDLED
-from serflow_testbed.harness import Processes, free_port, wait_http
+from serflow_testbed.harness import Processes, free_port, stuck_server, wait_http
 
 TAU = 0.85
 CUT = 2
@@ -43,33 +40,6 @@ BATCH = 16
 CLIENTS = 16
 HTTP_TIMEOUT = 120.0
 """Seconds one request may take before the bench gives up (above every timeout run)."""
-
-
-@contextmanager
-def stuck_tail() -> Iterator[str]:
-    """A URL whose server accepts every connection and never answers."""
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(0.2)
-    stop = threading.Event()
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except TimeoutError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
-    finally:
-        stop.set()
-        t.join(5)
-        for s in held:
-            s.close()
-        srv.close()
 
 
 def post(url: str, body: bytes) -> tuple[int, float]:
@@ -138,9 +108,9 @@ def main() -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.monotonic()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="serflow-stage-timeout-") as tmp, stuck_tail() as tail:
+    with tempfile.TemporaryDirectory(prefix="serflow-stage-timeout-") as tmp, stuck_server() as tail:
         for timeout in timeouts:
-            got = run(Path(tmp), tail, timeout, bodies)
+            got = run(Path(tmp), tail.url, timeout, bodies)
             other = sorted({c for c, _ in got} - {200, 503})
             if other:
                 print(

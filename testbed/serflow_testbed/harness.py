@@ -21,9 +21,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +52,43 @@ T = TypeVar("T")
 
 
 # -- waiting and ports ----------------------------------------------------------------
+
+
+@dataclass
+class StuckServer:
+    """A server on 127.0.0.1 that accepts every connection and never answers (a Knative
+    function that cannot start: its activator holds the call)."""
+
+    url: str
+    """``http://127.0.0.1:PORT``."""
+    accepted: list[socket.socket]
+    """The connections accepted so far, held open until the server stops."""
+
+
+@contextmanager
+def stuck_server() -> Iterator[StuckServer]:
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+    held = StuckServer(f"http://127.0.0.1:{srv.getsockname()[1]}", [])
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.accepted.append(srv.accept()[0])
+            except TimeoutError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield held
+    finally:
+        stop.set()
+        t.join(5)
+        for s in held.accepted:
+            s.close()
+        srv.close()
 
 
 def free_port() -> int:

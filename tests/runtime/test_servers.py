@@ -370,51 +370,33 @@ def test_a_stuck_tail_answers_its_survivors_503_after_the_stage_timeout(
     """A tail that accepts and never answers (a Knative function that cannot start: its
     activator holds the call) fails its survivors 503 after --stage-timeout, which Envoy
     retries on the functions, instead of holding them until the router answers 504."""
-    import socket
+    from serflow_testbed.harness import stuck_server
 
-    held: list[socket.socket] = []
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(0.2)
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except TimeoutError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
     c = Servers(tmp_path, artefact_path)
-    try:
-        stuck = f"http://127.0.0.1:{srv.getsockname()[1]}"
-        w = c.worker("w-stuck-tail", 2, [f"3-7={stuck}"], extra=("--stage-timeout", "1.5"))
-        wait_ready(w)
-        x = digits.x_val[:40]
-        want = reference(served, x, 0.85)
-        got = post_many(w.url + "/infer", [raw_bytes(r) for r in x])
-        # 503s, not the test client's own timeout (code -1), which at 60 s would end the
-        # requests before a worker left at the default --stage-timeout (60 s) gave up.
-        _head_answers_the_tail_fails_503(got, want)
-        # The worker gave up on its own: each stage call reached the tail once (it was no
-        # connect failure, and a timed-out call is not made again), and the worker hung up
-        # on every call the tail held unanswered.
-        calls = int(_value(_metrics(w.url), "serflow_offloads_total", stage="3"))
-        assert calls >= 1
-        wait_for("every stage call to be accepted", lambda: len(held) >= calls, 10.0, every=0.05)
-        assert len(held) == calls
-        for s in held:
-            s.settimeout(10.0)
-            while s.recv(1 << 16):  # the frame the worker sent, then its end of the call
-                pass
-    finally:
-        c.stop()
-        stop.set()
-        t.join(5)
-        for s in held:
-            s.close()
-        srv.close()
+    with stuck_server() as stuck:
+        held = stuck.accepted
+        try:
+            w = c.worker("w-stuck-tail", 2, [f"3-7={stuck.url}"], extra=("--stage-timeout", "1.5"))
+            wait_ready(w)
+            x = digits.x_val[:40]
+            want = reference(served, x, 0.85)
+            got = post_many(w.url + "/infer", [raw_bytes(r) for r in x])
+            # 503s, not the test client's own timeout (code -1), which at 60 s would end the
+            # requests before a worker left at the default --stage-timeout (60 s) gave up.
+            _head_answers_the_tail_fails_503(got, want)
+            # The worker gave up on its own: each stage call reached the tail once (it was no
+            # connect failure, and a timed-out call is not made again), and the worker hung up
+            # on every call the tail held unanswered.
+            calls = int(_value(_metrics(w.url), "serflow_offloads_total", stage="3"))
+            assert calls >= 1
+            wait_for("every stage call to be accepted", lambda: len(held) >= calls, 10.0, every=0.05)
+            assert len(held) == calls
+            for s in held:
+                s.settimeout(10.0)
+                while s.recv(1 << 16):  # the frame the worker sent, then its end of the call
+                    pass
+        finally:
+            c.stop()
 
 
 def test_a_worker_warming_its_tail_is_ready_only_once_the_tail_answers(
