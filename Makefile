@@ -71,7 +71,7 @@ test: $(STAMP)
 # The fast tier: lint, types, and the tests that need no cluster, no Docker and no server
 # processes (pure functions, in-process models and renderers); `make test` runs them all.
 # The CRD tests under tests/schema need the API server: they are marked cluster.
-FAST_TESTS := tests/policy tests/sim tests/schema tests/cli tests/k8s tests/test_wire.py \
+FAST_TESTS := tests/policy tests/sim tests/schema tests/cli tests/k8s tests/test_wire.py tests/test_imports.py \
 	tests/controller/test_builders.py tests/controller/test_decide.py \
 	tests/controller/test_epoch.py tests/controller/test_fingerprint.py \
 	tests/controller/test_replan.py tests/runtime/test_artefact.py \

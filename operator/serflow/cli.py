@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from serflow.documents import read_workload
+from serflow.domain import Workload
 from serflow.errors import InputError
 from serflow.policy.configurator import Candidate, PoolKind, best_at, configure
 from serflow.ranking import rank
@@ -36,7 +37,6 @@ from serflow.sim import (
     phase_range,
     replay,
 )
-from serflow.spec import Workload
 from serflow.traces import read_trace, scale_counts, synthetic_trace
 
 SYNTHETIC = "synthetic"

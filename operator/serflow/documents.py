@@ -7,9 +7,10 @@ from typing import Any
 
 import yaml
 
+from serflow.domain import Workload
 from serflow.errors import InputError
 from serflow.presets import preset_names, preset_text
-from serflow.spec import Workload, parse_workload
+from serflow.spec import parse_workload
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_DOCUMENT_VALUES = 100_000

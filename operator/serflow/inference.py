@@ -1,6 +1,6 @@
 """The parts of a SerflowInference spec that are about deployment, not cost.
 
-The cost side (profile, prices, SLO, traffic, scaling) is ``serflow.spec.Workload``; this
+The cost side (profile, prices, SLO, traffic, scaling) is ``serflow.domain.Workload``; this
 module reads the model, the functions' scaling, the routing and where the profile comes
 from, after validating the spec against its JSON Schema. Pure: it takes the decoded spec.
 """
@@ -13,9 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 from serflow import wire
+from serflow.domain import Profile
 from serflow.errors import InputError
 from serflow.fields import Fields
-from serflow.profile import Profile
 from serflow.schemas import inference_spec_schema, validate
 
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from serflow.domain import ScalingSpec, Workload
 from serflow.policy.configurator import Candidate, Plan, PoolKind
 from serflow.policy.expected_cost import DRIFT_WINDOWS
 from serflow.sim import PolicyName, SimResult, online_policy, replay
-from serflow.spec import ScalingSpec, Workload
 
 SHORTLIST = 3
 """How many of the steadily cheapest feasible candidates are replayed, beside the

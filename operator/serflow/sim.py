@@ -23,13 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from serflow.domain import PricingMode, ScalingPolicy, Workload
 from serflow.policy.balancer import Allocation, balance, pool_share
 from serflow.policy.configurator import Candidate, Granularity, PoolKind, instance_cold_epochs
 from serflow.policy.expected_cost import step_with
 from serflow.policy.scaler import ScalerState
-from serflow.profile import PricingMode
 from serflow.schedule import EpochCosts, cheapest_schedule, ticks
-from serflow.spec import ScalingPolicy, Workload
 
 
 class Routing(StrEnum):

@@ -4,18 +4,21 @@ Two documents carry it: a ``Profile`` document (profile plus optional prices, sl
 traffic and scaling at the top level; what the CLI and the presets use) and a
 ``SerflowInference`` manifest (the same pieces under ``spec``, the profile inline).
 Both are validated against their JSON Schema (``serflow.schemas``) and parse into one
-``Workload``.
+``Workload`` (a ``serflow.domain`` type, as are the others built here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+# The types are serflow.domain's; re-exported for the importers of this module.
+from serflow.domain import Objective as Objective
+from serflow.domain import ScalingPolicy as ScalingPolicy
+from serflow.domain import ScalingSpec as ScalingSpec
+from serflow.domain import Workload as Workload
 from serflow.errors import InputError
 from serflow.fields import Fields
-from serflow.profile import PriceSheet, Profile, check_prices_cover, prices_of, profile_of
+from serflow.profile import check_prices_cover, prices_of, profile_of
 from serflow.schemas import (
     DOCUMENT_KIND,
     SCALING,
@@ -23,81 +26,6 @@ from serflow.schemas import (
     profile_document_schema,
     validate,
 )
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What must hold for a plan to be acceptable."""
-
-    slo_s: float
-    """Latency SLO in seconds: the worst-case warm batch must finish within it."""
-    target_accuracy: float = 0.0
-    """Only taus whose profiled accuracy reaches this are considered."""
-    thresholds: tuple[float, ...] = ()
-    """Taus the user allows (empty: every profiled tau)."""
-    epoch_s: float = 0.0
-    """D: epoch length in seconds (0 means: equal to the SLO)."""
-    cold_start_in_feasibility: bool = False
-    """Also charge each function stage's cold start to the worst-case batch (stricter)."""
-    pack_batches: bool = False
-    """Let an instance serve several batches per epoch when they still meet the SLO
-    (serflow's extension; the paper gives each instance one batch per epoch)."""
-    pools: tuple[str, ...] = ("faas", "iaas", "hybrid")
-    """Pool kinds the configurator may choose (``PoolKind`` values)."""
-
-    @property
-    def epoch(self) -> float:
-        return self.epoch_s or self.slo_s
-
-
-class ScalingPolicy(StrEnum):
-    """How the pool is sized every S epochs (``scaling.policy``)."""
-
-    EXPECTED_COST = "expected-cost"
-    """The size with the least expected cost over the recent rates (``policy.expected_cost``)."""
-    PAPER = "paper"
-    """SERFLOW's rule: floor(lam*/mu) + [remainder > T-CIP], lam* = EWMA + k x deviation."""
-
-
-@dataclass(frozen=True)
-class ScalingSpec:
-    """Knobs of the online loop (DESIGN.md section 2, online loop)."""
-
-    interval_epochs: int = 25
-    """S: the pool is resized every S epochs."""
-    ewma_a: float = 0.2
-    """a: weight of the newest rate in the EWMA."""
-    ewma_b: float = 0.2
-    """b: weight of the newest absolute deviation."""
-    k: float = 1.0
-    """Target = EWMA + k * deviation."""
-    min_instances: int = 0
-    """Lower bound on the pool size."""
-    max_instances: int = 1000
-    """Upper bound on the pool size."""
-    policy: ScalingPolicy = ScalingPolicy.EXPECTED_COST
-    """Which scaler sizes the pool."""
-    replan: bool = True
-    """Whether the operator re-ranks the running plan on the object's own traffic (and
-    plans on it after a spec change); False pins the plan to the spec's expected rate."""
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Everything the configurator, the scaler and the simulator need."""
-
-    name: str
-    """The document's name."""
-    profile: Profile
-    """What was measured."""
-    prices: PriceSheet
-    """What each config costs."""
-    objective: Objective
-    """SLO and accuracy target."""
-    scaling: ScalingSpec
-    """Online-loop knobs."""
-    expected_rate: float
-    """Long-term rate in req/s the offline configurator plans for (0: not given)."""
 
 
 def parse_workload(doc: Any) -> Workload:

@@ -15,6 +15,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from serflow.domain import ScalingPolicy, ScalingSpec, Workload
 from serflow.inference import InferenceSpec
 from serflow.k8s import builders
 from serflow.policy.balancer import pool_share, route_weights
@@ -32,7 +33,6 @@ from serflow.policy.monitor import TrafficEstimate
 from serflow.policy.scaler import ScalerState
 from serflow.ranking import RankedBy
 from serflow.report import candidate_dict
-from serflow.spec import ScalingPolicy, ScalingSpec, Workload
 
 
 class ConditionType(StrEnum):

@@ -42,6 +42,7 @@ from serflow.controller.epoch import Clock, install, run_epoch, utc_now
 from serflow.controller.kube import Kube, load_config
 from serflow.controller.replan import Kept, Replan, replan
 from serflow.documents import load_yaml
+from serflow.domain import ScalingSpec, Workload
 from serflow.errors import InputError
 from serflow.inference import InferenceSpec, ProfileSource, fingerprint_mismatch, parse_inference
 from serflow.k8s import builders, jobs
@@ -53,7 +54,7 @@ from serflow.profile import parse_prices
 from serflow.ranking import RankedBy, history_counts, rank, ranks_on_history
 from serflow.report import chosen_line
 from serflow.sim import online_policy
-from serflow.spec import ScalingSpec, Workload, parse_workload
+from serflow.spec import parse_workload
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 KIND = "SerflowInference"

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from serflow import wire
+from serflow.domain import Workload
 from serflow.inference import FunctionAccess, InferenceSpec, ModelSpec
 from serflow.k8s import envoy
 from serflow.k8s.crd import GROUP, KIND, VERSION
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
 from serflow.schemas import REVISION_HASH_CHARS
-from serflow.spec import Workload
 from serflow.wire import (
     ENVOY_PORT,
     FUNCTION_PORT,

@@ -28,6 +28,9 @@ SHORT = "sfi"
 
 NAME_LIMIT = 63
 """Kubernetes' limit on a Service name or label value, which every child name must meet."""
+PROFILE_JOB_INFIX = "-profile-"
+"""A profiling Job is named <name>-profile-<config> (``jobs.job_name``); the CEL rule
+below bounds that length, so the infix lives here where both read it."""
 
 
 def _unique(key: str, what: str) -> dict[str, str]:
@@ -59,9 +62,7 @@ INCREASING = {
 
 def _metadata_rules() -> list[dict[str, Any]]:
     """Child names are metadata.name plus a suffix: the name must leave room for it."""
-    from serflow.k8s.jobs import job_name  # imports builders, which imports this module
-
-    job_prefix = len(job_name("", "x")) - 1  # "-profile-" before the config name
+    job_prefix = len(PROFILE_JOB_INFIX)
     return [
         {
             "rule": f"self.metadata.name.matches('{DNS_LABEL}') "
@@ -76,8 +77,8 @@ def _metadata_rules() -> list[dict[str, Any]]:
             f"size(self.metadata.name) + {job_prefix} + size(i.name) <= {NAME_LIMIT})) && "
             "self.spec.prices.functions.sizes.all(f, "
             f"size(self.metadata.name) + {job_prefix} + size(f.name) <= {NAME_LIMIT}))",
-            "message": f"metadata.name plus '-profile-' plus each instance or size name must "
-            f"fit in {NAME_LIMIT} characters: profiling Jobs are named so",
+            "message": f"metadata.name plus '{PROFILE_JOB_INFIX}' plus each instance or size "
+            f"name must fit in {NAME_LIMIT} characters: profiling Jobs are named so",
         },
     ]
 

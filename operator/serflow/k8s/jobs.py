@@ -8,9 +8,10 @@ from typing import Any
 
 import yaml
 
+from serflow.domain import PriceSheet
 from serflow.inference import InferenceSpec
 from serflow.k8s.builders import POOL_TOLERATIONS, Owner, meta
-from serflow.profile import PriceSheet
+from serflow.k8s.crd import NAME_LIMIT, PROFILE_JOB_INFIX
 
 
 def profiler_jobs(owner: Owner, spec: InferenceSpec, prices: PriceSheet) -> list[dict[str, Any]]:
@@ -77,7 +78,7 @@ def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
 
 
 def job_name(base: str, config: str) -> str:
-    return f"{base}-profile-{_dns(config)}"[:63].rstrip("-")
+    return f"{base}{PROFILE_JOB_INFIX}{_dns(config)}"[:NAME_LIMIT].rstrip("-")
 
 
 def profile_from_log(log: str) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 
+from serflow.domain import PricingMode, ThresholdProfile, Workload
 from serflow.policy.cost import (
     PoolEconomics,
     batches_per_epoch,
@@ -22,8 +23,6 @@ from serflow.policy.cost import (
     fused_tail_per_request,
     pod_epochs_per_request,
 )
-from serflow.profile import PricingMode, ThresholdProfile
-from serflow.spec import Workload
 
 
 class PoolKind(StrEnum):

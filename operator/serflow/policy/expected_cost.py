@@ -48,11 +48,11 @@ from collections.abc import Sequence
 from functools import cache
 from operator import mul
 
+from serflow.domain import ScalingPolicy, ScalingSpec
 from serflow.policy.cost import PoolEconomics
 from serflow.policy.monitor import observe
 from serflow.policy.scaler import ScalerState, ScalingDecision, desired_instances
 from serflow.policy.scaler import step as paper_step
-from serflow.spec import ScalingPolicy, ScalingSpec
 
 HISTORY_WINDOWS = 4
 """How many scaling windows of recent rates the distribution holds (and an instance's

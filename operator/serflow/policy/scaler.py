@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from serflow.domain import ScalingSpec
 from serflow.policy.cost import PoolEconomics
 from serflow.policy.monitor import TrafficEstimate, observe
-from serflow.spec import ScalingSpec
 
 
 @dataclass(frozen=True)
