@@ -9,6 +9,7 @@ from typing import Any
 from serflow.policy.configurator import Candidate, Plan
 from serflow.ranking import RankedBy, Ranking
 from serflow.sim import PhaseRange, PolicyName, SimResult
+from serflow.status import candidate_line
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -47,7 +48,7 @@ def plan_text(plan: Plan) -> str:
     if plan.chosen is None:
         out.append(f"No plan: {plan.reason}")
     else:
-        out.append("Chosen: " + chosen_line(plan.chosen))
+        out.append("Chosen: " + candidate_line(plan.chosen))
     for x in plan.crossings:
         out.append(f"S-CIP {x.a.value}/{x.b.value}: tau = {x.tau:.3f}")
     return "\n".join(out)
@@ -75,7 +76,7 @@ def ranking_text(r: Ranking, trace: str) -> str:
             f"with the {first.policy.value} scaler:",
             table(["tau", "setup", "steady $/h", "replay $", "SLO"], rows),
             "",
-            "Ranked by: replay. Chosen: " + chosen_line(r.replayed[0].candidate),
+            "Ranked by: replay. Chosen: " + candidate_line(r.replayed[0].candidate),
         ]
     )
 
@@ -94,16 +95,6 @@ def ranking_dict(r: Ranking) -> dict[str, Any]:
             for x in r.replayed
         ],
     }
-
-
-def chosen_line(c: Candidate) -> str:
-    e = c.economics
-    n = e.instances_for(c.rate)
-    tcip = "" if not e.has_pool else f", T-CIP {_num(e.tcip, '.4g')} req/s, {n} instance(s)"
-    return (
-        f"tau {c.tau:g} (accuracy {c.accuracy:.3f}), {c.setup.describe()}, "
-        f"${c.cost_per_hour:.5f}/h, mu {e.mu:.4g} req/s{tcip}"
-    )
 
 
 def candidate_dict(c: Candidate) -> dict[str, Any]:

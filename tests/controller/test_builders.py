@@ -10,7 +10,7 @@ import yaml
 
 from serflow import wire
 from serflow.inference import parse_inference
-from serflow.k8s import builders
+from serflow.k8s import builders, envoy
 from serflow.k8s.crd import crd_yaml
 from serflow.k8s.jobs import MARKER, merge_profiles, profile_from_log, profiler_jobs
 from serflow.policy.configurator import Granularity, PoolKind, configure
@@ -53,7 +53,7 @@ def test_children_per_plan(
 ) -> None:
     m, w, cand = _plan(pool, granularity, cut)
     inf = parse_inference(m["spec"], "vgg")
-    objs = builders.children(OWNER, inf, w, cand, 3, 250, "v1")
+    objs = builders.children(OWNER, inf, w, cand, 3, 250)
     kinds = _by_kind(objs)
     assert sorted(
         n for k, n in kinds if k == "Service" and kinds[(k, n)]["apiVersion"].startswith("serving")
@@ -100,7 +100,7 @@ def _route(cm: dict[str, Any]) -> dict[str, Any]:
 def test_revision_access_reaches_each_pinned_revision_with_knatives_routing_headers() -> None:
     m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
     objs = _by_kind(
-        builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 1, 500, "v1")
+        builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 1, 500)
     )
     spill = objs[("Service", "vgg-spill")]["spec"]["template"]["metadata"]["name"]
     route = _route(objs[("ConfigMap", "vgg-envoy")])
@@ -122,7 +122,7 @@ def test_route_access_reaches_the_knative_services_urls() -> None:
     m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
     m["spec"]["functions"] = {"access": "route"}
     objs = _by_kind(
-        builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 1, 500, "v1")
+        builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 1, 500)
     )
     args = objs[("Deployment", "vgg-pool")]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--tail") + 1] == "3-K=http://vgg-tail.ns1.svc.cluster.local"
@@ -137,7 +137,7 @@ def test_a_changed_function_template_pins_a_new_revision_and_rolls_the_router() 
     def build(functions: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         m["spec"]["functions"] = functions
         inf = parse_inference(m["spec"], "vgg")
-        return _by_kind(builders.children(OWNER, inf, w, cand, 1, 500, "v1"))
+        return _by_kind(builders.children(OWNER, inf, w, cand, 1, 500))
 
     def pinned(objs: dict[tuple[str, str], dict[str, Any]]) -> str:
         return str(objs[("Service", "vgg-spill")]["spec"]["template"]["metadata"]["name"])
@@ -151,7 +151,7 @@ def test_a_changed_function_template_pins_a_new_revision_and_rolls_the_router() 
     assert pinned(a) != pinned(b) and rolled(a) != rolled(b)
     # The route weights change without a new bootstrap: Envoy watches the route file.
     inf = parse_inference(m["spec"], "vgg")
-    again = _by_kind(builders.children(OWNER, inf, w, cand, 1, 100, "v9"))
+    again = _by_kind(builders.children(OWNER, inf, w, cand, 1, 100))
     assert rolled(again) == rolled(b)
 
 
@@ -159,7 +159,7 @@ def test_knative_service_scaling_and_resources() -> None:
     m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
     m["spec"]["functions"] = {"containerConcurrency": 2, "minScale": 1, "maxScale": 7}
     inf = parse_inference(m["spec"], "vgg")
-    ks = _by_kind(builders.children(OWNER, inf, w, cand, 1, 0, "v1"))[("Service", "vgg-tail")]
+    ks = _by_kind(builders.children(OWNER, inf, w, cand, 1, 0))[("Service", "vgg-tail")]
     tmpl = ks["spec"]["template"]
     ann = tmpl["metadata"]["annotations"]
     assert ann["autoscaling.knative.dev/min-scale"] == "1"
@@ -172,9 +172,17 @@ def test_knative_service_scaling_and_resources() -> None:
 
 def test_envoy_configmap_carries_the_weights_and_never_exposes_admin() -> None:
     m, w, cand = _plan(PoolKind.IAAS)
-    cm = builders.envoy_configmap(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 375, "v7")
+    inf = parse_inference(m["spec"], "vgg")
+    cm = builders.envoy_configmap(OWNER, inf, w, cand, 375)
     route = json.loads(cm["data"]["route.yaml"])
-    assert route["version_info"] == "v7"
+    # The version is the route's content: the same weights give the same version (no
+    # rewrite on a restart), other weights another.
+    again = json.loads(builders.envoy_configmap(OWNER, inf, w, cand, 375)["data"]["route.yaml"])
+    other = json.loads(builders.envoy_configmap(OWNER, inf, w, cand, 376)["data"]["route.yaml"])
+    assert route["version_info"] == again["version_info"] != other["version_info"]
+    assert route["version_info"] == envoy.route_version(
+        {k: v for k, v in route["resources"][0].items() if k != "@type"}
+    )
     clusters = route["resources"][0]["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"][
         "clusters"
     ]
@@ -194,7 +202,7 @@ def test_envoy_counts_under_the_specs_stat_prefix_on_the_wire_ports(prefix: str 
         m["spec"]["routing"] = {"statPrefix": prefix}
     inf = parse_inference(m["spec"], "vgg")
     assert inf.routing.stat_prefix == (prefix or wire.STAT_PREFIX)
-    objs = _by_kind(builders.children(OWNER, inf, w, cand, 1, 500, "v1"))
+    objs = _by_kind(builders.children(OWNER, inf, w, cand, 1, 500))
     boot = yaml.safe_load(objs[("ConfigMap", "vgg-envoy")]["data"]["envoy.yaml"])
     listeners = {li["name"]: li for li in boot["static_resources"]["listeners"]}
     hcm = listeners["ingress"]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -272,7 +280,7 @@ def test_pod_annotations_reach_the_pool_pods() -> None:
 def test_knative_services_are_cluster_local_tokenless_with_cpu_requests() -> None:
     m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
     inf = parse_inference(m["spec"], "vgg")
-    objs = builders.children(OWNER, inf, w, cand, 1, 0, "v1")
+    objs = builders.children(OWNER, inf, w, cand, 1, 0)
     knative = [o for o in objs if o["apiVersion"].startswith("serving.knative.dev")]
     assert len(knative) == 2
     vcpu = w.profile.config(cand.setup.function).vcpu
@@ -307,7 +315,7 @@ def _components(selector: dict[str, Any]) -> set[str]:
 def test_network_policies_admit_only_the_intended_peers() -> None:
     m, w, cand = _plan(PoolKind.HYBRID, Granularity.CHAINED, 2)
     inf = parse_inference(m["spec"], "vgg")
-    objs = builders.children(OWNER, inf, w, cand, 1, 0, "v1")
+    objs = builders.children(OWNER, inf, w, cand, 1, 0)
     pols = {o["metadata"]["name"]: o for o in objs if o["kind"] == "NetworkPolicy"}
     assert sorted(pols) == ["vgg-envoy", "vgg-pool", "vgg-spill", "vgg-tail"]
     # Every pod the plan runs is selected by exactly one policy.
@@ -368,7 +376,7 @@ def test_a_pinned_artefact_reaches_every_server_and_the_profiling_jobs() -> None
     m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
     m["spec"]["model"]["artefact"] = {"path": "/models/resnet", "digest": DIGEST}
     inf = parse_inference(m["spec"], "vgg")
-    objs = builders.children(OWNER, inf, w, cand, 3, 250, "v1")
+    objs = builders.children(OWNER, inf, w, cand, 3, 250)
     servers = [
         o["spec"]["template"]["spec"]["containers"][0]["args"]
         for o in objs
@@ -390,7 +398,7 @@ def test_a_pinned_artefact_reaches_every_server_and_the_profiling_jobs() -> None
 
 def test_the_shipped_artefact_is_the_default() -> None:
     m, w, cand = _plan(PoolKind.IAAS)
-    objs = builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 3, 250, "v1")
+    objs = builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 3, 250)
     for o in objs:
         if o["kind"] == "Deployment" and o["metadata"]["name"] == "vgg-pool":
             args = o["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -401,7 +409,7 @@ def test_servers_run_as_many_threads_as_their_config_has_cpus() -> None:
     """As the profiler measured them; left to itself a runtime sizes its thread pools by
     the node's cores, not the pod's share."""
     m, w, cand = _plan(PoolKind.HYBRID, Granularity.FUSED, 2)
-    objs = builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 3, 250, "v1")
+    objs = builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 3, 250)
     for o in objs:
         if o["kind"] not in ("Deployment", "Service") or "template" not in o["spec"]:
             continue
@@ -432,7 +440,7 @@ def test_the_tail_call_ends_before_the_router_gives_up_and_warms_the_tail_first(
     inf = parse_inference(m["spec"], "vgg")
     assert (w.objective.epoch, w.objective.slo_s) == (1, 2)
     assert (builders.router_timeout_s(w), builders.tail_timeout_s(w)) == (34, 3)
-    kinds = _by_kind(builders.children(OWNER, inf, w, cand, 1, 500, "v1"))
+    kinds = _by_kind(builders.children(OWNER, inf, w, cand, 1, 500))
     assert _route(kinds[("ConfigMap", "vgg-envoy")])["route"]["timeout"] == "34s"
     args = kinds[("Deployment", "vgg-pool")]["spec"]["template"]["spec"]["containers"][0]["args"]
     if pool is PoolKind.HYBRID:

@@ -4,30 +4,29 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from serflow.controller.decide import (
-    ChildKey,
-    ChosenPlan,
     CounterReading,
     Decision,
     EpochState,
     EventReason,
     Observation,
-    SampleKind,
-    child_key,
     decide,
     epoch_state_from_status,
     first_difference,
 )
+from serflow.controller.planning import ChildKey, ChosenPlan, Placement, child_key
 from serflow.inference import parse_inference
 from serflow.k8s import builders
 from serflow.policy.configurator import configure
 from serflow.policy.cost import PoolEconomics
 from serflow.spec import parse_workload
+from serflow.status import Condition, InferenceStatus, RouteSplit, SampleKind, decode, encode
 from tests.controller.manifests import manifest
 
 # mu 10 req/s per instance, TCIP = 1 / (0.25 - 0) = 4 req/s (as in tests/policy).
@@ -36,8 +35,9 @@ ECON = PoolEconomics(
 )
 
 
-def make_plan(expected_rate: float = 0.0, desired: int = 1, access: str = "revision") -> ChosenPlan:
-    """The manifest's plan (S = 2, a = b = 0.5, k = 1) with easy economics."""
+def make_plan(expected_rate: float = 0.0, desired: int = 1, access: str = "revision") -> Placement:
+    """The manifest's plan (S = 2, a = b = 0.5, k = 1) with easy economics, in force with
+    ``desired`` instances and every request routed to the pool."""
     m = manifest("vgg", traffic={"expectedRate": expected_rate})
     m["spec"]["functions"] = {"access": access}
     w = parse_workload(m)
@@ -45,18 +45,20 @@ def make_plan(expected_rate: float = 0.0, desired: int = 1, access: str = "revis
     assert chosen is not None
     cand = dataclasses.replace(chosen, economics=ECON)
     owner = builders.Owner("vgg", "ns", "uid-1")
-    return ChosenPlan(owner, parse_inference(m["spec"], "vgg"), w, cand, 3, desired, 1000, "g3e0")
+    plan = ChosenPlan(owner, parse_inference(m["spec"], "vgg"), w, cand, 3)
+    children = tuple(plan.children(desired, 1000))
+    return Placement(plan, desired, RouteSplit(1.0, 1000, 0), children, InferenceStatus())
 
 
 class World:
     """The children as the API server would hold them: what was last applied, plus status."""
 
-    def __init__(self, plan: ChosenPlan) -> None:
-        self.plan = plan
+    def __init__(self, placed: Placement) -> None:
+        self.plan = placed.plan
         self.objects: dict[ChildKey, dict[str, Any] | None] = {
-            child_key(o): o for o in plan.children(plan.desired, plan.pool_weight, "g3e0")
+            child_key(o): o for o in placed.children
         }
-        self.ready = plan.desired
+        self.ready = placed.desired
         self.functions_ready = True
         """Whether Knative's controller reports the functions' Revisions Ready."""
         self.routes_ready = False
@@ -65,7 +67,7 @@ class World:
         """What a not-Ready Revision's Ready condition adds (reason, message)."""
 
     def observe(
-        self, now: float, counters: Mapping[str, int | None], conditions: Sequence[Any] = ()
+        self, now: float, counters: Mapping[str, int | None], conditions: Sequence[Condition] = ()
     ) -> Observation:
         children: dict[ChildKey, Mapping[str, Any] | None] = {}
         for key, obj in self.objects.items():
@@ -94,19 +96,19 @@ class World:
             self.objects[child_key(obj)] = obj
 
 
-def start(plan: ChosenPlan) -> EpochState:
-    return epoch_state_from_status({}, plan)
+def start(placed: Placement) -> EpochState:
+    return epoch_state_from_status(InferenceStatus(), placed)
 
 
 def run(
-    plan: ChosenPlan, scrapes: Sequence[Mapping[str, int | None]], world: World | None = None
+    placed: Placement, scrapes: Sequence[Mapping[str, int | None]], world: World | None = None
 ) -> list[Decision]:
     """One epoch per second (the fake clock), each scrape the counters of that second."""
-    world = world or World(plan)
-    state = start(plan)
+    world = world or World(placed)
+    state = start(placed)
     out = []
     for t, counters in enumerate(scrapes):
-        d = decide(state, world.observe(float(t), counters), plan)
+        d = decide(state, world.observe(float(t), counters), placed.plan)
         world.execute(d)
         state = d.state
         out.append(d)
@@ -116,8 +118,8 @@ def run(
 def test_a_failed_scrape_is_skipped_not_a_dip_then_a_spike() -> None:
     # One Envoy at a steady 20 req/s misses the scrape at t=2. Counting the failure as 0
     # read 20, 0, 40, 20; as "no sample" the rate stays 20 and nothing moves.
-    plan = make_plan()
-    ds = run(plan, [{"a": 0}, {"a": 20}, {"a": None}, {"a": 60}, {"a": 80}, {"a": 120}])
+    placed = make_plan()
+    ds = run(placed, [{"a": 0}, {"a": 20}, {"a": None}, {"a": 60}, {"a": 80}, {"a": 120}])
     assert [d.sample.kind for d in ds] == [
         SampleKind.BASELINE, SampleKind.OK, SampleKind.MISSING, SampleKind.OK, SampleKind.OK,
         SampleKind.OK,
@@ -134,29 +136,29 @@ def test_a_failed_scrape_is_skipped_not_a_dip_then_a_spike() -> None:
     skipped = ds[2]
     assert skipped.state.scaler == ds[1].state.scaler  # EWMA, deviation, epoch, size
     assert skipped.state.counters == {"a": 20} and skipped.state.counters_at == 1.0
-    assert skipped.status["traffic"]["lastSample"] == "missing"
-    assert skipped.status["traffic"]["samplesMissed"] == 1
-    assert "rate" not in skipped.status["traffic"]  # the last rate stays as it was
-    assert ds[3].status["traffic"] | {"counters": None} == {
+    assert encode(skipped.status)["traffic"]["lastSample"] == "missing"
+    assert encode(skipped.status)["traffic"]["samplesMissed"] == 1
+    assert "rate" not in encode(skipped.status)["traffic"]  # the last rate stays as it was
+    assert encode(ds[3].status)["traffic"] | {"counters": None} == {
         "ewma": 20.0, "deviation": 0.0, "target": 20.0, "samples": 2, "epoch": 2,
         "counters": None, "lastSample": "ok", "samplesMissed": 1, "rate": 20.0,
         "recent": [20.0, 20.0],  # the paper's rule keeps the history too: the re-ranking replays it
     }  # fmt: skip
-    assert ds[3].status["instances"] == {"desired": 2, "ready": 1}
-    assert ds[-1].status["traffic"]["samplesMissed"] == 1
+    assert encode(ds[3].status)["instances"] == {"desired": 2, "ready": 1}
+    assert encode(ds[-1].status)["traffic"]["samplesMissed"] == 1
 
 
 def test_weights_follow_ready_instances_and_the_ewma() -> None:
-    plan = make_plan()
-    world = World(plan)
-    state = start(plan)
+    placed = make_plan()
+    world = World(placed)
+    state = start(placed)
     got = []
     for t, (count, ready) in enumerate([(0, 1), (20, 1), (60, 2), (100, 2), (120, 4)]):
         world.ready = ready
-        d = decide(state, world.observe(float(t), {"a": count}), plan)
+        d = decide(state, world.observe(float(t), {"a": count}), placed.plan)
         world.execute(d)
         state = d.state
-        got.append((d.state.scaler.desired, d.pool_share, d.status["split"]["poolWeight"]))
+        got.append((d.state.scaler.desired, d.pool_share, encode(d.status)["split"]["poolWeight"]))
     # t0 baseline, ewma 0: 1 ready -> share 1. t1: 20 req/s -> desired 2, 1 ready: 10/20.
     # t2: 40 -> ewma 30, dev 10, no resize (epoch 1); 2 ready: 20/30.
     # t3: 40 -> ewma 35, dev .5*10 + .5*10 = 10, target 45 -> desired 5 (q 4, r 5 > 4);
@@ -171,23 +173,25 @@ def test_weights_follow_ready_instances_and_the_ewma() -> None:
 
 
 def test_rescale_and_route_are_applied_and_announced_not_reported_as_drift() -> None:
-    plan = make_plan()
-    ds = run(plan, [{"a": 0}, {"a": 20}, {"a": 40}])
+    placed = make_plan()
+    ds = run(placed, [{"a": 0}, {"a": 20}, {"a": 40}])
     assert ds[0].apply == ()  # nothing changed, nothing drifted: no write but the status
     kinds = [(child_key(o)[1], child_key(o)[2]) for o in ds[1].apply]
     assert kinds == [("Deployment", "vgg-pool"), ("ConfigMap", "vgg-envoy")]
     assert ds[1].apply[0]["spec"]["replicas"] == 2
     assert [e.reason for e in ds[1].events] == [EventReason.SCALED, EventReason.ROUTED]
     assert ds[1].events[0].message.startswith("pool 1 -> 2 instances (target 20 req/s")
-    assert ds[1].state.route_version == "g3e1w500"
-    assert '"version_info": "g3e1w500"' in ds[1].apply[1]["data"]["route.yaml"]
+    # The route's version is its content: the new weights, a new version.
+    assert '"weight": 500' in ds[1].apply[1]["data"]["route.yaml"]
+    before = next(o for o in placed.children if o["kind"] == "ConfigMap")
+    assert before["data"]["route.yaml"] != ds[1].apply[1]["data"]["route.yaml"]
     assert ds[2].apply == () and ds[2].events == ()  # applied last epoch, observed now
 
 
 def test_counter_reset_and_replicas_coming_and_going() -> None:
-    plan = make_plan()
+    placed = make_plan()
     ds = run(
-        plan,
+        placed,
         [
             {"a": 100},
             {"a": 110},  # 10
@@ -199,19 +203,21 @@ def test_counter_reset_and_replicas_coming_and_going() -> None:
     )
     assert [d.sample.rate for d in ds] == [None, 10.0, 4.0, 12.0, 30.0, 20.0]
     assert ds[-1].state.counters == {"b": 540}
-    assert ds[-1].status["traffic"]["counters"] == {"a": None, "b": 540}  # a removed
+    assert encode(ds[-1].status)["traffic"]["counters"] == {"a": None, "b": 540}  # a removed
 
 
 def test_partial_scrape_keeps_every_baseline() -> None:
-    plan = make_plan()
-    ds = run(plan, [{"a": 0, "b": 0}, {"a": 10, "b": 10}, {"a": 20, "b": None}, {"a": 30, "b": 30}])
+    placed = make_plan()
+    ds = run(
+        placed, [{"a": 0, "b": 0}, {"a": 10, "b": 10}, {"a": 20, "b": None}, {"a": 30, "b": 30}]
+    )
     assert [d.sample.rate for d in ds] == [None, 20.0, None, 20.0]
     assert ds[2].state.counters == {"a": 10, "b": 10}
 
 
 def test_prior_until_the_first_sample_and_restart_reads_a_baseline() -> None:
-    plan = make_plan(expected_rate=30.0, desired=3)
-    ds = run(plan, [{"a": 0}, {"a": 10}])
+    placed = make_plan(expected_rate=30.0, desired=3)
+    ds = run(placed, [{"a": 0}, {"a": 10}])
     # The baseline epoch already sees the prior (30): share 3*10/30.
     assert ds[0].state.scaler.estimate.ewma == 30.0 and ds[0].pool_share == 1.0
     # t1: 10 req/s folds into the prior: ewma 20, dev 10, target 30 -> 3 instances.
@@ -219,18 +225,18 @@ def test_prior_until_the_first_sample_and_restart_reads_a_baseline() -> None:
     assert ds[1].state.scaler.desired == 3
     # A restarted daemon seeds from status, but its first read is a baseline: the counters
     # in status were read by another process at a time it does not know.
-    status = {"traffic": ds[1].status["traffic"], "instances": ds[1].status["instances"]}
-    again = epoch_state_from_status(status, plan)
+    status = decode(json.loads(json.dumps(encode(ds[1].status))))  # as the API server has it
+    again = epoch_state_from_status(status, placed)
     assert again.scaler.estimate == ds[1].state.scaler.estimate
     assert again.counters == {"a": 10} and again.counters_at is None
-    d = decide(again, World(plan).observe(100.0, {"a": 500}), plan)
+    d = decide(again, World(placed).observe(100.0, {"a": 500}), placed.plan)
     assert d.sample.kind is SampleKind.BASELINE
     assert d.state.scaler == again.scaler
 
 
 def test_drift_is_corrected_and_announced() -> None:
-    plan = make_plan()
-    world = World(plan)
+    placed = make_plan()
+    world = World(placed)
     pool = ("apps/v1", "Deployment", "vgg-pool")
     envoy_cm = ("v1", "ConfigMap", "vgg-envoy")
     spill = ("serving.knative.dev/v1", "Service", "vgg-spill")
@@ -243,7 +249,7 @@ def test_drift_is_corrected_and_announced() -> None:
     edited["data"]["route.yaml"] = "{}"
     world.objects[envoy_cm] = edited
     world.objects[spill] = None
-    d = decide(start(plan), world.observe(0.0, {"a": 0}), plan)
+    d = decide(start(placed), world.observe(0.0, {"a": 0}), placed.plan)
     assert [child_key(o) for o in d.apply] == [pool, spill, envoy_cm]
     assert d.apply[0]["spec"]["replicas"] == 1
     assert [(e.reason, e.message) for e in d.events] == [
@@ -253,34 +259,37 @@ def test_drift_is_corrected_and_announced() -> None:
          "ConfigMap vgg-envoy: data.route.yaml changed; re-applied"),
     ]  # fmt: skip
     world.execute(d)
-    assert decide(d.state, world.observe(1.0, {"a": None}), plan).apply == ()
+    assert decide(d.state, world.observe(1.0, {"a": None}), placed.plan).apply == ()
 
 
 def test_ready_condition_needs_the_pool_and_every_function() -> None:
-    plan = make_plan()
-    world = World(plan)
+    placed = make_plan()
+    world = World(placed)
     world.functions_ready = False
-    d = decide(start(plan), world.observe(0.0, {"a": 0}), plan)
-    ready = {c["type"]: c for c in d.status["conditions"]}
+    d = decide(start(placed), world.observe(0.0, {"a": 0}), placed.plan)
+    ready = {c["type"]: c for c in encode(d.status)["conditions"]}
     assert ready["Ready"]["status"] == "False" and ready["Scaled"]["status"] == "True"
     assert (
         ready["Ready"]["observedGeneration"] == 3 and ready["Ready"]["lastTransitionTime"] == "t0"
     )
     world.functions_ready = True
-    d = decide(d.state, world.observe(1.0, {"a": None}, d.status["conditions"]), plan)
-    assert {c["type"]: c["status"] for c in d.status["conditions"]}["Ready"] == "True"
+    d = decide(d.state, world.observe(1.0, {"a": None}, d.status.conditions or ()), placed.plan)
+    assert {c["type"]: c["status"] for c in encode(d.status)["conditions"]}["Ready"] == "True"
 
 
 def test_not_ready_says_which_part_waits_and_why() -> None:
     # A hybrid's tail that cannot schedule keeps its workers unready: the condition must
     # name the pool's count and quote the function's own reason, bounded in length.
-    plan = make_plan()
-    world = World(plan)
+    placed = make_plan()
+    world = World(placed)
     world.ready, world.functions_ready = 0, False
-    world.functions_say = {"reason": "Unschedulable", "message": "0/2 nodes are available: " + "x" * 500}
-    d = decide(start(plan), world.observe(0.0, {"a": 0}), plan)
-    msg = {c["type"]: c for c in d.status["conditions"]}["Ready"]["message"]
-    (rev,) = (k[2] for k in plan.readiness_keys())
+    world.functions_say = {
+        "reason": "Unschedulable",
+        "message": "0/2 nodes are available: " + "x" * 500,
+    }
+    d = decide(start(placed), world.observe(0.0, {"a": 0}), placed.plan)
+    msg = {c["type"]: c for c in encode(d.status)["conditions"]}["Ready"]["message"]
+    (rev,) = (k[2] for k in placed.plan.readiness_keys())
     assert msg.startswith(
         f"waiting for pool 0/1 instances ready; Revision {rev} Ready=False "
         "(Unschedulable: 0/2 nodes are available: xxx"
@@ -289,32 +298,37 @@ def test_not_ready_says_which_part_waits_and_why() -> None:
     # A readiness object not there yet, and one without a Ready condition, say so.
     world.ready = 1
     gone = world.observe(1.0, {"a": None})
-    gone = dataclasses.replace(gone, children={**gone.children, plan.readiness_keys()[0]: None})
-    d = decide(d.state, gone, plan)
-    msg = {c["type"]: c for c in d.status["conditions"]}["Ready"]["message"]
+    gone = dataclasses.replace(
+        gone, children={**gone.children, placed.plan.readiness_keys()[0]: None}
+    )
+    d = decide(d.state, gone, placed.plan)
+    msg = {c["type"]: c for c in encode(d.status)["conditions"]}["Ready"]["message"]
     assert msg == f"waiting for Revision {rev} not found"
-    bare = dataclasses.replace(gone, children={**gone.children, plan.readiness_keys()[0]: {}})
-    msg = {c["type"]: c for c in decide(d.state, bare, plan).status["conditions"]}["Ready"]["message"]
+    bare = dataclasses.replace(
+        gone, children={**gone.children, placed.plan.readiness_keys()[0]: {}}
+    )
+    after = decide(d.state, bare, placed.plan).status
+    msg = {c["type"]: c for c in encode(after)["conditions"]}["Ready"]["message"]
     assert msg == f"waiting for Revision {rev} has no Ready condition yet"
 
 
 def test_function_readiness_follows_the_access_mode() -> None:
     # Revision access: the pinned Revisions say it, with no networking layer (routes never Ready).
-    plan = make_plan()
-    assert [k[1] for k in plan.readiness_keys()] == ["Revision"]
-    assert set(plan.readiness_keys()) <= set(plan.observed_keys())
-    world = World(plan)
-    d = decide(start(plan), world.observe(0.0, {"a": 0}), plan)
-    assert {c["type"]: c["status"] for c in d.status["conditions"]}["Ready"] == "True"
+    placed = make_plan()
+    assert [k[1] for k in placed.plan.readiness_keys()] == ["Revision"]
+    assert set(placed.plan.readiness_keys()) <= set(placed.plan.observed_keys())
+    world = World(placed)
+    d = decide(start(placed), world.observe(0.0, {"a": 0}), placed.plan)
+    assert {c["type"]: c["status"] for c in encode(d.status)["conditions"]}["Ready"] == "True"
     # Route access: only the Knative Services' Ready counts, which needs the routes.
-    plan = make_plan(access="route")
-    assert plan.readiness_keys() == [("serving.knative.dev/v1", "Service", "vgg-spill")]
-    world = World(plan)
-    d = decide(start(plan), world.observe(0.0, {"a": 0}), plan)
-    assert {c["type"]: c["status"] for c in d.status["conditions"]}["Ready"] == "False"
+    placed = make_plan(access="route")
+    assert placed.plan.readiness_keys() == [("serving.knative.dev/v1", "Service", "vgg-spill")]
+    world = World(placed)
+    d = decide(start(placed), world.observe(0.0, {"a": 0}), placed.plan)
+    assert {c["type"]: c["status"] for c in encode(d.status)["conditions"]}["Ready"] == "False"
     world.routes_ready = True
-    d = decide(d.state, world.observe(1.0, {"a": None}, d.status["conditions"]), plan)
-    assert {c["type"]: c["status"] for c in d.status["conditions"]}["Ready"] == "True"
+    d = decide(d.state, world.observe(1.0, {"a": None}, d.status.conditions or ()), placed.plan)
+    assert {c["type"]: c["status"] for c in encode(d.status)["conditions"]}["Ready"] == "True"
 
 
 def _memory(q: str) -> dict[str, Any]:

@@ -21,16 +21,15 @@ from kubernetes import client, config
 import serflow.controller.handlers as handlers
 import serflow.policy.configurator as configurator
 from serflow.controller.decide import (
-    ChosenPlan,
     Decision,
     EpochState,
     Event,
     EventReason,
-    SampleKind,
     epoch_state_from_status,
 )
 from serflow.controller.epoch import Clock, apply_children, install, run_epoch
 from serflow.controller.kube import Kube
+from serflow.controller.planning import ChosenPlan, Placement
 from serflow.inference import parse_inference
 from serflow.k8s import builders
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
@@ -38,6 +37,13 @@ from serflow.policy.configurator import PoolKind
 from serflow.policy.monitor import TrafficEstimate, observe
 from serflow.policy.scaler import ScalerState, desired_instances
 from serflow.spec import parse_workload
+from serflow.status import (
+    Condition,
+    InferenceStatus,
+    RouteSplit,
+    SampleKind,
+    decode_conditions,
+)
 from serflow_testbed.harness import wait_for
 from tests.controller.manifests import REPO, manifest
 
@@ -125,9 +131,9 @@ class Bed:
     requests: Requests
     stats: StatsEndpoint
     time: FakeClock
-    plan: ChosenPlan
+    placed: Placement
     state: EpochState
-    conditions: list[dict[str, Any]] = field(default_factory=list)
+    conditions: tuple[Condition, ...] = ()
     """The object's conditions as the daemon's live body would hold them."""
     written: bool = False
     """Whether the last epoch wrote its status."""
@@ -143,8 +149,12 @@ class Bed:
         d, self.written = run_epoch(
             self.kube, self.plan, self.state, self.time.clock(), self.conditions, seen
         )
-        self.state, self.conditions = d.state, d.status["conditions"]
+        self.state, self.conditions = d.state, d.status.conditions or ()
         return d
+
+    @property
+    def plan(self) -> ChosenPlan:
+        return self.placed.plan
 
     def resource_version(self) -> str:
         obj = self.custom().get_namespaced_custom_object(
@@ -194,11 +204,14 @@ def bed(cluster: Any, crd: None, namespace: str) -> Iterator[Bed]:
     assert chosen is not None
     owner = builders.Owner(NAME, namespace, obj["metadata"]["uid"])
     desired = desired_instances(w.expected_rate, chosen.economics, w.scaling)
-    plan = ChosenPlan(owner, parse_inference(m["spec"], NAME), w, chosen, 1, desired, 0, "g1e0")
-    for child in plan.children(desired, 0, "g1e0"):
+    plan = ChosenPlan(owner, parse_inference(m["spec"], NAME), w, chosen, 1)
+    placed = Placement(plan, desired, RouteSplit(0.0, 0, 1000), tuple(plan.children(desired, 0)),
+                       InferenceStatus())  # fmt: skip
+    for child in placed.children:
         kube.apply(child)
     try:
-        yield Bed(kube, requests, stats, FakeClock(), plan, epoch_state_from_status({}, plan))
+        state = epoch_state_from_status(InferenceStatus(), placed)
+        yield Bed(kube, requests, stats, FakeClock(), placed, state)
     finally:
         stats.stop()
         api.close()
@@ -304,7 +317,7 @@ def test_a_failed_scrape_leaves_ewma_and_pool_size_unchanged(bed: Bed) -> None:
     got = [TrafficEstimate(t["ewma"], t["deviation"], t["samples"]) for t in traffic]
     assert got == want
     sizes = [desired_instances(e.target(k), econ, w.scaling) for e in want]
-    assert [d for _, d, _ in seen] == [r for _, _, r in seen] == [bed.plan.desired, *sizes[1:]]
+    assert [d for _, d, _ in seen] == [r for _, _, r in seen] == [bed.placed.desired, *sizes[1:]]
     assert seen[2][0] | {"lastSample": "ok", "samplesMissed": 0} == seen[1][0]
 
 
@@ -334,9 +347,9 @@ def test_drifted_children_are_restored_in_one_epoch(bed: Bed, cluster: Any) -> N
         f"Service {NAME}-spill: deleted; re-applied",
     ]
     want = {(o["kind"], o["metadata"]["name"]): o for o in bed.plan.children(
-        bed.state.scaler.desired, bed.state.pool_weight, bed.state.route_version)}  # fmt: skip
+        bed.state.scaler.desired, bed.state.pool_weight)}  # fmt: skip
     pool = bed.get("apps/v1", "Deployment", f"{NAME}-pool") or {}
-    assert pool["spec"]["replicas"] == bed.plan.desired
+    assert pool["spec"]["replicas"] == bed.placed.desired
     envoy = bed.get("apps/v1", "Deployment", f"{NAME}-envoy") or {}
     image = envoy["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == bed.plan.inference.routing.image
@@ -393,7 +406,7 @@ def _ksvcs(bed: Bed) -> set[str]:
 
 
 def _install(bed: Bed, plan: ChosenPlan) -> list[Event]:
-    return install(bed.kube, plan, plan.children(plan.desired, plan.pool_weight, "g1e0"))
+    return install(bed.kube, plan, plan.children(bed.placed.desired, 0))
 
 
 def test_a_plan_with_another_cut_prunes_the_functions_it_has_not(bed: Bed) -> None:
@@ -425,15 +438,17 @@ def test_the_daemon_puts_a_replacement_plan_in_force(bed: Bed) -> None:
     w = bed.plan.workload
     iaas = configurator.configure(w, 30.0).chosen
     assert iaas is not None and iaas.setup.pool is PoolKind.IAAS
-    running = replace(bed.plan, candidate=iaas, desired=3, pool_weight=1000)
-    _install(bed, running)
+    plan = replace(bed.plan, candidate=iaas)
+    running = Placement(plan, 3, RouteSplit(1.0, 1000, 0), tuple(plan.children(3, 1000)),
+                        InferenceStatus())  # fmt: skip
+    install(bed.kube, plan, running.children)
     state = replace(bed.state, scaler=ScalerState(TrafficEstimate(30.0, 0.0, 16), 16, 3, BURSTY))
     done = handlers.replan_and_apply(bed.kube, running, state, 0, [])
     assert done is not None
     new, _ = done
-    assert new.plan.candidate.setup.pool is PoolKind.FAAS
+    assert new.placement.plan.candidate.setup.pool is PoolKind.FAAS
     pool = bed.get("apps/v1", "Deployment", f"{NAME}-pool") or {}
-    assert pool["spec"]["replicas"] == new.plan.desired == 0
+    assert pool["spec"]["replicas"] == new.placement.desired == 0
     st = bed.status()
     assert (st["plan"]["pool"], st["plan"]["rankedBy"]) == ("faas", "replay")
     assert st["plan"]["replaySaving"] == new.rerank.saving
@@ -459,7 +474,7 @@ def test_an_epoch_on_an_older_view_does_not_undo_a_newer_condition(bed: Bed) -> 
     assert not bed.written
     assert bed.status()["conditions"] == [refused]
     # The next epoch decides on the new view and writes.
-    bed.conditions = [refused]
+    bed.conditions = decode_conditions([refused])
     bed.epoch(2.0, 40, seen=bed.resource_version())
     assert bed.written
     kinds = {c["type"]: c for c in bed.status()["conditions"]}
@@ -480,9 +495,7 @@ def test_a_new_route_is_pushed_into_the_routers_pods(bed: Bed) -> None:
     assert wait_for("the router's pods", pods, 60)
     for weight in (1000, 250):
         (cm,) = [
-            o
-            for o in bed.plan.children(bed.plan.desired, weight, f"w{weight}")
-            if o["kind"] == "ConfigMap"
+            o for o in bed.plan.children(bed.placed.desired, weight) if o["kind"] == "ConfigMap"
         ]
         apply_children(bed.kube, bed.plan, [cm])
         nudge = builders.route_nudge(cm)

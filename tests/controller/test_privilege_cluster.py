@@ -162,7 +162,7 @@ def test_children_applied_by_the_namespaced_operator_identity_are_kept_as_built(
                                      "-o", "json").stdout)["metadata"]["uid"]  # fmt: skip
     owner = builders.Owner("priv", ns, uid)
     objs = builders.children(owner, parse_inference(m["spec"], "priv"), parse_workload(m),
-                             _hybrid_chained(m), 2, 300, "v1")  # fmt: skip
+                             _hybrid_chained(m), 2, 300)  # fmt: skip
     assert sum(o["kind"] == "NetworkPolicy" for o in objs) == 4
     scoped = Kube(config.new_client_from_config(
         str(sa_kubeconfig(cluster, tmp_path / "sa", 600, namespace=NAMESPACED_NS))))  # fmt: skip

@@ -3,7 +3,8 @@ daemon putting a replacement in force is tested on the API server, ``test_epoch_
 
 from __future__ import annotations
 
-from serflow.controller.decide import ChosenPlan, EventReason
+from serflow.controller.decide import EventReason
+from serflow.controller.planning import ChosenPlan
 from serflow.controller.replan import Kept, Replan, replan
 from serflow.inference import parse_inference
 from serflow.k8s import builders
@@ -13,6 +14,7 @@ from serflow.policy.scaler import ScalerState
 from serflow.ranking import SWITCH_MARGIN
 from serflow.sim import PolicyName
 from serflow.spec import parse_workload
+from serflow.status import encode
 from tests.controller.manifests import manifest
 
 # The manifest: D = 1 s, S = 2, so a re-ranking every 8 ticks (16 epochs) once the
@@ -27,7 +29,7 @@ def running(policy: str = "paper") -> ChosenPlan:
     cand = configure(w, 30.0).chosen
     assert cand is not None and cand.setup.pool is PoolKind.IAAS
     owner = builders.Owner("vgg", "ns", "uid-1")
-    return ChosenPlan(owner, parse_inference(m["spec"], "vgg"), w, cand, 3, 3, 1000, "g3e0")
+    return ChosenPlan(owner, parse_inference(m["spec"], "vgg"), w, cand, 3)
 
 
 def scaler(epoch: int, recent: tuple[float, ...]) -> ScalerState:
@@ -62,7 +64,7 @@ def test_nothing_feasible_keeps_the_running_plan() -> None:
     m["spec"]["slo"]["targetAccuracy"] = 0.99
     w = parse_workload(m)
     assert configure(w, 30.0).chosen is None
-    strict = ChosenPlan(plan.owner, plan.inference, w, plan.candidate, 3, 3, 1000, "g3e0")
+    strict = ChosenPlan(plan.owner, plan.inference, w, plan.candidate, 3)
     assert replan(strict, scaler(16, BURSTY), 3, [], "t") is Kept.NOTHING_FEASIBLE
 
 
@@ -71,20 +73,22 @@ def test_bursts_replace_the_pool_with_functions() -> None:
     r = replan(plan, scaler(16, BURSTY), 3, [], "2026-01-01T00:00:00Z")
     assert isinstance(r, Replan), r
     assert r.rerank.switch and r.rerank.saving > SWITCH_MARGIN
-    new = r.plan
-    assert new.candidate.setup.pool is PoolKind.FAAS
-    assert (new.generation, new.desired, new.pool_weight, new.route_version) == (3, 0, 0, "g3e16r")
-    assert (new.owner, new.workload) == (plan.owner, plan.workload)
-    st = r.status
+    new = r.placement
+    assert new.plan.candidate.setup.pool is PoolKind.FAAS
+    assert (new.plan.generation, new.desired, new.split.pool_weight) == (3, 0, 0)
+    assert (new.plan.owner, new.plan.workload) == (plan.owner, plan.workload)
+    st = encode(new.status)
     assert st["plan"]["pool"] == "faas" and st["plan"]["rankedBy"] == "replay"
     assert st["plan"]["replaySaving"] == r.rerank.saving
     assert st["plan"]["rate"] == 30.0  # the history's mean: 480 requests in 16 s
     assert st["instances"] == {"desired": 0, "ready": 3}
     assert st["split"] == {"poolShare": 0.0, "poolWeight": 0, "functionWeight": 1000}
-    (configured,) = st["conditions"]
+    assert st["costPerHour"] == new.plan.candidate.economics.cost_rate(30.0) * 3600
+    configured, routed = st["conditions"]
     assert (configured["type"], configured["status"], configured["reason"]) == (
         "Configured", "True", "Replanned",
     )  # fmt: skip
+    assert (routed["type"], routed["message"]) == ("Routed", "pool weight 0/1000")
     assert r.event.reason is EventReason.REPLANNED
     assert f"{100 * r.rerank.saving:.1f}% less" in r.event.message
 
@@ -103,6 +107,6 @@ def test_a_pinned_plan_is_never_re_ranked() -> None:
     m["spec"]["scaling"] |= {"policy": "paper", "replan": False}
     w = parse_workload(m)
     assert w.scaling.replan is False and plan.workload.scaling.replan is True
-    pinned = ChosenPlan(plan.owner, plan.inference, w, plan.candidate, 3, 3, 1000, "g3e0")
+    pinned = ChosenPlan(plan.owner, plan.inference, w, plan.candidate, 3)
     assert replan(pinned, scaler(16, BURSTY), 3, [], "t") is Kept.PINNED
     assert replan(pinned, scaler(15, BURSTY[1:]), 3, [], "t") is Kept.PINNED  # whatever else

@@ -23,7 +23,7 @@ from .plans import OWNER, plan
 
 def test_pool_is_headless_and_envoy_retries_and_ejects() -> None:
     inf, w, cand = plan(SHAPE)
-    objs = builders.children(OWNER, inf, w, cand, 2, 700, "1")
+    objs = builders.children(OWNER, inf, w, cand, 2, 700)
     svc = next(o for o in objs if o["kind"] == "Service" and o["apiVersion"] == "v1")
     assert svc["metadata"]["name"] == f"{OWNER.name}-pool" and svc["spec"]["clusterIP"] == "None"
     cm = next(o for o in objs if o["kind"] == "ConfigMap")

@@ -37,7 +37,7 @@ SHAPES = [
 def test_builders_write_ranges_the_runtime_reads(shape: Shape) -> None:
     inf, w, cand = plan(shape)
     k = w.profile.partitions
-    objs = builders.children(OWNER, inf, w, cand, 1, 500, "1")
+    objs = builders.children(OWNER, inf, w, cand, 1, 500)
     stages = {st.name: st for st in builders.stages(OWNER, w, cand)}
     tails: list[tuple[int, int]] = []
     for o in objs:

@@ -1,4 +1,5 @@
-"""Pure decisions of the operator: status documents, conditions, and one epoch.
+"""Pure decisions of one epoch: the rate sampled, the pool sized, the children kept as
+the plan wants them.
 
 An epoch is gather -> decide -> execute (``serflow.controller.epoch``): the gather step
 reads an ``Observation``, ``decide`` turns it and the carried ``EpochState`` into a
@@ -7,201 +8,40 @@ reads an ``Observation``, ``decide`` turns it and the carried ``EpochState`` int
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from serflow.domain import ScalingPolicy, ScalingSpec, Workload
-from serflow.inference import InferenceSpec
-from serflow.k8s import builders
-from serflow.policy.balancer import pool_share, route_weights
-from serflow.policy.configurator import (
-    Candidate,
-    Granularity,
-    Plan,
-    PoolKind,
-    Setup,
-    instance_cold_epochs,
+from serflow.controller.planning import (
+    ChildKey,
+    ChosenPlan,
+    Placement,
+    child_key,
+    place,
+    scaler_from_status,
 )
-from serflow.policy.cost import PoolEconomics
+from serflow.domain import ScalingPolicy
+from serflow.k8s import builders
+from serflow.policy.configurator import instance_cold_epochs
 from serflow.policy.expected_cost import remember, step_with
 from serflow.policy.monitor import TrafficEstimate
 from serflow.policy.scaler import ScalerState
-from serflow.ranking import RankedBy
-from serflow.report import candidate_dict
+from serflow.status import (
+    Condition,
+    ConditionType,
+    InferenceStatus,
+    SampleKind,
+    TrafficStatus,
+    condition_true,
+    decode_conditions,
+    find_condition,
+    set_condition,
+)
 
-
-class ConditionType(StrEnum):
-    CONFIGURED = "Configured"
-    SCALED = "Scaled"
-    ROUTED = "Routed"
-    READY = "Ready"
-
-
-def set_condition(
-    conditions: Sequence[Mapping[str, Any]],
-    type_: ConditionType,
-    ok: bool,
-    reason: str,
-    message: str,
-    generation: int,
-    now: str,
-) -> list[dict[str, Any]]:
-    """metav1.Condition semantics: lastTransitionTime moves only when the status flips."""
-    status = "True" if ok else "False"
-    out: list[dict[str, Any]] = []
-    since = now
-    for c in conditions:
-        if c.get("type") != type_.value:
-            out.append(dict(c))
-        elif c.get("status") == status:
-            since = str(c.get("lastTransitionTime", now))
-    out.append(
-        {
-            "type": type_.value,
-            "status": status,
-            "reason": reason,
-            "message": message[:32000],
-            "observedGeneration": generation,
-            "lastTransitionTime": since,
-        }
-    )
-    return out
-
-
-def find_condition(
-    conditions: Sequence[Mapping[str, Any]], type_: ConditionType
-) -> Mapping[str, Any] | None:
-    """The condition of that type, or None."""
-    return next((c for c in conditions if c.get("type") == type_.value), None)
-
-
-def condition_true(conditions: Sequence[Mapping[str, Any]], type_: ConditionType) -> bool:
-    c = find_condition(conditions, type_)
-    return c is not None and c.get("status") == "True"
-
-
-def _finite(x: float) -> float | None:
-    return None if math.isinf(x) or math.isnan(x) else x
-
-
-def plan_status(
-    plan: Plan,
-    chosen: Candidate | None = None,
-    by: RankedBy = RankedBy.STEADY,
-    saving: float | None = None,
-) -> dict[str, Any]:
-    """status.plan: the chosen candidate (``plan.chosen`` unless given), every candidate's
-    cost, which ranking chose it and, when a replay replaced a running plan, the saving."""
-    c = chosen or plan.chosen
-    assert c is not None
-    cands = []
-    for x in plan.candidates:
-        d = candidate_dict(x)
-        cands.append({k: v for k, v in d.items() if v is not None and k in _CANDIDATE_KEYS})
-    return {
-        "tau": c.tau,
-        "accuracy": c.accuracy,
-        "pool": c.setup.pool.value,
-        "instance": c.setup.instance,
-        "cut": c.setup.cut,
-        "granularity": c.setup.granularity.value if c.setup.granularity else "",
-        "function": c.setup.function,
-        "mu": c.economics.mu,
-        "tcip": _finite(c.economics.tcip) if _finite(c.economics.tcip) is not None else -1.0,
-        "costPerHour": c.cost_per_hour,
-        "rate": plan.rate,
-        "worstBatchSeconds": c.worst_batch_s,
-        "economics": economics_status(c.economics),
-        "candidates": cands,
-        "rankedBy": by.value,
-        "replaySaving": saving,  # None: a merge patch removes an earlier one
-    }
-
-
-def economics_status(e: PoolEconomics) -> dict[str, Any]:
-    """status.plan.economics: what the epochs need of the plan, kept so a restart need not re-plan."""
-    return {
-        "mu": e.mu,
-        "instancePricePerSecond": e.instance_price,
-        "faasPerRequest": e.faas_per_request,
-        "addPerRequest": e.add_per_request,
-        "hasPool": e.has_pool,
-        "batchesPerInstance": e.batches_per_instance,
-    }
-
-
-def candidate_from_status(plan_st: Mapping[str, Any], scaling: ScalingSpec) -> Candidate | None:
-    """The chosen candidate status.plan describes, for the spec whose ``scaling`` it was
-    planned with (its instance bounds); None when it predates status.plan.economics."""
-    e = plan_st.get("economics")
-    if not e or "worstBatchSeconds" not in plan_st:
-        return None
-    g = plan_st.get("granularity") or ""
-    return Candidate(
-        tau=float(plan_st["tau"]),
-        accuracy=float(plan_st["accuracy"]),
-        setup=Setup(
-            pool=PoolKind(plan_st["pool"]),
-            function=str(plan_st["function"]),
-            instance=str(plan_st.get("instance") or ""),
-            cut=int(plan_st.get("cut") or 0),
-            granularity=Granularity(g) if g else None,
-        ),
-        worst_batch_s=float(plan_st["worstBatchSeconds"]),
-        feasible=True,
-        reason="",
-        economics=PoolEconomics(
-            mu=float(e["mu"]),
-            instance_price=float(e["instancePricePerSecond"]),
-            faas_per_request=float(e["faasPerRequest"]),
-            add_per_request=float(e["addPerRequest"]),
-            has_pool=bool(e["hasPool"]),
-            batches_per_instance=int(e["batchesPerInstance"]),
-            min_instances=scaling.min_instances,
-            max_instances=scaling.max_instances,
-        ),
-        rate=float(plan_st["rate"]),
-        cost_per_s=float(plan_st["costPerHour"]) / 3600.0,
-    )
-
-
-_CANDIDATE_KEYS = {
-    "tau", "accuracy", "pool", "instance", "cut", "granularity", "function", "feasible",
-    "reason", "costPerHour", "tcip",
-}  # fmt: skip
-
-
-def same_setup(a: Mapping[str, Any], c: Candidate) -> bool:
-    """Whether status.plan describes this candidate's setup (tau included)."""
-    s = c.setup
-    return (
-        a.get("pool") == s.pool.value
-        and a.get("instance", "") == s.instance
-        and a.get("cut", 0) == s.cut
-        and a.get("granularity", "") == (s.granularity.value if s.granularity else "")
-        and a.get("function") == s.function
-        and math.isclose(float(a.get("tau", -1)), c.tau)
-    )
-
-
-def scaler_from_status(status: Mapping[str, Any]) -> ScalerState:
-    t = status.get("traffic") or {}
-    inst = status.get("instances") or {}
-    return ScalerState(
-        estimate=TrafficEstimate(
-            ewma=float(t.get("ewma", 0.0)),
-            dev=float(t.get("deviation", 0.0)),
-            samples=int(t.get("samples", 0)),
-        ),
-        epoch=int(t.get("epoch", 0)),
-        desired=int(inst.get("desired", 0)),
-        recent=tuple(float(x) for x in t.get("recent") or ()),
-    )
+__all__ = ["ChildKey", "ChosenPlan", "child_key"]  # re-exported: what an epoch reads by
 
 
 def with_prior(state: ScalerState, expected_rate: float) -> ScalerState:
@@ -235,77 +75,6 @@ def parse_counter(text: str, name: str) -> int | None:
 
 
 # --- One epoch: observation in, decision out -------------------------------------------
-
-ChildKey = tuple[str, str, str]
-"""(apiVersion, kind, name) of a child."""
-
-
-def child_key(obj: Mapping[str, Any]) -> ChildKey:
-    return (str(obj["apiVersion"]), str(obj["kind"]), str(obj["metadata"]["name"]))
-
-
-@dataclass(frozen=True)
-class ChosenPlan:
-    """What planning (create, update, resume) hands the epochs: the builders' inputs.
-
-    An epoch builds its children from this alone: it neither re-reads the profile nor
-    re-runs the configurator.
-    """
-
-    owner: builders.Owner
-    """The SerflowInference the children belong to."""
-    inference: InferenceSpec
-    """The parsed spec (images, routing, functions)."""
-    workload: Workload
-    """Profile, prices, objective and scaling knobs the plan was made from."""
-    candidate: Candidate
-    """The chosen setup and its economics."""
-    generation: int
-    """metadata.generation the plan was made for."""
-    desired: int
-    """Pool size applied at planning time."""
-    pool_weight: int
-    """Route weight of the pool applied at planning time (of 1000)."""
-    route_version: str
-    """version_info of the route applied at planning time."""
-
-    def children(self, desired: int, pool_weight: int, route_version: str) -> list[dict[str, Any]]:
-        return builders.children(
-            self.owner, self.inference, self.workload, self.candidate,
-            desired, pool_weight, route_version,
-        )  # fmt: skip
-
-    def child_keys(self) -> list[ChildKey]:
-        return [child_key(o) for o in self.children(self.desired, self.pool_weight, "")]
-
-    def readiness_keys(self) -> list[ChildKey]:
-        """The objects whose Ready condition says each function serves: its pinned
-        Revision, or its Knative Service (``spec.functions.access``)."""
-        targets = builders.function_targets(self.owner, self.inference, self.workload, self.candidate)
-        return [t.readiness for t in targets]
-
-    def stale_functions(self, names: Iterable[str]) -> list[ChildKey]:
-        """Of the object's Knative Services ``names``, the ones this plan has not: a plan
-        with another cut or pool kind has other stages, and the old ones would stay."""
-        keys = set(self.child_keys())
-        ksvc = ("serving.knative.dev/v1", "Service")
-        return [(*ksvc, n) for n in sorted(names) if (*ksvc, n) not in keys]
-
-    def observed_keys(self) -> list[ChildKey]:
-        """What an epoch reads: the children, then the functions' readiness objects."""
-        keys = self.child_keys()
-        return keys + [k for k in self.readiness_keys() if k not in keys]
-
-
-class SampleKind(StrEnum):
-    """What one epoch's scrape of the counters gave."""
-
-    OK = "ok"
-    """Every endpoint answered and at least one had a baseline: a rate."""
-    BASELINE = "baseline"
-    """Nothing to subtract from yet (first reading, or every replica is new): no rate."""
-    MISSING = "missing"
-    """An endpoint did not answer, or there was none: no rate, the baseline is kept."""
 
 
 @dataclass(frozen=True)
@@ -371,7 +140,7 @@ class Observation:
     children: Mapping[ChildKey, Mapping[str, Any] | None]
     """Each child of the plan, and each function's readiness object, as the API server
     has it (None: not found)."""
-    conditions: tuple[Mapping[str, Any], ...]
+    conditions: tuple[Condition, ...]
     """The object's own conditions (from the daemon's live body)."""
 
     def ready_instances(self, pool: str) -> int:
@@ -382,7 +151,7 @@ class Observation:
     def serving(self, key: ChildKey) -> bool:
         """Whether the object (a Revision, a Knative Service) reports Ready=True."""
         obj = self.children.get(key) or {}
-        return condition_true((obj.get("status") or {}).get("conditions") or [], _READY)
+        return condition_true(_conditions_of(obj), _READY)
 
     def why_not_serving(self, key: ChildKey) -> str:
         """What a function's readiness object says of itself while not Ready: its Ready
@@ -391,13 +160,17 @@ class Observation:
         obj = self.children.get(key)
         if obj is None:
             return f"{key[1]} {key[2]} not found"
-        ready = find_condition((obj.get("status") or {}).get("conditions") or [], _READY)
+        ready = find_condition(_conditions_of(obj), _READY)
         if ready is None:
             return f"{key[1]} {key[2]} has no Ready condition yet"
-        said = ": ".join(str(ready[k]) for k in ("reason", "message") if ready.get(k))
-        return f"{key[1]} {key[2]} Ready={ready.get('status', 'Unknown')}" + (
+        said = ": ".join(x for x in (ready.reason, ready.message) if x)
+        return f"{key[1]} {key[2]} Ready={ready.status}" + (
             f" ({said[:MESSAGE_CHARS]})" if said else ""
         )
+
+
+def _conditions_of(obj: Mapping[str, Any] | None) -> tuple[Condition, ...]:
+    return decode_conditions(((obj or {}).get("status") or {}).get("conditions"))
 
 
 MESSAGE_CHARS = 200
@@ -429,31 +202,27 @@ class EpochState:
     """Epochs whose scrape failed, since the object was created."""
     pool_weight: int
     """Route weight of the pool last applied (of 1000)."""
-    route_version: str
-    """version_info of the route last applied."""
 
-    def replanned(self, plan: ChosenPlan) -> EpochState:
-        """The state after planning applied a new plan: its size, weight and route."""
+    def replanned(self, placed: Placement) -> EpochState:
+        """The state after planning put a plan in force: its size and weight."""
         s = self.scaler
         return replace(
             self,
-            scaler=ScalerState(s.estimate, s.epoch, plan.desired),
-            pool_weight=plan.pool_weight,
-            route_version=plan.route_version,
+            scaler=ScalerState(s.estimate, s.epoch, placed.desired, s.recent),
+            pool_weight=placed.split.pool_weight,
         )
 
 
-def epoch_state_from_status(status: Mapping[str, Any], plan: ChosenPlan) -> EpochState:
+def epoch_state_from_status(status: InferenceStatus, placed: Placement) -> EpochState:
     """The carried state as the last epoch (or planning) left it in status."""
-    t = status.get("traffic") or {}
+    t = status.traffic or TrafficStatus()
     s = scaler_from_status(status)
     return EpochState(
-        scaler=ScalerState(s.estimate, s.epoch, plan.desired),
-        counters={str(k): int(v) for k, v in (t.get("counters") or {}).items() if v is not None},
+        scaler=ScalerState(s.estimate, s.epoch, placed.desired, s.recent),
+        counters={k: v for k, v in t.counters.items() if v is not None},
         counters_at=None,
-        samples_missed=int(t.get("samplesMissed", 0)),
-        pool_weight=plan.pool_weight,
-        route_version=plan.route_version,
+        samples_missed=t.samples_missed,
+        pool_weight=placed.split.pool_weight,
     )
 
 
@@ -499,8 +268,8 @@ class Decision:
     """Cost rate at the EWMA, $/h."""
     apply: tuple[dict[str, Any], ...]
     """Children to server-side apply, in order: new or different from what is observed."""
-    status: dict[str, Any]
-    """The status merge patch."""
+    status: InferenceStatus
+    """The status to write (a merge patch)."""
     events: tuple[Event, ...]
     """Events to post."""
 
@@ -567,19 +336,15 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
         target = scaled.target_rate
     else:
         target = scaler.estimate.target(knobs.k)
-    names = builders.Names(plan.owner.name)
-    ready = obs.ready_instances(names.pool)
+    ready = obs.ready_instances(builders.Names(plan.owner.name).pool)
     desired = scaler.desired
-    # Instances being scaled in drain: only the ones that stay take new traffic.
-    share = pool_share(min(ready, desired), econ.mu, scaler.estimate.ewma)
-    pool_w, fn_w = route_weights(share)
-    version = (
-        state.route_version
-        if pool_w == state.pool_weight
-        else f"g{plan.generation}e{scaler.epoch}w{pool_w}"
-    )
+    gen, t = plan.generation, obs.wall
+    sized = set_condition(obs.conditions, ConditionType.SCALED, ready >= desired, "PoolSize",
+                           f"{ready}/{desired} instances ready", gen, t)  # fmt: skip
+    placed = place(plan, desired, ready, scaler.estimate.ewma, sized, t)
+    pool_w = placed.split.pool_weight
     missed = state.samples_missed + (1 if sample.kind is SampleKind.MISSING else 0)
-    new = EpochState(scaler, sample.counters, sample.counters_at, missed, pool_w, version)
+    new = EpochState(scaler, sample.counters, sample.counters_at, missed, pool_w)
 
     events: list[Event] = []
     if desired != state.scaler.desired:
@@ -592,12 +357,9 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
             Event(EventReason.ROUTED, f"pool weight {state.pool_weight} -> {pool_w}/1000")
         )
     # Level-triggered: what was applied last epoch tells drift from this epoch's own changes.
-    before = {
-        child_key(o): o
-        for o in plan.children(state.scaler.desired, state.pool_weight, state.route_version)
-    }
+    before = {child_key(o): o for o in plan.children(state.scaler.desired, state.pool_weight)}
     apply: list[dict[str, Any]] = []
-    for obj in plan.children(desired, pool_w, version):
+    for obj in placed.children:
         key = child_key(obj)
         seen = obs.children.get(key)
         if seen is not None and first_difference(obj, seen) is None:
@@ -610,38 +372,26 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
                 Event(EventReason.DRIFT_CORRECTED, f"{key[1]} {key[2]}: {what}; re-applied")
             )
 
-    functions_ok = all(obs.serving(key) for key in plan.readiness_keys())
-    ready_ok = ready >= desired and functions_ok
-    gen, t = plan.generation, obs.wall
-    c = set_condition(obs.conditions, ConditionType.SCALED, ready >= desired, "PoolSize",
-                      f"{ready}/{desired} instances ready", gen, t)  # fmt: skip
-    c = set_condition(
-        c, ConditionType.ROUTED, True, "RouteApplied", f"pool weight {pool_w}/1000", gen, t
-    )
-    c = set_condition(c, ConditionType.READY, ready_ok, "Serving" if ready_ok else "NotReady",
+    ready_ok = ready >= desired and all(obs.serving(k) for k in plan.readiness_keys())
+    c = set_condition(placed.status.conditions or (), ConditionType.READY, ready_ok,
+                      "Serving" if ready_ok else "NotReady",
                       "pool, functions and route ready" if ready_ok
                       else waiting_for(obs, plan, ready, desired), gen, t)  # fmt: skip
-    cost = econ.cost_rate(scaler.estimate.ewma) * 3600
-    traffic: dict[str, Any] = {
-        "ewma": scaler.estimate.ewma,
-        "deviation": scaler.estimate.dev,
-        "target": target,
-        "samples": scaler.estimate.samples,
-        "epoch": scaler.epoch,
-        # A merge patch keeps map keys it does not name: null removes a gone endpoint.
-        "counters": {**{k: None for k in state.counters}, **new.counters},
-        "lastSample": sample.kind.value,
-        "samplesMissed": missed,
+    traffic = TrafficStatus(
+        ewma=scaler.estimate.ewma,
+        deviation=scaler.estimate.dev,
+        target=target,
+        samples=scaler.estimate.samples,
+        epoch=scaler.epoch,
+        last_sample=sample.kind,
+        samples_missed=missed,
         # Rounded: the history is bounded in count (8 x S) and so, with this, in bytes.
-        "recent": [round(x, 4) for x in scaler.recent],
-    }
-    if sample.rate is not None:
-        traffic["rate"] = sample.rate
-    status = {
-        "traffic": traffic,
-        "instances": {"desired": desired, "ready": ready},
-        "split": {"poolShare": share, "poolWeight": pool_w, "functionWeight": fn_w},
-        "costPerHour": cost,
-        "conditions": c,
-    }
+        recent=tuple(round(x, 4) for x in scaler.recent),
+        # A merge patch keeps map keys it does not name: null removes a gone endpoint.
+        counters={**{k: None for k in state.counters}, **new.counters},
+        rate=sample.rate,
+    )
+    status = replace(placed.status, conditions=c, traffic=traffic)
+    cost = placed.status.cost_per_hour or 0.0
+    share = placed.split.pool_share
     return Decision(new, sample, target, ready, share, cost, tuple(apply), status, tuple(events))

@@ -26,6 +26,7 @@ from serflow.controller.decide import (
 )
 from serflow.controller.kube import Kube, read_counters, stats_urls
 from serflow.k8s import builders
+from serflow.status import Condition, encode
 
 
 def utc_now() -> str:
@@ -43,7 +44,7 @@ class Clock:
 
 
 def gather(
-    kube: Kube, plan: ChosenPlan, clock: Clock, conditions: Sequence[Mapping[str, Any]]
+    kube: Kube, plan: ChosenPlan, clock: Clock, conditions: Sequence[Condition]
 ) -> Observation:
     """Read the counters and the children; ``conditions`` come from the daemon's live body."""
     inf, owner = plan.inference, plan.owner
@@ -63,7 +64,7 @@ def gather(
         wall=clock.wall(),
         counters=readings,
         children=children,
-        conditions=tuple(dict(c) for c in conditions),
+        conditions=tuple(conditions),
     )
 
 
@@ -121,7 +122,7 @@ def execute(
     """
     owner = plan.owner
     events = [*decision.events, *apply_children(kube, plan, decision.apply)]
-    written = kube.patch_status(owner.namespace, owner.name, decision.status, seen)
+    written = kube.patch_status(owner.namespace, owner.name, encode(decision.status), seen)
     ref = {**owner.reference(), "namespace": owner.namespace}
     involved = {k: ref[k] for k in ("apiVersion", "kind", "name", "namespace", "uid")}
     for e in events:
@@ -138,7 +139,7 @@ def run_epoch(
     plan: ChosenPlan,
     state: EpochState,
     clock: Clock,
-    conditions: Sequence[Mapping[str, Any]],
+    conditions: Sequence[Condition],
     seen: str | None = None,
 ) -> tuple[Decision, bool]:
     """Gather, decide, execute; the decision's state is the next epoch's. Also whether

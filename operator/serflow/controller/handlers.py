@@ -25,36 +25,28 @@ import kopf
 import yaml
 
 from serflow.controller import metrics
-from serflow.controller.decide import (
-    ChosenPlan,
-    ConditionType,
-    EpochState,
-    Event,
-    candidate_from_status,
-    condition_true,
-    epoch_state_from_status,
-    plan_status,
-    same_setup,
-    scaler_from_status,
-    set_condition,
-)
+from serflow.controller.decide import EpochState, Event, epoch_state_from_status
 from serflow.controller.epoch import Clock, install, run_epoch, utc_now
 from serflow.controller.kube import Kube, load_config
+from serflow.controller.planning import Placement, Refused, plan_spec, refusal_status
 from serflow.controller.replan import Kept, Replan, replan
 from serflow.documents import load_yaml
-from serflow.domain import ScalingSpec, Workload
+from serflow.domain import Workload
 from serflow.errors import InputError
 from serflow.inference import InferenceSpec, ProfileSource, fingerprint_mismatch, parse_inference
 from serflow.k8s import builders, jobs
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
-from serflow.policy.balancer import pool_share, route_weights
-from serflow.policy.configurator import Candidate, Plan, configure, instance_cold_epochs
-from serflow.policy.expected_cost import planned_size
 from serflow.profile import parse_prices
-from serflow.ranking import RankedBy, history_counts, rank, ranks_on_history
-from serflow.report import chosen_line
-from serflow.sim import online_policy
 from serflow.spec import parse_workload
+from serflow.status import (
+    Condition,
+    ConditionType,
+    candidate_line,
+    condition_true,
+    decode,
+    decode_conditions,
+    encode,
+)
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 KIND = "SerflowInference"
@@ -154,18 +146,18 @@ def reconcile(
     logger: Logger,
     **_: Any,
 ) -> None:
+    """Gather the inputs, plan (``planning.plan_spec``, pure), put the plan in force."""
     assert namespace, "SerflowInference is namespaced"
     kube = Kube()
     gen = int(meta.get("generation") or 0)
-    conds = list(status.get("conditions") or [])
+    current = decode(status)
     owner = builders.Owner(name, namespace, uid)
 
-    def refuse(why: str, message: str) -> None:
+    def refuse(refused: Refused) -> None:
         # Children are left as they were: a bad spec must not take serving down.
-        kopf.warn(body, reason=why, message=message)
-        c = set_condition(conds, ConditionType.CONFIGURED, False, why, message, gen, utc_now())
-        c = set_condition(c, ConditionType.READY, False, why, message, gen, utc_now())
-        kube.patch_status(namespace, name, {"conditions": c, "observedGeneration": gen})
+        kopf.warn(body, reason=refused.reason, message=refused.message)
+        written = refusal_status(refused, current, gen, utc_now())
+        kube.patch_status(namespace, name, encode(written))
 
     try:
         inf = parse_inference(spec, name)
@@ -173,79 +165,27 @@ def reconcile(
             start_profiling(kube, owner, inf, spec.get("prices"))
         inputs = read_inputs(kube, namespace, inf, spec)
     except InputError as e:
-        return refuse("InvalidSpec", str(e))
+        return refuse(Refused("InvalidSpec", str(e)))
     except Pending as e:
-        refuse("ProfilePending", str(e))
+        refuse(Refused("ProfilePending", str(e)))
         raise kopf.TemporaryError(str(e), delay=15) from None
-    w = inputs.workload
-    mismatch = fingerprint_mismatch(inf.model, w.profile)
+    mismatch = fingerprint_mismatch(inf.model, inputs.workload.profile)
     if mismatch:
-        return refuse("ProfileMismatch", mismatch)
-    state = scaler_from_status(status)
-    rate = state.estimate.ewma if state.estimate.samples else w.expected_rate
-    old_plan = status.get("plan") or {}
-    kept = kept_candidate(reason, status, gen, w.scaling)
-    plan: Plan | None = None
-    by = RankedBy.STEADY
-    if kept is not None:
-        cand = kept
-    else:
-        plan = configure(w, rate)
-        if plan.chosen is None:
-            return refuse("NoFeasibleSetup", plan.reason)
-        cand = plan.chosen
-        if ranks_on_history(w.scaling, len(state.recent)):
-            # A full history of the object's own traffic: rank on it, not on its mean.
-            counts = history_counts(state.recent, w.objective.epoch)
-            ranking = rank(w, plan, counts, online_policy(w.scaling.policy), warm=True)
-            cand, by = ranking.chosen or cand, ranking.by
-    changed = not same_setup(old_plan, cand)
-    desired = (
-        planned_size(
-            w.scaling.policy, state, rate, cand.economics, w.scaling, instance_cold_epochs(w, cand)
-        )
-        if changed or not old_plan
-        else state.desired
-    )
+        return refuse(Refused("ProfileMismatch", mismatch))
     ready = _ready(kube, namespace, builders.Names(name).pool)
-    share = pool_share(min(ready, desired), cand.economics.mu, state.estimate.ewma or rate)
-    pool_w, fn_w = route_weights(share)
-    version = f"g{gen}e{state.epoch}"
-    chosen = ChosenPlan(owner, inf, w, cand, gen, desired, pool_w, version)
-    for event in install(kube, chosen, chosen.children(desired, pool_w, version)):
+    resume = reason == kopf.Reason.RESUME
+    planned = plan_spec(owner, inf, inputs.workload, gen, current, resume, ready, utc_now())
+    if isinstance(planned, Refused):
+        return refuse(planned)
+    placed = planned.placement
+    for event in install(kube, placed.plan, placed.children):
         kopf.info(body, reason=event.reason.value, message=event.message)
-    c = set_condition(
-        conds, ConditionType.CONFIGURED, True, "Planned", chosen_line(cand), gen, utc_now()
-    )
-    c = set_condition(
-        c, ConditionType.ROUTED, True, "RouteApplied", f"pool weight {pool_w}/1000", gen, utc_now()
-    )
-    patch: dict[str, Any] = {
-        "observedGeneration": gen,
-        "conditions": c,
-        "instances": {"desired": desired, "ready": ready},
-        "split": {"poolShare": share, "poolWeight": pool_w, "functionWeight": fn_w},
-        "costPerHour": cand.economics.cost_rate(rate) * 3600,
-    }
-    if plan is not None:
-        patch["plan"] = plan_status(plan, cand, by)
-    kube.patch_status(namespace, name, patch)
-    memo["plan"] = chosen  # the epochs read it from here: no re-planning per epoch
-    if changed:
-        kopf.info(body, reason="Planned", message=chosen_line(cand))
-    logger.info("%s %s", "kept" if kept else "planned", cand.setup.describe())
-
-
-def kept_candidate(
-    reason: str, status: Mapping[str, Any], gen: int, scaling: ScalingSpec
-) -> Candidate | None:
-    """On resume, the plan status holds for this very spec (so a restart does not re-plan)."""
-    if reason != kopf.Reason.RESUME or status.get("observedGeneration") != gen:
-        return None
-    conds = status.get("conditions") or []
-    if not condition_true(conds, ConditionType.CONFIGURED):
-        return None
-    return candidate_from_status(status.get("plan") or {}, scaling)
+    kube.patch_status(namespace, name, encode(placed.status))
+    memo["placement"] = placed  # the epochs read it from here: no re-planning per epoch
+    if planned.changed:
+        kopf.info(body, reason="Planned", message=candidate_line(placed.plan.candidate))
+    what = "kept" if planned.kept else "planned"
+    logger.info("%s %s", what, placed.plan.candidate.setup.describe())
 
 
 def _ready(kube: Kube, namespace: str, deployment: str) -> int:
@@ -278,26 +218,26 @@ async def epoch_loop(
     # of kopf's executor threads for the object's whole life and starve the others.
     kube = Kube()
     state: EpochState | None = None
-    used: ChosenPlan | None = None
+    used: Placement | None = None
     last = CLOCK.monotonic()
     while not stopped:
         await stopped.wait(max(0.2, _epoch_seconds(spec) - (CLOCK.monotonic() - last)))
         if stopped:
             return
         last = CLOCK.monotonic()
-        plan = memo.get("plan")
-        if not isinstance(plan, ChosenPlan) or not planned_status_seen(plan, meta, status):
+        placed = memo.get("placement")
+        if not isinstance(placed, Placement) or not planned_status_seen(placed, meta, status):
             continue
         if state is None:
-            state = epoch_state_from_status(status, plan)
-        elif plan is not used:
-            state = state.replanned(plan)
-        used = plan
-        conditions = [dict(c) for c in status.get("conditions") or []]
+            state = epoch_state_from_status(decode(status), placed)
+        elif placed is not used:
+            state = state.replanned(placed)
+        used = placed
+        conditions = decode_conditions(status.get("conditions"))
         seen = meta.get("resourceVersion")
         try:
             decision, written = await asyncio.to_thread(
-                run_epoch, kube, plan, state, CLOCK, conditions, seen
+                run_epoch, kube, placed.plan, state, CLOCK, conditions, seen
             )
         except Exception:  # keep the loop alive; the next epoch retries
             logger.exception("epoch failed")
@@ -310,15 +250,15 @@ async def epoch_loop(
             continue
         try:
             new = await asyncio.to_thread(
-                replan_and_apply, kube, plan, decision.state, decision.ready,
-                decision.status["conditions"],
+                replan_and_apply, kube, placed, decision.state, decision.ready,
+                decision.status.conditions or (),
             )  # fmt: skip
         except Exception:  # the plan in force stays; the next re-ranking retries
             logger.exception("re-planning failed")
             continue
         if new is not None:
             replan_done, events = new
-            memo["plan"] = replan_done.plan  # the next epoch runs it (``EpochState.replanned``)
+            memo["placement"] = replan_done.placement  # the next epoch runs it
             for e in (replan_done.event, *events):
                 kopf.info(body, reason=e.reason.value, message=e.message)
                 logger.info("%s: %s", e.reason.value, e.message)
@@ -326,34 +266,36 @@ async def epoch_loop(
 
 def replan_and_apply(
     kube: Kube,
-    plan: ChosenPlan,
+    placed: Placement,
     state: EpochState,
     ready: int,
-    conditions: Sequence[Mapping[str, Any]],
+    conditions: Sequence[Condition],
 ) -> tuple[Replan, list[Event]] | None:
     """When a re-ranking is due and replaces the plan: put it in force (its children,
     the old plan's functions pruned) and write its status; the events of the install."""
-    new = replan(plan, state.scaler, ready, conditions, utc_now())
+    new = replan(placed.plan, state.scaler, ready, conditions, utc_now())
     if isinstance(new, Kept):
         return None
-    p = new.plan
-    events = install(kube, p, p.children(p.desired, p.pool_weight, p.route_version))
-    kube.patch_status(p.owner.namespace, p.owner.name, new.status)
+    p = new.placement
+    events = install(kube, p.plan, p.children)
+    owner = p.plan.owner
+    kube.patch_status(owner.namespace, owner.name, encode(p.status))
     return new, events
 
 
 def planned_status_seen(
-    plan: ChosenPlan, meta: Mapping[str, Any], status: Mapping[str, Any]
+    placed: Placement, meta: Mapping[str, Any], status: Mapping[str, Any]
 ) -> bool:
     """Whether the live body holds the status planning wrote for this plan's spec.
 
     Not yet: the spec is being planned (or was refused), or the watch has not brought
     planning's status patch yet. An epoch then would write conditions without it.
     """
-    conds = status.get("conditions") or []
-    return plan.generation == meta.get("generation") == status.get(
-        "observedGeneration"
-    ) and condition_true(conds, ConditionType.CONFIGURED)
+    conds = decode_conditions(status.get("conditions"))
+    gen = placed.plan.generation
+    return gen == meta.get("generation") == status.get("observedGeneration") and condition_true(
+        conds, ConditionType.CONFIGURED
+    )
 
 
 def _epoch_seconds(spec: Mapping[str, Any]) -> float:

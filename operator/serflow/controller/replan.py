@@ -9,25 +9,17 @@ returns as planning would, and otherwise keeps the plan (``Kept`` says why).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
 
-from serflow.controller.decide import (
-    ChosenPlan,
-    ConditionType,
-    Event,
-    EventReason,
-    plan_status,
-    set_condition,
-)
-from serflow.policy.balancer import pool_share, route_weights
+from serflow.controller.decide import Event, EventReason
+from serflow.controller.planning import ChosenPlan, Placement, place
 from serflow.policy.configurator import configure, instance_cold_epochs
 from serflow.policy.expected_cost import planned_size
 from serflow.policy.scaler import ScalerState
 from serflow.ranking import RankedBy, Rerank, history_counts, ranks_on_history, rerank, rerank_due
-from serflow.report import chosen_line
+from serflow.status import Condition, ConditionType, candidate_line, plan_status, set_condition
 
 
 class Kept(StrEnum):
@@ -49,10 +41,8 @@ class Kept(StrEnum):
 class Replan:
     """A running plan replaced by the ranking of its own traffic."""
 
-    plan: ChosenPlan
-    """The plan to run from now on."""
-    status: dict[str, Any]
-    """The status merge patch (status.plan, the pool size and the route)."""
+    placement: Placement
+    """The plan to run from now on, put in force (its status includes status.plan)."""
     event: Event
     """What changed, and by how much the replay says it saves."""
     rerank: Rerank
@@ -63,7 +53,7 @@ def replan(
     plan: ChosenPlan,
     scaler: ScalerState,
     ready: int,
-    conditions: Sequence[Mapping[str, Any]],
+    conditions: Sequence[Condition],
     now: str,
 ) -> Replan | Kept:
     """After an epoch: the plan that replaces ``plan``, or why it is kept. ``conditions``
@@ -86,20 +76,13 @@ def replan(
         return Kept.NO_SAVING
     cold = instance_cold_epochs(w, cand)
     desired = planned_size(w.scaling.policy, scaler, rate, cand.economics, w.scaling, cold)
-    share = pool_share(min(ready, desired), cand.economics.mu, scaler.estimate.ewma or rate)
-    pool_w, fn_w = route_weights(share)
-    version = f"g{plan.generation}e{scaler.epoch}r"
-    new = ChosenPlan(plan.owner, plan.inference, w, cand, plan.generation, desired, pool_w, version)
+    new = ChosenPlan(plan.owner, plan.inference, w, cand, plan.generation)
     c = set_condition(conditions, ConditionType.CONFIGURED, True, "Replanned",
-                      chosen_line(cand), plan.generation, now)  # fmt: skip
-    status = {
-        "conditions": c,
-        "plan": plan_status(configured, cand, RankedBy.REPLAY, r.saving),
-        "instances": {"desired": desired, "ready": ready},
-        "split": {"poolShare": share, "poolWeight": pool_w, "functionWeight": fn_w},
-    }
+                      candidate_line(cand), plan.generation, now)  # fmt: skip
+    placed = place(new, desired, ready, scaler.estimate.ewma or rate, c, now)
+    status = replace(placed.status, plan=plan_status(configured, cand, RankedBy.REPLAY, r.saving))
     message = (
-        f"{plan.candidate.setup.describe()} -> {chosen_line(cand)}: the replay of the last "
+        f"{plan.candidate.setup.describe()} -> {candidate_line(cand)}: the replay of the last "
         f"{len(counts)} epochs costs {100 * r.saving:.1f}% less"
     )
-    return Replan(new, status, Event(EventReason.REPLANNED, message), r)
+    return Replan(replace(placed, status=status), Event(EventReason.REPLANNED, message), r)

@@ -447,7 +447,7 @@ def function_targets(
 
 
 def envoy_configmap(
-    owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate, pool_weight: int, version: str
+    owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate, pool_weight: int
 ) -> dict[str, Any]:
     """Bootstrap (counting under the spec's stat prefix) and route file; the operator
     rewrites route.yaml to move the split."""
@@ -460,7 +460,6 @@ def envoy_configmap(
             functions_host=spill.host,
             functions_headers=spill.headers,
         ),
-        version,
     )
     return {
         "apiVersion": "v1",
@@ -653,14 +652,13 @@ def children(
     cand: Candidate,
     replicas: int,
     pool_weight: int,
-    route_version: str,
 ) -> list[dict[str, Any]]:
     """Every child of a plan, in apply order (backends before the router)."""
     objs = [
         pool_deployment(owner, spec, w, cand, replicas),
         pool_service(owner),
         *(knative_service(owner, spec, w, cand, st) for st in stages(owner, w, cand)),
-        envoy_configmap(owner, spec, w, cand, pool_weight, route_version),
+        envoy_configmap(owner, spec, w, cand, pool_weight),
         envoy_deployment(owner, spec, w, cand),
         envoy_service(owner),
         *network_policies(owner),

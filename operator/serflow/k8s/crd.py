@@ -13,13 +13,11 @@ from typing import Any
 
 import yaml
 
+from serflow import status
 from serflow.schemas import DNS_LABEL, NAME_MAX, inference_spec_schema
 from serflow.schemas import GROUP as GROUP  # re-exported: the resource's coordinates
 from serflow.schemas import VERSION as VERSION
-from serflow.schemas import integer as _int
-from serflow.schemas import number as _num
 from serflow.schemas import obj as _obj
-from serflow.schemas import string as _str
 
 KIND = "SerflowInference"
 PLURAL = "serflowinferences"
@@ -185,127 +183,6 @@ def _spec_schema() -> dict[str, Any]:
     return spec
 
 
-def _condition() -> dict[str, Any]:
-    return _obj(
-        "A metav1.Condition.",
-        {
-            "type": _str("Configured, Scaled, Routed or Ready.", maxLength=316),
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "observedGeneration": _int("Generation the condition was set for."),
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
-            "reason": _str("CamelCase reason.", maxLength=1024),
-            "message": _str("Human-readable detail.", maxLength=32768),
-        },
-        ["type", "status", "lastTransitionTime", "reason", "message"],
-    )
-
-
-def _status_schema() -> dict[str, Any]:
-    num = {"type": "number"}
-    # What a candidate and the chosen plan share: the setup, its accuracy and its costs.
-    setup = {
-        "tau": num,
-        "accuracy": num,
-        "pool": {"type": "string"},
-        "instance": {"type": "string"},
-        "cut": {"type": "integer"},
-        "granularity": {"type": "string"},
-        "function": {"type": "string"},
-        "costPerHour": num,
-        "tcip": num,
-    }
-    cand = _obj(
-        "One costed candidate.",
-        {**setup, "feasible": {"type": "boolean"}, "reason": {"type": "string"}},
-    )
-    return _obj(
-        "What serflow decided and observed.",
-        {
-            "observedGeneration": _int("The spec generation the status reflects."),
-            "conditions": {
-                "type": "array",
-                "items": _condition(),
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            },
-            "plan": _obj(
-                "The chosen plan.",
-                {
-                    **setup,
-                    "mu": num,
-                    "rate": num,
-                    "worstBatchSeconds": num,
-                    "economics": _obj(
-                        "What the epochs need of the plan (kept so a restart need not re-plan).",
-                        {
-                            "mu": num,
-                            "instancePricePerSecond": num,
-                            "faasPerRequest": num,
-                            "addPerRequest": num,
-                            "hasPool": {"type": "boolean"},
-                            "batchesPerInstance": {"type": "integer"},
-                        },
-                    ),
-                    "candidates": {"type": "array", "items": cand},
-                    "rankedBy": {
-                        "type": "string",
-                        "enum": ["steady", "replay"],
-                        "description": "Which ranking chose the plan: the cost at the "
-                        "steady rate, or a replay of the object's own rate history.",
-                    },
-                    "replaySaving": {
-                        "type": "number",
-                        "description": "When a re-ranking replaced the running plan: the "
-                        "share of its replayed cost the new plan saves.",
-                    },
-                },
-            ),
-            "traffic": _obj(
-                "Traffic estimates (req/s) and the monitor's state.",
-                {
-                    "rate": num,
-                    "ewma": num,
-                    "deviation": num,
-                    "target": num,
-                    "samples": {"type": "integer"},
-                    "epoch": {"type": "integer"},
-                    "lastSample": {
-                        "type": "string",
-                        "enum": ["ok", "baseline", "missing"],
-                        "description": "The last epoch's scrape: a rate, a baseline only, or missing (skipped).",
-                    },
-                    "samplesMissed": _int("Epochs whose scrape failed (the monitor skipped them)."),
-                    "recent": {
-                        "type": "array",
-                        "items": {"type": "number"},
-                        "maxItems": 8 * 1000,
-                        "description": "The expected-cost scaler's history: the last 8 x S "
-                        "observed rates, oldest first, req/s.",
-                    },
-                    "counters": {
-                        "type": "object",
-                        "additionalProperties": {"type": "integer"},
-                        "description": "Last downstream_rq_total per stats endpoint.",
-                    },
-                },
-            ),
-            "instances": _obj(
-                "Pool size.",
-                {"desired": {"type": "integer"}, "ready": {"type": "integer"}},
-            ),
-            "split": _obj(
-                "Envoy's weights.",
-                {
-                    "poolShare": num,
-                    "poolWeight": {"type": "integer"},
-                    "functionWeight": {"type": "integer"},
-                },
-            ),
-            "costPerHour": _num("Cost rate of the current pool at the current EWMA, $/h."),
-        },
-    )
-
-
 def crd() -> dict[str, Any]:
     cond = '.status.conditions[?(@.type=="Ready")].status'
     cols = [
@@ -326,7 +203,7 @@ def crd() -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": _spec_schema(),
-            "status": _status_schema(),
+            "status": status.schema(),
         },
         ["spec"],
         **{"x-kubernetes-validations": _metadata_rules()},

@@ -20,6 +20,7 @@ request without dropping in-flight ones (a kubelet-updated ConfigMap does the sa
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -221,9 +222,18 @@ def route_config(
     }
 
 
-def route_discovery(route: dict[str, Any], version: str = "1") -> dict[str, Any]:
-    """The file Envoy reads through path_config_source: a DiscoveryResponse."""
-    return {"version_info": version, "resources": [{"@type": _ROUTE_CFG, **route}]}
+def route_version(route: dict[str, Any]) -> str:
+    """A route's version_info: a digest of its content, so that the version changes
+    exactly when the route does, whoever writes it and however often."""
+    text = json.dumps(route, sort_keys=True, separators=(",", ":"))
+    return "r" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def route_discovery(route: dict[str, Any], version: str | None = None) -> dict[str, Any]:
+    """The file Envoy reads through path_config_source: a DiscoveryResponse (versioned
+    by its content unless ``version`` is given)."""
+    v = route_version(route) if version is None else version
+    return {"version_info": v, "resources": [{"@type": _ROUTE_CFG, **route}]}
 
 
 def bootstrap(
