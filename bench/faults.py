@@ -18,16 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from serflow_runtime import artefact  # noqa: E402
-from serflow_runtime.cli import BUNDLED  # noqa: E402
-from serflow_runtime.engine import decide  # noqa: E402
-from serflow_runtime.runtimes import open_model  # noqa: E402
-from tests.runtime.conftest import all_logits, raw_bytes  # noqa: E402
-from tests.runtime.faults import POOL_WEIGHT, SHAPE, fault_run  # noqa: E402
-from tests.runtime.plans import plan  # noqa: E402
+from serflow_runtime import artefact
+from serflow_runtime.cli import BUNDLED
+from serflow_runtime.engine import decide
+from serflow_runtime.runtimes import open_model
+from serflow_testbed.faults import POOL_WEIGHT, SHAPE, fault_run
+from serflow_testbed.loadgen import raw_bytes
+from serflow_testbed.plans import plan
+from serflow_testbed.reference import all_logits
 
 
 def main() -> int:

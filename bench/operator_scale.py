@@ -16,7 +16,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,7 +29,6 @@ import yaml
 from serflow.policy.configurator import configure
 from serflow.spec import parse_workload
 from serflow_testbed.harness import (
-    REPO,
     Cluster,
     ControlPlane,
     envoy_argv,
@@ -43,9 +41,7 @@ from serflow_testbed.harness import (
     stop_process,
     wait_for,
 )
-
-sys.path.insert(0, str(REPO))
-from tests.controller.manifests import manifest
+from serflow_testbed.manifests import manifest
 
 
 def envoy_bootstrap(n: int, base_port: int, stats_port: int, admin_port: int) -> dict[str, Any]:

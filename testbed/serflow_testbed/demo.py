@@ -9,8 +9,9 @@
 5. in a fresh namespace: the local runtime (workers, function activators, a real Envoy),
    the operator as a local process with the chart's ServiceAccount, the SerflowInference;
 6. an open-loop replay of the trace with real held-out images and live progress;
-7. a report: service, accuracy, exits, pool vs function share, the measured bill next to
-   ``serflow simulate``'s prediction for the same counts, and a PNG timeline.
+7. a report (``demo_report``, the kind demo's too): service, accuracy, exits, pool vs
+   function share, the measured bill next to ``serflow simulate``'s prediction for the
+   same counts, and a PNG timeline.
 
 Every process it started is stopped at the end, on Ctrl-C and on SIGTERM.
 """
@@ -23,10 +24,8 @@ import contextlib
 import fcntl
 import json
 import math
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -40,8 +39,10 @@ from typing import Any, cast
 import yaml
 
 from serflow_runtime.server import server_timing_seconds
-from serflow_testbed import decide, netguard
+from serflow_testbed import decide, demo_report, netguard
 from serflow_testbed.decide import Life, Record
+from serflow_testbed.demo_report import Replay, Sections, predict, prices_of, say
+from serflow_testbed.demo_report import estimates as estimates  # test_demo_cli reads demo.estimates
 from serflow_testbed.harness import (
     REPO,
     Cluster,
@@ -59,16 +60,6 @@ from serflow_testbed.harness import (
 
 SHARED_TRACE = REPO.parent / "shared" / "traces" / "wits_logs.txt"
 KWOK_READY_DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"
-
-
-def say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def shown(path: Path) -> str:
-    """``path`` as the user named it, relative to the working directory, so a transcript
-    pasted into a report carries no path of the machine that made it."""
-    return os.path.relpath(path)
 
 
 def pool_nodes(cluster: Cluster, m: dict[str, Any]) -> None:
@@ -305,6 +296,8 @@ class Served:
     t1: float
     state: dict[str, Any]
     """The local runtime's final state: process lives and function time."""
+    plan: dict[str, Any]
+    """The operator's plan (its status), which the bill is priced by."""
 
 
 def run(a: argparse.Namespace) -> int:
@@ -431,23 +424,11 @@ def serve(a: argparse.Namespace, cp: Cluster, m: dict[str, Any], counts: list[in
         kids.stop()
         with contextlib.suppress(Exception):
             cp.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    return Served(records, timeline, t0, t1, read_state(state_path))
+    return Served(records, timeline, t0, t1, read_state(state_path), plan)
 
 
 def fn_max_scale(m: dict[str, Any]) -> int:
     return int((m["spec"].get("functions") or {}).get("maxScale", 50))
-
-
-def prices_of(m: dict[str, Any], plan: dict[str, Any]) -> decide.Prices:
-    pr = m["spec"]["prices"]
-    inst = next((i["perHour"] for i in pr["instances"] if i["name"] == plan.get("instance")), 0.0)
-    size = next(s for s in pr["functions"]["sizes"] if s["name"] == plan.get("function"))
-    return decide.Prices(
-        instance_per_s=float(inst) / 3600,
-        function_per_s=float(size["memoryMiB"]) / 1024 * float(pr["functions"]["perGBSecond"]),
-        per_invocation=float(pr["functions"].get("perInvocation", 0.0)),
-        per_pod=pr.get("mode") == "per-pod",
-    )
 
 
 def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, images: list[bytes],
@@ -490,54 +471,20 @@ def replay(a: argparse.Namespace, counts: list[int], d: float, slo: float, image
     return records, timeline, t0
 
 
-def simulate(manifest: Path, trace: Path, epochs: int, routing: str = "fill",
-             start_pool: int = 0) -> dict[str, Any]:  # fmt: skip
-    """``serflow simulate`` of the manifest's plan on the trace, with the scaler the
-    manifest's ``spec.scaling.policy`` names (as the operator runs it), starting with
-    ``start_pool`` instances ready (the pool that was up when the replay began)."""
-    from serflow.sim import online_policy
-    from serflow.spec import ScalingPolicy
-
-    doc = yaml.safe_load(manifest.read_text())
-    scaler = online_policy(ScalingPolicy(doc["spec"]["scaling"].get("policy", "expected-cost")))
-    r = subprocess.run([sys.executable, "-m", "serflow.cli", "simulate", "-f", str(manifest),
-                        "--trace", str(trace), "--epochs", str(epochs), "--policy", scaler.value, "--phases",
-                        "--routing", routing, "--start-pool", str(start_pool), "--json"],
-                       capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
-    return dict(json.loads(r.stdout)["results"][0])
-
-
 def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int], run: Served,
            manifest: Path, trace: Path, trace_what: str, fn: FunctionMeasure,
            alone: FunctionMeasure) -> int:  # fmt: skip
-    records, timeline, state, t0, t1 = run.records, run.timeline, run.state, run.t0, run.t1
-    spec = m["spec"]
-    d, slo = float(spec["scaling"]["epochSeconds"]), float(spec["slo"]["latencySeconds"])
-    tau = float(spec["thresholds"][0])
-    prof = spec["profile"]["inline"]
-    profiled = next(t["accuracy"] for t in prof["thresholds"] if abs(t["tau"] - tau) < 1e-9)
-    s = decide.summarise(records, d + slo)
-    pred = simulate(manifest, trace, len(counts))
-    routed = simulate(manifest, trace, len(counts), "envoy")
-    plan = {"instance": next(c["name"] for c in prof["configs"] if c["kind"] == "instance"),
-            "function": next(c["name"] for c in prof["configs"] if c["kind"] == "function")}  # fmt: skip
-    ls = lives(state)
-    b = decide.bill(decide.alive_seconds(ls, "instance", t0, t1), float(state.get("fnExecSeconds", 0.0)),
-                    decide.alive_seconds(ls, "function", t0, t1), int(state.get("fnRequests", 0)),
-                    prices_of(m, plan))  # fmt: skip
-    gap = decide.relative_gap(b.total, pred["totalCost"])
-    results = {
-        "trace": trace_what, "epochs": len(counts), "epochSeconds": d, "slo": slo, "tau": tau,
-        "counts": counts, "scaling": spec["scaling"],
-        "summary": {**asdict(s), "sloAttainment": s.slo_attainment, "accuracy": s.accuracy,
-                    "poolShare": s.pool_share},
-        "profiledAccuracy": profiled,
-        "failuresByStatus": {str(k): sum(1 for x in records if x.status == k)
-                             for k in sorted({x.status for x in records if x.status != 200})},
+    """The shared report (``demo_report``) with the local runtime's bill (its processes'
+    lives, the functions' own seconds) and what only this demo measures: the function's
+    profile and the processes' cold starts."""
+    state, ls, spec = run.state, lives(run.state), m["spec"]
+    b = decide.bill(decide.alive_seconds(ls, "instance", run.t0, run.t1), float(state.get("fnExecSeconds", 0.0)),
+                    decide.alive_seconds(ls, "function", run.t0, run.t1), int(state.get("fnRequests", 0)),
+                    prices_of(m, run.plan))  # fmt: skip
+    replay = Replay(trace_what, counts, a.scale, spec, run.plan, spec["profile"]["inline"],
+                    run.records, run.timeline)  # fmt: skip
+    extra = {
         "envoyRestarts": state.get("envoyRestarts", 0),
-        "measured": asdict(b) | {"total": b.total},
-        "predicted": pred, "gap": gap,
-        "predictedEnvoyRouting": routed, "gapEnvoyRouting": decide.relative_gap(b.total, routed["totalCost"]),
         "functionColdStart": fn.cold_s, "functionSecondsPerImage": fn.own_s,
         "functionRoundTripPerImage": fn.round_trip_s,
         "functionAlone": asdict(alone), "calibrationEpochs": min(a.calibration_epochs, len(counts)),
@@ -549,44 +496,16 @@ def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int
         "functionServingCpuSeconds": state.get("fnServingCpuSeconds"),
         "functionMaxScale": fn_max_scale(m),
         "functionConcurrency": int((spec.get("functions") or {}).get("containerConcurrency", 1)),
-        "timeline": timeline,
     }  # fmt: skip
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    png = out / "timeline.png"
-    plot(timeline, records, len(counts), d, d + slo, png)
-    md = markdown(results, s, b, pred, gap, png.name, a)
-    (out / "report.md").write_text(md)
-    say("")
-    say(md)
-    say(f"report: {shown(out / 'report.md')}  timeline: {shown(png)}")
-    return 0 if s.failures == 0 else 1
+    sections = Sections(notes=[function_profile(extra, a.cold_start)], ready="local workers")
+    return demo_report.write(out, replay, b, predict(manifest, trace, len(counts)), sections, extra)
 
 
-def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[str, Any],
-             gap: float, png: str, a: argparse.Namespace) -> str:  # fmt: skip
-    exits = ", ".join(f"{k}: {v}" for k, v in s.exits.items())
+def function_profile(r: dict[str, Any], worker_cold_start: float) -> str:
+    """The report's note on what only the local demo measures: the function's profile
+    and how its seconds were billed, and the processes' cold starts."""
     wc = r["workerColdStarts"]
-    lines = [
-        f"Replay: {r['trace']}, {r['epochs']} epochs of {r['epochSeconds']:g} s, tau {r['tau']:g}, "
-        f"SLO {r['slo']:g} s (a request meets it when answered within D + SLO = "
-        f"{r['epochSeconds'] + r['slo']:g} s, client-measured).",
-        "",
-        *comparison(s, b, pred, gap, r["profiledAccuracy"]),
-        "",
-        f"Where measured and predicted differ: {differences(b, pred, s.function)}",
-        "",
-        f"Routed as the operator routes (`serflow simulate --routing envoy`: Envoy sends the "
-        f"pool min(1, ready x mu / EWMA) of the traffic, a worker sheds past its budget), "
-        f"simulate predicts {r['predictedEnvoyRouting']['poolRequests']} / "
-        f"{r['predictedEnvoyRouting']['faasRequests']} requests on the pool / functions and "
-        f"${r['predictedEnvoyRouting']['totalCost']:.6f} "
-        f"({r['gapEnvoyRouting']:+.1%} measured vs that prediction).",
-        "",
-        phase_band(b.total, pred),
-        "",
-        estimates(r["timeline"], r["counts"], r["epochSeconds"], r["scaling"]),
-        "",
-        f"Exits per classifier: {exits}.",
+    return (
         f"Function profile given to the operator and to simulate: cold start "
         f"{r['functionColdStart']:.2f} s, {r['functionSecondsPerImage'] * 1e3:.2f} ms of its own per "
         f"spilled image, {calibration_source(r)}; cold starts during the run: "
@@ -599,35 +518,9 @@ def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[st
         f"function for {float(r['functionWallSeconds'] or 0):.2f} s (queueing for the machine's "
         f"cores and the HTTP hop included); the function processes' CPU time after their "
         f"cold starts was {float(r['functionServingCpuSeconds'] or 0):.2f} s. "
-        f"Worker cold starts (configured {a.cold_start:g} s): "
-        f"{', '.join(f'{x:.1f}' for x in wc) or 'none'} s.",
-        "",
-        f"![timeline]({png})",
-    ]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def comparison(s: decide.Summary, b: decide.Bill, pred: dict[str, Any], gap: float,
-               profiled: float) -> list[str]:  # fmt: skip
-    """The report's table: what the replay measured beside ``serflow simulate``'s
-    prediction for the same counts."""
-    return [
-        "| | measured | simulate |",
-        "|---|---|---|",
-        f"| requests | {s.requests} | {pred['requests']} |",
-        f"| failed requests | {s.failures} | - |",
-        f"| SLO attainment | {s.slo_attainment:.2%} | {pred['sloAttainment']:.2%} |",
-        f"| latency p50 / p99 | {s.p50 * 1e3:.0f} / {s.p99 * 1e3:.0f} ms | - |",
-        f"| accuracy | {s.accuracy:.2%} (profiled {profiled:.2%}) | - |",
-        f"| served by the pool / functions | {s.pool} / {s.function} ({s.pool_share:.1%} pool) | "
-        f"{pred['poolRequests']} / {pred['faasRequests']} "
-        f"({pred['poolRequests'] / max(1, pred['requests']):.1%} pool) |",
-        f"| instance-seconds | {b.instance_seconds:.1f} | {pred['instanceSeconds']:.1f} |",
-        f"| function-seconds | {b.function_seconds:.2f} | {pred['functionSeconds']:.2f} |",
-        f"| instance cost | ${b.instance_cost:.6f} | ${pred['instanceCost']:.6f} |",
-        f"| function cost | ${b.function_cost:.6f} | ${pred['functionCost']:.6f} |",
-        f"| **total cost** | **${b.total:.6f}** | **${pred['totalCost']:.6f}** ({gap:+.1%} measured vs predicted) |",
-    ]
+        f"Worker cold starts (configured {worker_cold_start:g} s): "
+        f"{', '.join(f'{x:.1f}' for x in wc) or 'none'} s."
+    )  # fmt: skip
 
 
 def calibration_source(r: dict[str, Any]) -> str:
@@ -638,108 +531,6 @@ def calibration_source(r: dict[str, Any]) -> str:
         return (f"measured in an unbilled calibration replay of the first {r['calibrationEpochs']} "
                 f"epochs on the running stack ({was})")  # fmt: skip
     return f"measured before the run on {was}"
-
-
-def phase_band(measured: float, pred: dict[str, Any]) -> str:
-    """The prediction over every scaling-tick phase: the operator's ticks are counted from
-    its own start, simulate's from the trace's first line."""
-    pr = pred.get("phaseRange")
-    if not pr:
-        return "simulate gave no range over the scaling-tick phases."
-    where = decide.band_gap(measured, pr["cheapest"], pr["dearest"])
-    verdict = "inside it" if where == 0 else f"{where:+.1%} from its nearer end"
-    return (f"Over the {pr['phases']} scaling-tick phases simulate predicts ${pr['cheapest']:.6f} "
-            f"to ${pr['dearest']:.6f} (the table's is phase 0); the measured bill is {verdict}.")  # fmt: skip
-
-
-def estimates(timeline: list[dict[str, Any]], counts: list[int], d: float,
-              scaling: dict[str, Any]) -> str:  # fmt: skip
-    """The operator's traffic estimate next to the one simulate computes from the counts.
-
-    The operator measures its rate over windows of its own clock; simulate takes each
-    epoch's count.  The pool size follows the target (EWMA + k x deviation), so a lower
-    deviation means a smaller pool and more spill for the same EWMA."""
-    from serflow.fields import Fields
-    from serflow.policy.monitor import TrafficEstimate, observe
-    from serflow.spec import parse_scaling
-
-    sc = parse_scaling(Fields(scaling, "spec.scaling"))
-    a, b, k = sc.ewma_a, sc.ewma_b, sc.k
-    est, sim_dev, sim_target = TrafficEstimate(), [], []
-    for n in counts:
-        est = observe(est, n / d, a, b)
-        sim_dev.append(est.dev)
-        sim_target.append(est.target(k))
-    seen = [r for r in timeline if r.get("deviation") is not None and r.get("target") is not None]
-    if not seen:
-        return "The operator reported no traffic estimate during the replay."
-    op_dev = statistics.fmean(float(r["deviation"]) for r in seen)
-    op_target = statistics.fmean(float(r["target"]) for r in seen)
-    return (f"Traffic estimate, mean over the replay: the operator's deviation {op_dev:.1f} req/s "
-            f"and target {op_target:.1f} req/s; simulate's {statistics.fmean(sim_dev):.1f} and "
-            f"{statistics.fmean(sim_target):.1f} req/s (EWMA a {a:g}, b {b:g}, k {k:g}).")  # fmt: skip
-
-
-def differences(b: decide.Bill, pred: dict[str, Any], fn_requests: int) -> str:
-    """The cost gap split into its parts, each with the numbers behind it."""
-    inst = b.instance_cost - pred["instanceCost"]
-    fn = b.function_cost - pred["functionCost"]
-    per_req = b.function_seconds / max(1, fn_requests)
-    per_req_pred = pred["functionSeconds"] / max(1, pred["faasRequests"])
-    return (
-        f"instances {inst:+.6f} $ ({b.instance_seconds:.1f} against {pred['instanceSeconds']:.1f} "
-        f"instance-seconds); functions {fn:+.6f} $ ({fn_requests} against {pred['faasRequests']} "
-        f"spilled requests, {per_req * 1e3:.2f} against {per_req_pred * 1e3:.2f} ms billed per "
-        f"request)."
-    )
-
-
-def plot(timeline: list[dict[str, Any]], records: list[Record], epochs: int, d: float, bound: float,
-         path: Path, ready: str = "local workers") -> None:  # fmt: skip
-    """The replay's timeline: answers per epoch by path, the pool's size, p99 latency; the
-    rows' ``ready`` counts the pool's ready instances (``ready``: what they are)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pe = decide.per_epoch(records, epochs)
-    x = list(range(epochs))
-    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
-    ax1.bar(x, pe["pool"], label="answered by the pool", color="tab:blue")
-    ax1.bar(
-        x,
-        pe["function"],
-        bottom=pe["pool"],
-        label="answered by functions (spill)",
-        color="tab:orange",
-    )
-    ew = [(row.get("ewma") or 0) * d for row in timeline]
-    ax1.plot([row["epoch"] for row in timeline], ew, "k-", label="EWMA x D (operator)")
-    ax1.set_ylabel("requests / epoch")
-    ax1.legend(loc="upper left", fontsize=8)
-    ax2.step(
-        [row["epoch"] for row in timeline],
-        [row.get("desired") or 0 for row in timeline],
-        where="post",
-        label="desired (operator)",
-    )
-    ax2.step(
-        [row["epoch"] for row in timeline],
-        [row.get("ready") or 0 for row in timeline],
-        where="post",
-        label=f"ready ({ready})",
-    )
-    ax2.set_ylabel("instances")
-    ax2.legend(loc="upper left", fontsize=8)
-    ax3.plot(x, pe["p99"], label="p99 latency (client)")
-    ax3.axhline(bound, color="r", ls="--", label="D + SLO")
-    ax3.set_ylabel("seconds")
-    ax3.set_xlabel(f"epoch ({d:g} s)")
-    ax3.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 @contextlib.contextmanager

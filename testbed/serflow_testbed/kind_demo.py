@@ -11,10 +11,11 @@
 4. in a second namespace, the same object with that profile inline, and an open-loop
    replay of the trace (scaled so that its busiest epoch is ``--peak-rate``) through a
    NodePort in front of the operator's Envoy, with real held-out images;
-5. a report: service, accuracy, pool vs function share, and the bill from what ran (pool
-   pods' lives; function pods' own seconds per use or their lives per pod, as the
-   manifest prices them) next to ``serflow simulate``'s prediction from the profile the
-   Jobs measured, with each pod's cold start as observed, and a PNG timeline.
+5. a report (``demo_report``, the local demo's too): service, accuracy, pool vs function
+   share, and the bill from what ran (pool pods' lives; function pods' own seconds per
+   use or their lives per pod, as the manifest prices them) next to ``serflow
+   simulate``'s prediction from the profile the Jobs measured, with each pod's cold start
+   as observed, what the kind network dropped, and a PNG timeline.
 
 What it started (the namespace, the cluster, the Docker engine) is removed at the end,
 on Ctrl-C and on SIGTERM, unless ``--keep-cluster``.
@@ -30,30 +31,19 @@ import statistics
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from serflow_testbed import decide
+from serflow_testbed import decide, demo_report
 from serflow_testbed.decide import Record
-from serflow_testbed.demo import (
-    Watch,
-    comparison,
-    differences,
-    estimates,
-    main_of,
-    phase_band,
-    plot,
-    prices_of,
-    read_raw,
-    say,
-    shown,
-    simulate,
-)
+from serflow_testbed.demo import Watch, main_of, read_raw
+from serflow_testbed.demo_report import Replay, Sections, predict, prices_of, say
 from serflow_testbed.harness import REPO, Cluster, wait_for
 from serflow_testbed.kind import (
+    Drops,
     KindSession,
     KindUnavailable,
     install_operator,
@@ -189,10 +179,7 @@ def run(a: argparse.Namespace) -> int:
         return 2
     finally:
         session.down()
-    rc = report(a, out, m, counts, served, trace_path, given, cal_note)
-    say(f"network: {drops.summary()}")
-    with (out / "report.md").open("a", encoding="utf-8") as f:
-        f.write(f"\nNothing leaves the machine: {drops.summary()}.\n")
+    rc = report(a, out, m, counts, served, trace_path, given, cal_note, drops)
     if drops.outside():
         say(f"error: the cluster tried to leave this machine: {drops.outside()}")
         return rc or 1
@@ -364,62 +351,39 @@ def bill_of(bill: PodBill, t0: float, t1: float, prices: decide.Prices) -> decid
 
 
 def report(a: argparse.Namespace, out: Path, m: dict[str, Any], counts: list[int], run: Served,
-           trace: Path, given: Inputs, calibration: str) -> int:  # fmt: skip
-    spec = m["spec"]
-    d, slo = float(spec["scaling"]["epochSeconds"]), float(spec["slo"]["latencySeconds"])
-    tau = float(run.plan.get("tau", spec["thresholds"][0]))
-    applied = json.loads(json.dumps(m))
-    applied["spec"]["profile"] = {"inline": run.profile}
+           trace: Path, given: Inputs, calibration: str, drops: Drops) -> int:  # fmt: skip
+    """The shared report (``demo_report``) with the bill of what ran on the cluster and
+    what only this demo says: where the profile came from, what the bill was read from,
+    the pods' cold starts as observed, and what the kind network dropped."""
     manifest = out / "applied-with-measured-profile.yaml"
-    manifest.write_text(yaml.safe_dump(applied, sort_keys=False))
-    profiled = next(
-        (
-            float(t["accuracy"])
-            for t in run.profile.get("thresholds", [])
-            if abs(t["tau"] - tau) < 1e-9
-        ),
-        float("nan"),
-    )
-    s = decide.summarise(run.records, d + slo)
+    manifest.write_text(yaml.safe_dump(with_profile(m, run.profile), sort_keys=False))
     # simulate starts from the pool that was Ready when the replay began (the operator
     # planned it before the first request), not from a cold, empty one.
     up = run.bill.ready_at(POOL, run.t0)
-    pred = simulate(manifest, trace, len(counts), start_pool=up)
-    routed = simulate(manifest, trace, len(counts), "envoy", up)
+    replay = Replay(given.trace_what, counts, given.scale, m["spec"], run.plan, run.profile,
+                    run.records, run.timeline, up)  # fmt: skip
     b = bill_of(run.bill, run.t0, run.t1, prices_of(m, run.plan))
-    gap = decide.relative_gap(b.total, pred["totalCost"])
     use = run.bill.function_use()
-    results = {
-        "trace": given.trace_what, "scale": given.scale, "peakRate": a.peak_rate,
-        "epochs": len(counts), "epochSeconds": d, "slo": slo, "tau": tau, "counts": counts,
-        "scaling": spec["scaling"], "plan": run.plan, "poolReadyAtStart": up, "pricing": spec["prices"].get("mode", "per-use"),
-        "summary": {**asdict(s), "sloAttainment": s.slo_attainment, "accuracy": s.accuracy,
-                    "poolShare": s.pool_share},
-        "profiledAccuracy": profiled,
-        "failuresByStatus": {str(k): sum(1 for x in run.records if x.status == k)
-                             for k in sorted({x.status for x in run.records if x.status != 200})},
-        "measured": asdict(b) | {"total": b.total},
+    extra = {
+        "peakRate": a.peak_rate,
         "functionAnswers": use.answers, "functionOwnSeconds": use.seconds,
-        "predicted": pred, "gap": gap,
-        "predictedEnvoyRouting": routed,
-        "gapEnvoyRouting": decide.relative_gap(b.total, routed["totalCost"]),
         "poolColdStarts": run.bill.cold_starts(POOL),
         "functionColdStarts": run.bill.cold_starts(FUNCTION),
         "poolPeak": decide.peak_alive(run.bill.lives(), POOL),
         "functionPeak": decide.peak_alive(run.bill.lives(), FUNCTION),
         "calibration": calibration,
         "watchErrors": run.bill.errors,
-        "timeline": run.timeline,
     }  # fmt: skip
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    png = out / "timeline.png"
-    plot(run.timeline, run.records, len(counts), d, d + slo, png, ready="pool pods")
-    md = markdown(results, s, b, pred, gap, png.name)
-    (out / "report.md").write_text(md)
-    say("")
-    say(md)
-    say(f"report: {shown(out / 'report.md')}  timeline: {shown(png)}")
-    return 0 if s.failures == 0 else 1
+    sections = Sections(
+        where=" on kind",
+        scaled=f" (busiest epoch {a.peak_rate:g} req/s)",
+        setup=f" Its profile: the operator's Jobs measured the partitions; {calibration}.",
+        notes=[billed_from(extra, m["spec"]["prices"].get("mode", "per-use"))],
+        footer=["", f"Nothing leaves the machine: {drops.summary()}."],
+        ready="pool pods",
+    )
+    return demo_report.write(out, replay, b, predict(manifest, trace, len(counts), up), sections,
+                             extra)  # fmt: skip
 
 
 def _seconds(xs: list[float]) -> str:
@@ -429,46 +393,19 @@ def _seconds(xs: list[float]) -> str:
             f"{max(xs):.1f} s)")  # fmt: skip
 
 
-def markdown(r: dict[str, Any], s: decide.Summary, b: decide.Bill, pred: dict[str, Any],
-             gap: float, png: str) -> str:  # fmt: skip
-    plan = r["plan"]
-    exits = ", ".join(f"{k}: {v}" for k, v in s.exits.items())
-    billed = ("its pods' lives (per-pod pricing)" if r["pricing"] == "per-pod" else
+def billed_from(r: dict[str, Any], pricing: str) -> str:
+    """The report's note on what the bill was read from (pods' lives, the function pods'
+    own seconds) and on the pods' cold starts, which only the cluster shows."""
+    billed = ("its pods' lives (per-pod pricing)" if pricing == "per-pod" else
               f"its own seconds per answer (`serflow_request_seconds` read from each function "
               f"pod: {r['functionAnswers']} answers, {r['functionOwnSeconds']:.2f} s)")  # fmt: skip
-    lines = [
-        f"Replay on kind: {r['trace']}, {r['epochs']} epochs of {r['epochSeconds']:g} s scaled by "
-        f"{r['scale']:.3g} (busiest epoch {r['peakRate']:g} req/s), tau {r['tau']:g}, SLO "
-        f"{r['slo']:g} s (a request meets it when answered within D + SLO = "
-        f"{r['epochSeconds'] + r['slo']:g} s, client-measured). The operator's plan: "
-        f"{plan.get('pool')} [{plan.get('instance')}] + faas [{plan.get('function')}], cut "
-        f"{plan.get('cut')}, mu {float(plan.get('mu', 0)):.4g} req/s, T-CIP "
-        f"{float(plan.get('tcip', 0)):.4g} req/s. Its profile: the operator's Jobs measured "
-        f"the partitions; {r['calibration']}.",
-        "",
-        *comparison(s, b, pred, gap, r["profiledAccuracy"]),
-        "",
-        f"Where measured and predicted differ: {differences(b, pred, r['functionAnswers'])}",
-        "",
-        f"Routed as the operator routes (`serflow simulate --routing envoy`), simulate predicts "
-        f"{r['predictedEnvoyRouting']['poolRequests']} / {r['predictedEnvoyRouting']['faasRequests']} "
-        f"requests on the pool / functions and ${r['predictedEnvoyRouting']['totalCost']:.6f} "
-        f"({r['gapEnvoyRouting']:+.1%} measured vs that prediction).",
-        "",
-        phase_band(b.total, pred),
-        "",
-        estimates(r["timeline"], r["counts"], r["epochSeconds"], r["scaling"]),
-        "",
+    return (
         f"Billed from what ran: instances for their pool pods' lives (creation to removal, "
         f"cold start and drain included; up to {r['poolPeak']} at once); the function for "
         f"{billed}; up to {r['functionPeak']} function pods at once. Cold starts as observed "
         f"(pod created to Ready): pool pods {_seconds(r['poolColdStarts'])}; function pods "
-        f"{_seconds(r['functionColdStarts'])}. Exits per classifier: {exits}. Requests failed "
-        f"by status: {r['failuresByStatus'] or 'none'}.",
-        "",
-        f"![timeline]({png})",
-    ]  # fmt: skip
-    return "\n".join(lines) + "\n"
+        f"{_seconds(r['functionColdStarts'])}."
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

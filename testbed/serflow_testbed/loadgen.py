@@ -14,22 +14,27 @@ import time
 from collections.abc import Callable, Sequence
 
 import aiohttp
+import numpy as np
 
 from serflow_testbed.decide import Record, arrivals, where_from
+
+
+def raw_bytes(x: np.ndarray) -> bytes:
+    """One preprocessed input (a row of the held-out set) as the worker's raw wire
+    format: little-endian float32, C order."""
+    return np.ascontiguousarray(x, dtype="<f4").tobytes()
 
 
 def heldout_images(ref: str) -> tuple[list[bytes], list[int]]:
     """An artefact's held-out calibration set (``ref``: a path or a shipped artefact's
     name) as the worker's raw wire format, preprocessed as the servers preprocess a PNG,
     with labels."""
-    import numpy as np
-
     from serflow_runtime import artefact
 
     root = artefact.resolve(ref)
     m = artefact.load(root)
     x, labels = artefact.held_out(root, m)
-    return [np.ascontiguousarray(r, dtype="<f4").tobytes() for r in x], labels.tolist()
+    return [raw_bytes(r) for r in x], labels.tolist()
 
 
 async def replay(

@@ -1,16 +1,15 @@
 """Fixtures of the data-plane tests: the shipped digits artefact, its held-out calibration
 set, and worker, function and Envoy processes on 127.0.0.1 (started with the test bed's
-harness).  The serving path needs no torch; tests that do import it themselves."""
+harness).  The serving path needs no torch; tests that do import it themselves.
+
+The helpers ``bench/`` shares (server processes, Envoy, the model's reference answers,
+the raw wire format) live in the test bed; the tests import them from here."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,27 @@ import pytest
 
 from serflow_runtime import artefact
 from serflow_runtime.cli import BUNDLED
-from serflow_runtime.engine import decide
 from serflow_runtime.runtimes import ServedModel, open_model
-from serflow_testbed.harness import envoy_argv, free_port, stop_process, wait_http
+from serflow_testbed.harness import envoy_argv, free_port, stop_process
+from serflow_testbed.loadgen import raw_bytes
+from serflow_testbed.reference import all_logits, reference
+from serflow_testbed.servers import Envoy, Proc, http, spawn, wait_ready
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = [
+    "Envoy",
+    "Proc",
+    "Servers",
+    "Split",
+    "Stack",
+    "all_logits",
+    "http",
+    "http_json",
+    "post_many",
+    "raw_bytes",
+    "reference",
+    "spawn",
+    "wait_ready",
+]
 
 
 @pytest.fixture(scope="session")
@@ -53,78 +68,9 @@ def digits(served: ServedModel) -> Split:
     return Split(*artefact.held_out(served.root, served.manifest))
 
 
-def all_logits(model: ServedModel, x: np.ndarray) -> list[np.ndarray]:
-    """Every exit's logits for every row (no row leaves early)."""
-    out = []
-    for i in range(1, model.k + 1):
-        x, lg = model.run_stage(i, x)
-        out.append(lg)
-    return out
-
-
-def reference(model: ServedModel, x: np.ndarray, tau: float | None) -> list[tuple[int, int]]:
-    """(exit, class) per row from the whole network and the exit rule."""
-    ex, pred = decide(all_logits(model, x), tau)
-    return list(zip(ex.tolist(), pred.tolist(), strict=True))
-
-
-@dataclass
-class Proc:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        stop_process(self.proc, 15)
-
-
-def http(
-    method: str,
-    url: str,
-    body: bytes | None = None,
-    ctype: str = "application/octet-stream",
-    timeout: float = 60.0,
-) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method)
-    if body is not None:
-        req.add_header("Content-Type", ctype)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def http_json(method: str, url: str, body: bytes | None = None, **kw: Any) -> tuple[int, Any]:
     code, raw = http(method, url, body, **kw)
     return code, json.loads(raw) if raw else None
-
-
-def wait_ready(p: Proc, path: str = "/readyz", timeout: float = 120.0) -> None:
-    wait_http(p.url + path, timeout, p.proc, p.log)
-
-
-def spawn(
-    args: list[str],
-    tmp: Path,
-    name: str,
-    port: int | None = None,
-    env: dict[str, str] | None = None,
-) -> Proc:
-    port = port or free_port()
-    log = tmp / f"{name}.log"
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serflow_runtime.cli", *args, "--port", str(port), "--threads", "1"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=full_env,
-    )
-    return Proc(proc, port, log)
 
 
 class Servers:
@@ -219,39 +165,6 @@ class Servers:
                 p.proc.send_signal(signal.SIGTERM)
         for p in self.procs:
             stop_process(p.proc, 15)
-
-
-@dataclass
-class Envoy:
-    route_dir: Path
-    port: int
-    stats_port: int
-    admin_port: int
-    proc: Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def set_pool_weight(self, w: int, version: str) -> None:
-        from serflow.k8s import envoy as render
-
-        render.write_route_file(self.route_dir, w, version)
-
-    def stat(self, name: str) -> float:
-        """Sum of a Prometheus series (all label sets) from the stats listener."""
-        code, raw = http("GET", f"http://127.0.0.1:{self.stats_port}/stats/prometheus")
-        assert code == 200
-        total = 0.0
-        for line in raw.decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-
-def raw_bytes(x: np.ndarray) -> bytes:
-    """One (3, 32, 32) normalised input as the worker's raw wire format."""
-    return np.ascontiguousarray(x, dtype="<f4").tobytes()
 
 
 @dataclass
