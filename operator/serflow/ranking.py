@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from serflow.domain import ScalingSpec, Workload
 from serflow.policy.configurator import Candidate, Plan, PoolKind
-from serflow.policy.expected_cost import DRIFT_WINDOWS
+from serflow.policy.scaler import KEPT_WINDOWS
 from serflow.sim import PolicyName, SimResult, online_policy, replay
 
 SHORTLIST = 3
@@ -103,10 +103,10 @@ def rank(
 
 # --- The operator's re-ranking ----------------------------------------------------------
 
-RERANK_TICKS = DRIFT_WINDOWS
+RERANK_TICKS = KEPT_WINDOWS
 """Scaling ticks between two re-rankings of a running plan: as many as its rate history
-spans, so that each ranking replays traffic the previous one did not see (and never one
-per epoch)."""
+spans (``ScalerState.recent``), so that each ranking replays traffic the previous one did
+not see (and never one per epoch)."""
 
 SWITCH_MARGIN = 0.05
 """A running plan is replaced only when the replay says another saves more than this

@@ -20,14 +20,16 @@ import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 
 from serflow.domain import PricingMode, ScalingPolicy, Workload
 from serflow.policy.balancer import Allocation, balance, pool_share
 from serflow.policy.configurator import Candidate, Granularity, PoolKind, instance_cold_epochs
-from serflow.policy.expected_cost import step_with
-from serflow.policy.scaler import ScalerState
+from serflow.policy.cost import FunctionStage, model_stage, tail_stages, within
+from serflow.policy.scaler import ScalerState, ScalingContext, step
+from serflow.policy.scalers import SCALERS
 from serflow.schedule import EpochCosts, cheapest_schedule, ticks
 
 
@@ -53,7 +55,8 @@ class PolicyName(StrEnum):
     SERFLOW = "serflow"
     """The configurator's pool (FaaS, IaaS or hybrid) with the paper's T-CIP scaling rule."""
     EXPECTED_COST = "expected-cost"
-    """The configurator's pool with the expected-cost scaler (``serflow.policy.expected_cost``)."""
+    """The configurator's pool with the expected-cost scaler
+    (``serflow.policy.scalers.expected_cost``)."""
     BOUND = "bound"
     """Clairvoyant lower bound: SERFLOW's setup, each epoch's best instance count, no cold start."""
     LIMIT = "limit"
@@ -165,11 +168,13 @@ class _Replay:
         self.roles: dict[str, _FunctionRole] = {"spill": _FunctionRole(window)}
         # Whole model on a function: prefix[i] = sum_{j<=i} s_j u_j (seconds per request).
         self.faas_prefix = _prefix(self.sv, self.uf)
-        # What a spilled request bills: its partitions and the server's own overhead.
-        self.faas_exec = self.faas_prefix[-1] + fprof.request_overhead_s
+        # The function side is the plan's own model (serflow.policy.cost): a spilled
+        # request bills the whole model's stage and the server's own overhead.
+        self.spill = model_stage(self.uf, self.sv)
+        self.faas_exec = self.spill.seconds + fprof.request_overhead_s
         self.cut = 0
         self.head_s = 0.0  # instance seconds per request of the head (hybrid)
-        self.stages: list[tuple[str, float, float]] = []  # (role, exec s/req, survival in)
+        self.stages: list[tuple[str, FunctionStage]] = []  # the tail's, with their roles
         if s.pool is not PoolKind.FAAS:
             inst = prof.config(s.instance)
             self.inst_cold_epochs = 0 if warm_functions else instance_cold_epochs(w, cand)
@@ -184,18 +189,14 @@ class _Replay:
                 self.head_s = sum(uh[: s.cut])
                 u_mix = list(uh[: s.cut]) + [self.uf[j] + x[j - 1] for j in range(s.cut, self.k)]
                 self.pool_prefix = _prefix(self.sv, u_mix)
-                if s.granularity is Granularity.FUSED:
-                    run = sum(self.sv[j] * self.uf[j] for j in range(s.cut, self.k))
-                    run += self.sv[s.cut] * x[s.cut - 1]
-                    self.stages = [("tail", run, self.sv[s.cut])]
-                else:
-                    self.stages = [
-                        (f"stage-{j + 1}", self.sv[j] * (self.uf[j] + x[j - 1]), self.sv[j])
-                        for j in range(s.cut, self.k)
-                    ]
-                for role, _, _ in self.stages:
+                chained = s.granularity is Granularity.CHAINED
+                self.stages = [
+                    (f"stage-{st.first + 1}" if chained else "tail", st)
+                    for st in tail_stages(self.uf, self.sv, x, s.cut, chained)
+                ]
+                for role, _ in self.stages:
                     self.roles[role] = _FunctionRole(window)
-        self.full_hit = [1.0 - (1.0 - sv) ** self.b for _, _, sv in self.stages]
+        self.full_hit = [st.calls_per_batch(self.b) for _, st in self.stages]
 
     def serve(
         self, epoch: int, count: int, ready: int, share: float | None = None
@@ -241,10 +242,10 @@ class _Replay:
             full = alloc.full_batches if alloc else 0
             part = alloc.partial if alloc else 0
             worst_cold = 0.0
-            for (role, run, sv), hit in zip(self.stages, self.full_hit, strict=True):
-                inv = full * hit + (1.0 - (1.0 - sv) ** part if part else 0.0)
+            for (role, st), hit in zip(self.stages, self.full_hit, strict=True):
+                inv = full * hit + (st.calls_per_batch(part) if part else 0.0)
                 cold, alive = self.roles[role].use(epoch, inv)
-                c, sec = self._bill(pooled * run, inv, alive)
+                c, sec = self._bill(pooled * st.seconds, inv, alive)
                 fn_cost += c
                 fn_sec += sec
                 inv_total += inv
@@ -372,15 +373,15 @@ def replay(
         return _replay_limit(w, cand, counts, phase, progress, start_pool)
     econ, scaling, d = cand.economics, w.scaling, w.objective.epoch
     shift = -phase % scaling.interval_epochs  # added to the tick clock after epoch 0
-    rule = ScalingPolicy.EXPECTED_COST if policy is PolicyName.EXPECTED_COST else ScalingPolicy.PAPER
+    scaler = SCALERS[SCALED_BY[policy]]
     cold = instance_cold_epochs(w, cand)
     state = ScalerState(desired=start_pool)
 
     def resize(t: int, n: int) -> int | None:
         nonlocal state
-        decision, state = step_with(rule, state, n / d, econ, scaling, cold)
+        decision, state = step(scaler, ScalingContext(n / d, state, econ, scaling, cold))
         if t == 0:
-            state = replace(state, epoch=state.epoch + shift)
+            state = ScalerState(state.estimate, state.epoch + shift, state.desired, state.recent)
         return decision.desired if decision.rescaled else None
 
     def share(ready: int) -> float:
@@ -450,7 +451,7 @@ def _replay_limit(
         b = w.profile.batch
         # More instances than every batch of the busiest epoch only add cost.
         slots = max(math.ceil(math.ceil(n / b) / costs.per_instance) for n in counts)
-        top = max(s.min_instances, min(s.max_instances, slots))
+        top = within(slots, s.min_instances, s.max_instances)
         r = _Replay(w, cand, warm_functions=False)
         sizes = cheapest_schedule(
             costs,
@@ -497,9 +498,25 @@ def epoch_costs(w: Workload, cand: Candidate, counts: Sequence[int]) -> EpochCos
     return EpochCosts(none, full, whole, batches, r.per_instance)
 
 
+SCALED_BY: Mapping[PolicyName, ScalingPolicy] = MappingProxyType(
+    {
+        PolicyName.FAAS: ScalingPolicy.PAPER,  # its FaaS setup has no pool to size
+        PolicyName.LIBRA: ScalingPolicy.PAPER,
+        PolicyName.SERFLOW: ScalingPolicy.PAPER,
+        PolicyName.EXPECTED_COST: ScalingPolicy.EXPECTED_COST,
+    }
+)
+"""The scaler each online policy replays with (the bound and the limit have none)."""
+
+ONLINE: Mapping[ScalingPolicy, PolicyName] = MappingProxyType(
+    {ScalingPolicy.PAPER: PolicyName.SERFLOW, ScalingPolicy.EXPECTED_COST: PolicyName.EXPECTED_COST}
+)
+"""The simulator's policy that runs the configurator's setup with each scaler."""
+
+
 def online_policy(scaler: ScalingPolicy) -> PolicyName:
     """The simulator's policy that runs the configurator's setup with this scaler."""
-    return PolicyName.SERFLOW if scaler is ScalingPolicy.PAPER else PolicyName.EXPECTED_COST
+    return ONLINE[scaler]
 
 
 TICKED = (PolicyName.LIBRA, PolicyName.SERFLOW, PolicyName.EXPECTED_COST, PolicyName.LIMIT)

@@ -6,9 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serflow.policy import expected_cost
+from serflow.policy import scaler
 from serflow.policy.configurator import PoolKind, best_at, configure
-from serflow.policy.expected_cost import (
+from serflow.policy.cost import PoolEconomics
+from serflow.policy.scaler import ScalerState, ScalingContext, ScalingDecision, bounded
+from serflow.policy.scalers import SCALERS, expected_cost
+from serflow.policy.scalers.expected_cost import (
     DRIFT_WINDOWS,
     HISTORY_WINDOWS,
     choose,
@@ -16,13 +19,9 @@ from serflow.policy.expected_cost import (
     drift,
     lasting_size,
     savings,
-    step,
-    step_with,
     weights,
 )
-from serflow.policy.scaler import ScalerState
-from serflow.policy.scaler import step as paper_step
-from serflow.spec import ScalingPolicy
+from serflow.spec import ScalingPolicy, ScalingSpec
 from tests.policy.helpers import tiny
 
 # tiny, IaaS: mu 1 req/s, p $0.001/s, c_F = 0.001 x (0.2 + 0.5 x 0.3) + 0.01/10 = $0.00135,
@@ -32,6 +31,14 @@ from tests.policy.helpers import tiny
 W = tiny()
 ECON = best_at(configure(W, 2.5, [PoolKind.IAAS]), 0.5).economics  # type: ignore[union-attr]
 COLD = 2
+
+
+def step(
+    state: ScalerState, rate: float, econ: PoolEconomics, scaling: ScalingSpec, cold: int
+) -> tuple[ScalingDecision, ScalerState]:
+    """One epoch of the expected-cost scaler through the shared step."""
+    ctx = ScalingContext(rate, state, econ, scaling, cold)
+    return scaler.step(SCALERS[ScalingPolicy.EXPECTED_COST], ctx)
 
 
 def test_the_economics_are_the_ones_written_above() -> None:
@@ -102,10 +109,11 @@ def test_a_cold_start_longer_than_the_expected_life_never_adds() -> None:
 
 
 def test_min_and_max_instances_clamp() -> None:
+    # The bounds apply once, outside the scaler (``bounded``, in the shared step).
     lo = tiny(scaling__minInstances=1).scaling
     hi = tiny(scaling__maxInstances=1).scaling
-    assert choose([0.0] * 8, 0, ECON, lo, COLD) == 1
-    assert choose([5.0] * 8, 0, ECON, hi, COLD) == 1
+    assert bounded(choose([0.0] * 8, 0, ECON, lo, COLD), ECON, lo) == 1
+    assert bounded(choose([5.0] * 8, 0, ECON, hi, COLD), ECON, hi) == 1
 
 
 def test_drift_is_the_least_squares_slope() -> None:
@@ -211,13 +219,3 @@ def test_stepped_tick_by_tick() -> None:
     assert s.recent == (0.0,) * 16  # bounded by the drift's span: the oldest fell out
     # The monitor is stepped too (a = b = 0.5 in tiny): its EWMA feeds the route.
     assert s.estimate.samples == 20 and s.estimate.ewma == pytest.approx(2.5 * 0.5**17)
-
-
-def test_step_with_follows_scaling_policy() -> None:
-    paper = tiny(scaling__policy="paper").scaling
-    assert W.scaling.policy is ScalingPolicy.EXPECTED_COST  # the default
-    s = ScalerState()
-    assert step_with(paper.policy, s, 2.8, ECON, paper, COLD) == paper_step(s, 2.8, ECON, paper)
-    assert step_with(W.scaling.policy, s, 2.8, ECON, W.scaling, COLD) == step(
-        s, 2.8, ECON, W.scaling, COLD
-    )

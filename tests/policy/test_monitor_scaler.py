@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from serflow.policy import scaler
 from serflow.policy.cost import PoolEconomics
 from serflow.policy.monitor import TrafficEstimate, observe
-from serflow.policy.scaler import ScalerState, desired_instances, step
-from serflow.spec import ScalingSpec
+from serflow.policy.scaler import ScalerState, ScalingContext, desired_instances
+from serflow.policy.scalers import SCALERS
+from serflow.spec import ScalingPolicy, ScalingSpec
 
 
 def test_monitor_sequence_by_hand() -> None:
@@ -56,7 +58,8 @@ def test_step_rescales_every_interval_with_a_fake_clock() -> None:
     state = ScalerState()
     out = []
     for rate in (10.0, 30.0, 30.0, 30.0, 30.0, 30.0, 0.0):
-        d, state = step(state, rate, ECON, spec)
+        ctx = ScalingContext(rate, state, ECON, spec, cold_epochs=0)
+        d, state = scaler.step(SCALERS[ScalingPolicy.PAPER], ctx)
         out.append((d.rescaled, d.desired, round(d.target_rate, 6)))
     # (ewma, dev) -> target: (10, 0) 10 | (20, 10) 30 | (25, 10) 35 | (27.5, 7.5) 35 |
     # (28.75, 5) 33.75 | (29.375, 3.125) 32.5 | (14.6875, 16.25) 30.9375

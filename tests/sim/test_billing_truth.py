@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from serflow.policy.configurator import Candidate, Granularity, PoolKind, configure
+from serflow.policy.cost import FunctionStage, per_use_per_request
 from serflow.schedule import ticks
-from serflow.sim import replay_schedule
-from serflow.spec import Workload
-from tests.policy.helpers import tiny
+from serflow.sim import _Replay, replay_schedule
+from serflow.spec import Workload, parse_workload
+from tests.policy.helpers import paper_doc, tiny, tiny_doc
 
 RATE = 3.0  # req/s: 30 requests a 10 s epoch, three full batches of 10
 
@@ -61,3 +64,36 @@ def test_per_pod_functions_cost_pod_epochs_not_execution_seconds() -> None:
     # One pod of 1 GB ($0.001/s) held the 10 s epoch per batch of 10: $0.001 a request,
     # where execution seconds would say 0.35 s x $0.001.
     assert faas.economics.faas_per_request == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("mode", ["per-pod", "per-use"])
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_the_plan_prices_the_stages_the_simulator_bills(preset: str, mode: str) -> None:
+    """One model of the function side (``serflow.policy.cost``), not a copy kept equal:
+    the plan's per-request prices are, to the last bit, those of the very stages the
+    simulator bills, for every setup the configurator costs."""
+    doc = tiny_doc() if preset == "tiny" else paper_doc()
+    doc["prices"]["mode"] = mode
+    w = parse_workload(doc)
+    b, d = w.profile.batch, w.objective.epoch
+    costed = [c for c in configure(w, RATE).candidates if math.isfinite(c.worst_batch_s)]
+    assert {c.setup.granularity for c in costed} >= set(Granularity)
+    for c in costed:
+        r = _Replay(w, c, warm_functions=False)
+        p_f, p_inv = w.prices.function_per_second(c.setup.function), w.prices.invocation_fee
+        overhead = w.profile.config(c.setup.function).request_overhead_s
+        tail = [st for _, st in r.stages]
+
+        def price(stages: list[FunctionStage], o: float) -> float:
+            if mode == "per-pod":
+                return p_f * d * sum(st.calls_per_batch(b) for st in stages) / b  # noqa: B023
+            return per_use_per_request(stages, p_f, p_inv, b, o)  # noqa: B023
+
+        assert c.economics.faas_per_request == price([r.spill], overhead), c.setup.describe()
+        if c.setup.pool is PoolKind.HYBRID:
+            k, cut = w.profile.partitions, c.setup.cut
+            chained = c.setup.granularity is Granularity.CHAINED
+            assert [st.first for st in tail] == (list(range(cut, k)) if chained else [cut])
+            assert c.economics.add_per_request == price(tail, 0.0), c.setup.describe()
+        else:
+            assert tail == [] and c.economics.add_per_request == 0.0

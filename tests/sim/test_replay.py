@@ -6,9 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serflow.policy.configurator import PoolKind, best_at, configure
-from serflow.sim import PolicyName, Routing, replay
-from serflow.spec import Workload, parse_workload
+from serflow.policy.configurator import PoolKind, best_at, configure, instance_cold_epochs
+from serflow.policy.scaler import ScalerState, ScalingContext, step
+from serflow.policy.scalers import SCALERS
+from serflow.sim import SCALED_BY, PolicyName, Routing, online_policy, replay
+from serflow.spec import ScalingPolicy, Workload, parse_workload
 from tests.policy.helpers import paper, tiny, tiny_doc
 
 # tiny: B 10, D 10 s (mu 1 req/s), vm $0.001/s with a 20 s (2 epoch) cold start,
@@ -199,3 +201,24 @@ def test_envoy_routing_sheds_past_the_budget() -> None:
     envoy = replay(w, cand, counts, PolicyName.LIBRA, routing=Routing.ENVOY)
     # t3: EWMA 2.5 -> share min(1, 2 / 2.5) = 0.8: 32 offered, 20 admitted (2 x B), 20 spill.
     assert (envoy.series.pool[3], envoy.series.faas[3]) == (20, 20)
+
+
+def test_each_online_policy_replays_a_scaler_of_the_registry() -> None:
+    assert set(SCALED_BY) == set(PolicyName) - {PolicyName.BOUND, PolicyName.LIMIT}
+    for scaler in ScalingPolicy:
+        assert SCALED_BY[online_policy(scaler)] is scaler
+
+
+@pytest.mark.parametrize("policy", [PolicyName.SERFLOW, PolicyName.EXPECTED_COST])
+def test_the_replay_sizes_the_pool_with_the_shared_step(policy: PolicyName) -> None:
+    w = tiny()
+    cand = _cand(w, [PoolKind.IAAS])
+    counts = [25, 25, 5, 5, 45, 45, 45, 0, 0, 30]
+    state, sizes = ScalerState(), []
+    cold = instance_cold_epochs(w, cand)
+    for n in counts:
+        ctx = ScalingContext(n / 10, state, cand.economics, w.scaling, cold)
+        _, state = step(SCALERS[SCALED_BY[policy]], ctx)
+        sizes.append(state.desired)
+    # A size decided after epoch t is alive from t + 1.
+    assert replay(w, cand, counts, policy).series.alive == [0, *sizes[:-1]]

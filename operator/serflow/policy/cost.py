@@ -11,6 +11,66 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+@dataclass(frozen=True)
+class FunctionStage:
+    """One function (Knative Service) of a setup and the work a request brings it: the
+    one model of the function side, which the plan prices and the simulator bills."""
+
+    first: int
+    """The 0-based partition it starts with."""
+    seconds: float
+    """Function seconds it runs per request sent its way, in expectation: s_j u_j^f over
+    its partitions, plus s_first x_first to receive the activation when it follows a cut."""
+    survival: float
+    """s_first: the share of those requests that reach it."""
+
+    def calls_per_batch(self, batch: int) -> float:
+        """Its invocations per batch of ``batch`` requests, in expectation."""
+        return batch_calls(self.survival, batch)
+
+
+def batch_calls(survival: float, batch: int) -> float:
+    """Invocations of a stage per batch: one when at least one of the batch's requests
+    reaches it, probability 1 - (1 - s)^B."""
+    return 1.0 - (1.0 - survival) ** batch
+
+
+def model_stage(u: Sequence[float], survival: Sequence[float]) -> FunctionStage:
+    """The whole model on one function (FaaS-only, and the spill of every pool)."""
+    return FunctionStage(0, sum(s * x for s, x in zip(survival, u, strict=True)), survival[0])
+
+
+def tail_stages(
+    u: Sequence[float],
+    survival: Sequence[float],
+    transfer: Sequence[float],
+    cut: int,
+    chained: bool,
+) -> tuple[FunctionStage, ...]:
+    """The hybrid tail after partition ``cut``: partitions cut+1..K on one function
+    (fused), or one function per partition, each receiving the activation before it
+    (``chained``). ``transfer[i-1]`` is x_i, the function-side seconds to receive one
+    activation cut after partition i."""
+    k = len(u)
+    if chained:
+        return tuple(
+            FunctionStage(j, survival[j] * (u[j] + transfer[j - 1]), survival[j])
+            for j in range(cut, k)
+        )
+    tail = sum(survival[j] * u[j] for j in range(cut, k))
+    return (FunctionStage(cut, tail + survival[cut] * transfer[cut - 1], survival[cut]),)
+
+
+def per_use_per_request(
+    stages: Sequence[FunctionStage], p_f: float, p_inv: float, batch: int, overhead: float = 0.0
+) -> float:
+    """Per-use dollars per request on these stages: p_f * (their seconds + o) + p_inv / B
+    for each stage. The plan charges every batch one invocation of every stage, where the
+    simulator charges the expected ones (``FunctionStage.calls_per_batch``): for a tail,
+    at most (1 - s)^B apart per invocation."""
+    return p_f * (sum(st.seconds for st in stages) + overhead) + (p_inv / batch) * len(stages)
+
+
 def faas_per_request(
     u: Sequence[float],
     survival: Sequence[float],
@@ -22,7 +82,7 @@ def faas_per_request(
     """c_F = p_f * (sum_i s_i u_i^f + o_f) + p_inv / B: one request run on a function,
     whole model; o_f is what the function's server bills a lone image beyond the batched
     compute (the profile's ``requestOverheadSeconds``)."""
-    return p_f * (sum(s * x for s, x in zip(survival, u, strict=True)) + overhead) + p_inv / batch
+    return per_use_per_request([model_stage(u, survival)], p_f, p_inv, batch, overhead)
 
 
 def fused_tail_per_request(
@@ -36,11 +96,9 @@ def fused_tail_per_request(
 ) -> float:
     """c_T(cut), fused: partitions cut+1..K in one function, one invocation per batch.
 
-    ``transfer[i-1]`` is x_i, the function-side seconds to receive one activation cut after
-    partition i.
+    c_T = p_f * (sum_{j>cut} s_j u_j + s_{cut+1} x_cut) + p_inv / B.
     """
-    tail = sum(survival[j] * u[j] for j in range(cut, len(u)))
-    return p_f * (tail + survival[cut] * transfer[cut - 1]) + p_inv / batch
+    return per_use_per_request(tail_stages(u, survival, transfer, cut, False), p_f, p_inv, batch)
 
 
 def chained_tail_per_request(
@@ -56,9 +114,7 @@ def chained_tail_per_request(
 
     c_T = p_f * sum_{j>cut} s_j (u_j + x_{j-1}) + (p_inv / B) * (K - cut).
     """
-    k = len(u)
-    run = sum(survival[j] * (u[j] + transfer[j - 1]) for j in range(cut, k))
-    return p_f * run + (p_inv / batch) * (k - cut)
+    return per_use_per_request(tail_stages(u, survival, transfer, cut, True), p_f, p_inv, batch)
 
 
 def pod_epochs_per_request(
@@ -68,10 +124,11 @@ def pod_epochs_per_request(
     for the whole epoch (as the simulator bills per-pod functions).
 
     ``stages`` are the 0-based partitions that start a function stage (whole model on a
-    function: [0]; fused tail: [cut]; chained: cut..K-1). A stage is called for a batch
-    when at least one of its B requests reaches it: probability 1 - (1 - s)^B.
+    function: [0]; fused tail: [cut]; chained: cut..K-1), the ``first`` of
+    ``model_stage`` and ``tail_stages``. A stage is called for a batch when at least one
+    of its B requests reaches it (``batch_calls``).
     """
-    calls = sum(1.0 - (1.0 - survival[j]) ** batch for j in stages)
+    calls = sum(batch_calls(survival[j], batch) for j in stages)
     return p_f * epoch_s * calls / batch
 
 
@@ -88,6 +145,12 @@ def batches_per_epoch(busy_s: float, worst_s: float, epoch_s: float, slo_s: floa
     rest = worst_s - busy_s
     n = min(math.floor(epoch_s / busy_s + 1e-9), math.floor((slo_s - rest) / busy_s + 1e-9))
     return max(1, n)
+
+
+def within(n: int, lo: int, hi: int | None) -> int:
+    """``n`` within the pool-size bounds [lo, hi] (hi None: no upper bound): how the
+    spec's minInstances and maxInstances apply, to the steady cost and to the scalers."""
+    return max(lo, n if hi is None else min(hi, n))
 
 
 def tcip(instance_price: float, faas_per_req: float, add_per_req: float) -> float:
@@ -131,18 +194,18 @@ class PoolEconomics:
             return math.inf
         return tcip(self.instance_price, self.faas_per_request, self.add_per_request)
 
+    def tcip_instances(self, rate: float) -> int:
+        """N = floor(rate / mu) + [remainder > TCIP], with no bound; 0 without a pool."""
+        if not self.has_pool or rate <= 0:
+            return 0
+        q = math.floor(rate / self.mu + 1e-12)
+        return q + (1 if rate - q * self.mu > self.tcip else 0)
+
     def instances_for(self, rate: float) -> int:
-        """N = floor(rate / mu) + [remainder > TCIP], within the spec's bounds; 0 without
-        a pool."""
+        """``tcip_instances`` within the spec's bounds; 0 without a pool."""
         if not self.has_pool:
             return 0
-        n = 0
-        if rate > 0:
-            q = math.floor(rate / self.mu + 1e-12)
-            n = q + (1 if rate - q * self.mu > self.tcip else 0)
-        if self.max_instances is not None:
-            n = min(n, self.max_instances)
-        return max(n, self.min_instances)
+        return within(self.tcip_instances(rate), self.min_instances, self.max_instances)
 
     def cost_rate(self, rate: float) -> float:
         """C(lam) in dollars per second at a steady rate (C_F, C_V or C_H)."""
