@@ -228,6 +228,9 @@ def test_prior_until_the_first_sample_and_restart_reads_a_baseline() -> None:
     status = decode(json.loads(json.dumps(encode(ds[1].status))))  # as the API server has it
     again = epoch_state_from_status(status, placed)
     assert again.scaler.estimate == ds[1].state.scaler.estimate
+    # The rate history too: re-ranking replays it, the expected-cost scaler sizes on it.
+    assert again.scaler.recent == ds[1].state.scaler.recent == (30.0, 10.0)
+    assert again.replanned(placed).scaler.recent == again.scaler.recent
     assert again.counters == {"a": 10} and again.counters_at is None
     d = decide(again, World(placed).observe(100.0, {"a": 500}), placed.plan)
     assert d.sample.kind is SampleKind.BASELINE

@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client, config
 
 import serflow.controller.handlers as handlers
+import serflow.controller.planning as planning
 import serflow.policy.configurator as configurator
 from serflow.controller.decide import (
     Decision,
@@ -224,7 +225,8 @@ def _spy_on_planning(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("an epoch planned")
 
     monkeypatch.setattr(configurator, "configure", planned)
-    monkeypatch.setattr(handlers, "configure", planned)
+    monkeypatch.setattr(planning, "configure", planned)
+    monkeypatch.setattr(handlers, "plan_spec", planned)
     monkeypatch.setattr(handlers, "read_inputs", planned)
     monkeypatch.setattr(handlers, "start_profiling", planned)
 

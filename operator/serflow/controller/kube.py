@@ -174,7 +174,9 @@ class Kube:
         """Set annotations on the pods these labels select (a pod gone meanwhile is fine)."""
         core = client.CoreV1Api(self.api)
         body = {"metadata": {"annotations": dict(annotations)}}
-        for pod in core.list_namespaced_pod(namespace, label_selector=label_selector(selector)).items:
+        for pod in core.list_namespaced_pod(
+            namespace, label_selector=label_selector(selector)
+        ).items:
             if pod.metadata is None or not pod.metadata.name:
                 continue
             try:
