@@ -11,9 +11,9 @@ import typing
 from typing import Any
 
 from serflow import status as st
+from serflow.domain import RankedBy
 from serflow.k8s.crd import crd
 from serflow.policy.configurator import configure
-from serflow.ranking import RankedBy
 from serflow.spec import parse_workload
 from serflow.status import (
     Condition,

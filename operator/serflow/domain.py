@@ -257,7 +257,7 @@ class ScalingPolicy(StrEnum):
     """How the pool is sized every S epochs (``scaling.policy``)."""
 
     EXPECTED_COST = "expected-cost"
-    """The size with the least expected cost over the recent rates (``policy.expected_cost``)."""
+    """The size with the least expected cost over the recent rates (``policy.scalers.expected_cost``)."""
     PAPER = "paper"
     """SERFLOW's rule: floor(lam*/mu) + [remainder > T-CIP], lam* = EWMA + k x deviation."""
 
@@ -301,3 +301,12 @@ class Workload:
     """Online-loop knobs."""
     expected_rate: float
     """Long-term rate in req/s the offline configurator plans for (0: not given)."""
+
+
+class RankedBy(StrEnum):
+    """Which ranking chose the plan."""
+
+    STEADY = "steady"
+    """Cost at the long-term rate (no trace, or nothing feasible to replay)."""
+    REPLAY = "replay"
+    """Cost of a replay of the traffic with the scaler that will run the plan."""

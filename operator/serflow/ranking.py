@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
-from serflow.domain import ScalingSpec, Workload
+from serflow.domain import RankedBy, ScalingSpec, Workload
 from serflow.policy.configurator import Candidate, Plan, PoolKind
 from serflow.policy.scaler import KEPT_WINDOWS
 from serflow.sim import PolicyName, SimResult, online_policy, replay
@@ -21,15 +20,6 @@ from serflow.sim import PolicyName, SimResult, online_policy, replay
 SHORTLIST = 3
 """How many of the steadily cheapest feasible candidates are replayed, beside the
 cheapest of each pool kind (so FaaS-only and an IaaS pool always compete)."""
-
-
-class RankedBy(StrEnum):
-    """Which ranking chose the plan."""
-
-    STEADY = "steady"
-    """Cost at the long-term rate (no trace, or nothing feasible to replay)."""
-    REPLAY = "replay"
-    """Cost of a replay of the traffic with the scaler that will run the plan."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +143,11 @@ def same_setup(a: Candidate, b: Candidate) -> bool:
 
 
 def rerank(
-    w: Workload, plan: Plan, current: Candidate, counts: Sequence[int], margin: float = SWITCH_MARGIN
+    w: Workload,
+    plan: Plan,
+    current: Candidate,
+    counts: Sequence[int],
+    margin: float = SWITCH_MARGIN,
 ) -> Rerank:
     """Rank ``plan``'s shortlist on ``counts``, warm, with the workload's scaler; switch
     from ``current`` only when that saves more than ``margin`` of its own warm cost."""

@@ -6,8 +6,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from serflow.domain import RankedBy
 from serflow.policy.configurator import Candidate, Plan
-from serflow.ranking import RankedBy, Ranking
+from serflow.ranking import Ranking
 from serflow.sim import PhaseRange, PolicyName, SimResult
 from serflow.status import candidate_line
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from serflow.domain import RankedBy
 from serflow.policy.configurator import Candidate, Plan
-from serflow.ranking import RankedBy
 
 NULLABLE = {"nullable": True}
 """Field metadata: None is written as null, so the merge patch removes an earlier value."""

@@ -28,8 +28,8 @@ from serflow.k8s import envoy as render
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 from serflow.policy.balancer import pool_share, route_weights
 from serflow.policy.configurator import configure, instance_cold_epochs
-from serflow.policy.expected_cost import DRIFT_WINDOWS, choose
 from serflow.policy.monitor import TrafficEstimate, observe
+from serflow.policy.scalers.expected_cost import DRIFT_WINDOWS, choose
 from serflow.spec import parse_workload
 from serflow_testbed.harness import (
     CHART,

@@ -18,11 +18,11 @@ from serflow.controller.planning import (
     same_setup,
     scaler_from_status,
 )
+from serflow.domain import RankedBy
 from serflow.inference import parse_inference
 from serflow.k8s import builders
 from serflow.policy.balancer import pool_share, route_weights
 from serflow.policy.configurator import configure
-from serflow.ranking import RankedBy
 from serflow.spec import parse_workload
 from serflow.status import (
     ConditionType,

@@ -7,8 +7,6 @@ from dataclasses import replace
 import pytest
 
 from serflow.domain import ScalingPolicy, ScalingSpec
-from serflow.policy import expected_cost as legacy
-from serflow.policy import scaler
 from serflow.policy.configurator import PoolKind, best_at, configure
 from serflow.policy.cost import PoolEconomics
 from serflow.policy.monitor import TrafficEstimate
@@ -129,19 +127,4 @@ def test_a_new_plan_sizes_from_the_state_or_the_planning_rate() -> None:
     )
     assert planned(ScalingPolicy.EXPECTED_COST, held, 2.5) == choose(
         held.recent, 0, ECON, W.scaling, COLD
-    )
-
-
-@pytest.mark.parametrize("policy", POLICIES)
-def test_the_controllers_old_entry_points_wrap_the_registry(policy: ScalingPolicy) -> None:
-    state = run(policy, RATES)[-1][1]
-    ctx = ScalingContext(1.7, state, ECON, W.scaling, COLD)
-    want, after = scaler.step(SCALERS[policy], ctx)
-    got, kept = legacy.step_with(policy, state, 1.7, ECON, W.scaling, COLD)
-    assert got == want
-    # The controller still appends the paper rule's rate itself: not twice.
-    assert kept == (replace(after, recent=state.recent) if policy is ScalingPolicy.PAPER else after)
-    assert legacy.remember(state.recent, 1.7, W.scaling) == after.recent
-    assert legacy.planned_size(policy, state, 1.7, ECON, W.scaling, COLD) == planned_size(
-        SCALERS[policy], ctx
     )

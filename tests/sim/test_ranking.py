@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from serflow.domain import RankedBy
 from serflow.policy.configurator import PoolKind, configure
 from serflow.ranking import (
     RERANK_TICKS,
     SWITCH_MARGIN,
-    RankedBy,
     history_counts,
     rank,
     replayed,
@@ -78,7 +78,9 @@ def test_steady_traffic_keeps_the_running_plan() -> None:
     r = rerank(w, plan, plan.chosen, [25] * 16)
     assert r.ranking.by is RankedBy.REPLAY
     assert (r.saving, r.switch) == (0.0, False)
-    assert r.current_cost == replayed(w, plan.chosen, [25] * 16, PolicyName.EXPECTED_COST, True).cost
+    assert (
+        r.current_cost == replayed(w, plan.chosen, [25] * 16, PolicyName.EXPECTED_COST, True).cost
+    )
 
 
 def test_warm_costs_the_second_pass_alone() -> None:

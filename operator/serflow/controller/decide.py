@@ -23,12 +23,11 @@ from serflow.controller.planning import (
     place,
     scaler_from_status,
 )
-from serflow.domain import ScalingPolicy
 from serflow.k8s import builders
 from serflow.policy.configurator import instance_cold_epochs
-from serflow.policy.expected_cost import remember, step_with
 from serflow.policy.monitor import TrafficEstimate
-from serflow.policy.scaler import ScalerState
+from serflow.policy.scaler import ScalerState, ScalingContext, step
+from serflow.policy.scalers import SCALERS
 from serflow.status import (
     Condition,
     ConditionType,
@@ -328,14 +327,9 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
     econ, knobs = cand.economics, w.scaling
     sample = sample_rate(state.counters, state.counters_at, obs.counters, obs.now)
     scaler = with_prior(state.scaler, w.expected_rate)
-    if sample.rate is not None:
-        cold = instance_cold_epochs(w, cand)
-        scaled, scaler = step_with(knobs.policy, scaler, sample.rate, econ, knobs, cold)
-        if knobs.policy is ScalingPolicy.PAPER:  # the re-ranking replays it whichever scales
-            scaler = replace(scaler, recent=remember(scaler.recent, sample.rate, knobs))
-        target = scaled.target_rate
-    else:
-        target = scaler.estimate.target(knobs.k)
+    ctx = ScalingContext(sample.rate, scaler, econ, knobs, instance_cold_epochs(w, cand))
+    scaled, scaler = step(SCALERS[knobs.policy], ctx)  # no rate: nothing moves
+    target = scaled.target_rate
     ready = obs.ready_instances(builders.Names(plan.owner.name).pool)
     desired = scaler.desired
     gen, t = plan.generation, obs.wall

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from serflow.domain import ScalingSpec, Workload
+from serflow.domain import RankedBy, ScalingSpec, Workload
 from serflow.inference import InferenceSpec
 from serflow.k8s import builders
 from serflow.policy.balancer import pool_share, route_weights
@@ -27,10 +27,10 @@ from serflow.policy.configurator import (
     instance_cold_epochs,
 )
 from serflow.policy.cost import PoolEconomics
-from serflow.policy.expected_cost import planned_size
 from serflow.policy.monitor import TrafficEstimate
-from serflow.policy.scaler import ScalerState
-from serflow.ranking import RankedBy, history_counts, rank, ranks_on_history
+from serflow.policy.scaler import ScalerState, ScalingContext, planned_size
+from serflow.policy.scalers import SCALERS
+from serflow.ranking import history_counts, rank, ranks_on_history
 from serflow.sim import online_policy
 from serflow.status import (
     Condition,
@@ -277,8 +277,8 @@ def plan_spec(
         plan_st = plan_status(configured, cand, by)
     changed = not same_setup(status.plan, cand)
     desired = (
-        planned_size(w.scaling.policy, state, rate, cand.economics, w.scaling,
-                     instance_cold_epochs(w, cand))
+        planned_size(SCALERS[w.scaling.policy], ScalingContext(
+            rate, state, cand.economics, w.scaling, instance_cold_epochs(w, cand)))
         if changed or status.plan is None
         else state.desired
     )  # fmt: skip

@@ -15,10 +15,11 @@ from enum import StrEnum
 
 from serflow.controller.decide import Event, EventReason
 from serflow.controller.planning import ChosenPlan, Placement, place
+from serflow.domain import RankedBy
 from serflow.policy.configurator import configure, instance_cold_epochs
-from serflow.policy.expected_cost import planned_size
-from serflow.policy.scaler import ScalerState
-from serflow.ranking import RankedBy, Rerank, history_counts, ranks_on_history, rerank, rerank_due
+from serflow.policy.scaler import ScalerState, ScalingContext, planned_size
+from serflow.policy.scalers import SCALERS
+from serflow.ranking import Rerank, history_counts, ranks_on_history, rerank, rerank_due
 from serflow.status import Condition, ConditionType, candidate_line, plan_status, set_condition
 
 
@@ -75,7 +76,8 @@ def replan(
     if not r.switch or cand is None:  # a switch always has a chosen candidate
         return Kept.NO_SAVING
     cold = instance_cold_epochs(w, cand)
-    desired = planned_size(w.scaling.policy, scaler, rate, cand.economics, w.scaling, cold)
+    ctx = ScalingContext(rate, scaler, cand.economics, w.scaling, cold)
+    desired = planned_size(SCALERS[w.scaling.policy], ctx)
     new = ChosenPlan(plan.owner, plan.inference, w, cand, plan.generation)
     c = set_condition(conditions, ConditionType.CONFIGURED, True, "Replanned",
                       candidate_line(cand), plan.generation, now)  # fmt: skip
