@@ -72,7 +72,8 @@ test: $(STAMP)
 # processes (pure functions, in-process models and renderers); `make test` runs them all.
 # The CRD tests under tests/schema need the API server: they are marked cluster.
 FAST_TESTS := tests/policy tests/sim tests/schema tests/cli tests/k8s tests/test_wire.py tests/test_imports.py \
-	tests/test_status.py tests/controller/test_planning.py \
+	tests/test_status.py tests/test_docs.py tests/controller/test_planning.py \
+	tests/testbed/test_demo_report.py tests/testbed/test_layout.py \
 	tests/controller/test_builders.py tests/controller/test_decide.py \
 	tests/controller/test_epoch.py tests/controller/test_fingerprint.py \
 	tests/controller/test_replan.py tests/runtime/test_artefact.py \
