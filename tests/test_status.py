@@ -134,3 +134,15 @@ def test_the_crd_status_schema_is_the_typed_status() -> None:
         k for k, v in served["properties"]["plan"]["properties"].items() if "description" not in v
     ]
     assert not missing
+
+
+def test_every_printer_column_reads_a_field_of_the_typed_status() -> None:
+    version = crd()["spec"]["versions"][0]
+    fields = _fields_of(version["schema"]["openAPIV3Schema"]["properties"]["status"])
+    paths = [c["jsonPath"] for c in version["additionalPrinterColumns"]]
+    on_status = [p for p in paths if p.startswith(".status.")]
+    assert on_status, paths
+    for path in on_status:
+        # ".status.conditions[?(@.type=="Ready")].status" reads conditions[].status
+        key = path.removeprefix(".status").replace('[?(@.type=="Ready")]', "[]")
+        assert key in fields, path

@@ -44,7 +44,6 @@ from serflow.status import (
     candidate_line,
     condition_true,
     decode,
-    decode_conditions,
     encode,
 )
 
@@ -233,7 +232,7 @@ async def epoch_loop(
         elif placed is not used:
             state = state.replanned(placed)
         used = placed
-        conditions = decode_conditions(status.get("conditions"))
+        conditions = decode(status).conditions or ()
         seen = meta.get("resourceVersion")
         try:
             decision, written = await asyncio.to_thread(
@@ -291,10 +290,10 @@ def planned_status_seen(
     Not yet: the spec is being planned (or was refused), or the watch has not brought
     planning's status patch yet. An epoch then would write conditions without it.
     """
-    conds = decode_conditions(status.get("conditions"))
+    st = decode(status)
     gen = placed.plan.generation
-    return gen == meta.get("generation") == status.get("observedGeneration") and condition_true(
-        conds, ConditionType.CONFIGURED
+    return gen == meta.get("generation") == st.observed_generation and condition_true(
+        st.conditions or (), ConditionType.CONFIGURED
     )
 
 
