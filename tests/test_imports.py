@@ -204,7 +204,7 @@ def test_the_walk_sees_the_imports() -> None:
     assert {"dataclasses", "serflow.wire"} <= set(balancer)
     assert not balancer["serflow.wire"].lazy
     # ``from serflow.k8s import envoy`` imports the submodule
-    assert "serflow.k8s.envoy" in {i.target for i in G["serflow.k8s.builders"]}
+    assert "serflow.k8s.envoy" in {i.target for i in G["serflow.k8s.router"]}
 
 
 def test_the_walk_resolves_relative_and_lazy_imports(tmp_path: Path) -> None:

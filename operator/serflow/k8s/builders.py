@@ -21,7 +21,6 @@ from typing import Any
 
 from serflow.domain import Workload
 from serflow.inference import InferenceSpec
-from serflow.k8s import envoy
 from serflow.k8s.functions import (
     FUNCTION_CPU_MILLI,
     KNATIVE_CONTAINER,
@@ -89,7 +88,6 @@ __all__ = [
     "Stage",
     "artefact_args",
     "children",
-    "envoy",
     "envoy_bootstrap",
     "envoy_configmap",
     "envoy_deployment",
