@@ -117,6 +117,19 @@ def cluster() -> Iterator[Cluster]:
         shared.down(lambda msg: print(msg, file=sys.stderr))
 
 
+@pytest.fixture(scope="module")
+def crd_cluster(cluster: Cluster) -> Cluster:
+    """The session's control plane with this tree's CRD applied and Established (helm
+    never upgrades a chart's CRDs, and a test may have applied an older one)."""
+    crd = Path(__file__).resolve().parent.parent / "crds" / "serflowinference.yaml"
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    from serflow.k8s.crd import GROUP, PLURAL
+
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    f"crd/{PLURAL}.{GROUP}")  # fmt: skip
+    return cluster
+
+
 @pytest.fixture(scope="session")
 def versions() -> dict[str, str]:
     """The pinned versions of hack/versions.env (KUBERNETES_VERSION, HELM_VERSION, ...)."""

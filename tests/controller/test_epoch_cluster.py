@@ -46,7 +46,7 @@ from serflow.status import (
     decode_conditions,
 )
 from serflow_testbed.harness import wait_for
-from tests.controller.manifests import REPO, manifest
+from tests.controller.manifests import manifest
 
 pytestmark = pytest.mark.cluster
 
@@ -176,17 +176,10 @@ class Bed:
         return self.kube.get(api_version, kind, self.plan.owner.namespace, name)
 
 
-@pytest.fixture(scope="module")
-def crd(cluster: Any) -> None:
-    """The CRD of this tree (helm never upgrades a chart's CRDs, so apply it here)."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                    str(REPO / "crds" / "serflowinference.yaml"))  # fmt: skip
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    f"crd/{PLURAL}.{GROUP}")  # fmt: skip
 
 
 @pytest.fixture
-def bed(cluster: Any, crd: None, namespace: str) -> Iterator[Bed]:
+def bed(cluster: Any, crd_cluster: Any, namespace: str) -> Iterator[Bed]:
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     requests = Requests()
     requests.wrap(api)

@@ -11,24 +11,14 @@ import pytest
 
 from serflow import wire
 from serflow.inference import parse_inference
-from serflow.k8s.crd import PLURAL
-from serflow.schemas import API_VERSION, GROUP
+from serflow.schemas import API_VERSION
 from serflow.spec import parse_workload
-from tests.controller.manifests import REPO, manifest
+from tests.controller.manifests import manifest
 from tests.schema.test_inference import BAD, _spec
 
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def crd_cluster(cluster: Any) -> Any:
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds/serflowinference.yaml")
-    )
-    cluster.kubectl(
-        "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s"
-    )
-    return cluster
 
 
 def _dry_run(cluster: Any, namespace: str, spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:

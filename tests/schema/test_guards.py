@@ -17,10 +17,9 @@ import yaml
 from serflow.errors import InputError
 from serflow.inference import parse_inference
 from serflow.k8s.builders import Names, revision_name
-from serflow.k8s.crd import NAME_LIMIT, PLURAL
+from serflow.k8s.crd import NAME_LIMIT
 from serflow.k8s.jobs import job_name
 from serflow.schemas import (
-    GROUP,
     MAX_EXITS,
     NAME_MAX,
     REVISION_HASH_CHARS,
@@ -334,17 +333,6 @@ def test_the_operators_parser_refuses_in_one_line(
     assert str(e.value) == message
 
 
-@pytest.fixture(scope="module")
-def crd_cluster(cluster: Any) -> Any:
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(REPO / "crds/serflowinference.yaml"),
-    )
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
-    return cluster
 
 
 def _dry_run(cluster: Any, namespace: str, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:

@@ -33,7 +33,7 @@ from serflow.policy.scaler import ScalerState
 from serflow.schemas import GROUP, VERSION
 from serflow.spec import parse_workload
 from serflow.status import InferenceStatus, decode, encode
-from tests.controller.manifests import REPO, manifest
+from tests.controller.manifests import manifest
 
 pytestmark = pytest.mark.cluster
 
@@ -41,18 +41,6 @@ NAME = "vgg"
 BURSTY = (240.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0) * 2
 """Bursts that a re-ranking replaces the manifest's pool with functions for (as in
 tests/controller/test_replan.py)."""
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: Any) -> None:
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(REPO / "crds/serflowinference.yaml"),
-    )
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
 
 
 def differences(written: Any, read: Any, path: str = "status") -> list[str]:
@@ -84,7 +72,7 @@ def write_and_read(kube: Kube, namespace: str, written: InferenceStatus) -> Infe
 
 
 def test_every_status_the_operator_writes_round_trips(
-    crd: None, api_client: Any, namespace: str
+    crd_cluster: Any, api_client: Any, namespace: str
 ) -> None:
     m = manifest(NAME)
     m["metadata"]["namespace"] = namespace
