@@ -115,6 +115,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
             client_timeout=a.client_timeout,
             stage_timeout=a.stage_timeout,
             warm_tail=a.warm_tail,
+            model_name=a.model_name,
         )
     )
 
@@ -138,6 +139,7 @@ def cmd_function(a: argparse.Namespace) -> int:
             threads=a.threads,
             name=a.name,
             client_timeout=a.client_timeout,
+            model_name=a.model_name,
         )
     )
 
@@ -217,6 +219,12 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--exits-off", action="store_true", help="answer every request at exit K")
         s.add_argument("--threads", type=int, default=0)
         s.add_argument("--name", default=name)
+        s.add_argument(
+            "--model-name",
+            default="",
+            help="the model's name under the Open Inference Protocol (/v2/models/NAME; "
+            "the operator sets the SerflowInference's name; default: the artefact's)",
+        )
         s.add_argument("--batch", type=int, default=100, help="B: the most requests per batch")
         s.add_argument(
             "--client-timeout",

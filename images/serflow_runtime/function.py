@@ -6,6 +6,9 @@
   not this server's model is refused with 409.
 * ``POST /infer``: one image (raw float32 or PNG, see ``codec``); only on a function
   that starts at partition 1, which then runs the whole model (the spill path).
+* The Open Inference Protocol (``oip_routes``): ``POST /v2/models/{name}/infer`` with n
+  instances runs them through the whole model in one batch, like ``/infer``; only on a
+  function that starts at partition 1 (404 elsewhere).
 * ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus text).
 
 Knative passes the port in ``$PORT``.
@@ -23,9 +26,10 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from serflow_runtime import DEFAULT_PORT, codec
+from serflow_runtime import DEFAULT_PORT, codec, oip
 from serflow_runtime.engine import StageResult, run_range
 from serflow_runtime.metrics import Metrics
+from serflow_runtime.oip_routes import OipRoutes
 from serflow_runtime.runtimes import Runtime, open_model
 from serflow_runtime.server import (
     CLIENT_TIMEOUT,
@@ -51,6 +55,7 @@ class FunctionConfig:
     tau: float | None = 0.85
     threads: int = 0
     name: str = "function"
+    model_name: str = ""  # the model's name under the Open Inference Protocol; "": the manifest's
 
 
 def result_header(
@@ -85,17 +90,20 @@ class FunctionApp:
         # One compute thread: the runtime parallelises inside an op; two batches would contend.
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fn-compute")
         self.ready = True
+        spec = oip.ModelInput(cfg.model_name or man.name, man.input.shape, cfg.batch)
+        self.oip = OipRoutes(spec, self._not_ready, self.classify, cfg.client_timeout)
 
     def app(self) -> web.Application:
         app = web.Application(
             middlewares=[server_timing(self.metrics), error_middleware(self.metrics)],
-            client_max_size=max(self.max_frame_body, self.max_image_body),
+            client_max_size=max(self.max_frame_body, self.max_image_body, self.oip.max_body),
         )
         app.router.add_post("/run", self.run)
         app.router.add_post("/infer", self.infer)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", metrics_view(self.metrics))
+        self.oip.add_to(app)
         return app
 
     async def _compute(self, x: np.ndarray, first: int, rows: list[int] | None) -> StageResult:
@@ -152,22 +160,36 @@ class FunctionApp:
         body = await read_body(request, self.max_image_body, self.cfg.client_timeout)
         inp = self.model.manifest.input
         x = codec.decode_image(body, request.content_type, inp.shape, inp.mean, inp.std)
+        return web.json_response((await self.classify(x))[0])
+
+    async def classify(self, x: np.ndarray) -> list[dict[str, Any]]:
+        """The whole model on ``x``'s n rows in one run (the spill path): one ``/infer``
+        answer per row, in order; each row may exit at another stage."""
+        if self.first != 1:
+            raise codec.BadRequest(
+                f"this function runs partitions {self.first}..{self.last}; images need 1..K",
+                status=404,
+            )
         res = await self._compute(x, 1, None)
-        if not res.exits:  # a function ending before K has no answer for a lone image
+        if len(res.exits) != x.shape[0]:  # a function ending before K has no answer
             raise codec.BadRequest("this function does not end at the final classifier", 404)
-        e = res.exits[0]
-        return web.json_response(
+        on = f"function:{self.cfg.name}"
+        return [
             {
                 "class": e.cls,
                 "exit": e.exit,
                 "confidence": e.confidence,
-                "ran": [{"partitions": [1, e.exit], "on": f"function:{self.cfg.name}"}],
+                "ran": [{"partitions": [1, e.exit], "on": on}],
                 "fingerprint": self.token,
             }
-        )
+            for e in sorted(res.exits, key=lambda e: e.row)
+        ]
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+    def _not_ready(self) -> str | None:
+        return None if self.ready else "draining"
 
     async def readyz(self, request: web.Request) -> web.Response:
         if not self.ready:

@@ -70,7 +70,7 @@ def error_middleware(metrics: Metrics) -> Any:
         except Exception:
             log.exception("internal error on %s %s", request.method, request.path)
             resp = error(500, "internal error")
-        if request.path in SERVED_PATHS:
+        if served(request.path):
             gone = resp.status == DISCONNECTED or _gone(request)
             if gone and resp.status != DISCONNECTED:
                 log.info(
@@ -88,6 +88,13 @@ def _gone(request: web.Request) -> bool:
 
 
 SERVED_PATHS = ("/infer", "/run")
+"""The serving paths of fixed name; ``served`` adds the Open Inference Protocol's."""
+
+
+def served(path: str) -> bool:
+    """A serving request: ``/infer``, ``/run`` or the Open Inference Protocol's
+    ``/v2/models/{name}/infer``, which is billed (Server-Timing) and counted alike."""
+    return path in SERVED_PATHS or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 def server_timing(metrics: Metrics) -> Any:
@@ -102,7 +109,7 @@ def server_timing(metrics: Metrics) -> Any:
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         t0 = time.perf_counter()
         resp = await handler(request)
-        if request.path in SERVED_PATHS:
+        if served(request.path):
             took = time.perf_counter() - t0
             resp.headers["Server-Timing"] = f"app;dur={took * 1e3:.3f}"
             metrics.observe("serflow_request_seconds", took)

@@ -16,6 +16,10 @@
        "ran": [{"partitions": [1, 2], "on": "worker:NAME"},
                {"partitions": [3, 3], "on": "function:NAME"}]}
 
+* The Open Inference Protocol (``oip_routes``): ``POST /v2/models/{name}/infer`` with n
+  instances queues each like one ``/infer`` request (each may exit at another stage),
+  and answers once all n have their answer; a shed or failed instance makes the whole
+  request a 503, retried by Envoy on the functions.
 * ``GET /healthz``, ``GET /readyz`` (503 while draining and, with ``warm_tail``, until
   each tail stage has answered once: calling a Knative function at zero makes Knative
   start a pod, so a pool pod takes traffic only once its tail can serve it), ``GET
@@ -40,9 +44,10 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import Gauge
 
-from serflow_runtime import DEFAULT_PORT, KNATIVE_ROUTING_HEADERS, REVISION_SCHEME, codec
+from serflow_runtime import DEFAULT_PORT, KNATIVE_ROUTING_HEADERS, REVISION_SCHEME, codec, oip
 from serflow_runtime.engine import run_range
 from serflow_runtime.metrics import Metrics
+from serflow_runtime.oip_routes import OipRoutes
 from serflow_runtime.runtimes import Runtime, open_model
 from serflow_runtime.server import (
     CLIENT_TIMEOUT,
@@ -110,6 +115,7 @@ class WorkerConfig:
     stage_timeout: float = 60.0
     warm_tail: bool = False  # not ready until each tail stage has answered once
     client_timeout: float = CLIENT_TIMEOUT
+    model_name: str = ""  # the model's name under the Open Inference Protocol; "": the manifest's
 
 
 @dataclass
@@ -156,13 +162,24 @@ class WorkerApp:
         self.batcher: asyncio.Task[None] | None = None
         self.warmer: asyncio.Task[None] | None = None
         self.tail_warm = not (cfg.warm_tail and self.stages)
+        self.oip = OipRoutes(
+            oip.ModelInput(
+                cfg.model_name or self.model.manifest.name,
+                self.model.manifest.input.shape,
+                cfg.batch,
+            ),
+            self._not_ready,
+            self.classify,
+            cfg.client_timeout,
+        )
 
     def app(self) -> web.Application:
         app = web.Application(
             middlewares=[server_timing(self.metrics), error_middleware(self.metrics)],
-            client_max_size=self.max_body,
+            client_max_size=max(self.max_body, self.oip.max_body),
         )
         app.router.add_post("/infer", self.infer)
+        self.oip.add_to(app)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", metrics_view(self.metrics))
@@ -187,14 +204,15 @@ class WorkerApp:
         self.pool.shutdown(wait=False)
 
     # admission ---------------------------------------------------------------
-    def _admit(self) -> bool:
+    def _admit(self, n: int = 1) -> bool:
+        """Admit ``n`` requests (instances) into this epoch's budget, all or none."""
         # An epoch starts with the first request after the previous one ended.
         now = time.monotonic()
         if now >= self.epoch_start + self.cfg.epoch:
             self.epoch_start, self.admitted = now, 0
-        if self.admitted >= self.budget:
+        if self.admitted + n > self.budget:
             return False
-        self.admitted += 1
+        self.admitted += n
         return True
 
     async def infer(self, request: web.Request) -> web.Response:
@@ -203,16 +221,32 @@ class WorkerApp:
         body = await read_body(request, self.max_body, self.cfg.client_timeout)
         inp = self.model.manifest.input
         x = codec.decode_image(body, request.content_type, inp.shape, inp.mean, inp.std)
-        if not self._admit():
+        out = await self.classify(x)
+        return out if isinstance(out, web.Response) else web.json_response(out[0])
+
+    async def classify(self, x: np.ndarray) -> list[dict[str, Any]] | web.Response:
+        """Each of ``x``'s n rows joins the batcher as one request (``/infer``'s, or one
+        instance of an Open Inference Protocol request): one answer per row, in order, or
+        a 503 (draining, the epoch's budget, a failed tail) that Envoy retries, whole, on
+        the functions."""
+        if self.draining:
+            return error(503, "draining")
+        if not self._admit(x.shape[0]):
             self.metrics.inc("serflow_sheds_total")
             return error(503, "pool batch budget for this epoch is full")
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.queue.append(_Item(x, fut, time.monotonic()))
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futs: list[asyncio.Future[dict[str, Any]]] = []
+        for i in range(x.shape[0]):
+            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self.queue.append(_Item(x[i : i + 1], fut, now))
+            futs.append(fut)
         self.wake.set()
-        out = await fut
-        if "error" in out:
-            return error(int(out.get("status", 502)), str(out["error"]))
-        return web.json_response(out)
+        outs = list(await asyncio.gather(*futs))
+        for out in outs:
+            if "error" in out:
+                return error(int(out.get("status", 502)), str(out["error"]))
+        return outs
 
     # batching ----------------------------------------------------------------
     async def _batch_loop(self) -> None:
@@ -353,11 +387,17 @@ class WorkerApp:
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    def _not_ready(self) -> str | None:
         if self.draining:
-            return error(503, "draining")
+            return "draining"
         if not self.tail_warm:
-            return error(503, "warming the tail")
+            return "warming the tail"
+        return None
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        why = self._not_ready()
+        if why is not None:
+            return error(503, why)
         return web.json_response({"ready": True, "cut": self.cut})
 
     async def drain(self) -> None:

@@ -396,6 +396,23 @@ def test_a_pinned_artefact_reaches_every_server_and_the_profiling_jobs() -> None
         )
 
 
+@pytest.mark.parametrize("granularity", [Granularity.FUSED, Granularity.CHAINED])
+def test_every_server_serves_the_model_under_the_objects_name(granularity: Granularity) -> None:
+    """The Open Inference Protocol's /v2/models/NAME is the SerflowInference's name on
+    the pool and on every function, whichever one the router sends a request to."""
+    m, w, cand = _plan(PoolKind.HYBRID, granularity, 2)
+    objs = builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 3, 250)
+    servers = [
+        o["spec"]["template"]["spec"]["containers"][0]["args"]
+        for o in objs
+        if o["kind"] in ("Deployment", "Service") and "template" in o["spec"]
+        and o["metadata"]["name"] != "vgg-envoy"
+    ]  # fmt: skip
+    assert len(servers) >= 3
+    for args in servers:
+        assert args[args.index("--model-name") + 1] == OWNER.name == "vgg"
+
+
 def test_the_shipped_artefact_is_the_default() -> None:
     m, w, cand = _plan(PoolKind.IAAS)
     objs = builders.children(OWNER, parse_inference(m["spec"], "vgg"), w, cand, 3, 250)

@@ -6,6 +6,7 @@ images go through Envoy."""
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from serflow_runtime.engine import decide
 from serflow_runtime.runtimes import ServedModel
 from serflow_runtime.worker import Stage
 
-from .conftest import Split, all_logits, post_many, raw_bytes
+from .conftest import Split, all_logits, http, post_many, raw_bytes
 from .plans import OWNER, Shape, plan, serve
 
 SHAPES = [
@@ -107,6 +108,14 @@ def test_bad_tail_argument_is_one_line_and_exit_2(
     assert len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], r.stderr
 
 
+def _oip(url: str, model: str, x: Any) -> tuple[int, Any]:
+    """One Open Inference Protocol request of ``x``'s rows, as JSON."""
+    t = {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+    body = json.dumps({"inputs": [t]}).encode()
+    code, raw = http("POST", f"{url}/v2/models/{model}/infer", body, "application/json")
+    return code, json.loads(raw)
+
+
 def _requests(served: ServedModel, digits: Split, tau: float) -> tuple[list[Any], list[Any]]:
     """200 held-out images, with every image that leaves after exit 3 sent three times:
     with the pool's share of the route, some reach each stage of a chained tail."""
@@ -127,8 +136,18 @@ def test_plan_shape_served_through_envoy(
     try:
         bodies, want = _requests(served, digits, cand.tau)
         got = post_many(local.envoy.url + "/infer", bodies, concurrency=16)
+        oip = [_oip(local.envoy.url, OWNER.name, digits.x_val[i : i + 16]) for i in (0, 16)]
+        unknown = _oip(local.envoy.url, "vgg", digits.x_val[:1])
     finally:
         local.stop()
+    # The Open Inference Protocol under the object's name (the builders' --model-name):
+    # 16 instances a request, each answered as /infer answers it.
+    for (code, out), start in zip(oip, (0, 16), strict=True):
+        assert code == 200, out
+        exits = {o["name"]: o["data"] for o in out["outputs"]}
+        got_oip = list(zip(exits["exit"], exits["class"], strict=True))
+        assert got_oip == [(o["exit"], o["class"]) for _, o in got[start : start + 16]]
+    assert unknown[0] == 404 and "'digits'" in unknown[1]["error"]
     failed = [(c, o) for c, o in got if c != 200]
     assert not failed, failed[:3]
     seen: set[str] = set()

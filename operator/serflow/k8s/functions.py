@@ -20,7 +20,13 @@ from serflow import wire
 from serflow.domain import Workload
 from serflow.inference import FunctionAccess, InferenceSpec
 from serflow.k8s.naming import Names, Owner, labels, meta, service_host
-from serflow.k8s.pods import CONTAINER_SECURITY, artefact_args, partition_range, threads_for
+from serflow.k8s.pods import (
+    CONTAINER_SECURITY,
+    artefact_args,
+    model_name_args,
+    partition_range,
+    threads_for,
+)
 from serflow.k8s.timeouts import COLD_START_BOUND_S
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
 from serflow.schemas import REVISION_HASH_CHARS
@@ -68,7 +74,7 @@ def knative_service(
     rng = partition_range(stage.first, stage.last, k)
     args = ["--host", "0.0.0.0", "--partitions", rng, "--tau", f"{cand.tau:g}"]
     args += ["--batch", str(w.profile.batch)]  # bounds the frames it accepts
-    args += artefact_args(spec.model)
+    args += artefact_args(spec.model) + model_name_args(owner.name)
     fn = spec.functions
     mem = int(size.memory_mib)
     try:  # the measured size's CPUs; an unprofiled size gets a stated default

@@ -34,6 +34,12 @@ def artefact_args(m: ModelSpec) -> list[str]:
     return args + (["--digest", m.artefact_digest] if m.artefact_digest else [])
 
 
+def model_name_args(name: str) -> list[str]:
+    """The model's name under the Open Inference Protocol (``/v2/models/NAME``): the
+    SerflowInference's name, so a client calls the router by the object it applied."""
+    return ["--model-name", name]
+
+
 def partition_range(first: int, last: int, k: int) -> str:
     """``A-B`` with ``K`` for the last partition: the one format of the worker's
     ``--tail A-B=URL`` and the function's ``--partitions`` (the runtime's

@@ -14,7 +14,13 @@ from serflow.domain import Workload
 from serflow.inference import InferenceSpec
 from serflow.k8s.functions import function_target, knative_service, stages
 from serflow.k8s.naming import Names, Owner, labels, meta
-from serflow.k8s.pods import CONTAINER_SECURITY, artefact_args, partition_range, threads_for
+from serflow.k8s.pods import (
+    CONTAINER_SECURITY,
+    artefact_args,
+    model_name_args,
+    partition_range,
+    threads_for,
+)
 from serflow.k8s.timeouts import tail_timeout_s
 from serflow.policy.configurator import Candidate, PoolKind
 from serflow.wire import WORKER_PORT
@@ -42,7 +48,7 @@ def pool_deployment(
         "--epoch", f"{w.objective.epoch:g}",
         "--budget", str(w.profile.batch * cand.economics.batches_per_instance),
     ]  # fmt: skip
-    args += artefact_args(m)
+    args += artefact_args(m) + model_name_args(owner.name)
     tails = [st for st in stages(owner, w, cand) if st.role != "spill"]
     for st in tails:
         target = function_target(owner, spec, knative_service(owner, spec, w, cand, st))
