@@ -146,3 +146,70 @@ def test_every_printer_column_reads_a_field_of_the_typed_status() -> None:
         # ".status.conditions[?(@.type=="Ready")].status" reads conditions[].status
         key = path.removeprefix(".status").replace('[?(@.type=="Ready")]', "[]")
         assert key in fields, path
+
+
+def _longest_float() -> float:
+    return -1.2345678901234567e-300  # 24 characters as JSON, as long as a float gets
+
+
+def test_the_largest_status_the_schema_allows_stays_under_the_bound() -> None:
+    name = "n" * st.NAME_LIMIT
+    cond = Condition("T" * 316, "Unknown", "R" * 1024, "m" * 32768, "2026-01-01T00:00:00Z", 2**62)
+    cand = st.CandidateStatus(
+        tau=_longest_float(), accuracy=_longest_float(), pool=name, function=name,
+        feasible=False, reason="r" * st.REASON_LIMIT, instance=name, cut=2**62,
+        granularity=name, cost_per_hour=_longest_float(), tcip=_longest_float(),
+    )  # fmt: skip
+    f = _longest_float()
+    largest = InferenceStatus(
+        observed_generation=2**62,
+        conditions=(cond,) * st.CONDITIONS_LIMIT,
+        plan=st.PlanStatus(
+            tau=f, accuracy=f, pool=name, instance=name, cut=2**62, granularity=name,
+            function=name, mu=f, tcip=f, cost_per_hour=f, rate=f, worst_batch_seconds=f,
+            economics=st.Economics(f, f, f, f, True, 2**62),
+            candidates=(cand,) * (3 * st.CANDIDATES_PER_POOL), costed=2**62,
+            ranked_by=RankedBy.REPLAY, replay_saving=f,
+        ),
+        traffic=TrafficStatus(
+            ewma=f, deviation=f, target=f, samples=2**62, epoch=2**62,
+            last_sample=SampleKind.BASELINE, samples_missed=2**62, recent=(f,) * 8000,
+            counters={f"{i:0{st.ENDPOINT_NAME_LIMIT}d}": 2**62 for i in range(st.ENDPOINTS_LIMIT)},
+            rate=f,
+        ),
+        instances=st.InstanceCounts(2**62, 2**62),
+        split=st.RouteSplit(f, 2**62, 2**62),
+        cost_per_hour=f,
+    )  # fmt: skip
+    size = len(json.dumps(encode(largest)))
+    assert 500 * 1024 < size <= st.STATUS_BYTES_BOUND, size
+    # And the schema allows nothing larger: each bound used above is the schema's.
+    served = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    p = served["properties"]
+    assert p["conditions"]["maxItems"] == st.CONDITIONS_LIMIT
+    assert p["plan"]["properties"]["candidates"]["maxItems"] == 3 * st.CANDIDATES_PER_POOL
+    assert p["traffic"]["properties"]["recent"]["maxItems"] == 8000
+    assert p["traffic"]["properties"]["counters"]["maxProperties"] == st.ENDPOINTS_LIMIT
+    assert p["plan"]["properties"]["pool"]["maxLength"] == st.NAME_LIMIT
+    assert str(st.ENDPOINT_NAME_LIMIT) in p["traffic"]["properties"]["counters"][
+        "x-kubernetes-validations"][0]["rule"]  # fmt: skip
+
+
+def test_the_plan_status_keeps_the_best_few_per_pool() -> None:
+    from serflow_testbed.manifests import largest_manifest
+
+    w = parse_workload(largest_manifest())
+    plan = configure(w, 30.0)
+    assert plan.chosen is not None and len(plan.candidates) > 200_000
+    kept = st.plan_status(plan, plan.chosen)
+    assert kept.costed == len(plan.candidates)
+    pools = [c.pool for c in kept.candidates]
+    assert sorted(set(pools)) == ["faas", "hybrid", "iaas"]
+    assert all(pools.count(p) <= st.CANDIDATES_PER_POOL for p in set(pools))
+    chosen = st.candidate_status(plan.chosen)
+    assert chosen in kept.candidates
+    for pool in set(pools):  # the cheapest of each pool kind, cheapest first
+        costs = [c.cost_per_hour for c in kept.candidates if c.pool == pool]
+        best = min(x.cost_per_hour for x in plan.candidates if x.setup.pool.value == pool)
+        assert costs == sorted(costs) and costs[0] == best  # type: ignore[type-var]
+    assert len(json.dumps(encode(kept))) < 4096

@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from serflow.domain import RankedBy
-from serflow.policy.configurator import Candidate, Plan
+from serflow.policy.configurator import Candidate, Plan, best_per_pool
 
 NULLABLE = {"nullable": True}
 """Field metadata: None is written as null, so the merge patch removes an earlier value."""
@@ -37,6 +37,24 @@ T = TypeVar("T")
 
 MESSAGE_LIMIT = 32000
 """A condition message is cut to this many characters (the schema allows 32768)."""
+REASON_LIMIT = 1024
+"""A candidate's reason is cut to this many characters (the schema's bound)."""
+NAME_LIMIT = 253
+"""Any other string of the status: names of instance types, function sizes, pools."""
+CANDIDATES_PER_POOL = 3
+"""status.plan keeps, per pool kind, this many of the best feasible candidates (or the
+first infeasible one, which says why): the configurator costs the product of the spec's
+lists, up to about 205,000 candidates at the schema's maximums, 44 MB as a status."""
+CONDITIONS_LIMIT = 8
+"""Conditions the status may hold: the operator writes four."""
+ENDPOINT_NAME_LIMIT = 512
+"""An endpoint's name in status.traffic.counters: a pod's name or a stats URL."""
+ENDPOINTS_LIMIT = 116
+"""Stats endpoints status.traffic.counters may hold: the router's replicas (at most 100)
+or spec.routing.statsUrls (at most 16)."""
+STATUS_BYTES_BOUND = 640 * 1024
+"""What the schema's bounds allow the status to take as JSON, at most (a test builds the
+largest one): well under etcd's object limit of about 1.5 MB."""
 
 
 class ConditionType(StrEnum):
@@ -113,7 +131,7 @@ class CandidateStatus:
     """Function size for spill and tail."""
     feasible: bool = False
     """Meets the SLO and the accuracy target."""
-    reason: str = ""
+    reason: str = field(default="", metadata={"maxLength": REASON_LIMIT})
     """Why not, when infeasible."""
     instance: str | None = None
     """Instance type of the pool (absent for FaaS)."""
@@ -158,8 +176,13 @@ class PlanStatus:
     """Warm worst-case batch processing time, seconds (absent: written before it was kept)."""
     economics: Economics | None = None
     """What the epochs need of the plan (absent: written before it was kept)."""
-    candidates: tuple[CandidateStatus, ...] = ()
-    """Every candidate the configurator costed."""
+    candidates: tuple[CandidateStatus, ...] = field(
+        default=(), metadata={"maxItems": 3 * CANDIDATES_PER_POOL}
+    )
+    """Per pool kind, the best few feasible candidates the configurator costed (or the
+    first infeasible one, which says why)."""
+    costed: int = 0
+    """How many candidates the configurator costed."""
     ranked_by: RankedBy = field(default=RankedBy.STEADY)
     """Which ranking chose the plan: the cost at the steady rate, or a replay of the
     object's own rate history."""
@@ -189,7 +212,18 @@ class TrafficStatus:
     recent: tuple[float, ...] = field(default=(), metadata={"maxItems": 8 * 1000})
     """The rate history re-ranking replays: the last 8 x S observed rates, oldest first,
     req/s."""
-    counters: Mapping[str, int | None] = field(default_factory=dict)
+    counters: Mapping[str, int | None] = field(
+        default_factory=dict,
+        metadata={
+            "maxProperties": ENDPOINTS_LIMIT,
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.all(k, size(k) <= {ENDPOINT_NAME_LIMIT})",
+                    "message": f"an endpoint is named in at most {ENDPOINT_NAME_LIMIT} characters",
+                }
+            ],
+        },
+    )
     """Last downstream_rq_total per stats endpoint (null in a patch: an endpoint gone
     since, which a merge patch would otherwise keep)."""
     rate: float | None = None
@@ -220,13 +254,18 @@ class RouteSplit:
 
 @dataclass(frozen=True)
 class InferenceStatus:
-    """What serflow decided and observed."""
+    """What serflow decided and observed. Every list, map and string here is bounded, so
+    that the status stays under 640 KiB as JSON."""
 
     observed_generation: int | None = None
     """The spec generation the status reflects."""
     conditions: tuple[Condition, ...] | None = field(
         default=None,
-        metadata={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        metadata={
+            "maxItems": CONDITIONS_LIMIT,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
     )
     """Configured, Scaled, Routed and Ready."""
     plan: PlanStatus | None = None
@@ -302,7 +341,7 @@ def candidate_status(c: Candidate) -> CandidateStatus:
         pool=s.pool.value,
         function=s.function,
         feasible=c.feasible,
-        reason=c.reason,
+        reason=c.reason[:REASON_LIMIT],
         instance=s.instance or None,
         cut=s.cut or None,
         granularity=s.granularity.value if s.granularity else None,
@@ -339,7 +378,10 @@ def plan_status(
             has_pool=e.has_pool,
             batches_per_instance=e.batches_per_instance,
         ),
-        candidates=tuple(candidate_status(x) for x in plan.candidates),
+        candidates=tuple(
+            candidate_status(x) for x in best_per_pool(plan.candidates, CANDIDATES_PER_POOL)
+        ),
+        costed=len(plan.candidates),
         ranked_by=by,
         replay_saving=saving,
     )
@@ -478,11 +520,14 @@ def _schema_of(tp: Any) -> dict[str, Any]:
         return {"type": "string", "enum": [m.value for m in tp]}
     if tp is int:  # every count, generation and counter here is non-negative
         return {"type": "integer", "minimum": 0}
-    return {"type": {bool: "boolean", float: "number", str: "string"}[tp]}
+    if tp is str:
+        return {"type": "string", "maxLength": NAME_LIMIT}
+    return {"type": {bool: "boolean", float: "number"}[tp]}
 
 
-_SCHEMA_KEYS = ("maxLength", "maxItems", "format", "enum", "x-kubernetes-list-type",
-                "x-kubernetes-list-map-keys")  # fmt: skip
+_SCHEMA_KEYS = ("maxLength", "maxItems", "maxProperties", "format", "enum",
+                "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+                "x-kubernetes-validations")  # fmt: skip
 
 
 def schema_of(cls: type) -> dict[str, Any]:

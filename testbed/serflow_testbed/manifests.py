@@ -90,3 +90,41 @@ def manifest(name: str = "vgg", **spec_over: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": spec,
     }
+
+
+def largest_manifest(name: str = "largest") -> dict[str, Any]:
+    """The manifest at the schema's maximums where the candidates multiply: 12 exits
+    (K = 13, every cut), 16 instance types and 16 function sizes (the profile's 32
+    configs), 32 thresholds. The configurator costs about 205,000 candidates for it."""
+    m = manifest(name)
+    spec = m["spec"]
+    exits = list(range(1, 13))
+    k = len(exits) + 1
+    spec["model"]["exits"] = exits
+    profile = spec["profile"]["inline"]
+    profile["fingerprint"]["exits"] = exits
+    instances = [
+        {"name": f"i{n}", "kind": "instance", "vcpu": 4, "memoryMiB": 8192,
+         "coldStartSeconds": 4,
+         "secondsPerRequest": [0.01 * (j + 1) * (1 + n / 16) for j in range(k)]}
+        for n in range(16)
+    ]  # fmt: skip
+    functions = [
+        {"name": f"fn-{n}", "kind": "function", "vcpu": 1, "memoryMiB": 128 * (n + 1),
+         "coldStartSeconds": 0.5, "secondsPerRequest": [0.015 * (j + 1) for j in range(k)]}
+        for n in range(16)
+    ]  # fmt: skip
+    profile["configs"] = instances + functions
+    profile["cuts"] = [
+        {"after": a, "activationBytes": 16000, "transferSeconds": 0.002} for a in range(1, k)
+    ]
+    profile["thresholds"] = [
+        {"tau": round(0.5 + 0.015 * t, 3), "accuracy": 0.9, "exitShares": [1.0 / k] * k}
+        for t in range(32)
+    ]
+    spec["prices"]["instances"] = [{"name": f"i{n}", "perHour": 0.1 + 0.01 * n} for n in range(16)]
+    spec["prices"]["functions"]["sizes"] = [
+        {"name": f"fn-{n}", "memoryMiB": 128 * (n + 1)} for n in range(16)
+    ]
+    spec["slo"]["latencySeconds"] = 20
+    return m

@@ -10,6 +10,7 @@ subresource), read back and decoded.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -124,3 +125,29 @@ def test_every_status_the_operator_writes_round_trips(
     assert last.traffic is not None and last.traffic.counters == {"a": 160}  # b removed
     assert last.plan is not None and last.plan.replay_saving is None
     assert last.traffic.recent and last.plan.economics is not None
+
+
+def test_a_spec_at_the_schemas_maximums_is_configured_with_a_bounded_status(
+    crd_cluster: Any, api_client: Any, namespace: str
+) -> None:
+    from serflow.status import STATUS_BYTES_BOUND
+    from serflow_testbed.manifests import largest_manifest
+
+    m = largest_manifest(NAME)
+    m["metadata"]["namespace"] = namespace
+    made = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, m
+    )  # the API server accepts it: every CEL rule within its cost budget
+    owner = builders.Owner(NAME, namespace, made["metadata"]["uid"])
+    inf, w = parse_inference(m["spec"], NAME), parse_workload(m)
+    planned = plan_spec(owner, inf, w, 1, InferenceStatus(), False, 0, "2026-01-01T00:00:00Z")
+    assert isinstance(planned, Planned)
+    written = planned.placement.status
+    assert written.plan is not None and written.plan.costed > 200_000
+    read = write_and_read(Kube(api_client), namespace, written)
+    assert not differences(written, read)
+    stored = client.CustomObjectsApi(api_client).get_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, NAME
+    )
+    size = len(json.dumps(stored["status"]))
+    assert size < STATUS_BYTES_BOUND // 100, size  # a few KB, not the 44 MB of every candidate

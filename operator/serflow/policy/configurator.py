@@ -255,6 +255,20 @@ def configure(w: Workload, rate: float, pools: Iterable[PoolKind] | None = None)
     return Plan(chosen, tuple(cands), rate, cost_crossings(cands))
 
 
+def best_per_pool(cands: Iterable[Candidate], few: int) -> tuple[Candidate, ...]:
+    """Per pool kind, its ``few`` best feasible candidates in the configurator's order
+    or, where none is feasible, its first candidate (it says why): what a bounded
+    report of a plan keeps of candidates that grow as the product of the spec's lists."""
+    by_pool: dict[PoolKind, list[Candidate]] = {}
+    for c in cands:
+        by_pool.setdefault(c.setup.pool, []).append(c)
+    kept: list[Candidate] = []
+    for pool in sorted(by_pool, key=lambda p: _ORDER[p]):
+        feasible = sorted((c for c in by_pool[pool] if c.feasible), key=_rank)
+        kept += feasible[:few] if feasible else by_pool[pool][:1]
+    return tuple(kept)
+
+
 def _rank(c: Candidate) -> tuple[float, int, float, int, str]:
     # Cheapest first; on a tie prefer fewer moving parts, then the higher tau (accuracy).
     g = 0 if c.setup.granularity in (None, Granularity.FUSED) else 1
