@@ -79,7 +79,7 @@ FAST_TESTS := tests/policy tests/sim tests/schema tests/cli tests/k8s tests/test
 	tests/controller/test_replan.py tests/runtime/test_artefact.py \
 	tests/runtime/test_checkpoint_data.py tests/runtime/test_codec.py \
 	tests/runtime/test_dockerfiles.py tests/runtime/test_engine.py \
-	tests/runtime/test_metrics.py tests/runtime/test_model.py
+	tests/runtime/test_metrics.py tests/runtime/test_model.py tests/runtime/test_oip.py
 test-fast: $(STAMP)
 	$(BIN)/ruff check operator images testbed tests bench
 	$(BIN)/mypy

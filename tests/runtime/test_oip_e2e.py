@@ -14,6 +14,7 @@ import itertools
 import json
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from serflow_runtime.runtimes import ServedModel
 from serflow_runtime.server import server_timing_seconds
+from serflow_testbed.harness import wait_for
 
 from .conftest import (
     Envoy,
@@ -36,6 +38,7 @@ from .conftest import (
     post_many,
     raw_bytes,
     reference,
+    wait_ready,
 )
 
 MODEL = "digits-vgg16-w025"
@@ -213,3 +216,38 @@ def test_a_tail_stage_takes_no_oip_request(stack: Stack, digits: Split) -> None:
     body = _json_body(digits.x_val[:1])
     code, raw = http("POST", f"{stack.stage_a.url}/v2/models/{MODEL}/infer", body)
     assert code == 404 and "partitions 3..4" in json.loads(raw)["error"]
+
+
+def test_a_request_is_admitted_whole_or_shed_whole(
+    tmp_path: Path, artefact_path: Path, digits: Split
+) -> None:
+    """Each instance takes one place of the worker's epoch budget and joins its batcher on
+    its own; a request that does not fit whole is a 503 (Envoy retries it, whole, on the
+    functions), never half answered."""
+    c = Servers(tmp_path, artefact_path)
+    try:
+        # B = 8, a budget of 8 per (long) epoch: a batch closes only once 8 instances wait
+        w = c.worker("w-budget", 0, [], batch=8, epoch=600.0, budget=8)
+        wait_ready(w)
+        url = f"{w.url}/v2/models/{MODEL}/infer"
+        with ThreadPoolExecutor(1) as ex:
+            first = ex.submit(http, "POST", url, _json_body(digits.x_val[:5]))
+            wait_for("5 instances queued", lambda: _queued(w.url) == 5, 30)
+            code, raw = http("POST", url, _json_body(digits.x_val[5:9]))  # 3 places left
+            assert code == 503 and "budget" in json.loads(raw)["error"]
+            assert _queued(w.url) == 5
+            code, raw = http("POST", url, _json_body(digits.x_val[5:8]))  # fills the batch
+            code1, raw1 = first.result(timeout=60)
+        assert code == 200 and json.loads(raw)["outputs"][0]["shape"] == [3]
+        assert code1 == 200 and json.loads(raw1)["outputs"][0]["shape"] == [5]
+    finally:
+        c.stop()
+
+
+def _queued(url: str) -> float:
+    code, raw = http("GET", url + "/metrics")
+    assert code == 200
+    for line in raw.decode().splitlines():
+        if line.startswith("serflow_queued_requests "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no serflow_queued_requests")
