@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
+import aiohttp
 from kubernetes import client, config
 from kubernetes.client import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -32,11 +32,28 @@ def load_config() -> None:
         config.load_kube_config()
 
 
-class Kube:
-    """Thin wrapper: server-side apply, reads and status patches."""
+API_TIMEOUT = (5.0, 30.0)
+"""Seconds to connect to the API server, and to wait for each read of its answer: the
+Kubernetes client waits for ever unless told, and a call that never returns would hold
+one of the threads every object's epochs share."""
 
-    def __init__(self, api: client.ApiClient | None = None) -> None:
+
+class Kube:
+    """Thin wrapper: server-side apply, reads and status patches, each call bounded by
+    ``timeout`` (connect, read) seconds unless it gives its own."""
+
+    def __init__(
+        self, api: client.ApiClient | None = None, timeout: tuple[float, float] = API_TIMEOUT
+    ) -> None:
         self.api = api or client.ApiClient()
+        rest = self.api.rest_client
+        request: Any = rest.request
+
+        def bounded(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+            kwargs["_request_timeout"] = _request_timeout or timeout
+            return request(*args, **kwargs)
+
+        rest.request = bounded  # type: ignore[method-assign]
 
     @cached_property
     def dynamic(self) -> DynamicClient:
@@ -201,22 +218,50 @@ def label_selector(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
+SCRAPE_DEADLINE = 2.0
+"""Seconds one epoch's scrape of every stats endpoint may take in all, connection to last
+byte: an endpoint that answers slowly, or drips its body, reads as missing (the epoch
+keeps its baseline) instead of holding the epoch, and with it one of the threads every
+object's epochs share."""
+
+
 def read_counters(
-    urls: Mapping[str, str], counter: str, timeout: float = 2.0
+    urls: Mapping[str, str], counter: str, deadline: float = SCRAPE_DEADLINE
 ) -> tuple[CounterReading, ...]:
-    """downstream_rq_total per endpoint; an endpoint that does not answer reads None."""
-    out = []
-    for key, url in urls.items():
-        query = urllib.parse.urlencode({"filter": f"^{counter.replace('.', '[.]')}$"})
-        full = f"{url}{'&' if '?' in url else '?'}{query}"
-        try:
-            with urllib.request.urlopen(full, timeout=timeout) as r:
-                text = r.read(STATS_LIMIT).decode("utf-8", "replace")
-        except (urllib.error.URLError, OSError, ValueError):
-            out.append(CounterReading(key, None))
-            continue
-        out.append(CounterReading(key, parse_counter(text, counter)))
-    return tuple(out)
+    """downstream_rq_total per endpoint, all read at once within ``deadline`` seconds; an
+    endpoint that does not answer in time, or not at all, reads None."""
+    if not urls:
+        return ()
+    return asyncio.run(_read_all(urls, counter, deadline))
+
+
+async def _read_all(
+    urls: Mapping[str, str], counter: str, deadline: float
+) -> tuple[CounterReading, ...]:
+    query = urllib.parse.urlencode({"filter": f"^{counter.replace('.', '[.]')}$"})
+    timeout = aiohttp.ClientTimeout(total=deadline)
+    async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+
+        async def one(key: str, url: str) -> CounterReading:
+            full = f"{url}{'&' if '?' in url else '?'}{query}"
+            try:
+                async with session.get(full, allow_redirects=False) as r:
+                    if r.status != 200:
+                        return CounterReading(key, None)
+                    body = await _read_at_most(r.content, STATS_LIMIT)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                return CounterReading(key, None)
+            return CounterReading(key, parse_counter(body.decode("utf-8", "replace"), counter))
+
+        return tuple(await asyncio.gather(*(one(k, u) for k, u in urls.items())))
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body, cut at ``limit`` bytes (a stats page is a few KB; more is not ours)."""
+    body = bytearray()
+    while len(body) < limit and (chunk := await stream.read(limit - len(body))):
+        body += chunk
+    return bytes(body)
 
 
 def stats_urls(explicit: Sequence[str], pod_ips: Mapping[str, str], port: int) -> dict[str, str]:
