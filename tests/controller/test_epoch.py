@@ -334,6 +334,11 @@ def test_function_readiness_follows_the_access_mode() -> None:
     assert {c["type"]: c["status"] for c in encode(d.status)["conditions"]}["Ready"] == "True"
 
 
+def _pod(name: str, image: str, sidecar: bool = False) -> dict[str, Any]:
+    mesh = [{"name": "mesh", "image": "m"}] if sidecar else []
+    return {"containers": [*mesh, {"name": name, "image": image}]}
+
+
 def _memory(q: str) -> dict[str, Any]:
     return {"r": {"resources": {"limits": {"memory": q}}}}
 
@@ -349,6 +354,10 @@ def _memory(q: str) -> dict[str, Any]:
         ({"args": ["1", "2"]}, {"args": ["1"]}, ".args"),
         ({"c": [{"image": "x"}]}, {"c": [{"image": "y", "name": "n"}]}, ".c[0].image"),
         ({"tau": "1"}, {"tau": "1.0"}, ".tau"),  # only quantities compare by value
+        # Lists merged by name: another client's items are theirs, ours match by name.
+        (_pod("w", "x"), _pod("w", "x", sidecar=True), None),
+        (_pod("w", "x"), _pod("w", "y", sidecar=True), ".containers[w].image"),
+        (_pod("w", "x"), {"containers": [{"name": "mesh", "image": "m"}]}, ".containers[w]"),
     ],
 )
 def test_first_difference(desired: Any, observed: Any, diff: str | None) -> None:

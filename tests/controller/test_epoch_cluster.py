@@ -334,7 +334,7 @@ def test_drifted_children_are_restored_in_one_epoch(bed: Bed, cluster: Any) -> N
     d = bed.epoch(1.0, None)
     assert sorted(_drift(d)) == [
         f"ConfigMap {NAME}-envoy: data.route.yaml changed; re-applied",
-        f"Deployment {NAME}-envoy: spec.template.spec.containers[0].image changed; re-applied",
+        f"Deployment {NAME}-envoy: spec.template.spec.containers[envoy].image changed; re-applied",
         f"Deployment {NAME}-pool: spec.replicas changed; re-applied",
         f"NetworkPolicy {NAME}-pool: spec.ingress[0].from changed; re-applied",
         f"NetworkPolicy {NAME}-tail: deleted; re-applied",
@@ -360,6 +360,16 @@ def test_drifted_children_are_restored_in_one_epoch(bed: Bed, cluster: Any) -> N
         ns, field_selector=f"involvedObject.name={NAME},reason=DriftCorrected"
     )
     assert len(events.items) == 7
+    # A container another client adds (a mesh's sidecar injector, say) stays, and is not
+    # drift: applying ours again would leave it there, epoch after epoch.
+    sidecar = {"name": "mesh-proxy", "image": "example/mesh:1"}
+    kubectl("patch", "deployment", f"{NAME}-pool", "-n", ns, "-p",
+            json.dumps({"spec": {"template": {"spec": {"containers": [sidecar]}}}}))  # fmt: skip
+    d = bed.epoch(2.0, None)
+    assert _drift(d) == [] and d.apply == ()
+    pool = bed.get("apps/v1", "Deployment", f"{NAME}-pool") or {}
+    names = [c["name"] for c in pool["spec"]["template"]["spec"]["containers"]]
+    assert "mesh-proxy" in names and len(names) == 2
     again = bed.epoch(2.0, None)
     assert not _drift(again)
 

@@ -277,7 +277,8 @@ def first_difference(desired: Any, observed: Any, path: str = "") -> str | None:
     """The first field the builders set that the observed object does not hold, or None.
 
     Only what ``desired`` sets is compared, so fields the API server or a webhook adds
-    (defaults, status, managedFields) never count as drift. An empty value the builders
+    (defaults, status, managedFields, a sidecar in a list merged by name) never count as
+    drift. An empty value the builders
     set matches an absent one (the API server drops empty maps); quantities compare by
     value ("6144Mi" is stored as "6Gi").
     """
@@ -295,7 +296,22 @@ def first_difference(desired: Any, observed: Any, path: str = "") -> str | None:
                 return found
         return None
     if isinstance(desired, list):
-        if not isinstance(observed, list) or len(observed) != len(desired):
+        if not isinstance(observed, list):
+            return path
+        if _named(desired) and _named(observed):
+            # A list merged by name on apply (containers, volumes, env, ports): an item
+            # another client added (a mesh's sidecar, say) stays there whatever we apply,
+            # so it is not drift; ours are compared by name wherever they stand.
+            seen = {item["name"]: item for item in observed}
+            for want in desired:
+                sub = f"{path}[{want['name']}]"
+                if want["name"] not in seen:
+                    return sub
+                found = first_difference(want, seen[want["name"]], sub)
+                if found:
+                    return found
+            return None
+        if len(observed) != len(desired):
             return path
         for i, (want, got) in enumerate(zip(desired, observed, strict=True)):
             found = first_difference(want, got, f"{path}[{i}]")
@@ -305,6 +321,13 @@ def first_difference(desired: Any, observed: Any, path: str = "") -> str | None:
     if desired == observed or _same_quantity(desired, observed, path):
         return None
     return path
+
+
+def _named(items: list[Any]) -> bool:
+    """Whether every item is a map with a name (a list the API server merges by name)."""
+    return bool(items) and all(
+        isinstance(i, Mapping) and isinstance(i.get("name"), str) for i in items
+    )
 
 
 def _same_quantity(a: Any, b: Any, path: str) -> bool:
