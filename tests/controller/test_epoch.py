@@ -362,3 +362,22 @@ def _memory(q: str) -> dict[str, Any]:
 )
 def test_first_difference(desired: Any, observed: Any, diff: str | None) -> None:
     assert first_difference(desired, observed) == diff
+
+
+def test_while_a_newer_spec_is_not_configured_ready_says_which_plan_serves() -> None:
+    placed = make_plan()  # generation 3
+    world = World(placed)
+    world.routes_ready = True
+    obs = world.observe(0.0, {"a": 0})
+    newer = dataclasses.replace(obs, generation=4)
+    said = {
+        c["type"]: c for c in encode(decide(start(placed), newer, placed.plan).status)["conditions"]
+    }
+    assert said["Ready"]["status"] == "True"
+    assert said["Ready"]["message"].endswith(
+        "(the plan of generation 3 serves: generation 4 is not configured, see Configured)"
+    )
+    same = {
+        c["type"]: c for c in encode(decide(start(placed), obs, placed.plan).status)["conditions"]
+    }
+    assert same["Ready"]["message"] == "pool, functions and route ready"

@@ -148,3 +148,35 @@ def test_place_routes_to_the_ready_instances_that_stay(desired: int, ready: int)
     assert placed.status.cost_per_hour == pytest.approx(cand.economics.cost_rate(30.0) * 3600)
     deployment = next(o for o in placed.children if o["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == desired
+
+
+def test_a_refusal_leaves_ready_to_the_plan_that_serves() -> None:
+    ready = set_condition((), ConditionType.READY, True, "Serving", "ok", 3, "t0")
+    before = InferenceStatus(observed_generation=3, conditions=ready)
+    refused = Refused("InvalidSpec", "spec.slo: bad")
+    alone = refusal_status(refused, before, 4, "t1")
+    kept = refusal_status(refused, before, 4, "t1", serving=True)
+    assert [(c.type, c.status) for c in alone.conditions or ()] == [
+        ("Configured", "False"), ("Ready", "False"),
+    ]  # fmt: skip
+    assert [(c.type, c.status) for c in kept.conditions or ()] == [
+        ("Ready", "True"), ("Configured", "False"),
+    ]  # fmt: skip
+
+
+def test_the_epochs_run_the_plan_of_the_spec_or_the_last_good_one() -> None:
+    from serflow.controller.handlers import epoch_may_run
+    from serflow.status import encode
+
+    got = _plan_spec(InferenceStatus())  # generation 3
+    assert isinstance(got, Planned)
+    placed = got.placement
+    planned = encode(placed.status)
+    assert epoch_may_run(placed, {"generation": 3}, planned)
+    # A new spec not handled yet, or planned but not yet in memory: wait.
+    assert not epoch_may_run(placed, {"generation": 4}, planned)
+    newer = encode(dataclasses.replace(placed.status, observed_generation=4))
+    assert not epoch_may_run(placed, {"generation": 4}, newer)
+    # A new spec refused: the plan of generation 3 keeps running.
+    refused = refusal_status(Refused("InvalidSpec", "x"), placed.status, 4, "t", serving=True)
+    assert epoch_may_run(placed, {"generation": 4}, encode(refused))

@@ -141,6 +141,10 @@ class Observation:
     has it (None: not found)."""
     conditions: tuple[Condition, ...]
     """The object's own conditions (from the daemon's live body)."""
+    generation: int = 0
+    """The object's metadata.generation (from the live body; 0: not known). Above the
+    plan's, the spec that followed was not configured (refused, or its profile pending)
+    and the last good plan keeps serving."""
 
     def ready_instances(self, pool: str) -> int:
         """readyReplicas of the pool Deployment (0 when it is missing)."""
@@ -390,10 +394,14 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
             )
 
     ready_ok = ready >= desired and all(obs.serving(k) for k in plan.readiness_keys())
+    said = "pool, functions and route ready" if ready_ok else waiting_for(obs, plan, ready, desired)
+    if obs.generation > plan.generation:
+        said += (
+            f" (the plan of generation {plan.generation} serves: generation "
+            f"{obs.generation} is not configured, see Configured)"
+        )
     c = set_condition(placed.status.conditions or (), ConditionType.READY, ready_ok,
-                      "Serving" if ready_ok else "NotReady",
-                      "pool, functions and route ready" if ready_ok
-                      else waiting_for(obs, plan, ready, desired), gen, t)  # fmt: skip
+                      "Serving" if ready_ok else "NotReady", said, gen, t)  # fmt: skip
     traffic = TrafficStatus(
         ewma=scaler.estimate.ewma,
         deviation=scaler.estimate.dev,

@@ -44,9 +44,14 @@ class Clock:
 
 
 def gather(
-    kube: Kube, plan: ChosenPlan, clock: Clock, conditions: Sequence[Condition]
+    kube: Kube,
+    plan: ChosenPlan,
+    clock: Clock,
+    conditions: Sequence[Condition],
+    generation: int = 0,
 ) -> Observation:
-    """Read the counters and the children; ``conditions`` come from the daemon's live body."""
+    """Read the counters and the children; ``conditions`` and ``generation`` come from
+    the daemon's live body."""
     inf, owner = plan.inference, plan.owner
     pods = (
         {}
@@ -65,6 +70,7 @@ def gather(
         counters=readings,
         children=children,
         conditions=tuple(conditions),
+        generation=generation,
     )
 
 
@@ -141,9 +147,10 @@ def run_epoch(
     clock: Clock,
     conditions: Sequence[Condition],
     seen: str | None = None,
+    generation: int = 0,
 ) -> tuple[Decision, bool]:
     """Gather, decide, execute; the decision's state is the next epoch's. Also whether
     its status was written (see ``execute``)."""
-    obs = gather(kube, plan, clock, conditions)
+    obs = gather(kube, plan, clock, conditions, generation)
     decision = decide(state, obs, plan)
     return decision, execute(kube, plan, decision, obs.wall, seen)

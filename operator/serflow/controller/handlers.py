@@ -153,9 +153,11 @@ def reconcile(
     owner = builders.Owner(name, namespace, uid)
 
     def refuse(refused: Refused) -> None:
-        # Children are left as they were: a bad spec must not take serving down.
+        # Children are left as they were: a bad spec must not take serving down, and the
+        # last good plan, if one runs, keeps serving (its epochs say how well).
         kopf.warn(body, reason=refused.reason, message=refused.message)
-        written = refusal_status(refused, current, gen, utc_now())
+        serving = isinstance(memo.get("placement"), Placement)
+        written = refusal_status(refused, current, gen, utc_now(), serving)
         kube.patch_status(namespace, name, encode(written))
 
     try:
@@ -225,7 +227,7 @@ async def epoch_loop(
             return
         last = CLOCK.monotonic()
         placed = memo.get("placement")
-        if not isinstance(placed, Placement) or not planned_status_seen(placed, meta, status):
+        if not isinstance(placed, Placement) or not epoch_may_run(placed, meta, status):
             continue
         if state is None:
             state = epoch_state_from_status(decode(status), placed)
@@ -235,8 +237,9 @@ async def epoch_loop(
         conditions = decode(status).conditions or ()
         seen = meta.get("resourceVersion")
         try:
+            generation = int(meta.get("generation") or 0)
             decision, written = await asyncio.to_thread(
-                run_epoch, kube, placed.plan, state, CLOCK, conditions, seen
+                run_epoch, kube, placed.plan, state, CLOCK, conditions, seen, generation
             )
         except Exception:  # keep the loop alive; the next epoch retries
             logger.exception("epoch failed")
@@ -282,19 +285,22 @@ def replan_and_apply(
     return new, events
 
 
-def planned_status_seen(
-    placed: Placement, meta: Mapping[str, Any], status: Mapping[str, Any]
-) -> bool:
-    """Whether the live body holds the status planning wrote for this plan's spec.
+def epoch_may_run(placed: Placement, meta: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether the epochs may run ``placed``: the current spec was handled (the status
+    says so for this generation) and either it is this plan's, or it was not configured
+    (refused, or its profile pending), so that the last good plan keeps scaling and
+    correcting drift meanwhile.
 
-    Not yet: the spec is being planned (or was refused), or the watch has not brought
-    planning's status patch yet. An epoch then would write conditions without it.
+    Not yet: the spec is being planned, or the watch has not brought planning's status
+    patch, or a new plan's status came before it reached ``memo``; an epoch then would
+    run a plan the status no longer describes.
     """
     st = decode(status)
-    gen = placed.plan.generation
-    return gen == meta.get("generation") == st.observed_generation and condition_true(
-        st.conditions or (), ConditionType.CONFIGURED
-    )
+    gen = meta.get("generation")
+    if st.observed_generation != gen:
+        return False
+    configured = condition_true(st.conditions or (), ConditionType.CONFIGURED)
+    return placed.plan.generation == gen if configured else True
 
 
 def _epoch_seconds(spec: Mapping[str, Any]) -> float:

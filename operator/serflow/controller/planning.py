@@ -291,10 +291,13 @@ def plan_spec(
 
 
 def refusal_status(
-    refused: Refused, status: InferenceStatus, gen: int, now: str
+    refused: Refused, status: InferenceStatus, gen: int, now: str, serving: bool = False
 ) -> InferenceStatus:
-    """The status of a spec that cannot be planned: Configured and Ready false."""
+    """The status of a spec that cannot be planned: Configured false, and Ready false
+    unless an earlier plan is ``serving`` (its epochs then keep Ready as it is, saying
+    which plan serves)."""
     c = set_condition(status.conditions or (), ConditionType.CONFIGURED, False,
                       refused.reason, refused.message, gen, now)  # fmt: skip
-    c = set_condition(c, ConditionType.READY, False, refused.reason, refused.message, gen, now)
+    if not serving:
+        c = set_condition(c, ConditionType.READY, False, refused.reason, refused.message, gen, now)
     return InferenceStatus(observed_generation=gen, conditions=c)
