@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, watch
+from kubernetes import client, config, watch
 
+from serflow.controller.kube import Kube
 from serflow.k8s import envoy as render
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 from serflow.policy.balancer import pool_share, route_weights
@@ -574,6 +575,26 @@ def test_profile_from_configmap_and_from_jobs(env: Env) -> None:
         lambda: env.condition("jobs", "Configured").get("status") == "True",
         90,
     )
+    assert job["spec"]["activeDeadlineSeconds"] > 0  # a hung profiler ends
+    # Why a failed Job failed, as ProfileFailed quotes it: the Job's own reason (kwok
+    # completes these Jobs' pods, so the failure is written as the Job controller would).
+    hung = {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "hung", "namespace": env.namespace},
+            "spec": {"suspend": True, "template": {"spec": {"restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": "x"}]}}}}  # fmt: skip
+    assert env.apply(hung).returncode == 0
+    now = "2026-01-01T00:00:00Z"
+    failed = {"status": {"startTime": now, "conditions": [
+        {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded",
+         "message": "Job was active longer than specified deadline", "lastTransitionTime": now},
+        {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+         "message": "Job was active longer than specified deadline", "lastTransitionTime": now},
+    ]}}  # fmt: skip
+    env.kubectl("patch", "job", "hung", "-n", env.namespace, "--subresource=status",
+                "--type=merge", "-p", json.dumps(failed))  # fmt: skip
+    kube = Kube(config.new_client_from_config(str(env.cluster.kubeconfig)))
+    assert kube.job_state(env.namespace, "hung") == "failed"
+    assert kube.job_failure(env.namespace, "hung").startswith("DeadlineExceeded: Job was active")
 
 
 INVALID = [

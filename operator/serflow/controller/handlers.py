@@ -55,6 +55,10 @@ class Pending(Exception):
     """The inputs are not there yet (a profile ConfigMap, profiling Jobs)."""
 
 
+class ProfileFailed(Exception):
+    """A profiling Job failed (its retries spent, or past its deadline)."""
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serflow.io")
@@ -109,14 +113,15 @@ def collect_profile(
     states = {n: kube.job_state(owner.namespace, n) for n in names}
     failed = [n for n, s in states.items() if s == "failed"]
     if failed:
-        raise InputError("spec.profile.fromJob", f"profiling Job {failed[0]} failed")
+        why = kube.job_failure(owner.namespace, failed[0])
+        raise ProfileFailed(f"profiling Job {failed[0]} failed: {why}")
     if any(s != "succeeded" for s in states.values()):
         return
     docs = []
     for n in names:
         doc = jobs.profile_from_log(kube.job_log(owner.namespace, n))
         if doc is None:
-            raise InputError("spec.profile.fromJob", f"profiling Job {n} printed no profile")
+            raise ProfileFailed(f"profiling Job {n} printed no profile")
         docs.append(doc)
     merged = jobs.merge_profiles(docs)
     kube.apply(
@@ -167,6 +172,8 @@ def reconcile(
         inputs = read_inputs(kube, namespace, inf, spec)
     except InputError as e:
         return refuse(Refused("InvalidSpec", str(e)))
+    except ProfileFailed as e:
+        return refuse(Refused("ProfileFailed", str(e)))
     except Pending as e:
         refuse(Refused("ProfilePending", str(e)))
         raise kopf.TemporaryError(str(e), delay=15) from None

@@ -156,6 +156,27 @@ class Kube:
                 return "succeeded" if c["type"] == "Complete" else "failed"
         return "running"
 
+    def job_failure(self, namespace: str, name: str) -> str:
+        """Why a failed Job failed: its Failed condition (BackoffLimitExceeded,
+        DeadlineExceeded) and how its last pod's container ended (OOMKilled, an exit code)."""
+        job = self.get("batch/v1", "Job", namespace, name) or {}
+        said = [
+            ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
+            for c in (job.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Failed" and c.get("status") == "True"
+        ]
+        pods = client.CoreV1Api(self.api).list_namespaced_pod(
+            namespace, label_selector=f"job-name={name}"
+        )
+        for p in pods.items[-1:]:
+            for cs in (p.status and p.status.container_statuses) or []:
+                ended = cs.state and cs.state.terminated
+                if ended:
+                    said.append(
+                        f"container {cs.name} {ended.reason or 'ended'}, exit code {ended.exit_code}"
+                    )
+        return "; ".join(x for x in said if x) or "no reason given"
+
     def job_log(self, namespace: str, name: str, limit: int = 1 << 20) -> str:
         """The log of a finished Job's pod (bounded)."""
         core = client.CoreV1Api(self.api)

@@ -12,6 +12,7 @@ from serflow.domain import PriceSheet
 from serflow.inference import InferenceSpec
 from serflow.k8s.builders import POOL_TOLERATIONS, Owner, meta
 from serflow.k8s.crd import NAME_LIMIT, PROFILE_JOB_INFIX
+from serflow.k8s.pods import CONTAINER_SECURITY
 
 
 def profiler_jobs(owner: Owner, spec: InferenceSpec, prices: PriceSheet) -> list[dict[str, Any]]:
@@ -24,6 +25,10 @@ def profiler_jobs(owner: Owner, spec: InferenceSpec, prices: PriceSheet) -> list
         out.append(_job(owner, spec, size.name, "function", {}, taus))
     return out
 
+
+PROFILE_DEADLINE_S = 1800
+"""Seconds a profiling Job may run, retries included: a hung profiler ends the Job (the
+object then says ProfileFailed) instead of leaving it ProfilePending for ever."""
 
 MARKER = "--- serflow profile ---"
 """The profiler Job prints this line, then the Profile YAML, to its log."""
@@ -48,6 +53,7 @@ def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
         "metadata": md,
         "spec": {
             "backoffLimit": 1,
+            "activeDeadlineSeconds": PROFILE_DEADLINE_S,
             "ttlSecondsAfterFinished": 3600,
             "template": {
                 "metadata": {"labels": md["labels"]},
@@ -56,17 +62,17 @@ def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
                     "automountServiceAccountToken": False,
                     "nodeSelector": selector,
                     "tolerations": POOL_TOLERATIONS if kind == "instance" else [],
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [
                         {
                             "name": "profiler",
                             "image": spec.job_image or spec.model.image,
                             "command": ["sh", "-c", script],
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "securityContext": CONTAINER_SECURITY,
                             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                         }
                     ],
