@@ -7,7 +7,9 @@ from, after validating the spec against its JSON Schema. Pure: it takes the deco
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -202,4 +204,25 @@ def fingerprint_mismatch(model: ModelSpec, profile: Profile) -> str:
     for field, got, want in checks:
         if got != want:
             return f"profile {field} {got!r} does not match the model's {want!r}"
+    return ""
+
+
+def stats_url_outside(urls: Sequence[str], namespace: str) -> str:
+    """Why one of ``spec.routing.statsUrls`` points outside what the object owns ('' when
+    none does): the operator GETs them every epoch, so an object may name only the
+    loopback (an operator run beside its routers, as in the tests) or a Service of its
+    own namespace, never another namespace's pods or any host on the network."""
+    own = (f".{namespace}.svc", f".{namespace}.svc.cluster.local")
+    for i, url in enumerate(urls):
+        host = (urllib.parse.urlsplit(url).hostname or "").lower().rstrip(".")
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                continue
+        except ValueError:
+            if host == "localhost" or host.endswith(own):
+                continue
+        return (
+            f"spec.routing.statsUrls[{i}]: {host or url} is neither the loopback nor a "
+            f"Service of namespace {namespace} (<service>.{namespace}.svc)"
+        )
     return ""

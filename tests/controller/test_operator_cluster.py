@@ -537,6 +537,20 @@ def test_no_feasible_setup_is_reported_and_children_are_kept(env: Env) -> None:
     )
 
 
+def test_stats_urls_outside_the_objects_namespace_are_refused(env: Env) -> None:
+    # The operator GETs them every epoch: another namespace's Service or a network
+    # address would make it a proxy for any tenant. Nothing is dialled: refused first.
+    m = _sfi("ssrf", env)
+    m["spec"]["routing"] = {"statsUrls": [f"http://vgg-envoy.not-{env.namespace}.svc:9901/stats"]}
+    assert env.apply(m).returncode == 0
+    c = wait_for(
+        "refused",
+        lambda: (x := env.condition("ssrf", "Configured")).get("status") == "False" and x,
+    )
+    assert c["reason"] == "InvalidSpec" and c["message"].startswith("spec.routing.statsUrls[0]")
+    assert _children(env, "ssrf") == []
+
+
 def test_profile_from_configmap_and_from_jobs(env: Env) -> None:
     m = _sfi("cmref", env)
     profile = m["spec"]["profile"]["inline"]

@@ -121,3 +121,27 @@ def test_read_only_views_validate_like_dicts() -> None:
     assert parse_workload(doc) == parse_workload(manifest())
     with pytest.raises(InputError, match=r"^spec.model.exits: expected a non-empty list$"):
         parse_inference(MappingProxyType({**spec, "model": {"image": "w", "exits": ()}}), "vgg")
+
+
+@pytest.mark.parametrize(
+    ("url", "outside"),
+    [
+        ("http://127.0.0.1:9901/stats", False),
+        ("http://127.8.0.1:9901/stats", False),
+        ("http://[::1]:9901/stats", False),
+        ("http://localhost:9901/stats", False),
+        ("http://vgg-envoy.team-a.svc:9901/stats", False),
+        ("http://vgg-envoy.team-a.svc.cluster.local.:9901/stats", False),
+        ("http://vgg-envoy.team-b.svc:9901/stats", True),  # another namespace
+        ("http://10.0.0.7:9901/stats", True),  # a pod's or a node's address
+        ("http://metadata.example.com/stats", True),
+        ("http://team-a.svc.evil.example:80/", True),
+    ],
+)
+def test_stats_urls_name_only_what_the_object_owns(url: str, outside: bool) -> None:
+    from serflow.inference import stats_url_outside
+
+    said = stats_url_outside(["http://127.0.0.1:1/stats", url], "team-a")
+    assert bool(said) is outside, said
+    if outside:
+        assert said.startswith("spec.routing.statsUrls[1]: ") and "team-a" in said

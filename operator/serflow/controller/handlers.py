@@ -33,7 +33,13 @@ from serflow.controller.replan import Kept, Replan, replan
 from serflow.documents import load_yaml
 from serflow.domain import Workload
 from serflow.errors import InputError
-from serflow.inference import InferenceSpec, ProfileSource, fingerprint_mismatch, parse_inference
+from serflow.inference import (
+    InferenceSpec,
+    ProfileSource,
+    fingerprint_mismatch,
+    parse_inference,
+    stats_url_outside,
+)
 from serflow.k8s import builders, jobs
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 from serflow.profile import parse_prices
@@ -180,6 +186,9 @@ def reconcile(
     mismatch = fingerprint_mismatch(inf.model, inputs.workload.profile)
     if mismatch:
         return refuse(Refused("ProfileMismatch", mismatch))
+    outside = stats_url_outside(inf.routing.stats_urls, namespace)
+    if outside:
+        return refuse(Refused("InvalidSpec", outside))
     ready = _ready(kube, namespace, builders.Names(name).pool)
     resume = reason == kopf.Reason.RESUME
     planned = plan_spec(owner, inf, inputs.workload, gen, current, resume, ready, utc_now())

@@ -539,7 +539,9 @@ ROUTING = obj(
         ),
         "statsUrls": {
             "type": "array",
-            "description": "Stats endpoints to read counters from (default: the Envoy pods' stats port).",
+            "description": "Stats endpoints to read counters from (default: the Envoy pods' "
+            "stats port): the loopback or a Service of the object's own namespace "
+            "(<service>.<namespace>.svc); the operator refuses any other host.",
             "items": {"type": "string", "maxLength": 512, "pattern": STATS_URL},
             "maxItems": 16,
         },
