@@ -199,3 +199,17 @@ def test_requests_are_counted_under_the_specs_stat_prefix(
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_the_router_forwards_only_inference(
+    routed: Envoy, images: tuple[list[bytes], list[tuple[int, int]]], stack: Stack
+) -> None:
+    # The servers behind it answer these (their metrics, a function's frames, a GET of
+    # /infer): through the edge, Envoy answers 404 itself and nothing reaches them.
+    for method, path in (("GET", "/metrics"), ("POST", "/run"), ("GET", "/infer"),
+                         ("GET", "/healthz"), ("POST", "/v3/anything")):  # fmt: skip
+        code, body = http(method, routed.url + path, b"x" if method == "POST" else None)
+        assert (code, body) == (404, b"not an inference path\n"), (method, path, code, body)
+    bodies, _ = images
+    assert http("POST", routed.url + "/infer", bodies[0])[0] == 200
+    assert http("GET", routed.url + "/v2/health/ready")[0] == 200

@@ -210,16 +210,33 @@ def route_config(
     if functions_host:
         # Knative routes by Host; the worker ignores it.
         action["host_rewrite_literal"] = functions_host
-    route: dict[str, Any] = {"match": {"prefix": "/"}, "route": action}
-    if functions_headers:
-        route["request_headers_to_add"] = [
-            {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-            for k, v in functions_headers
-        ]
+    added = [
+        {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for k, v in functions_headers
+    ]
+    routes: list[dict[str, Any]] = []
+    for match in INFERENCE_MATCHES:
+        route: dict[str, Any] = {"match": match, "route": action}
+        if added:
+            route["request_headers_to_add"] = added
+        routes.append(route)
+    # The router is the edge: nothing but inference reaches the servers behind it (not
+    # their /metrics, nor a function's /run frames).
+    routes.append({"match": {"prefix": "/"}, "direct_response": NOT_ROUTED})
     return {
         "name": ROUTE_NAME,
-        "virtual_hosts": [{"name": "serflow", "domains": ["*"], "routes": [route]}],
+        "virtual_hosts": [{"name": "serflow", "domains": ["*"], "routes": routes}],
     }
+
+
+INFERENCE_MATCHES: tuple[dict[str, Any], ...] = (
+    {"path": "/infer", "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
+    {"path": "/v2"},
+    {"prefix": "/v2/"},
+)
+"""What the router forwards: ``POST /infer`` and the Open Inference Protocol's paths."""
+NOT_ROUTED = {"status": 404, "body": {"inline_string": "not an inference path\n"}}
+"""Envoy's own answer to anything else."""
 
 
 def route_version(route: dict[str, Any]) -> str:
