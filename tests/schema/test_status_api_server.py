@@ -72,17 +72,22 @@ def write_and_read(kube: Kube, namespace: str, written: InferenceStatus) -> Infe
     return decode(obj.get("status"))
 
 
-def test_every_status_the_operator_writes_round_trips(
-    crd_cluster: Any, api_client: Any, namespace: str
-) -> None:
-    m = manifest(NAME)
+def create(api_client: Any, namespace: str, m: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The object made on the API server: its owner reference, parsed spec and workload."""
     m["metadata"]["namespace"] = namespace
     made = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, m
     )
-    kube = Kube(api_client)
     owner = builders.Owner(NAME, namespace, made["metadata"]["uid"])
-    inf, w = parse_inference(m["spec"], NAME), parse_workload(m)
+    return owner, parse_inference(m["spec"], NAME), parse_workload(m)
+
+
+def test_every_status_the_operator_writes_round_trips(
+    crd_cluster: Any, api_client: Any, namespace: str
+) -> None:
+    m = manifest(NAME)
+    owner, inf, w = create(api_client, namespace, m)
+    kube = Kube(api_client)
     written: list[tuple[str, InferenceStatus]] = []
 
     # A refusal (what reconcile writes for a spec it cannot plan).
@@ -133,13 +138,8 @@ def test_a_spec_at_the_schemas_maximums_is_configured_with_a_bounded_status(
     from serflow.status import STATUS_BYTES_BOUND
     from serflow_testbed.manifests import largest_manifest
 
-    m = largest_manifest(NAME)
-    m["metadata"]["namespace"] = namespace
-    made = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, m
-    )  # the API server accepts it: every CEL rule within its cost budget
-    owner = builders.Owner(NAME, namespace, made["metadata"]["uid"])
-    inf, w = parse_inference(m["spec"], NAME), parse_workload(m)
+    # The API server accepts it: every CEL rule within its cost budget.
+    owner, inf, w = create(api_client, namespace, largest_manifest(NAME))
     planned = plan_spec(owner, inf, w, 1, InferenceStatus(), False, 0, "2026-01-01T00:00:00Z")
     assert isinstance(planned, Planned)
     written = planned.placement.status
