@@ -130,8 +130,10 @@ class LocalEnvoy:
     def send(self, n: int) -> None:
         import urllib.request
 
-        for _ in range(n):
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/infer", timeout=5) as r:
+        url = f"http://127.0.0.1:{self.port}/infer"
+        for _ in range(n):  # POST: the router forwards nothing else to /infer
+            req = urllib.request.Request(url, data=b"x", method="POST")
+            with urllib.request.urlopen(req, timeout=5) as r:
                 assert r.status == 200
 
     def stop(self) -> None:
