@@ -26,8 +26,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from serflow.domain import RankedBy
-from serflow.policy.configurator import Candidate, Plan, best_per_pool
+from serflow.domain import RankedBy, ScalingSpec
+from serflow.policy.configurator import (
+    Candidate,
+    Granularity,
+    Plan,
+    PoolKind,
+    Setup,
+    best_per_pool,
+)
+from serflow.policy.cost import PoolEconomics
 
 NULLABLE = {"nullable": True}
 """Field metadata: None is written as null, so the merge patch removes an earlier value."""
@@ -384,6 +392,41 @@ def plan_status(
         costed=len(plan.candidates),
         ranked_by=by,
         replay_saving=saving,
+    )
+
+
+def candidate_from_status(plan_st: PlanStatus, scaling: ScalingSpec) -> Candidate | None:
+    """The chosen candidate status.plan describes, for the spec whose ``scaling`` it was
+    planned with (its instance bounds); None when it predates status.plan.economics."""
+    e = plan_st.economics
+    if e is None or plan_st.worst_batch_seconds is None:
+        return None
+    g = plan_st.granularity
+    return Candidate(
+        tau=plan_st.tau,
+        accuracy=plan_st.accuracy,
+        setup=Setup(
+            pool=PoolKind(plan_st.pool),
+            function=plan_st.function,
+            instance=plan_st.instance,
+            cut=plan_st.cut,
+            granularity=Granularity(g) if g else None,
+        ),
+        worst_batch_s=plan_st.worst_batch_seconds,
+        feasible=True,
+        reason="",
+        economics=PoolEconomics(
+            mu=e.mu,
+            instance_price=e.instance_price_per_second,
+            faas_per_request=e.faas_per_request,
+            add_per_request=e.add_per_request,
+            has_pool=e.has_pool,
+            batches_per_instance=e.batches_per_instance,
+            min_instances=scaling.min_instances,
+            max_instances=scaling.max_instances,
+        ),
+        rate=plan_st.rate,
+        cost_per_s=plan_st.cost_per_hour / 3600.0,
     )
 
 

@@ -536,6 +536,7 @@ def test_no_feasible_setup_is_reported_and_children_are_kept(env: Env) -> None:
         "the epochs of the last good plan",
         lambda: "generation 2 is not configured" in env.condition("slo", "Ready").get("message", "")
         and env.sfi("slo")["status"]["traffic"] != epochs,
+        120,
     )
 
 

@@ -10,7 +10,6 @@ from serflow.controller.planning import (
     ChosenPlan,
     Planned,
     Refused,
-    candidate_from_status,
     kept_plan,
     place,
     plan_spec,
@@ -29,6 +28,7 @@ from serflow.status import (
     InferenceStatus,
     InstanceCounts,
     TrafficStatus,
+    candidate_from_status,
     find_condition,
     plan_status,
     set_condition,
@@ -165,18 +165,17 @@ def test_a_refusal_leaves_ready_to_the_plan_that_serves() -> None:
 
 
 def test_the_epochs_run_the_plan_of_the_spec_or_the_last_good_one() -> None:
-    from serflow.controller.handlers import epoch_may_run
-    from serflow.status import encode
+    from serflow.controller.planning import epoch_may_run
 
     got = _plan_spec(InferenceStatus())  # generation 3
     assert isinstance(got, Planned)
     placed = got.placement
-    planned = encode(placed.status)
-    assert epoch_may_run(placed, {"generation": 3}, planned)
+    planned = placed.status
+    assert epoch_may_run(placed, 3, planned)
     # A new spec not handled yet, or planned but not yet in memory: wait.
-    assert not epoch_may_run(placed, {"generation": 4}, planned)
-    newer = encode(dataclasses.replace(placed.status, observed_generation=4))
-    assert not epoch_may_run(placed, {"generation": 4}, newer)
+    assert not epoch_may_run(placed, 4, planned)
+    newer = dataclasses.replace(placed.status, observed_generation=4)
+    assert not epoch_may_run(placed, 4, newer)
     # A new spec refused: the plan of generation 3 keeps running.
     refused = refusal_status(Refused("InvalidSpec", "x"), placed.status, 4, "t", serving=True)
-    assert epoch_may_run(placed, {"generation": 4}, encode(refused))
+    assert epoch_may_run(placed, 4, refused)

@@ -28,7 +28,13 @@ from serflow.controller import metrics
 from serflow.controller.decide import EpochState, Event, epoch_state_from_status
 from serflow.controller.epoch import Clock, install, run_epoch, utc_now
 from serflow.controller.kube import Kube, load_config
-from serflow.controller.planning import Placement, Refused, plan_spec, refusal_status
+from serflow.controller.planning import (
+    Placement,
+    Refused,
+    epoch_may_run,
+    plan_spec,
+    refusal_status,
+)
 from serflow.controller.replan import Kept, Replan, replan
 from serflow.documents import load_yaml
 from serflow.domain import Workload
@@ -46,9 +52,7 @@ from serflow.profile import parse_prices
 from serflow.spec import parse_workload
 from serflow.status import (
     Condition,
-    ConditionType,
     candidate_line,
-    condition_true,
     decode,
     encode,
 )
@@ -243,7 +247,9 @@ async def epoch_loop(
             return
         last = CLOCK.monotonic()
         placed = memo.get("placement")
-        if not isinstance(placed, Placement) or not epoch_may_run(placed, meta, status):
+        if not isinstance(placed, Placement) or not epoch_may_run(
+            placed, meta.get("generation"), decode(status)
+        ):
             continue
         if state is None:
             state = epoch_state_from_status(decode(status), placed)
@@ -299,24 +305,6 @@ def replan_and_apply(
     owner = p.plan.owner
     kube.patch_status(owner.namespace, owner.name, encode(p.status))
     return new, events
-
-
-def epoch_may_run(placed: Placement, meta: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-    """Whether the epochs may run ``placed``: the current spec was handled (the status
-    says so for this generation) and either it is this plan's, or it was not configured
-    (refused, or its profile pending), so that the last good plan keeps scaling and
-    correcting drift meanwhile.
-
-    Not yet: the spec is being planned, or the watch has not brought planning's status
-    patch, or a new plan's status came before it reached ``memo``; an epoch then would
-    run a plan the status no longer describes.
-    """
-    st = decode(status)
-    gen = meta.get("generation")
-    if st.observed_generation != gen:
-        return False
-    configured = condition_true(st.conditions or (), ConditionType.CONFIGURED)
-    return placed.plan.generation == gen if configured else True
 
 
 def _epoch_seconds(spec: Mapping[str, Any]) -> float:

@@ -20,13 +20,9 @@ from serflow.k8s import builders
 from serflow.policy.balancer import pool_share, route_weights
 from serflow.policy.configurator import (
     Candidate,
-    Granularity,
-    PoolKind,
-    Setup,
     configure,
     instance_cold_epochs,
 )
-from serflow.policy.cost import PoolEconomics
 from serflow.policy.monitor import TrafficEstimate
 from serflow.policy.scaler import ScalerState, ScalingContext, planned_size
 from serflow.policy.scalers import SCALERS
@@ -39,7 +35,9 @@ from serflow.status import (
     InstanceCounts,
     PlanStatus,
     RouteSplit,
+    candidate_from_status,
     candidate_line,
+    condition_true,
     plan_status,
     set_condition,
 )
@@ -146,41 +144,6 @@ def place(
 # --- Planning a spec (create, update, resume) ---------------------------------------------
 
 
-def candidate_from_status(plan_st: PlanStatus, scaling: ScalingSpec) -> Candidate | None:
-    """The chosen candidate status.plan describes, for the spec whose ``scaling`` it was
-    planned with (its instance bounds); None when it predates status.plan.economics."""
-    e = plan_st.economics
-    if e is None or plan_st.worst_batch_seconds is None:
-        return None
-    g = plan_st.granularity
-    return Candidate(
-        tau=plan_st.tau,
-        accuracy=plan_st.accuracy,
-        setup=Setup(
-            pool=PoolKind(plan_st.pool),
-            function=plan_st.function,
-            instance=plan_st.instance,
-            cut=plan_st.cut,
-            granularity=Granularity(g) if g else None,
-        ),
-        worst_batch_s=plan_st.worst_batch_seconds,
-        feasible=True,
-        reason="",
-        economics=PoolEconomics(
-            mu=e.mu,
-            instance_price=e.instance_price_per_second,
-            faas_per_request=e.faas_per_request,
-            add_per_request=e.add_per_request,
-            has_pool=e.has_pool,
-            batches_per_instance=e.batches_per_instance,
-            min_instances=scaling.min_instances,
-            max_instances=scaling.max_instances,
-        ),
-        rate=plan_st.rate,
-        cost_per_s=plan_st.cost_per_hour / 3600.0,
-    )
-
-
 def same_setup(p: PlanStatus | None, c: Candidate) -> bool:
     """Whether status.plan describes this candidate's setup (tau included)."""
     if p is None:
@@ -238,8 +201,7 @@ def kept_plan(
     """On resume, the plan status holds for this very spec (so a restart does not re-plan)."""
     if not resume or status.observed_generation != gen or status.plan is None:
         return None
-    conds = status.conditions or ()
-    if not any(c.type == ConditionType.CONFIGURED.value and c.true for c in conds):
+    if not condition_true(status.conditions or (), ConditionType.CONFIGURED):
         return None
     return candidate_from_status(status.plan, scaling)
 
@@ -288,6 +250,23 @@ def plan_spec(
     placed = place(chosen, desired, ready, rate, c, now)
     status_written = replace(placed.status, observed_generation=gen, plan=plan_st)
     return Planned(replace(placed, status=status_written), kept is not None, changed)
+
+
+def epoch_may_run(placed: Placement, generation: int | None, status: InferenceStatus) -> bool:
+    """Whether the epochs may run ``placed`` on an object of this metadata.generation
+    whose status is ``status``: the current spec was handled (the status says so for this
+    generation) and either it is this plan's, or it was not configured (refused, or its
+    profile pending), so that the last good plan keeps scaling and correcting drift
+    meanwhile.
+
+    Not yet: the spec is being planned, or the watch has not brought planning's status
+    patch, or a new plan's status came before it reached the daemon; an epoch then would
+    run a plan the status no longer describes.
+    """
+    if status.observed_generation != generation:
+        return False
+    configured = condition_true(status.conditions or (), ConditionType.CONFIGURED)
+    return placed.plan.generation == generation if configured else True
 
 
 def refusal_status(
