@@ -336,17 +336,17 @@ def wide_artefact(tmp: Path, like: artefact.Manifest) -> Path:
     model = build(1.0)
     model.eval()
     ckpt = tmp / "vgg16-w1-untrained.pt"
-    checkpoint.save(ckpt, model, like.input.mean, like.input.std, {"note": "untrained"})
+    assert like.input.image is not None
+    checkpoint.save(ckpt, model, like.input.image.mean, like.input.image.std, {"note": "untrained"})
     root = tmp / "vgg16-w1-untrained"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export.export(
+        export.export_network(
             list(model.partitions),
             root,
             name="vgg16-w1-untrained",
-            input_shape=like.input.shape,
-            mean=like.input.mean,
-            std=like.input.std,
+            example=torch.zeros((2, *like.input.shape)),
+            image=like.input.image,
             classes=like.classes,
             calibration=None,
             source=ckpt,

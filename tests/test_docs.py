@@ -334,9 +334,9 @@ TRACED: tuple[Traced, ...] = (
     ),
     Traced(
         r"serflow-runtime export .*",
-        "tests/runtime/test_artefact.py (export.export, and the export command)",
+        "tests/runtime/test_artefact.py (export.export_network, and the export command)",
         (
-            ("tests/runtime/test_artefact.py", "m = export.export("),
+            ("tests/runtime/test_artefact.py", "m = export.export_network("),
             ("tests/runtime/test_artefact.py", 'cli_main(["export"'),
         ),
         parser="serflow_runtime.cli:parser",

@@ -1,20 +1,23 @@
 """Wire formats of the data plane.
 
-Client requests (``POST /infer`` on the worker and on the function server), one image each:
+Client requests (``POST /infer`` on the worker and on the function server), one instance
+each, of the input the artefact's manifest declares:
 
 * ``Content-Type: application/octet-stream``: the model input as raw little-endian
-  float32, C*H*W = 3*32*32 = 12,288 bytes, channel-major, already normalised with the
-  artefact's mean and std.  Any other length, or a NaN/Inf value, is a 400.
-* ``Content-Type: image/png``: an 8-bit 32x32 PNG (grey, RGB or RGBA); pixels are
-  scaled to [0, 1], grey replicated to 3 channels, then normalised like training data.
-  Other sizes are refused before the pixels are decoded.
+  values of its dtype, row-major (the shipped digits models: float32 3x32x32 = 12,288
+  bytes, already normalised with the artefact's mean and std).  Any other length, a
+  NaN/Inf value, or an integer outside the manifest's range is a 400.
+* ``Content-Type: image/png``, for image inputs only: an 8-bit PNG of the input's size
+  (grey, RGB or RGBA); pixels are scaled to [0, 1], grey replicated to 3 channels, then
+  normalised like training data.  Other sizes are refused before the pixels are decoded.
 
 Stage calls (worker -> function ``POST /run``) and their answers are *frames*::
 
     b"SFLW" | version u8 (=1) | header length u32 big-endian | header JSON | LZ4 frame
 
 The header names the model fingerprint, the next partition to run, the tensor shape
-[n, C, H, W], dtype float32, the row ids and ``rawBytes`` (= n*C*H*W*4).  The payload is
+[n, ...], its dtype (float32 activations; stage 1 takes the model input's), the row ids
+and ``rawBytes``.  The payload is
 one LZ4 frame (content checksum on) of the survivors' activations; its decompressed
 size is bounded by ``rawBytes`` and the server's limit *before* decompressing, so a
 corrupt or oversized frame costs at most that.  An answer frame also carries
@@ -33,7 +36,7 @@ from typing import Any
 import lz4.frame
 import numpy as np
 
-from serflow_runtime.artefact import InputSpec, preprocess
+from serflow_runtime.artefact import DTYPES, InputSpec, preprocess
 
 MAGIC = b"SFLW"
 VERSION = 1
@@ -54,9 +57,9 @@ def activation_bytes(row_shape: Sequence[int]) -> int:
     return math.prod(row_shape) * 4
 
 
-def image_body_limit(input_shape: Sequence[int]) -> int:
-    """The largest ``/infer`` body: one raw input, or a PNG of it with its chunks."""
-    return activation_bytes(input_shape) + PNG_SLACK
+def input_body_limit(spec: InputSpec) -> int:
+    """The largest ``/infer`` body: one raw input, or (images) a PNG of it with its chunks."""
+    return spec.row_bytes + (PNG_SLACK if spec.image is not None else 0)
 
 
 def header_limit(batch: int) -> int:
@@ -64,15 +67,16 @@ def header_limit(batch: int) -> int:
     return 4096 + 128 * batch
 
 
-def frame_raw_limit(row_shape: Sequence[int], batch: int) -> int:
-    """The most a frame may decompress to: the activations of B rows."""
-    return batch * activation_bytes(row_shape)
+def frame_raw_limit(row_shape: Sequence[int], batch: int, itemsize: int = 4) -> int:
+    """The most a frame may decompress to: B rows of float32 activations (``itemsize``:
+    another dtype's, the model input's for a frame entering stage 1)."""
+    return batch * math.prod(row_shape) * itemsize
 
 
-def frame_body_limit(row_shape: Sequence[int], batch: int) -> int:
+def frame_body_limit(row_shape: Sequence[int], batch: int, itemsize: int = 4) -> int:
     """The largest frame on the wire: prefix, header, and LZ4's worst case (incompressible
     data grows by 1/255 plus a frame header and block headers)."""
-    raw = frame_raw_limit(row_shape, batch)
+    raw = frame_raw_limit(row_shape, batch, itemsize)
     return _PREFIX.size + header_limit(batch) + raw + raw // 255 + 4096
 
 
@@ -107,38 +111,28 @@ def _finite(a: np.ndarray, what: str) -> None:
         raise BadRequest(f"{what} contains NaN or Inf values")
 
 
-def decode_image(
-    body: bytes,
-    content_type: str,
-    shape: tuple[int, int, int],
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-) -> np.ndarray:
-    """One request body to a (1, C, H, W) normalised float32 array."""
+def decode_input(body: bytes, content_type: str, spec: InputSpec) -> np.ndarray:
+    """One request body to a (1, *shape) array of the stage-1 input."""
     ct = content_type.split(";")[0].strip().lower()
-    c, h, w = shape
     if ct in (RAW_CT, "application/x-serflow-tensor"):
-        want = c * h * w * 4
+        want = spec.row_bytes
         if len(body) != want:
-            raise BadRequest(
-                f"raw tensor must be {want} bytes (float32 {c}x{h}x{w}), got {len(body)}"
-            )
-        a = np.frombuffer(body, dtype="<f4")
-        _finite(a, "input tensor")
-        return a.reshape(1, c, h, w).copy()
-    if ct == PNG_CT:
-        return _decode_png(body, shape, mean, std)
-    raise BadRequest(
-        f"unsupported Content-Type {content_type!r}: use {RAW_CT} or {PNG_CT}", status=415
-    )
+            dims = "x".join(map(str, spec.shape))
+            raise BadRequest(f"raw tensor must be {want} bytes ({spec.dtype} {dims}), got {len(body)}")
+        a = np.frombuffer(body, dtype=spec.numpy_dtype)
+        if (why := spec.problem(a)) is not None:
+            raise BadRequest(f"input tensor {why}")
+        return a.reshape(1, *spec.shape).astype(spec.numpy_dtype.newbyteorder("="))
+    if ct == PNG_CT and spec.image is not None:
+        return _decode_png(body, spec)
+    accepted = f"{RAW_CT} or {PNG_CT}" if spec.image is not None else RAW_CT
+    raise BadRequest(f"unsupported Content-Type {content_type!r}: use {accepted}", status=415)
 
 
-def _decode_png(
-    body: bytes, shape: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...]
-) -> np.ndarray:
+def _decode_png(body: bytes, spec: InputSpec) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    _, h, w = shape
+    _, h, w = spec.shape
     # The size comes from the IHDR chunk: refuse before PIL sees the image (its own bomb
     # check would raise past the handler) and before any pixel data is decompressed.
     pw, ph = _png_size(body)
@@ -164,7 +158,7 @@ def _decode_png(
     ) as e:
         raise BadRequest(f"body is not a valid PNG: {e}") from e
     # The artefact's own preprocessing: the profiler's calibration set goes through it too.
-    return preprocess(np.asarray(rgb, dtype=np.uint8)[None], InputSpec(shape, mean, std))
+    return preprocess(np.asarray(rgb, dtype=np.uint8)[None], spec)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -189,7 +183,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 
 def compress(a: np.ndarray) -> bytes:
-    data = np.ascontiguousarray(a, dtype="<f4").tobytes()
+    # Little-endian on the wire, in the array's own kind (activations float32).
+    data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
     return bytes(lz4.frame.compress(data, compression_level=0, content_checksum=True))
 
 
@@ -239,8 +234,9 @@ def encode_frame(header: dict[str, Any], tensor: np.ndarray | None) -> bytes:
     else:
         shape = list(tensor.shape)
         payload = compress(tensor)
-        raw = math.prod(shape) * 4
-    h.update(shape=shape, dtype="float32", rawBytes=raw)
+        raw = tensor.nbytes
+    dtype = "float32" if tensor is None else tensor.dtype.name
+    h.update(shape=shape, dtype=dtype, rawBytes=raw)
     hj = json.dumps(h, separators=(",", ":")).encode()
     return _PREFIX.pack(MAGIC, VERSION, len(hj)) + hj + payload
 
@@ -272,9 +268,11 @@ def decode_frame(
     max_raw: int,
     expect_shape: tuple[int, ...] | None = None,
     max_header: int = MAX_HEADER,
+    expect_dtype: str = "float32",
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Full frame to (header, array); ``expect_shape`` is one row's (C, H, W).  The
-    shape and size are checked against ``max_raw`` before anything is decompressed."""
+    """Full frame to (header, array); ``expect_shape`` is one row's shape, ``expect_dtype``
+    its dtype (activations are float32; stage 1's input is the model's).  The shape and
+    size are checked against ``max_raw`` before anything is decompressed."""
     header, off = frame_header(body, max_header)
     shape = header.get("shape")
     if (
@@ -283,12 +281,13 @@ def decode_frame(
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
     ):
         raise BadRequest("frame shape must be a list of non-negative integers")
-    if header.get("dtype") != "float32":
-        raise BadRequest(f"frame dtype must be float32, got {header.get('dtype')!r}")
+    if header.get("dtype") != expect_dtype:
+        raise BadRequest(f"frame dtype must be {expect_dtype}, got {header.get('dtype')!r}")
+    item = np.dtype(DTYPES[expect_dtype])
     n = shape[0]
     if n > 0 and expect_shape is not None and tuple(shape[1:]) != tuple(expect_shape):
         raise BadRequest(f"frame rows have shape {shape[1:]}, expected {list(expect_shape)}")
-    raw = math.prod(shape) * 4 if n > 0 else 0
+    raw = math.prod(shape) * item.itemsize if n > 0 else 0
     if header.get("rawBytes") != raw:
         raise BadRequest(f"rawBytes {header.get('rawBytes')!r} does not match shape {shape}")
     if raw > max_raw:
@@ -296,7 +295,8 @@ def decode_frame(
     data = decompress(body[off:], raw)
     if n == 0:
         empty = (0, *expect_shape) if expect_shape is not None else (0,)
-        return header, np.empty(empty, dtype=np.float32)
-    a = np.frombuffer(data, dtype="<f4")
-    _finite(a, "frame tensor")
-    return header, a.reshape(shape).copy()
+        return header, np.empty(empty, dtype=item.newbyteorder("="))
+    a = np.frombuffer(data, dtype=item)
+    if item.kind == "f":
+        _finite(a, "frame tensor")
+    return header, a.reshape(shape).astype(item.newbyteorder("="))

@@ -1,16 +1,19 @@
 """The exit rule and partitioned execution, on numpy for every runtime.
 
-Exit rule (DESIGN.md section 2): a request leaves at the first exit whose max softmax
-is >= tau; if none does, the final classifier answers.  ``tau=None`` turns exits off:
-every request runs to the final classifier.
+Exit rule (DESIGN.md section 2): a request leaves at the first exit whose confidence
+is >= tau; if none does, the final classifier answers.  The confidence is the
+manifest's named ``exitRule`` (``max-softmax``: the largest softmax probability, the
+paper's).  ``tau=None`` turns exits off: every request runs to the final classifier.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from serflow_runtime.artefact import DEFAULT_EXIT_RULE
 from serflow_runtime.runtimes import ServedModel
 
 
@@ -23,14 +26,20 @@ def confidence(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def exit_mask(logits: np.ndarray, tau: float | None) -> np.ndarray:
+CONFIDENCE: dict[str, Callable[[np.ndarray], np.ndarray]] = {"max-softmax": confidence}
+"""Each named exit rule's confidence per row (``artefact.EXIT_RULES`` names them)."""
+
+
+def exit_mask(logits: np.ndarray, tau: float | None, rule: str = DEFAULT_EXIT_RULE) -> np.ndarray:
     """Rows that leave at this (internal) exit."""
     if tau is None:
         return np.zeros(logits.shape[0], dtype=bool)
-    return confidence(logits) >= tau
+    return CONFIDENCE[rule](logits) >= tau
 
 
-def decide(all_logits: list[np.ndarray], tau: float | None) -> tuple[np.ndarray, np.ndarray]:
+def decide(
+    all_logits: list[np.ndarray], tau: float | None, rule: str = DEFAULT_EXIT_RULE
+) -> tuple[np.ndarray, np.ndarray]:
     """Whole-network reference: (exit index 1..K, predicted class) per row."""
     k = len(all_logits)
     n = all_logits[0].shape[0]
@@ -38,7 +47,7 @@ def decide(all_logits: list[np.ndarray], tau: float | None) -> tuple[np.ndarray,
     pred = all_logits[-1].argmax(axis=1)
     undecided = np.ones(n, dtype=bool)
     for i, lg in enumerate(all_logits[:-1], start=1):
-        m = exit_mask(lg, tau) & undecided
+        m = exit_mask(lg, tau, rule) & undecided
         exit_at[m] = i
         pred[m] = lg[m].argmax(axis=1)
         undecided &= ~m
@@ -79,13 +88,14 @@ def run_range(
         raise ValueError(f"bad partition range {start}..{end} for K={k}")
     ids = np.arange(x.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
     res = StageResult()
+    rule = model.manifest.exit_rule
     for i in range(start, end + 1):
         if x.shape[0] == 0:
             break
         h, lg = model.run_stage(i, x)
-        m = np.ones(x.shape[0], dtype=bool) if i == k else exit_mask(lg, tau)
+        m = np.ones(x.shape[0], dtype=bool) if i == k else exit_mask(lg, tau, rule)
         if m.any():
-            conf = confidence(lg[m])
+            conf = CONFIDENCE[rule](lg[m])
             cls = lg[m].argmax(axis=1)
             for j, r in enumerate(ids[m].tolist()):
                 res.exits.append(Exit(r, i, int(cls[j]), float(conf[j])))

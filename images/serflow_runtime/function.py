@@ -4,7 +4,7 @@
   runs partitions first..last and answers a frame with the exits and the survivors'
   activations after ``last`` (none when ``last`` is K).  A frame whose fingerprint is
   not this server's model is refused with 409.
-* ``POST /infer``: one image (raw float32 or PNG, see ``codec``); only on a function
+* ``POST /infer``: one instance (the raw input, or a PNG for image models; see ``codec``); only on a function
   that starts at partition 1, which then runs the whole model (the spill path).
 * The Open Inference Protocol (``oip_routes``): ``POST /v2/models/{name}/infer`` with n
   instances runs them through the whole model in one batch, like ``/infer``; only on a
@@ -79,24 +79,27 @@ class FunctionApp:
         self.first, self.last = codec.parse_partitions(cfg.partitions, k)
         if cfg.batch < 1:
             raise ValueError(f"batch must be at least 1, got {cfg.batch}")
-        # A frame never expands past B rows of the activations entering `first`.
+        # A frame never expands past B rows of the activations entering `first` (stage 1:
+        # the model's input, of its own dtype).
         row = man.input_shape_of(self.first)
-        self.max_frame_raw = codec.frame_raw_limit(row, cfg.batch)
-        self.max_frame_body = codec.frame_body_limit(row, cfg.batch)
+        self.frame_dtype = man.input.dtype if self.first == 1 else "float32"
+        size = man.input.numpy_dtype.itemsize if self.first == 1 else 4
+        self.max_frame_raw = codec.frame_raw_limit(row, cfg.batch, size)
+        self.max_frame_body = codec.frame_body_limit(row, cfg.batch, size)
         self.max_header = codec.header_limit(cfg.batch)
-        self.max_image_body = codec.image_body_limit(man.input.shape)
+        self.max_input_body = codec.input_body_limit(man.input)
         self.token = self.model.token
         self.metrics = Metrics("function")
         # One compute thread: the runtime parallelises inside an op; two batches would contend.
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fn-compute")
         self.ready = True
-        spec = oip.ModelInput(cfg.model_name or man.name, man.input.shape, cfg.batch)
+        spec = oip.ModelInput(cfg.model_name or man.name, man.input, cfg.batch)
         self.oip = OipRoutes(spec, self._not_ready, self.classify, cfg.client_timeout)
 
     def app(self) -> web.Application:
         app = web.Application(
             middlewares=[server_timing(self.metrics), error_middleware(self.metrics)],
-            client_max_size=max(self.max_frame_body, self.max_image_body, self.oip.max_body),
+            client_max_size=max(self.max_frame_body, self.max_input_body, self.oip.max_body),
         )
         app.router.add_post("/run", self.run)
         app.router.add_post("/infer", self.infer)
@@ -139,6 +142,7 @@ class FunctionApp:
             self.max_frame_raw,
             self.model.manifest.input_shape_of(self.first),
             self.max_header,
+            self.frame_dtype,
         )
         rows = header.get("rows")
         if (
@@ -154,12 +158,11 @@ class FunctionApp:
     async def infer(self, request: web.Request) -> web.Response:
         if self.first != 1:
             raise codec.BadRequest(
-                f"this function runs partitions {self.first}..{self.last}; images need 1..K",
+                f"this function runs partitions {self.first}..{self.last}; requests need 1..K",
                 status=404,
             )
-        body = await read_body(request, self.max_image_body, self.cfg.client_timeout)
-        inp = self.model.manifest.input
-        x = codec.decode_image(body, request.content_type, inp.shape, inp.mean, inp.std)
+        body = await read_body(request, self.max_input_body, self.cfg.client_timeout)
+        x = codec.decode_input(body, request.content_type, self.model.manifest.input)
         return web.json_response((await self.classify(x))[0])
 
     async def classify(self, x: np.ndarray) -> list[dict[str, Any]]:
@@ -167,7 +170,7 @@ class FunctionApp:
         answer per row, in order; each row may exit at another stage."""
         if self.first != 1:
             raise codec.BadRequest(
-                f"this function runs partitions {self.first}..{self.last}; images need 1..K",
+                f"this function runs partitions {self.first}..{self.last}; requests need 1..K",
                 status=404,
             )
         res = await self._compute(x, 1, None)

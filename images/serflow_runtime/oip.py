@@ -10,8 +10,10 @@ answer; which batch a request joins and where its parts run is theirs, exactly a
   is flat or nested row-major numbers; or, with the binary tensor extension (the
   ``Inference-Header-Content-Length`` header), the tensor's little-endian bytes after the
   JSON header, sized by the input's ``parameters.binary_data_size``.
-* The input is the artefact manifest's: one float32 tensor of (C, H, W), already
-  normalised with the artefact's mean/std, like ``/infer``'s ``application/octet-stream``.
+* The input is the artefact manifest's: one tensor of its name, dtype and shape (images:
+  float32 (C, H, W), already normalised with the artefact's mean/std), like
+  ``/infer``'s ``application/octet-stream``; an integer input's values must lie in the
+  manifest's range.
 * The answer: outputs ``class`` INT64 [n], ``confidence`` FP32 [n] and ``exit`` INT64
   [n]; ``parameters`` carry the fingerprint and, per instance, the exit taken and where
   each part ran (``/infer``'s ``ran``), JSON-encoded in a string because the protocol's
@@ -31,32 +33,45 @@ from typing import Any
 
 import numpy as np
 
+from serflow_runtime.artefact import InputSpec
 from serflow_runtime.codec import BadRequest
 
-INPUT = "input"
-"""The name of the model's one input tensor."""
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """The binary tensor extension's header: bytes of JSON before the tensors' bytes."""
 BINARY_CT = "application/octet-stream"
 JSON_CT = "application/json"
 OUTPUTS: dict[str, str] = {"class": "INT64", "confidence": "FP32", "exit": "INT64"}
 """The answer's tensors, each [n], and their datatypes."""
+DATATYPES: dict[str, str] = {
+    "float32": "FP32",
+    "float16": "FP16",
+    "int64": "INT64",
+    "int32": "INT32",
+    "uint8": "UINT8",
+    "int8": "INT8",
+}
+"""The protocol's datatype of each manifest dtype (``artefact.DTYPES``)."""
 _NUMPY = {"INT64": "<i8", "FP32": "<f4"}
 JSON_BYTES_PER_VALUE = 26
-"""Bytes one float32 takes at most as JSON text (``-1.2345678901234567e-05, ``): the
-body limit of a JSON tensor, so a request of B instances always fits."""
+"""Bytes one value takes at most as JSON text (``-1.2345678901234567e-05, ``; an int64
+is shorter): the body limit of a JSON tensor, so a request of B instances always fits."""
 SLACK = 64 << 10
 """Bytes a request may carry beyond its tensor (names, parameters, blanks)."""
 
 
 @dataclass(frozen=True)
 class ModelInput:
-    """What the model takes: its name under OIP, its (C, H, W), and the most instances
-    one request may carry (the batch B: no request holds more than a batch's rows)."""
+    """What the model takes: its name under OIP, its input tensor (the manifest's), and
+    the most instances one request may carry (the batch B: no request holds more than a
+    batch's rows)."""
 
     model: str
-    shape: tuple[int, ...]
+    input: InputSpec
     max_instances: int
+
+    @property
+    def datatype(self) -> str:
+        return DATATYPES[self.input.dtype]
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class Request:
     """A parsed, validated inference request."""
 
     x: np.ndarray
-    """(n, C, H, W) float32, finite."""
+    """(n, *shape) of the input's dtype, its values checked (finite, in range)."""
     id: str | None
     """The request's ``id``, echoed in the answer."""
     outputs: tuple[str, ...]
@@ -75,7 +90,7 @@ class Request:
 
 def body_limit(spec: ModelInput) -> int:
     """The largest request body: B instances as JSON text, plus slack."""
-    return spec.max_instances * math.prod(spec.shape) * JSON_BYTES_PER_VALUE + SLACK
+    return spec.max_instances * math.prod(spec.input.shape) * JSON_BYTES_PER_VALUE + SLACK
 
 
 def metadata(spec: ModelInput) -> dict[str, Any]:
@@ -83,7 +98,9 @@ def metadata(spec: ModelInput) -> dict[str, Any]:
     return {
         "name": spec.model,
         "platform": "serflow",
-        "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *spec.shape]}],
+        "inputs": [
+            {"name": spec.input.name, "datatype": spec.datatype, "shape": [-1, *spec.input.shape]}
+        ],
         "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in OUTPUTS.items()],
     }
 
@@ -105,15 +122,16 @@ def parse_request(body: bytes, header_length: str | None, spec: ModelInput) -> R
     if not isinstance(doc, dict):
         raise BadRequest("inference request must be a JSON object")
     inputs = doc.get("inputs")
+    want = spec.input.name
     if not isinstance(inputs, list) or not inputs:
-        raise BadRequest(f"inference request must carry 'inputs': a list with tensor {INPUT!r}")
+        raise BadRequest(f"inference request must carry 'inputs': a list with tensor {want!r}")
     for t in inputs:
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise BadRequest("every input tensor must be an object with a 'name'")
-        if t["name"] != INPUT:
-            raise BadRequest(f"unknown input tensor {t['name']!r}: the model takes {INPUT!r}")
+        if t["name"] != want:
+            raise BadRequest(f"unknown input tensor {t['name']!r}: the model takes {want!r}")
     if len(inputs) > 1:
-        raise BadRequest(f"input tensor {INPUT!r} is given {len(inputs)} times")
+        raise BadRequest(f"input tensor {want!r} is given {len(inputs)} times")
     x = _tensor(inputs[0], binary, spec)
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
@@ -144,18 +162,19 @@ def _split(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
 
 
 def _tensor(t: Mapping[str, Any], binary: bytes, spec: ModelInput) -> np.ndarray:
-    name = t["name"]
-    want = [-1, *spec.shape]
-    if t.get("datatype") != "FP32":
+    name, inp = t["name"], spec.input
+    want = [-1, *inp.shape]
+    if t.get("datatype") != spec.datatype:
         raise BadRequest(
-            f"input tensor {name!r} has datatype {t.get('datatype')!r}; the model takes FP32"
+            f"input tensor {name!r} has datatype {t.get('datatype')!r}; the model takes "
+            f"{spec.datatype}"
         )
     shape = t.get("shape")
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise BadRequest(f"input tensor {name!r} shape must be a list of non-negative integers")
-    if len(shape) != len(want) or tuple(shape[1:]) != spec.shape:
+    if len(shape) != len(want) or tuple(shape[1:]) != inp.shape:
         raise BadRequest(f"input tensor {name!r} has shape {shape}; the model takes {want}")
     n = shape[0]
     if n < 1:
@@ -166,7 +185,7 @@ def _tensor(t: Mapping[str, Any], binary: bytes, spec: ModelInput) -> np.ndarray
             "per request",
             413,
         )
-    count = n * math.prod(spec.shape)
+    count = n * math.prod(inp.shape)
     params = t.get("parameters") or {}
     if not isinstance(params, dict):
         raise BadRequest(f"input tensor {name!r} parameters must be an object")
@@ -174,23 +193,26 @@ def _tensor(t: Mapping[str, Any], binary: bytes, spec: ModelInput) -> np.ndarray
     if size is not None:
         if "data" in t:
             raise BadRequest(f"input tensor {name!r} has both data and binary_data_size")
-        if size != count * 4 or len(binary) != size:
+        need = count * inp.numpy_dtype.itemsize
+        if size != need or len(binary) != size:
             raise BadRequest(
                 f"input tensor {name!r} binary_data_size is {size!r} with {len(binary)} "
-                f"bytes sent; shape {shape} of FP32 needs {count * 4}"
+                f"bytes sent; shape {shape} of {spec.datatype} needs {need}"
             )
-        a = np.frombuffer(binary, dtype="<f4")
+        a = np.frombuffer(binary, dtype=inp.numpy_dtype)
     else:
         if binary:
             raise BadRequest(f"{len(binary)} bytes after the JSON belong to no tensor")
-        a = _json_values(name, t.get("data"), shape, count)
-    if not bool(np.isfinite(a).all()):
-        raise BadRequest(f"input tensor {name!r} contains NaN or Inf values")
-    return np.ascontiguousarray(a.reshape(shape), dtype=np.float32)
+        a = _json_values(name, t.get("data"), shape, count, inp)
+    if (why := inp.problem(a)) is not None:
+        raise BadRequest(f"input tensor {name!r} {why}")
+    return np.ascontiguousarray(a.reshape(shape), dtype=inp.numpy_dtype.newbyteorder("="))
 
 
-def _json_values(name: str, data: Any, shape: list[int], count: int) -> np.ndarray:
-    """The numbers of ``data``, flat or nested as ``shape``, as float32."""
+def _json_values(
+    name: str, data: Any, shape: list[int], count: int, inp: InputSpec
+) -> np.ndarray:
+    """The numbers of ``data``, flat or nested as ``shape``, as the input's dtype."""
     if not isinstance(data, list):
         raise BadRequest(f"input tensor {name!r} needs 'data' (a list of numbers)")
     try:
@@ -204,8 +226,16 @@ def _json_values(name: str, data: Any, shape: list[int], count: int) -> np.ndarr
             f"input tensor {name!r} data has {a.size} values in shape {list(a.shape)}; "
             f"shape {shape} needs {count}"
         )
-    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused after
-        return a.astype(np.float32)
+    dtype = inp.numpy_dtype
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):  # beyond the dtype's range becomes inf, refused after
+            return a.astype(dtype)
+    if a.dtype.kind == "f" and not bool((a == np.round(a)).all()):
+        raise BadRequest(f"input tensor {name!r} data must be integers for {DATATYPES[inp.dtype]}")
+    info = np.iinfo(dtype)
+    if a.size and (a.min() < info.min or a.max() > info.max):
+        raise BadRequest(f"input tensor {name!r} data does not fit {DATATYPES[inp.dtype]}")
+    return a.astype(dtype)
 
 
 def _outputs(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], frozenset[str]]:

@@ -23,7 +23,7 @@ from serflow_runtime import __version__, oip
 from serflow_runtime.server import read_body
 
 Classify = Callable[[np.ndarray], Awaitable[Sequence[dict[str, Any]] | web.Response]]
-"""(n, C, H, W) to one ``/infer`` answer per instance, or a refusal (503, 404) as is."""
+"""(n, *input shape) to one ``/infer`` answer per instance, or a refusal (503, 404) as is."""
 
 MODELS = "/v2/models/"
 

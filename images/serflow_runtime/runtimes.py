@@ -85,10 +85,12 @@ def _onnx(root: Path, m: artefact.Manifest, threads: int) -> StageFn:
                 f"gives {names}"
             )
         sessions.append((s, s.get_inputs()[0].name))
+    # Stage 1 takes the model's input dtype; every later stage float32 activations.
+    dtypes = [m.input.numpy_dtype.newbyteorder("="), *[np.dtype(np.float32)] * (m.num_stages - 1)]
 
     def run(i: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s, name = sessions[i - 1]
-        h, lg = s.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})
+        h, lg = s.run(None, {name: np.ascontiguousarray(x, dtype=dtypes[i - 1])})
         return h, lg
 
     return run
@@ -115,7 +117,7 @@ def _torch(root: Path, m: artefact.Manifest, threads: int) -> StageFn:
 
     def run(i: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            h, lg = module.part(i)(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            h, lg = module.part(i)(torch.from_numpy(np.ascontiguousarray(x)))
         return h.numpy(), lg.numpy()
 
     return run

@@ -1,6 +1,6 @@
-"""The worker server (pool pods): batches images, runs partitions 1..cut, offloads the rest.
+"""The worker server (pool pods): batches requests, runs partitions 1..cut, offloads the rest.
 
-* ``POST /infer``: one image (raw float32 or PNG, see ``codec``).  Requests are batched
+* ``POST /infer``: one instance (the raw input, or a PNG for image models; see ``codec``).  Requests are batched
   (B requests, or the oldest has waited one epoch D).  The worker answers early exits
   itself and sends the survivors' activations, LZ4-compressed in a frame carrying the
   model fingerprint, to the tail: one call per batch per stage.  With a chained tail it
@@ -145,7 +145,7 @@ class WorkerApp:
         if cfg.batch < 1:
             raise ValueError(f"batch must be at least 1, got {cfg.batch}")
         self.token = self.model.token
-        self.max_body = codec.image_body_limit(self.model.manifest.input.shape)
+        self.max_body = codec.input_body_limit(self.model.manifest.input)
         self.budget = cfg.budget or cfg.batch
         self.metrics = Metrics("worker")
         queued = Gauge("serflow_queued_requests", "Requests waiting for a batch.", registry=None)
@@ -165,7 +165,7 @@ class WorkerApp:
         self.oip = OipRoutes(
             oip.ModelInput(
                 cfg.model_name or self.model.manifest.name,
-                self.model.manifest.input.shape,
+                self.model.manifest.input,
                 cfg.batch,
             ),
             self._not_ready,
@@ -219,8 +219,7 @@ class WorkerApp:
         if self.draining:
             return error(503, "draining")
         body = await read_body(request, self.max_body, self.cfg.client_timeout)
-        inp = self.model.manifest.input
-        x = codec.decode_image(body, request.content_type, inp.shape, inp.mean, inp.std)
+        x = codec.decode_input(body, request.content_type, self.model.manifest.input)
         out = await self.classify(x)
         return out if isinstance(out, web.Response) else web.json_response(out[0])
 

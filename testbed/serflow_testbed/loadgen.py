@@ -20,9 +20,9 @@ from serflow_testbed.decide import Record, arrivals, where_from
 
 
 def raw_bytes(x: np.ndarray) -> bytes:
-    """One preprocessed input (a row of the held-out set) as the worker's raw wire
-    format: little-endian float32, C order."""
-    return np.ascontiguousarray(x, dtype="<f4").tobytes()
+    """One model input (a row of the held-out set, preprocessed) as the worker's raw wire
+    format: little-endian values of its dtype (the digits models: float32), C order."""
+    return np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<")).tobytes()
 
 
 def heldout_images(ref: str) -> tuple[list[bytes], list[int]]:

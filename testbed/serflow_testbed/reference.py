@@ -23,5 +23,5 @@ def all_logits(model: ServedModel, x: np.ndarray) -> list[np.ndarray]:
 
 def reference(model: ServedModel, x: np.ndarray, tau: float | None) -> list[tuple[int, int]]:
     """(exit, class) per row from the whole network and the exit rule."""
-    ex, pred = decide(all_logits(model, x), tau)
+    ex, pred = decide(all_logits(model, x), tau, model.manifest.exit_rule)
     return list(zip(ex.tolist(), pred.tolist(), strict=True))

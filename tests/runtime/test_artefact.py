@@ -187,13 +187,13 @@ def test_export_writes_a_verified_artefact(tmp_path: Path) -> None:
     checkpoint.save(ckpt, model, (0.5,) * 3, (0.25,) * 3)
     px = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(20) % 10
-    m = export.export(
+    image = artefact.ImagePreprocessing((0.5,) * 3, (0.25,) * 3)
+    m = export.export_network(
         list(model.partitions),
         tmp_path / "out",
         name="tiny",
-        input_shape=(3, 32, 32),
-        mean=(0.5,) * 3,
-        std=(0.25,) * 3,
+        example=torch.zeros((2, 3, 32, 32)),
+        image=image,
         classes=[str(i) for i in range(10)],
         calibration=(px, labels),
         source=ckpt,
@@ -207,16 +207,16 @@ def test_export_writes_a_verified_artefact(tmp_path: Path) -> None:
         assert not any(n.metadata_props or n.doc_string for n in graph.node)
     assert [s.hidden_shape for s in m.stages[:2]] == [model.cut_shape(1), model.cut_shape(2)]
     cal = artefact.load_calibration(tmp_path / "out", m)
-    assert np.array_equal(cal.pixels, px) and cal.labels.tolist() == labels.tolist()
+    assert np.array_equal(cal.inputs, px) and cal.labels.tolist() == labels.tolist()
     x = artefact.preprocess(px, m.input)
     onnx_model = open_model(tmp_path / "out", "onnx", 1)
     torch_model = open_model(tmp_path / "out", "torch", 1)
     for la, lb in zip(all_logits(onnx_model, x), all_logits(torch_model, x), strict=True):
         assert float(np.abs(la - lb).max()) <= PARITY_TOLERANCE
     with pytest.raises(artefact.ArtefactError, match="not empty"):
-        export.export(list(model.partitions), tmp_path / "out", name="again",
-                      input_shape=(3, 32, 32), mean=(0.5,) * 3, std=(0.25,) * 3,
-                      classes=[str(i) for i in range(10)])  # fmt: skip
+        export.export_network(list(model.partitions), tmp_path / "out", name="again",
+                              example=torch.zeros((2, 3, 32, 32)), image=image,
+                              classes=[str(i) for i in range(10)])  # fmt: skip
 
 
 def test_cli_export_refuses_a_missing_checkpoint(

@@ -208,11 +208,11 @@ def test_bad_input_table(servers: Servers, served: ServedModel, digits: Split) -
 def test_png_bomb_never_reaches_the_decoder(served: ServedModel) -> None:
     bomb = _png(20000, 20000, 20000)  # complete: 400 MB of pixels
     with pytest.raises(codec.BadRequest, match="20000x20000") as ei:
-        codec.decode_image(bomb, "image/png", (3, 32, 32), served.manifest.input.mean, served.manifest.input.std)
+        codec.decode_input(bomb, "image/png", served.manifest.input)
     assert ei.value.status == 413
 
 
-def test_limits_follow_the_shape_and_the_batch() -> None:
+def test_limits_follow_the_shape_and_the_batch(served: ServedModel) -> None:
     row = (32, 8, 8)
     assert codec.frame_raw_limit(row, 100) == 100 * 32 * 8 * 8 * 4
     assert codec.frame_raw_limit(row, 10) * 10 == codec.frame_raw_limit(row, 100)
@@ -221,7 +221,7 @@ def test_limits_follow_the_shape_and_the_batch() -> None:
     header = len(json.dumps({"rows": list(range(100)), "exits": [[99, 7, 9, 0.123456]] * 100}))
     assert wire + header + 9 <= codec.frame_body_limit(row, 100)
     assert header <= codec.header_limit(100)
-    assert codec.image_body_limit((3, 32, 32)) == 12288 + codec.PNG_SLACK
+    assert codec.input_body_limit(served.manifest.input) == 12288 + codec.PNG_SLACK
 
 
 def _metric(p: Proc, series: str) -> float:

@@ -15,6 +15,7 @@ from serflow_runtime.runtimes import ServedModel
 from .conftest import Split
 
 SHAPE = (3, 32, 32)
+IMAGE = artefact.InputSpec(SHAPE, image=artefact.ImagePreprocessing((0.0,) * 3, (1.0,) * 3))
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +133,11 @@ def test_png_decodes_like_calibration_pixels(served: ServedModel) -> None:
     """A PNG of a held-out image decodes to (pixels / 255 - mean) / std, channel-major."""
     cal = artefact.load_calibration(served.root, served.manifest)
     inp = served.manifest.input
-    px = cal.pixels[0]  # (32, 32, 3) uint8
-    x = codec.decode_image(codec.encode_png(px), "image/png", SHAPE, inp.mean, inp.std)
-    mean = np.asarray(inp.mean).reshape(3, 1, 1)
-    std = np.asarray(inp.std).reshape(3, 1, 1)
+    px = cal.inputs[0]  # (32, 32, 3) uint8
+    x = codec.decode_input(codec.encode_png(px), "image/png", inp)
+    assert inp.image is not None
+    mean = np.asarray(inp.image.mean).reshape(3, 1, 1)
+    std = np.asarray(inp.image.std).reshape(3, 1, 1)
     want = (px.transpose(2, 0, 1) / 255.0 - mean) / std
     assert x.shape == (1, *SHAPE) and x.dtype == np.float32
     np.testing.assert_allclose(x[0], want, atol=1e-5, rtol=0)
@@ -153,19 +155,19 @@ def test_png_decodes_like_calibration_pixels(served: ServedModel) -> None:
 )
 def test_bad_images_refused(body: bytes, ctype: str, problem: str, status: int) -> None:
     with pytest.raises(codec.BadRequest, match=problem) as ei:
-        codec.decode_image(body, ctype, SHAPE, (0.0,) * 3, (1.0,) * 3)
+        codec.decode_input(body, ctype, IMAGE)
     assert ei.value.status == status
 
 
 def test_png_of_wrong_size_refused_before_decoding() -> None:
     png = codec.encode_png(np.zeros((4000, 4000, 3), np.uint8))
     with pytest.raises(codec.BadRequest, match="32x32"):
-        codec.decode_image(png, "image/png", SHAPE, (0.0,) * 3, (1.0,) * 3)
+        codec.decode_input(png, "image/png", IMAGE)
 
 
 def test_raw_tensor_round_trip() -> None:
     x = np.random.default_rng(1).standard_normal((1, *SHAPE), dtype=np.float32)
     body = x.astype("<f4").tobytes()
     assert np.array_equal(
-        codec.decode_image(body, "application/octet-stream", SHAPE, (0.0,) * 3, (1.0,) * 3), x
+        codec.decode_input(body, "application/octet-stream", IMAGE), x
     )

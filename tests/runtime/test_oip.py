@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from serflow_runtime import oip
+from serflow_runtime.artefact import InputSpec
 from serflow_runtime.codec import BadRequest
 
-SPEC = oip.ModelInput("digits", (3, 32, 32), max_instances=4)
+SPEC = oip.ModelInput("digits", InputSpec((3, 32, 32)), max_instances=4)
 
 
 def _x(n: int, seed: int = 0) -> np.ndarray:

@@ -173,7 +173,7 @@ def test_png_requests(stack: Stack, served: ServedModel) -> None:
     assert all(code == 200 for code, _ in got)
     # same pixels through the in-process decoder and model
     xs = np.concatenate(
-        [codec.decode_image(b, "image/png", (3, 32, 32), served.manifest.input.mean, served.manifest.input.std) for b in pngs]
+        [codec.decode_input(b, "image/png", served.manifest.input) for b in pngs]
     )
     assert [(o["exit"], o["class"]) for _, o in got] == reference(served, xs, stack.tau)
 
