@@ -51,8 +51,11 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
+    import torch
+
     from serflow_runtime import checkpoint, data
-    from serflow_runtime.export import export, to_pixels
+    from serflow_runtime.artefact import ImagePreprocessing
+    from serflow_runtime.export import export_network, to_pixels
 
     try:
         ld = checkpoint.load(a.checkpoint)
@@ -60,13 +63,12 @@ def cmd_export(a: argparse.Namespace) -> int:
     except (checkpoint.CheckpointError, data.DataMissingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    m = export(
+    m = export_network(
         list(ld.model.partitions),
         a.out,
         name=a.name or Path(a.checkpoint).stem,
-        input_shape=ld.arch.input_shape,
-        mean=ld.mean,
-        std=ld.std,
+        example=torch.zeros((2, *ld.arch.input_shape)),
+        image=ImagePreprocessing(tuple(ld.mean), tuple(ld.std)),
         classes=[str(c) for c in range(ld.arch.num_classes)],
         calibration=(to_pixels(ds.x_val, ld.mean, ld.std), ds.y_val.numpy()),
         source=a.checkpoint,
