@@ -264,6 +264,9 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--partitions", default="1-K", help="A-B range this function runs (B may be K)"
             )
+    from serflow_runtime import storage
+
+    storage.add_parser(sub)  # fetch: the storage initializer (init containers)
     return p
 
 
