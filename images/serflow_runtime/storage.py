@@ -18,12 +18,15 @@ Schemes
   user-named Secret (``S3Access.from_env``): ``AWS_ENDPOINT_URL`` (an S3-compatible
   server; path-style addressing), ``AWS_DEFAULT_REGION`` (or ``AWS_REGION``),
   ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optionally ``AWS_SESSION_TOKEN`` and
-  ``AWS_CA_BUNDLE``. Without keys the requests go unsigned (a public bucket).
+  ``AWS_CA_BUNDLE``. Without keys the requests go unsigned (a public bucket); instance
+  roles and web identities (IRSA) are not read.
 
 Bounds: the bytes of the whole fetch (``max_bytes``; ``manifest.json`` alone at most
-``artefact.MAX_MANIFEST_BYTES``), its wall time (``timeout_s``, checked at every chunk, the
-socket timeout never longer than what is left), and every socket operation (connect, or a
-wait for the next bytes: ``io_timeout_s``). A server announcing a ``Content-Length`` over
+``artefact.MAX_MANIFEST_BYTES``), its wall time (``timeout_s``: checked at every chunk, no
+socket timeout longer than what is left, and a watchdog that shuts the connection down at
+the deadline, so a server dripping a byte now and then, headers included, is cut off
+then), and every socket operation (a connect, or a wait for the next bytes:
+``io_timeout_s``). A server announcing a ``Content-Length`` over
 the budget is refused before its body is read; one that does not is cut off at the budget.
 There are no retries: the kubelet restarts a failed init container with back-off.
 
@@ -55,7 +58,8 @@ bounded streaming path serves every remote scheme. Measured (``pip download``, C
 - ``kserve-storage`` 0.21.0: 64 wheels, 38.9 MB (Azure Blob and File Share, Google Cloud
   Storage, Hugging Face Hub and hf-xet, ModelScope, dulwich, oras, cryptography, boto3).
   It downloads whatever the prefix holds, with no bound on bytes or on total time and no
-  content verification, so serflow would wrap it with all the checks here anyway.
+  content verification, so serflow would wrap it with all the checks here anyway; and it
+  requires boto3, whose conflict follows.
 - ``boto3`` 1.44.18: 7 wheels, 18.1 MB (botocore 17.5 MB). botocore requires
   ``python-dateutil<3``, the control plane's ``kubernetes==37.0.2`` requires
   ``python-dateutil>=3``: pip reports ResolutionImpossible, so boto3 cannot join the
@@ -250,8 +254,10 @@ class _Source(abc.ABC):
 
 
 class _PvcSource(_Source):
-    def __init__(self, claim_root: Path, folder: Path, shown: str) -> None:
-        self.claim_root, self.folder, self.shown = claim_root, folder, shown
+    """Files of a folder on a mounted claim (resolved: no symbolic link in its path)."""
+
+    def __init__(self, folder: Path, shown: str) -> None:
+        self.folder, self.shown = folder, shown
 
     def where(self, name: str) -> str:
         return f"{self.shown}/{name}"
@@ -303,7 +309,7 @@ def _pvc_source(rest: str, pvc_root: Path) -> _PvcSource:
         raise Mismatch(f"{shown} is a symbolic link leaving the claim (to {folder})")
     if not folder.is_dir():
         raise Unavailable(f"{shown}: no such folder in the claim (mounted at {pvc_root / claim})")
-    return _PvcSource(claim_root, folder, shown)
+    return _PvcSource(folder, shown)
 
 
 Signer = Callable[[str, str, str], dict[str, str]]
@@ -359,6 +365,7 @@ class _HttpSource(_Source):
             # included) never lets a socket timeout fire; shutting the socket down at the
             # deadline ends any read.
             held: list[socket.socket] = []
+            resp: http.client.HTTPResponse | None = None
             watchdog = threading.Timer(max(bounds.left(), 0.0), _shut, [held])
             watchdog.daemon = True
             watchdog.start()
@@ -385,7 +392,13 @@ class _HttpSource(_Source):
                 return
             finally:
                 watchdog.cancel()
+                # The response holds the socket too: the connection ends (and a server
+                # still sending is reset) only once both let go.
+                if resp is not None:
+                    resp.close()
                 conn.close()
+                for sock in held:
+                    sock.close()
         raise Unavailable(f"{where}: more than {MAX_REDIRECTS} redirects")
 
     def _request(
@@ -587,6 +600,8 @@ def _s3_source(uri: str, access: S3Access) -> _HttpSource:
     if any(p in (".", "..") for p in parts):
         raise Refused(f"{uri}: '.' and '..' are refused in the key prefix")
     key = "/".join(parts)
+    if not re.fullmatch(r"[a-z0-9-]{1,64}", access.region):
+        raise Refused(f"{ENV_REGION}={access.region!r} is not an AWS region name")
     if access.endpoint_url:
         ep = urllib.parse.urlsplit(access.endpoint_url)
         if ep.scheme not in ("http", "https") or not ep.hostname:
