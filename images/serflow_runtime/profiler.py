@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -242,17 +243,23 @@ def accuracy_per_exit(model: ServedModel, x: np.ndarray, y: np.ndarray) -> list[
 
 
 def fingerprint(m: artefact.Manifest) -> dict[str, Any]:
-    """The profile's fingerprint: the artefact digest, with the descriptive fields the
-    control plane also checks (architecture, exit labels, width, classes)."""
+    """The profile's fingerprint: K and the artefact digest from the manifest, with the
+    descriptions the control plane also checks when a spec gives them (architecture, exit
+    placement, width, classes); a description the manifest lacks is left out."""
     d = m.describes
-    exits = d.get("exits", list(range(1, m.num_stages)))
-    return {
-        "architecture": str(d.get("architecture", m.name)),
+    out: dict[str, Any] = {
+        "stages": m.num_stages,
         "width": float(d.get("width", 1.0)),
-        "exits": [int(e) for e in exits],
         "numClasses": len(m.classes),
         "artefactDigest": m.digest,
     }
+    arch = str(d.get("architecture", m.name))
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", arch):  # the profile schema's pattern
+        out["architecture"] = arch
+    exits = d.get("exits")
+    if isinstance(exits, list) and len(exits) == m.num_stages - 1:
+        out["exits"] = [int(e) for e in exits]
+    return out
 
 
 def run_profile(req: ProfileRequest) -> dict[str, Any]:

@@ -38,10 +38,14 @@ class PricingMode(StrEnum):
 class Fingerprint:
     """What identifies a model; the operator refuses a profile that does not match its spec."""
 
-    architecture: str
-    """Network family, e.g. ``vgg16_bn``."""
-    exits: tuple[int, ...]
-    """IC placement: the conv blocks after which an internal classifier sits."""
+    stages: int
+    """K: the model's stages (partitions), one exit after each; the last is the final
+    classifier."""
+    architecture: str = ""
+    """Network family, e.g. ``vgg16_bn`` ('' when not described)."""
+    exits: tuple[int, ...] = ()
+    """Where the internal classifiers sit, in the family's own numbering (VGG: the conv
+    blocks they follow); () when not described. A description: K alone counts."""
     width: float = 1.0
     """Channel width multiplier (1.0 is the full network)."""
     num_classes: int = 10
@@ -53,8 +57,8 @@ class Fingerprint:
 
     @property
     def partitions(self) -> int:
-        """K: one partition per IC plus the final one."""
-        return len(self.exits) + 1
+        """K: one partition per stage."""
+        return self.stages
 
 
 @dataclass(frozen=True)

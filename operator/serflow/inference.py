@@ -42,13 +42,13 @@ class ModelSpec:
     artefact_digest: str
     """The artefact's digest ('' when not pinned): pods and profiles must have it."""
     architecture: str
-    """Must match the profile's fingerprint."""
-    width: float
-    """Channel width multiplier."""
+    """A description ('' when not given): the profile's fingerprint must say the same."""
+    width: float | None
+    """A description (None when not given): channel width multiplier."""
     exits: tuple[int, ...]
-    """IC placement."""
-    num_classes: int
-    """Classes."""
+    """A description (() when not given): IC placement in the family's numbering."""
+    num_classes: int | None
+    """A description (None when not given): classes."""
     batch: int
     """B."""
     pod_annotations: tuple[tuple[str, str], ...] = ()
@@ -131,10 +131,10 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
         function_image=m.text("functionImage", image),
         artefact_path=art.text("path", ""),
         artefact_digest=art.text("digest", ""),
-        architecture=m.text("architecture"),
-        width=m.number("width"),
-        exits=tuple(int(x) for x in m.numbers("exits")),
-        num_classes=m.integer("numClasses"),
+        architecture=m.text("architecture", ""),
+        width=m.number("width") if m.has("width") else None,
+        exits=tuple(int(x) for x in m.numbers("exits")) if m.has("exits") else (),
+        num_classes=m.integer("numClasses") if m.has("numClasses") else None,
         batch=m.integer("batch"),
         pod_annotations=tuple(sorted(m.string_map("podAnnotations").items())),
     )
@@ -194,15 +194,17 @@ def fingerprint_mismatch(model: ModelSpec, profile: Profile) -> str:
         if profile.batch != model.batch:
             return f"profile batch {profile.batch!r} does not match the model's {model.batch!r}"
         return ""
+    # The descriptions the spec gives must agree; K itself comes from the profile (and,
+    # through the profiler, from the artefact's manifest).
     checks = [
-        ("architecture", fp.architecture, model.architecture),
-        ("exits", fp.exits, model.exits),
+        ("architecture", fp.architecture, model.architecture or None),
+        ("exits", fp.exits, model.exits or None),
         ("width", fp.width, model.width),
         ("numClasses", fp.num_classes, model.num_classes),
         ("batch", profile.batch, model.batch),
     ]
     for field, got, want in checks:
-        if got != want:
+        if want is not None and got != want:
             return f"profile {field} {got!r} does not match the model's {want!r}"
     return ""
 

@@ -109,8 +109,16 @@ def _fingerprint(f: Fields) -> Fingerprint:
     exits = tuple(int(x) for x in f.numbers("exits"))
     if list(exits) != sorted(set(exits)):
         raise InputError(f.at("exits"), "expected strictly increasing block indices")
+    if not f.has("stages") and not exits:
+        raise InputError(f.at("stages"), "set stages (K), or exits (K - 1 of them)")
+    k = f.integer("stages") if f.has("stages") else len(exits) + 1
+    if exits and len(exits) + 1 != k:
+        raise InputError(
+            f.at("exits"), f"{len(exits)} exits describe {len(exits) + 1} stages, not {k}"
+        )
     return Fingerprint(
-        architecture=f.text("architecture"),
+        stages=k,
+        architecture=f.text("architecture", ""),
         exits=exits,
         width=f.number("width"),
         num_classes=f.integer("numClasses"),
@@ -187,9 +195,10 @@ def profile_to_dict(p: Profile) -> dict[str, Any]:
     fp = p.fingerprint
     return {
         "fingerprint": {
-            "architecture": fp.architecture,
+            "stages": fp.stages,
+            **({"architecture": fp.architecture} if fp.architecture else {}),
             "width": fp.width,
-            "exits": list(fp.exits),
+            **({"exits": list(fp.exits)} if fp.exits else {}),
             "numClasses": fp.num_classes,
             "checkpointSha256": fp.checkpoint_sha256,
             "artefactDigest": fp.artefact_digest,

@@ -21,6 +21,7 @@ from serflow.fields import Fields
 from serflow.profile import check_prices_cover, prices_of, profile_of
 from serflow.schemas import (
     DOCUMENT_KIND,
+    MAX_PLAN_COMBINATIONS,
     SCALING,
     inference_document_schema,
     profile_document_schema,
@@ -62,6 +63,16 @@ def parse_workload(doc: Any) -> Workload:
             raise InputError(
                 f"{spec.at('thresholds')}[{i}]", f"tau {tau:g} was not profiled"
             ) from None
+    taus = len(objective.thresholds or profile.thresholds)
+    combos = taus * max(1, len(prices.instances)) * max(1, len(prices.functions))
+    if combos * profile.partitions > MAX_PLAN_COMBINATIONS:
+        raise InputError(
+            spec.at("prices"),
+            f"{profile.partitions} stages x {taus} taus x {len(prices.instances)} instance "
+            f"types x {len(prices.functions)} function sizes is "
+            f"{combos * profile.partitions:,} combinations to cost; at most "
+            f"{MAX_PLAN_COMBINATIONS:,} (fewer taus or sizes)",
+        )
     return Workload(
         name=name,
         profile=profile,

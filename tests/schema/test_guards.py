@@ -21,12 +21,9 @@ from serflow.k8s.crd import NAME_LIMIT
 from serflow.k8s.jobs import job_name
 from serflow.schemas import (
     MAX_EXITS,
+    MAX_STAGES,
     NAME_MAX,
     REVISION_HASH_CHARS,
-    RUNTIME_ARCHITECTURE,
-    RUNTIME_ARCHITECTURES,
-    RUNTIME_MAX_EXIT_BLOCK,
-    RUNTIME_MAX_WIDTH,
 )
 from tests.controller.manifests import REPO, manifest
 
@@ -95,7 +92,7 @@ GUARDS: list[tuple[dict[str, Any], str, str]] = [
     ),
     (
         {"spec__model__architecture": "vgg 16"},
-        "spec.model.architecture: expected one of vgg16_bn, resnet_ee, got 'vgg 16'",
+        "spec.model.architecture: expected a non-empty string matching ^[A-Za-z0-9_.-]+$, got 'vgg 16'",
         "spec.model.architecture",
     ),
     (
@@ -104,13 +101,13 @@ GUARDS: list[tuple[dict[str, Any], str, str]] = [
         "spec.model.batch",
     ),
     (
-        {"spec__model__exits": [2, 13]},
-        "spec.model.exits[1]: expected an integer >= 1 and <= 12, got 13",
-        "spec.model.exits[1]",
+        {"spec__model__exits": list(range(1, MAX_EXITS + 2))},
+        f"spec.model.exits: expected at most {MAX_EXITS} items, got {MAX_EXITS + 1}",
+        "spec.model.exits",
     ),
     (
-        {"spec__model__width": 8},
-        "spec.model.width: expected a number > 0 and <= 4, got 8",
+        {"spec__model__width": 0},
+        "spec.model.width: expected a number > 0, got 0",
         "spec.model.width",
     ),
     (
@@ -220,6 +217,16 @@ GUARDS: list[tuple[dict[str, Any], str, str]] = [
 # Cross-item rules the parsers make in code and the CRD as CEL: (changes, the parser's
 # one-line error, the field the API server's refusal names).
 CROSS = [
+    (
+        {f"{_INLINE}__fingerprint": {"architecture": "any"}},
+        "spec.profile.inline.fingerprint.stages: set stages (K), or exits (K - 1 of them)",
+        "spec.profile.inline",
+    ),
+    (
+        {"spec__model__exits": None, f"{_INLINE}__fingerprint": {"stages": 5, "exits": [2, 4, 7]}},
+        "spec.profile.inline.fingerprint.exits: 3 exits describe 4 stages, not 5",
+        "spec.profile.inline",
+    ),
     (
         {"spec__model__exits": [4, 2, 7], f"{_INLINE}__fingerprint__exits": [4, 2, 7]},
         "spec.profile.inline.fingerprint.exits: expected strictly increasing block indices",
@@ -358,8 +365,20 @@ def _dry_run(cluster: Any, namespace: str, doc: dict[str, Any]) -> subprocess.Co
             "spec__model__podAnnotations": {"prometheus.io/scrape": "true", "a" * 63: ""},
             "spec__prices__instances__0__nodeSelector": {"node.kubernetes.io/instance-type": "x"},
         },
+        # K from the profile alone: no family, no exit numbering, no width.
+        {
+            "spec__model": {"image": "w:1", "batch": 10},
+            f"{_INLINE}__fingerprint": {"stages": 4},
+        },
     ],
-    ids=["longest-name", "profiling-jobs", "pinned-artefact", "stats-urls", "qualified-keys"],
+    ids=[
+        "longest-name",
+        "profiling-jobs",
+        "pinned-artefact",
+        "stats-urls",
+        "qualified-keys",
+        "any-family",
+    ],
 )
 def test_the_api_server_accepts_the_edges(
     crd_cluster: Any, namespace: str, changes: dict[str, Any]
@@ -413,25 +432,9 @@ def test_the_api_server_refuses_naming_the_field(
         assert message in r.stderr, r.stderr
 
 
-def test_the_runtime_builds_what_the_schema_allows() -> None:
-    """The schema restates the runtime's limits (the control plane never imports torch)."""
-    model = pytest.importorskip("serflow_runtime.model")
-    from serflow_runtime import checkpoint, resnet
+def test_the_schema_bounds_k_as_the_runtime_does() -> None:
+    """The schema restates the runtime's bound on stages (the control plane never imports
+    the data plane)."""
+    artefact = pytest.importorskip("serflow_runtime.artefact")
+    assert artefact.MAX_STAGES == MAX_STAGES == MAX_EXITS + 1
 
-    edge = (1, RUNTIME_MAX_EXIT_BLOCK)
-    model.Arch(width=RUNTIME_MAX_WIDTH, exits=edge, architecture=RUNTIME_ARCHITECTURE)
-    for name in RUNTIME_ARCHITECTURES:
-        arch = checkpoint.arch_from_dict(
-            {"architecture": name, "width": RUNTIME_MAX_WIDTH, "exits": [1], "numClasses": 2}
-        )
-        assert arch.architecture == name
-    with pytest.raises(ValueError):
-        resnet.ResArch(width=RUNTIME_MAX_WIDTH * 1.01)
-    past = [
-        {"width": RUNTIME_MAX_WIDTH * 1.01},
-        {"exits": (RUNTIME_MAX_EXIT_BLOCK + 1,)},
-        {"architecture": RUNTIME_ARCHITECTURE + "x"},
-    ]
-    for bad in past:
-        with pytest.raises(ValueError):
-            model.Arch(**bad)

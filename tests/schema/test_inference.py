@@ -11,7 +11,13 @@ import pytest
 
 from serflow.errors import InputError
 from serflow.fields import Fields
-from serflow.inference import FunctionsSpec, ProfileSource, RoutingSpec, parse_inference
+from serflow.inference import (
+    FunctionsSpec,
+    ProfileSource,
+    RoutingSpec,
+    fingerprint_mismatch,
+    parse_inference,
+)
 from serflow.profile import parse_prices
 from serflow.schemas import inference_spec_schema
 from serflow.spec import ScalingSpec, parse_scaling, parse_workload
@@ -91,12 +97,11 @@ def test_defaults_are_the_schemas() -> None:
     assert inf.routing.image == props["routing"]["properties"]["image"]["default"]
     assert inf.functions == FunctionsSpec()
     model = props["model"]["properties"]
-    assert (inf.model.architecture, inf.model.batch, inf.model.num_classes, inf.model.width) == (
-        model["architecture"]["default"],
-        model["batch"]["default"],
-        model["numClasses"]["default"],
-        model["width"]["default"],
-    )
+    assert inf.model.batch == model["batch"]["default"]
+    # The descriptions have no default: one not given is not checked against the profile.
+    assert not any("default" in model[k] for k in ("architecture", "numClasses", "width", "exits"))
+    assert (inf.model.architecture, inf.model.num_classes, inf.model.width) == ("", None, None)
+    assert inf.model.exits == (2, 4, 7)
     assert inf.model.function_image == "w:1"  # defaults to another field: code, not schema
     assert parse_scaling(Fields({}, "spec.scaling")) == ScalingSpec()
     assert parse_workload({**manifest(), "spec": spec}).scaling == ScalingSpec()
@@ -145,3 +150,61 @@ def test_stats_urls_name_only_what_the_object_owns(url: str, outside: bool) -> N
     assert bool(said) is outside, said
     if outside:
         assert said.startswith("spec.routing.statsUrls[1]: ") and "team-a" in said
+
+
+def test_a_model_of_any_family_and_many_stages_is_planned() -> None:
+    """K comes from the profile (its stages), not from a family's exit numbering: a
+    24-stage model of no family the operator knows is planned."""
+    from serflow.policy.configurator import configure
+
+
+    k = 24
+    m = manifest("seq")
+    m["spec"]["model"] = {"image": "w:1", "batch": 10}
+    inline = m["spec"]["profile"]["inline"]
+    inline["fingerprint"] = {"stages": k}
+    for c in inline["configs"]:
+        c["secondsPerRequest"] = [0.0001 * (i + 1) for i in range(k)]
+    inline["cuts"] = [{"after": a, "activationBytes": 512, "transferSeconds": 1e-4} for a in range(1, k)]
+    for t in inline["thresholds"]:
+        t["exitShares"] = [1.0 / k] * k
+    w = parse_workload(m)
+    assert w.profile.partitions == k and w.profile.fingerprint.exits == ()
+    plan = configure(w, 10.0)
+    assert plan.chosen is not None
+    assert {c.setup.cut for c in plan.candidates if c.setup.cut} == set(range(1, k))
+    inf = parse_inference(m["spec"], "seq")
+    assert fingerprint_mismatch(inf.model, w.profile) == ""
+
+
+def test_a_profile_says_k_once() -> None:
+
+
+    m = manifest("seq")
+    m["spec"]["profile"]["inline"]["fingerprint"] = {"stages": 5, "exits": [2, 4, 6]}
+    with pytest.raises(InputError, match="3 exits describe 4 stages, not 5"):
+        parse_workload(m)
+    m["spec"]["profile"]["inline"]["fingerprint"] = {"architecture": "x"}
+    with pytest.raises(InputError, match="set stages"):
+        parse_workload(m)
+
+
+def test_the_combinations_to_cost_are_bounded() -> None:
+    """Each list is bounded alone; their product too, so that many stages cannot multiply
+    the configurator's work past what one object may cost."""
+    from serflow_testbed.manifests import largest_manifest
+
+    m = largest_manifest()
+    parse_workload(m)  # K = 13 at every list's maximum: the bound itself
+    spec = m["spec"]
+    inline = spec["profile"]["inline"]
+    k = 14
+    inline["fingerprint"] = {"stages": k}
+    spec["model"].pop("exits")
+    for c in inline["configs"]:
+        c["secondsPerRequest"] = [0.01] * k
+    inline["cuts"] = [{"after": a, "activationBytes": 16000, "transferSeconds": 0.002} for a in range(1, k)]
+    for t in inline["thresholds"]:
+        t["exitShares"] = [1.0 / k] * k
+    with pytest.raises(InputError, match="14 stages x 32 taus x 16 instance types x 16 function sizes"):
+        parse_workload(m)

@@ -86,19 +86,28 @@ def _spec_schema() -> dict[str, Any]:
     spec = copy.deepcopy(inference_spec_schema())
     profile = spec["properties"]["profile"]
     p = profile["properties"]["inline"]
-    k = "size(self.fingerprint.exits) + 1"
+    fp = "self.fingerprint"
+    k = f"(has({fp}.stages) ? {fp}.stages : has({fp}.exits) ? size({fp}.exits) + 1 : 0)"
     p["x-kubernetes-validations"] = [
         {
+            "rule": f"has({fp}.stages) || has({fp}.exits)",
+            "message": "fingerprint needs stages (K), or exits (K - 1 of them)",
+        },
+        {
+            "rule": f"!has({fp}.stages) || !has({fp}.exits) || size({fp}.exits) + 1 == {fp}.stages",
+            "message": "fingerprint.exits must describe stages - 1 exits",
+        },
+        {
             "rule": f"self.configs.all(c, size(c.secondsPerRequest) == {k})",
-            "message": "every config needs one secondsPerRequest per partition (len(exits) + 1)",
+            "message": "every config needs one secondsPerRequest per partition (K)",
         },
         {
             "rule": f"self.thresholds.all(t, size(t.exitShares) == {k})",
-            "message": "every threshold needs one exit share per exit (len(exits) + 1)",
+            "message": "every threshold needs one exit share per exit (K)",
         },
         {
             "rule": f"!has(self.cuts) || self.cuts.all(c, c.after < {k})",
-            "message": "a cut must lie between partitions (after < len(exits) + 1)",
+            "message": "a cut must lie between partitions (after < K)",
         },
     ]
     p["properties"]["configs"]["x-kubernetes-validations"] = [_unique("name", "configs")]
@@ -160,7 +169,9 @@ def _spec_schema() -> dict[str, Any]:
             "message": "profile.inline.batch must equal model.batch",
         },
         {
-            "rule": "!has(self.profile.inline) || self.profile.inline.fingerprint.exits == self.model.exits",
+            "rule": "!has(self.profile.inline) || !has(self.model.exits) || "
+            "(has(self.profile.inline.fingerprint.exits) && "
+            "self.profile.inline.fingerprint.exits == self.model.exits)",
             "message": "profile.inline.fingerprint.exits must equal model.exits",
         },
         {

@@ -71,19 +71,17 @@ TAU: Schema = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximu
 """A confidence threshold: 0 < tau <= 1."""
 
 MAX_EXITS = 63
-"""At most this many exits, so at most MAX_EXITS + 1 partitions (and stage children)."""
+"""At most this many exits, so at most MAX_EXITS + 1 partitions (and stage children).
+The runtime's artefacts have the same bound (serflow_runtime.artefact.MAX_STAGES; a
+runtime test checks they agree)."""
+MAX_STAGES = MAX_EXITS + 1
+"""K at most."""
+MAX_PLAN_COMBINATIONS = 13 * 32 * 16 * 16
+"""Stages x taus x instance types x function sizes a workload may ask the configurator
+to cost: the product at K = 13 and the lists' own maximums, about 205,000 candidates,
+6 s of CPU and 370 MiB in one process. Each list is bounded alone; a model of more
+stages takes fewer taus or sizes, so one object cannot take the operator down."""
 
-# What the runtime trains and exports (serflow_runtime.checkpoint; a runtime test checks
-# these agree).  The pods run artefacts: these fields describe the model and are matched
-# against the profile's fingerprint unless spec.model.artefact.digest pins it.
-RUNTIME_ARCHITECTURES = ("vgg16_bn", "resnet_ee")
-"""The network families the runtime builds: the VGG-16-BN SDN and the residual network."""
-RUNTIME_ARCHITECTURE = RUNTIME_ARCHITECTURES[0]
-"""The default family (the shipped model's)."""
-RUNTIME_MAX_WIDTH = 4.0
-"""Largest channel width multiplier the runtime builds."""
-RUNTIME_MAX_EXIT_BLOCK = 12
-"""Exits sit after conv blocks 1..12 (VGG-16 has 13)."""
 MAX_VCPU = 1024
 """CPUs of one config: the pool's CPU request is derived from it (no node has more)."""
 MAX_MEMORY_MIB = 4 * 1024 * 1024
@@ -138,12 +136,19 @@ PATTERN_WORDS = {
 FINGERPRINT = obj(
     "What identifies the model; a profile whose fingerprint differs from the spec's is refused.",
     {
+        "stages": integer(
+            "K: the model's stages (partitions), an exit after each, the last the final "
+            "classifier; default: len(exits) + 1.",
+            1,
+            maximum=MAX_STAGES,
+        ),
         "architecture": string(
             "Network family, e.g. vgg16_bn.", minLength=1, maxLength=64, pattern="^[A-Za-z0-9_.-]+$"
         ),
         "width": _positive("Channel width multiplier (1.0 is the full network).", default=1.0),
         "exits": array(
-            "IC placement: conv blocks after which an internal classifier sits, increasing.",
+            "IC placement in the family's own numbering (VGG: the conv blocks an internal "
+            "classifier follows), increasing; a description when stages is given.",
             {"type": "integer", "minimum": 1},
         ),
         "numClasses": {
@@ -169,7 +174,6 @@ FINGERPRINT = obj(
             "pattern": "^([0-9a-f]{64})?$",
         },
     },
-    ["architecture", "exits"],
 )
 
 CONFIG = obj(
@@ -430,28 +434,31 @@ MODEL = obj(
             "serflow-runtime export and name it in artefact.",
             minLength=1,
         ),
-        "architecture": {
-            "type": "string",
-            "enum": list(RUNTIME_ARCHITECTURES),
-            "default": RUNTIME_ARCHITECTURE,
-            "description": "Network family of the artefact; must match the profile's "
-            "fingerprint unless artefact.digest is set.",
-        },
+        "architecture": string(
+            "A description of the artefact's network family (e.g. vgg16_bn); when given, "
+            "the profile's fingerprint must say the same unless artefact.digest is set.",
+            minLength=1,
+            maxLength=64,
+            pattern="^[A-Za-z0-9_.-]+$",
+        ),
         "width": number(
-            "Channel width multiplier.",
-            default=1.0,
+            "A description: channel width multiplier; when given, checked like architecture.",
             minimum=0,
             exclusiveMinimum=True,
-            maximum=RUNTIME_MAX_WIDTH,
         ),
         "exits": {
             "type": "array",
-            "description": "IC placement: conv blocks followed by an internal classifier.",
-            "items": {"type": "integer", "minimum": 1, "maximum": RUNTIME_MAX_EXIT_BLOCK},
-            "maxItems": RUNTIME_MAX_EXIT_BLOCK,
+            "description": "A description: where the internal classifiers sit in the family's "
+            "own numbering (VGG: the conv blocks they follow), increasing; when given, checked "
+            "like architecture. K comes from the artefact's manifest (through the profile), "
+            f"at most {MAX_STAGES} stages.",
+            "items": {"type": "integer", "minimum": 1},
+            "maxItems": MAX_EXITS,
             "minItems": 1,
         },
-        "numClasses": integer("Classes.", 2, default=10, maximum=100000),
+        "numClasses": integer(
+            "A description: the classes; when given, checked like architecture.", 2, maximum=100000
+        ),
         "podAnnotations": {
             "type": "object",
             "description": "Extra annotations on the pool's pods.",
@@ -462,7 +469,7 @@ MODEL = obj(
             "B: requests per batch; must match the profile.", 1, default=100, maximum=4096
         ),
     },
-    ["image", "exits"],
+    ["image"],
 )
 
 PROFILE_SOURCE = obj(
