@@ -51,6 +51,15 @@ class ModelSpec:
     """A description (None when not given): classes."""
     batch: int
     """B."""
+    storage_uri: str = ""
+    """Where an init container fetches the artefact from ('' : inside the images):
+    ``pvc://CLAIM/PATH``, ``http(s)://...``, ``s3://BUCKET/PATH``."""
+    storage_secret: str = ""
+    """A Secret of the object's namespace whose keys (AWS_*) the fetch reads (s3://)."""
+    storage_image: str = wire.STORAGE_IMAGE
+    """The storage initializer's image (Dockerfile.storage)."""
+    artefact_max_mib: int = 4096
+    """The fetched artefact's bound in MiB: the fetch's byte limit and its emptyDir's size."""
     pod_annotations: tuple[tuple[str, str], ...] = ()
     """Extra annotations on the pool's pods (e.g. a scrape config, or kwok's ready delay)."""
 
@@ -126,6 +135,12 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
         )
     art = m.opt_sub("artefact")
     image = m.text("image")
+    if m.has("storageUri"):
+        # A fetched artefact is verified before it serves: by the digest the spec pins.
+        if not art.has("digest"):
+            raise InputError(m.at("artefact.digest"), "required with storageUri (what the fetch verifies)")
+        if art.has("path"):
+            raise InputError(m.at("artefact.path"), "names an artefact inside the images: not with storageUri")
     model = ModelSpec(
         image=image,
         function_image=m.text("functionImage", image),
@@ -136,6 +151,10 @@ def parse_inference(spec: Mapping[str, Any], name: str) -> InferenceSpec:
         exits=tuple(int(x) for x in m.numbers("exits")) if m.has("exits") else (),
         num_classes=m.integer("numClasses") if m.has("numClasses") else None,
         batch=m.integer("batch"),
+        storage_uri=m.text("storageUri", ""),
+        storage_secret=m.text("storageSecret", ""),
+        storage_image=m.text("storageImage"),
+        artefact_max_mib=art.integer("maxMiB"),
         pod_annotations=tuple(sorted(m.string_map("podAnnotations").items())),
     )
     fn, r, prof = f.opt_sub("functions"), f.opt_sub("routing"), f.sub("profile")

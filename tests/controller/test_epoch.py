@@ -381,3 +381,26 @@ def test_while_a_newer_spec_is_not_configured_ready_says_which_plan_serves() -> 
         c["type"]: c for c in encode(decide(start(placed), obs, placed.plan).status)["conditions"]
     }
     assert same["Ready"]["message"] == "pool, functions and route ready"
+
+
+def test_a_failed_fetch_is_why_the_pods_do_not_start() -> None:
+    """Pods whose artefact fails its digest never start: Ready says that first, with the
+    initializer's own line, and returns to Serving once the pods are ready."""
+    placed = make_plan()
+    world = World(placed)
+    world.ready, world.functions_ready = 0, False
+    failed = dataclasses.replace(
+        world.observe(0.0, {"a": 0}),
+        fetch_failures=("mismatch: manifest.json has digest 0a1b2c..., expected 3d4e5f...",),
+    )
+    d = decide(start(placed), failed, placed.plan)
+    ready = {c["type"]: c for c in encode(d.status)["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ArtefactMismatch")
+    assert ready["message"].startswith(
+        "the artefact's fetch failed: mismatch: manifest.json has digest 0a1b2c..., "
+        "expected 3d4e5f...; waiting for pool 0/1 instances ready"
+    )
+    world.ready, world.functions_ready = 1, True
+    d = decide(d.state, world.observe(1.0, {"a": None}, d.status.conditions or ()), placed.plan)
+    ready = {c["type"]: c for c in encode(d.status)["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "Serving")

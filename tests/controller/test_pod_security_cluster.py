@@ -39,8 +39,11 @@ def _dry_run_pod(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) 
                            input=json.dumps(pod), check=False)  # fmt: skip
 
 
-def _templates() -> dict[str, dict[str, Any]]:
+def _templates(fetched: bool = False) -> dict[str, dict[str, Any]]:
     m = manifest("vgg")
+    if fetched:  # the storage initializer in every pod
+        m["spec"]["model"]["storageUri"] = "pvc://models/digits"
+        m["spec"]["model"]["artefact"] = {"digest": "a" * 64}
     w = parse_workload(m)
     inf = parse_inference(m["spec"], "vgg")
     owner = builders.Owner("vgg", "default", "uid-1")
@@ -59,7 +62,9 @@ def _templates() -> dict[str, dict[str, Any]]:
 def test_every_pod_template_passes_restricted(cluster: Any, restricted: str) -> None:
     templates = _templates()
     assert {"iaas-vgg-pool", "iaas-vgg-envoy", "vgg-profile-fn-2048"} <= set(templates)
-    for name, spec in templates.items():
+    fetched = {f"fetched-{k}": v for k, v in _templates(fetched=True).items()}
+    assert all("initContainers" in fetched[f"fetched-{k}"] for k in ("iaas-vgg-pool", "vgg-profile-fn-2048"))
+    for name, spec in {**templates, **fetched}.items():
         r = _dry_run_pod(cluster, restricted, name, spec)
         assert r.returncode == 0, (name, r.stderr)
     # The namespace does enforce it: the same pod without its seccomp profile is refused.

@@ -12,11 +12,12 @@ K8S = "serflow.k8s"
 BELOW: dict[str, frozenset[str]] = {
     "naming": frozenset(),
     "pods": frozenset(),
+    "storage": frozenset({"pods"}),
     "timeouts": frozenset(),
     "policies": frozenset({"naming"}),
-    "functions": frozenset({"naming", "pods", "timeouts"}),
-    "pool": frozenset({"naming", "pods", "timeouts", "functions"}),
-    "router": frozenset({"naming", "pods", "timeouts", "functions", "envoy"}),
+    "functions": frozenset({"naming", "pods", "storage", "timeouts"}),
+    "pool": frozenset({"naming", "pods", "storage", "timeouts", "functions"}),
+    "router": frozenset({"naming", "pods", "storage", "timeouts", "functions", "envoy"}),
 }
 """Each child kind's module and the builder modules of ``serflow.k8s`` it may import: the
 shared parts at the bottom, the functions below the pool and the router (both call them),

@@ -277,6 +277,19 @@ SERVED = [
         "spec.profile.fromJob.taus: expected distinct taus",
         "spec.profile.fromJob.taus",
     ),
+    (
+        {"spec__model__storageUri": "pvc://models/digits"},
+        "spec.model.artefact.digest: required with storageUri (what the fetch verifies)",
+        "model.storageUri needs model.artefact.digest",
+    ),
+    (
+        {
+            "spec__model__storageUri": "s3://models/digits",
+            "spec__model__artefact": {"path": "/models/digits", "digest": "a" * 64},
+        },
+        "spec.model.artefact.path: names an artefact inside the images: not with storageUri",
+        "model.artefact.path names an artefact inside the images",
+    ),
 ]
 
 # Map keys: JSON Schema's propertyNames is outside the structural subset the CRD embeds, so

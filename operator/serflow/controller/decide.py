@@ -24,6 +24,7 @@ from serflow.controller.planning import (
     scaler_from_status,
 )
 from serflow.k8s import builders
+from serflow.k8s.storage import fetch_problem
 from serflow.policy.configurator import instance_cold_epochs
 from serflow.policy.monitor import TrafficEstimate
 from serflow.policy.scaler import ScalerState, ScalingContext, step
@@ -145,6 +146,9 @@ class Observation:
     """The object's metadata.generation (from the live body; 0: not known). Above the
     plan's, the spec that followed was not configured (refused, or its profile pending)
     and the last good plan keeps serving."""
+    fetch_failures: tuple[str, ...] = ()
+    """The termination messages of this object's pods' failed artefact fetches
+    (``KIND: REASON``; read only when the spec has a storage URI)."""
 
     def ready_instances(self, pool: str) -> int:
         """readyReplicas of the pool Deployment (0 when it is missing)."""
@@ -395,13 +399,17 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
 
     ready_ok = ready >= desired and all(obs.serving(k) for k in plan.readiness_keys())
     said = "pool, functions and route ready" if ready_ok else waiting_for(obs, plan, ready, desired)
+    reason = "Serving" if ready_ok else "NotReady"
+    fetch = None if ready_ok else fetch_problem(list(obs.fetch_failures))
+    if fetch is not None:  # the pods cannot start: say why first
+        reason, said = fetch[0], f"{fetch[1]}; {said}"
     if obs.generation > plan.generation:
         said += (
             f" (the plan of generation {plan.generation} serves: generation "
             f"{obs.generation} is not configured, see Configured)"
         )
     c = set_condition(placed.status.conditions or (), ConditionType.READY, ready_ok,
-                      "Serving" if ready_ok else "NotReady", said, gen, t)  # fmt: skip
+                      reason, said, gen, t)  # fmt: skip
     traffic = TrafficStatus(
         ewma=scaler.estimate.ewma,
         deviation=scaler.estimate.dev,

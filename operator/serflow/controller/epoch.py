@@ -64,6 +64,9 @@ def gather(
     children = {
         key: kube.get(key[0], key[1], owner.namespace, key[2]) for key in plan.observed_keys()
     }
+    # Pods whose artefact cannot be fetched never start: their initializers say why.
+    fetched = inf.model.storage_uri != ""
+    failures = kube.fetch_failures(owner.namespace, builders.owned_labels(owner)) if fetched else []
     return Observation(
         now=now,
         wall=clock.wall(),
@@ -71,6 +74,7 @@ def gather(
         children=children,
         conditions=tuple(conditions),
         generation=generation,
+        fetch_failures=tuple(failures),
     )
 
 

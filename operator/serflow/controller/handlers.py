@@ -48,6 +48,7 @@ from serflow.inference import (
 )
 from serflow.k8s import builders, jobs
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
+from serflow.k8s.storage import fetch_problem
 from serflow.profile import parse_prices
 from serflow.spec import parse_workload
 from serflow.status import (
@@ -67,6 +68,11 @@ class Pending(Exception):
 
 class ProfileFailed(Exception):
     """A profiling Job failed (its retries spent, or past its deadline)."""
+
+    def __init__(self, message: str, reason: str = "ProfileFailed") -> None:
+        super().__init__(message)
+        self.reason = reason
+        """ProfileFailed, or the artefact's fetch's (ArtefactMismatch, ArtefactUnavailable)."""
 
 
 @kopf.on.startup()
@@ -123,6 +129,9 @@ def collect_profile(
     states = {n: kube.job_state(owner.namespace, n) for n in names}
     failed = [n for n, s in states.items() if s == "failed"]
     if failed:
+        fetch = fetch_problem(kube.fetch_failures(owner.namespace, {"job-name": failed[0]}))
+        if fetch is not None:
+            raise ProfileFailed(f"profiling Job {failed[0]}: {fetch[1]}", fetch[0])
         why = kube.job_failure(owner.namespace, failed[0])
         raise ProfileFailed(f"profiling Job {failed[0]} failed: {why}")
     if any(s != "succeeded" for s in states.values()):
@@ -183,7 +192,7 @@ def reconcile(
     except InputError as e:
         return refuse(Refused("InvalidSpec", str(e)))
     except ProfileFailed as e:
-        return refuse(Refused("ProfileFailed", str(e)))
+        return refuse(Refused(e.reason, str(e)))
     except Pending as e:
         refuse(Refused("ProfilePending", str(e)))
         raise kopf.TemporaryError(str(e), delay=15) from None

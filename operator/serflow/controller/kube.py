@@ -15,12 +15,16 @@ from kubernetes.client import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from serflow.controller.decide import CounterReading, parse_counter
+from serflow.k8s import storage
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "serflow"
 IMMUTABLE = ("field is immutable", "may not change once set")
 """What the API server says when a change touches a field it never updates in place (a
 Deployment's selector; a Service's clusterIP)."""
+FETCH_PODS_READ = 100
+"""Pods whose storage initializers one reading looks at: one failure says why; a hundred
+is every pool pod of a large pool, and bounds the answer."""
 STATS_LIMIT = 256 * 1024
 """Bytes read from one stats endpoint at most."""
 
@@ -169,13 +173,34 @@ class Kube:
             namespace, label_selector=f"job-name={name}"
         )
         for p in pods.items[-1:]:
-            for cs in (p.status and p.status.container_statuses) or []:
+            st = p.status
+            for cs in [*((st and st.init_container_statuses) or []), *((st and st.container_statuses) or [])]:
                 ended = cs.state and cs.state.terminated
-                if ended:
+                if ended and (ended.exit_code or cs.name != storage.FETCH_CONTAINER):
                     said.append(
                         f"container {cs.name} {ended.reason or 'ended'}, exit code {ended.exit_code}"
+                        + (f" ({ended.message.strip()[:512]})" if ended.message else "")
                     )
         return "; ".join(x for x in said if x) or "no reason given"
+
+    def fetch_failures(self, namespace: str, selector: Mapping[str, str]) -> list[str]:
+        """The termination messages of the storage initializers that failed in the pods
+        these labels select (one per pod: the last failure it reports), bounded."""
+        pods = client.CoreV1Api(self.api).list_namespaced_pod(
+            namespace, label_selector=label_selector(selector), limit=FETCH_PODS_READ
+        )
+        out = []
+        for p in pods.items:
+            for cs in (p.status and p.status.init_container_statuses) or []:
+                if cs.name != storage.FETCH_CONTAINER:
+                    continue
+                for state in (cs.state, cs.last_state):
+                    ended = state and state.terminated
+                    if ended and ended.exit_code:
+                        said = (ended.message or "").strip() or f"exit code {ended.exit_code}"
+                        out.append(said.splitlines()[-1][:1024])
+                        break
+        return out
 
     def job_log(self, namespace: str, name: str, limit: int = 1 << 20) -> str:
         """The log of a finished Job's pod (bounded)."""

@@ -43,7 +43,7 @@ from serflow.k8s.naming import (
     owned_labels,
     service_host,
 )
-from serflow.k8s.pods import artefact_args, partition_range, threads_for
+from serflow.k8s.pods import partition_range, threads_for
 from serflow.k8s.policies import (
     KNATIVE_NAMESPACES,
     OPERATOR_POD_LABELS,
@@ -62,6 +62,7 @@ from serflow.k8s.router import (
     envoy_service,
     route_nudge,
 )
+from serflow.k8s.storage import artefact_args
 from serflow.k8s.timeouts import COLD_START_BOUND_S, router_timeout_s, tail_timeout_s
 from serflow.policy.configurator import Candidate
 from serflow.wire import STATS_PORT

@@ -120,7 +120,16 @@ def _spec_schema() -> dict[str, Any]:
             "rule": "!has(self.checkpoint)",
             "message": "model.checkpoint is no longer served: export the checkpoint with "
             "serflow-runtime export and set model.artefact",
-        }
+        },
+        {
+            "rule": "!has(self.storageUri) || (has(self.artefact) && has(self.artefact.digest))",
+            "message": "model.storageUri needs model.artefact.digest (what the fetch verifies)",
+        },
+        {
+            "rule": "!has(self.storageUri) || !has(self.artefact) || !has(self.artefact.path)",
+            "message": "model.artefact.path names an artefact inside the images: not with "
+            "model.storageUri",
+        },
     ]
     prices = spec["properties"]["prices"]["properties"]
     prices["instances"]["x-kubernetes-validations"] = [_unique("name", "instances")]

@@ -22,11 +22,11 @@ from serflow.inference import FunctionAccess, InferenceSpec
 from serflow.k8s.naming import Names, Owner, labels, meta, service_host
 from serflow.k8s.pods import (
     CONTAINER_SECURITY,
-    artefact_args,
     model_name_args,
     partition_range,
     threads_for,
 )
+from serflow.k8s.storage import artefact_args, artefact_source
 from serflow.k8s.timeouts import COLD_START_BOUND_S
 from serflow.policy.configurator import Candidate, Granularity, PoolKind
 from serflow.schemas import REVISION_HASH_CHARS
@@ -82,6 +82,7 @@ def knative_service(
     except KeyError:
         cpu = FUNCTION_CPU_MILLI
     args += threads_for(cpu / 1000)
+    source = artefact_source(spec.model)
     service: dict[str, Any] = {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
@@ -128,8 +129,13 @@ def knative_service(
                                 "httpGet": {"path": "/readyz"},
                                 "successThreshold": 1,
                             },
+                            **({"volumeMounts": source.mounts} if source.mounts else {}),
                         }
                     ],
+                    # Knative takes these with its features kubernetes.podspec-init-containers
+                    # (and -persistent-volume-claim for pvc://) enabled.
+                    **({"initContainers": source.init_containers} if source.init_containers else {}),
+                    **({"volumes": source.volumes} if source.volumes else {}),
                 },
             }
         },

@@ -13,6 +13,7 @@ from serflow.inference import InferenceSpec
 from serflow.k8s.builders import POOL_TOLERATIONS, Owner, meta
 from serflow.k8s.crd import NAME_LIMIT, PROFILE_JOB_INFIX
 from serflow.k8s.pods import CONTAINER_SECURITY
+from serflow.k8s.storage import artefact_folder, artefact_source
 
 
 def profiler_jobs(owner: Owner, spec: InferenceSpec, prices: PriceSheet) -> list[dict[str, Any]]:
@@ -41,11 +42,12 @@ def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
         "serflow-runtime", "profile", "--config", config, "--batch", str(spec.model.batch),
         "--taus", taus, "--name", config, "--out", "/tmp/profile.yaml",
     ]  # fmt: skip
-    if spec.model.artefact_path:
-        profile += ["--artefact", spec.model.artefact_path]
+    if folder := artefact_folder(spec.model):
+        profile += ["--artefact", folder]
     # The profile goes to the log after a marker; the operator reads it when the Job is done.
     script = f"{shlex.join(profile)} >&2 && echo {shlex.quote(MARKER)} && cat /tmp/profile.yaml"
     md = meta(owner, name, "profiler")
+    source = artefact_source(spec.model)
     md["labels"]["serflow.io/config"] = _dns(config)
     return {
         "apiVersion": "batch/v1",
@@ -67,16 +69,20 @@ def _job(owner: Owner, spec: InferenceSpec, config: str, kind: str,
                         "runAsUser": 10001,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **({"initContainers": source.init_containers} if source.init_containers else {}),
                     "containers": [
                         {
                             "name": "profiler",
                             "image": spec.job_image or spec.model.image,
                             "command": ["sh", "-c", script],
                             "securityContext": CONTAINER_SECURITY,
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            "volumeMounts": [
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                *source.mounts,
+                            ],
                         }
                     ],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}, *source.volumes],
                 },
             },
         },

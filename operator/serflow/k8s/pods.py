@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from serflow.inference import ModelSpec
-
 CONTAINER_SECURITY: dict[str, Any] = {
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,
@@ -26,12 +24,6 @@ def threads_for(vcpu: float) -> list[str]:
     """The runtime's thread count for a config's vCPUs, as the profiler measured it: a
     runtime left to itself sizes its pools by the node's cores, not the pod's share."""
     return ["--threads", str(max(1, round(vcpu)))]
-
-
-def artefact_args(m: ModelSpec) -> list[str]:
-    """The servers' model arguments: the artefact folder and the digest it must have."""
-    args = ["--artefact", m.artefact_path] if m.artefact_path else []
-    return args + (["--digest", m.artefact_digest] if m.artefact_digest else [])
 
 
 def model_name_args(name: str) -> list[str]:

@@ -16,11 +16,11 @@ from serflow.k8s.functions import function_target, knative_service, stages
 from serflow.k8s.naming import Names, Owner, labels, meta
 from serflow.k8s.pods import (
     CONTAINER_SECURITY,
-    artefact_args,
     model_name_args,
     partition_range,
     threads_for,
 )
+from serflow.k8s.storage import artefact_args, artefact_source
 from serflow.k8s.timeouts import tail_timeout_s
 from serflow.policy.configurator import Candidate, PoolKind
 from serflow.wire import WORKER_PORT
@@ -73,6 +73,7 @@ def pool_deployment(
     # Scale-in must drop nothing: finish the open batch (up to D + SLO) before SIGKILL.
     drain = math.ceil(w.objective.epoch + w.objective.slo_s)
     pod_labels = labels(owner, "pool")
+    source = artefact_source(m)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -90,6 +91,7 @@ def pool_deployment(
                     "tolerations": POOL_TOLERATIONS,
                     "terminationGracePeriodSeconds": drain + 5,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+                    **({"initContainers": source.init_containers} if source.init_containers else {}),
                     "containers": [
                         {
                             "name": "worker",
@@ -101,10 +103,16 @@ def pool_deployment(
                             "readinessProbe": _probe("/readyz", 2),
                             "livenessProbe": _probe("/healthz", 10),
                             "lifecycle": {"preStop": {"sleep": {"seconds": 2}}},
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            "volumeMounts": [
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                *source.mounts,
+                            ],
                         }
                     ],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                        *source.volumes,
+                    ],
                 },
             },
         },

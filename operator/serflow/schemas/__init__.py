@@ -116,9 +116,16 @@ STATS_URL = f"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:{_PORT})?(/[^\\
 """An http(s) URL with a host name or IPv4 address and, if any, a port in 1..65535."""
 SHA256 = "^[0-9a-f]{64}$"
 """A SHA-256 digest in lower-case hex."""
+STORAGE_URI = (
+    "^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[^\\s]*"
+    "|https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[^\\s]*)?"
+    "|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^\\s]*)?)$"
+)
+"""pvc://CLAIM/PATH, http(s)://HOST[:PORT]/PATH or s3://BUCKET/PATH, without blanks."""
 ARTEFACT_REF = "^(/[^\\x00]*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$"
 """An absolute path (an artefact inside an image or a volume), or a shipped artefact's name."""
 PATTERN_WORDS = {
+    STORAGE_URI: "pvc://CLAIM/PATH, https://HOST/PATH, http://HOST/PATH or s3://BUCKET/PATH",
     SHA256: "a SHA-256 digest (64 lower-case hex digits)",
     ARTEFACT_REF: "an absolute path or the name of an artefact the image ships",
     DNS_LABEL: "a DNS-1035 label (lower case letters, digits, '-', starting with a letter)",
@@ -424,10 +431,40 @@ MODEL = obj(
                 ),
                 "digest": string(
                     "The artefact's digest (manifest.json's digest field). Pods refuse to "
-                    "start on another artefact, and a profile of another digest is refused.",
+                    "start on another artefact, and a profile of another digest is refused. "
+                    "Required with storageUri.",
                     pattern=SHA256,
                 ),
+                "maxMiB": integer(
+                    "With storageUri: the fetched artefact's bound in MiB (the fetch stops "
+                    "past it; the emptyDir that holds it in each pod has this size).",
+                    1,
+                    default=4096,
+                    maximum=65536,
+                ),
             },
+        ),
+        "storageUri": string(
+            "Where an init container fetches the artefact from, verifying "
+            "artefact.digest and every file's SHA-256 before the servers start: "
+            "pvc://CLAIM/PATH (a claim of this namespace, mounted read-only), "
+            "https://... or http://... (the artefact folder's URL), or s3://BUCKET/PATH "
+            "(endpoint and keys from storageSecret). Not with artefact.path.",
+            maxLength=2048,
+            pattern=STORAGE_URI,
+        ),
+        "storageSecret": string(
+            "A Secret of this namespace whose keys become the fetch's environment: "
+            "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
+            "(s3://).",
+            maxLength=253,
+            pattern=DNS_SUBDOMAIN,
+        ),
+        "storageImage": string(
+            "The storage initializer's image (Dockerfile.storage).",
+            default=wire.STORAGE_IMAGE,
+            minLength=1,
+            pattern=IMAGE,
         ),
         "checkpoint": string(
             "Deprecated and refused: the servers run artefacts. Export the checkpoint with "
