@@ -348,6 +348,19 @@ TRACED: tuple[Traced, ...] = (
         parser="serflow_runtime.cli:parser",
     ),
     Traced(
+        r"\.venv/bin/python examples/own_model\.py my-model/",
+        "tests/runtime/test_own_network.py (the example, then its profile and its plan)",
+        (
+            ("tests/runtime/test_own_network.py", '"examples" / "own_model.py"'),
+            ("tests/runtime/test_own_network.py", 'serflow_main(["plan", "-f", str(profile)])'),
+        ),
+    ),
+    Traced(
+        r"serflow plan -f my-model\.yaml",
+        "tests/runtime/test_own_network.py (the plan of the example's profile)",
+        (("tests/runtime/test_own_network.py", 'serflow_main(["plan", "-f", str(profile)])'),),
+    ),
+    Traced(
         r"serflow plan -f my-resnet\.yaml",
         "tests/runtime/test_profiler.py (what the profile command writes is read as a "
         "workload, as serflow plan reads it)",

@@ -137,7 +137,8 @@ def request_overhead(req: ProfileRequest, spec: ConfigSpec, x: np.ndarray, batch
             batch=req.batch, name=spec.name,
         )
     )  # fmt: skip
-    bodies = [np.ascontiguousarray(x[i % x.shape[0]], dtype="<f4").tobytes() for i in range(LONE_IMAGES)]
+    wire = x.dtype.newbyteorder("<")  # the raw format: little-endian, the input's dtype
+    bodies = [np.ascontiguousarray(x[i % x.shape[0]], dtype=wire).tobytes() for i in range(LONE_IMAGES)]
 
     async def serve() -> list[float]:
         took = []
@@ -298,7 +299,7 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
                 "serflow.io/measured-threads": ", ".join(
                     f"{k}={v}" for k, v in measured_threads.items()
                 ),
-                "serflow.io/dataset": f"the artefact's calibration set, {x_val.shape[0]} images",
+                "serflow.io/dataset": f"the artefact's calibration set, {x_val.shape[0]} rows",
                 "serflow.io/accuracy-per-exit": " ".join(
                     f"{v:.4f}" for v in accuracy_per_exit(ref, x_val, labels)
                 ),

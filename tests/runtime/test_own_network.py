@@ -191,3 +191,41 @@ def test_a_png_is_refused_for_a_model_that_takes_no_image(own: Served) -> None:
     png = codec.encode_png(np.zeros((8, 8, 3), np.uint8))
     code, body = http("POST", own.whole.url + "/infer", png, ctype="image/png")
     assert code == 415 and "application/octet-stream" in json.loads(body)["error"]
+
+
+def test_the_readme_example_exports_profiles_and_plans(tmp_path: Path) -> None:
+    """README "Serve your own model": examples/own_model.py, then the profile command on
+    what it wrote, then the plan, as a user runs them."""
+    import subprocess
+    import sys
+
+    from serflow.cli import main as serflow_main
+    from serflow_runtime.cli import main as runtime_main
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "my-model"
+    run = subprocess.run(
+        [sys.executable, str(repo / "examples" / "own_model.py"), str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    m = artefact.load(out)
+    assert (m.input.dtype, m.input.shape, m.input.name, m.input.image) == (
+        "float32", (13,), "measurements", None
+    )
+    assert m.num_stages == 3 and m.classes == ("class_0", "class_1", "class_2")
+    profile = tmp_path / "my-model.yaml"
+    assert runtime_main(["profile", "--artefact", str(out), "--config", "c6i.large",
+                         "--config", "fn-2048", "--out", str(profile)]) == 0  # fmt: skip
+    doc = yaml_load(profile)
+    assert doc["profile"]["fingerprint"]["stages"] == 3
+    assert doc["profile"]["fingerprint"]["artefactDigest"] == m.digest
+    assert serflow_main(["plan", "-f", str(profile)]) == 0
+
+
+def yaml_load(path: Path) -> dict[str, object]:
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    assert isinstance(doc, dict)
+    return doc
