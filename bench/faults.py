@@ -1,6 +1,7 @@
 """Fault run: a hybrid plan (fused tail after cut 2) served by local worker, function and
 Envoy processes started from the operator's builders, under closed-loop load, while a
-pool worker, the tail function and a spill host are SIGKILLed and the route is swapped.
+pool worker, the tail function and a spill host are SIGKILLed, the other worker is frozen
+(SIGSTOP) and the route is swapped.
 
     .venv/bin/python bench/faults.py --out bench/results/faults.md
 
@@ -52,7 +53,7 @@ def main() -> int:
     )
     text = "\n".join(
         [
-            "# Fault run: zero loss under SIGKILL and a route swap",
+            "# Fault run: zero loss under SIGKILL, a frozen worker and a route swap",
             "",
             f"Command: `.venv/bin/python bench/faults.py --per-phase {a.per_phase} "
             f"--clients {a.clients} --out bench/results/faults.md`",
@@ -82,8 +83,12 @@ def main() -> int:
             "worker calls the stage once more, then answers its survivors 503, which the "
             "route retries on the functions (they run the whole model). A request that meets "
             "a killed spill host is retried on the other (previous_hosts); the functions "
-            "cluster ejects no host, as it is the last resort. The route swap is a "
-            "rename in Envoy's watched directory.",
+            "cluster ejects no host, as it is the last resort. A frozen worker (SIGSTOP) "
+            "resets nothing: its requests wait until the attempt timeout (D + SLO), then "
+            "Envoy hedges each to the functions, keeping the first attempt open, and the "
+            "active health check (`/healthz`, three 2 s misses) takes the worker out of the "
+            "rotation; the frozen phase's p99 is that wait. The route swap is a rename in "
+            "Envoy's watched directory.",
             "",
         ]
     )

@@ -1,12 +1,13 @@
 """A fault run: a hybrid plan served by local processes from the builders' arguments (two
 pool workers, a fused tail, two spill hosts) under closed-loop load through Envoy, while
-one worker, then the tail function, then a spill host are SIGKILLed and the route is
-swapped.  Shared by the fault test and ``bench/faults.py``: here in the test bed because
+one worker, then the tail function, then a spill host are SIGKILLed, the other worker
+freezes (SIGSTOP: a hang, not a crash) and the route is swapped.  Shared by the fault test and ``bench/faults.py``: here in the test bed because
 ``bench/`` imports nothing from ``tests/``."""
 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -153,6 +154,7 @@ def fault_run(tmp: Path, bodies: list[bytes], per_phase: int = 200, clients: int
         ("worker 0 SIGKILL", lambda: _kill(served.workers[0])),
         ("tail function SIGKILL", lambda: _kill(tail)),
         ("spill host 0 SIGKILL", lambda: _kill(served.spills[0])),
+        ("worker 1 SIGSTOP", lambda: served.workers[1].proc.send_signal(signal.SIGSTOP)),
         ("route swap 700 -> 300", lambda: served.envoy.set_pool_weight(300, "2")),
     ]
     load = Load(served.envoy.url, bodies, clients)
@@ -168,6 +170,9 @@ def fault_run(tmp: Path, bodies: list[bytes], per_phase: int = 200, clients: int
         ejections = served.envoy.stat("envoy_cluster_outlier_detection_ejections_enforced_total")
     finally:
         load.stop()
+        for w in served.workers:  # a frozen process cannot take its SIGTERM
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGCONT)
         served.stop()
     phases = []
     for i, (name, t0) in enumerate(marks):

@@ -1,6 +1,7 @@
 """Zero loss under faults: SIGKILL a pool worker, the tail function and a spill host under
-load through the real Envoy (the builders' bootstrap and route), then swap the route; every
-client request is answered, and answered right."""
+load through the real Envoy (the builders' bootstrap and route), freeze the other worker
+(SIGSTOP: a hang), then swap the route; every client request is answered, and answered
+right."""
 
 from __future__ import annotations
 
@@ -40,8 +41,15 @@ def test_pool_is_headless_and_envoy_retries_and_ejects() -> None:
         "value": 0.0
     }
     route = yaml.safe_load(cm["data"][render.ROUTE_FILE])["resources"][0]
-    rp = route["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]
+    action = route["virtual_hosts"][0]["routes"][0]["route"]
+    rp = action["retry_policy"]
     assert {"connect-failure", "reset", "retriable-status-codes"} <= set(rp["retry_on"].split(","))
+    # a hang: an attempt unanswered after D + SLO is hedged elsewhere, the first kept open;
+    # a worker that stops answering its /healthz leaves the rotation
+    assert rp["per_try_timeout"] == f"{builders.attempt_timeout_s(w)}s"
+    assert action["hedge_policy"] == {"hedge_on_per_try_timeout": True}
+    (hc,) = clusters[render.CLUSTER_POOL]["health_checks"]
+    assert hc["http_health_check"] == {"path": "/healthz"}
 
 
 def test_no_client_error_when_workers_and_functions_die(
@@ -61,5 +69,8 @@ def test_no_client_error_when_workers_and_functions_die(
     # after the kill, the dead worker answers nothing, and its open batch was retried
     assert "worker:digits-pool-0" not in by["tail function SIGKILL"].where()
     assert run.retries > 0 and run.ejections > 0
+    # frozen (SIGSTOP), the last worker answered nothing more: its requests were hedged
+    # to the functions, and the health check took it out of the rotation
+    assert "worker:digits-pool-1" not in by["route swap 700 -> 300"].where()
     # with its tail dead, the live worker called the stage once more, then answered 503
     assert "calling once more" in (tmp_path / "digits-pool-1.log").read_text()

@@ -63,7 +63,12 @@ from serflow.k8s.router import (
     route_nudge,
 )
 from serflow.k8s.storage import artefact_args
-from serflow.k8s.timeouts import COLD_START_BOUND_S, router_timeout_s, tail_timeout_s
+from serflow.k8s.timeouts import (
+    COLD_START_BOUND_S,
+    attempt_timeout_s,
+    router_timeout_s,
+    tail_timeout_s,
+)
 from serflow.policy.configurator import Candidate
 from serflow.wire import STATS_PORT
 
@@ -88,6 +93,7 @@ __all__ = [
     "Owner",
     "Stage",
     "artefact_args",
+    "attempt_timeout_s",
     "children",
     "envoy_bootstrap",
     "envoy_configmap",

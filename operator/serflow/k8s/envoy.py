@@ -100,6 +100,20 @@ def _outlier_detection() -> dict[str, Any]:
     }
 
 
+def _health_check() -> dict[str, Any]:
+    # A host that stops answering (frozen, or stuck in a call) fails no request Envoy sees
+    # until one times out; its /healthz, answered on the server's event loop beside the
+    # compute thread, stops at once. Three misses of 2 s: out of rotation within 6 to 8 s,
+    # while a worker busy with a batch still answers.
+    return {
+        "timeout": "2s",
+        "interval": "2s",
+        "unhealthy_threshold": 3,
+        "healthy_threshold": 1,
+        "http_health_check": {"path": "/healthz"},
+    }
+
+
 def cluster(
     name: str,
     upstreams: Sequence[Address],
@@ -109,7 +123,8 @@ def cluster(
 ) -> dict[str, Any]:
     """A ROUND_ROBIN cluster; a host name (a headless Service) is resolved to every
     address it has, so each pod is a host of its own.  ``eject_failed_hosts``: outlier
-    detection ejects a host that fails to connect, resets or times out five times in a row.
+    detection ejects a host that fails to connect, resets or times out five times in a row,
+    and an active health check takes one out that stops answering ``/healthz``.
     ``panic_threshold``: below this percentage of healthy hosts Envoy balances over all
     of them, ejected or not (None: Envoy's 50; 0: never, so within the aggregate cluster
     a pool without a healthy worker leaves its share to the functions)."""
@@ -131,6 +146,7 @@ def cluster(
     }
     if eject_failed_hosts:
         out["outlier_detection"] = _outlier_detection()
+        out["health_checks"] = [_health_check()]
     if panic_threshold is not None:
         out["common_lb_config"] = {"healthy_panic_threshold": {"value": panic_threshold}}
     return out
@@ -168,11 +184,15 @@ def route_config(
     timeout_seconds: float = 60.0,
     functions_host: str | None = None,
     functions_headers: Sequence[tuple[str, str]] = (),
+    attempt_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The RouteConfiguration: weighted [pool_spill, functions] with the spill retry.
 
     ``functions_headers`` are set on every request (a client's own values are replaced):
     the routing headers Knative's activator needs to find a Revision. The pool ignores them.
+    ``attempt_seconds``: an attempt still unanswered after it is hedged (sent again
+    elsewhere, the first left open; the first answer wins): a frozen host holds no request
+    for longer (``timeouts.attempt_timeout_s``).
     """
     if isinstance(pool_weight, bool) or not isinstance(pool_weight, int):
         raise TypeError("pool_weight must be an int")
@@ -207,6 +227,9 @@ def route_config(
             "host_selection_retry_max_attempts": 3,
         },
     }
+    if attempt_seconds is not None:
+        action["retry_policy"]["per_try_timeout"] = f"{attempt_seconds}s"
+        action["hedge_policy"] = {"hedge_on_per_try_timeout": True}
     if functions_host:
         # Knative routes by Host; the worker ignores it.
         action["host_rewrite_literal"] = functions_host

@@ -19,7 +19,7 @@ from serflow.k8s import envoy
 from serflow.k8s.functions import spill_target
 from serflow.k8s.naming import COMPONENT_LABEL, Names, Owner, labels, meta, service_host
 from serflow.k8s.pods import CONTAINER_SECURITY
-from serflow.k8s.timeouts import router_timeout_s
+from serflow.k8s.timeouts import attempt_timeout_s, router_timeout_s
 from serflow.policy.configurator import Candidate
 from serflow.wire import ENVOY_PORT, SERVICE_PORT, STATS_PORT, WORKER_PORT
 
@@ -50,6 +50,7 @@ def envoy_configmap(
             timeout_seconds=router_timeout_s(w),
             functions_host=spill.host,
             functions_headers=spill.headers,
+            attempt_seconds=attempt_timeout_s(w),
         ),
     )
     return {

@@ -28,6 +28,16 @@ def router_timeout_s(w: Workload) -> int:
     return math.ceil(2 * w.objective.epoch + w.objective.slo_s) + COLD_START_BOUND_S
 
 
+def attempt_timeout_s(w: Workload) -> int:
+    """How long the router waits on one attempt before it hedges: a healthy pool worker or
+    warm function answers within D + SLO (the SLO's own accounting: a batch closes within
+    D, then it computes within the SLO). A slower attempt (a frozen or overloaded host, a
+    cold function) is not abandoned: Envoy sends the request again elsewhere (another
+    host; from the pool, the functions) with the first still open, and the first answer
+    wins. So a hang costs an answer D + SLO, not the route's whole timeout."""
+    return math.ceil(w.objective.epoch + w.objective.slo_s)
+
+
 def tail_timeout_s(w: Workload) -> int:
     """How long a worker's call to its tail function may take before the worker answers
     that batch's survivors 503 (Envoy then retries them on the spill function): what the
