@@ -213,3 +213,50 @@ def test_namespaced_operator_configures_its_object(
     finally:
         stop_process(proc, 30)
         print(log.read_text()[-3000:])
+
+
+ROUTE_KEY = "serflow.io/route-sha256"
+
+
+def _pod(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels, "annotations": {ROUTE_KEY: "a", "x": "1"}},
+        "spec": {"containers": [{"name": "c", "image": "envoy:1"}]},
+    }  # fmt: skip
+
+
+def test_the_operator_may_change_only_the_route_annotation_of_its_router_pods(
+    cluster: Cluster, installs: Installs, tmp_path: Path
+) -> None:
+    """RBAC grants patch on pods (the route nudge); the chart's admission policy narrows it,
+    on the API server, to that one annotation of serflow's router pods: an image, a label,
+    another annotation, or any other pod is refused."""
+    from kubernetes import client
+
+    from serflow.k8s.router import ROUTE_HASH_ANNOTATION
+
+    assert ROUTE_HASH_ANNOTATION == ROUTE_KEY  # the policy names it
+    ns = installs.unwatched
+    router = {"app.kubernetes.io/managed-by": "serflow", "app.kubernetes.io/component": "router",
+              "app.kubernetes.io/instance": "pp", "app.kubernetes.io/name": "serflow"}  # fmt: skip
+    for name, labels in (("pp-envoy", router), ("someone-else", {"app": "db"})):
+        cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(_pod(name, labels)))
+    api = config.new_client_from_config(str(sa_kubeconfig(cluster, tmp_path / "sa", 600)))
+    core = client.CoreV1Api(api)
+    # What the operator does (Kube.annotate_pods): allowed.
+    Kube(api).annotate_pods(ns, {"app.kubernetes.io/component": "router"}, {ROUTE_KEY: "b"})
+    got = json.loads(cluster.kubectl("get", "pod", "pp-envoy", "-n", ns, "-o", "json").stdout)
+    assert got["metadata"]["annotations"][ROUTE_KEY] == "b"
+    refused = [
+        ("pp-envoy", {"spec": {"containers": [{"name": "c", "image": "evil:1"}]}}, "only the"),
+        ("pp-envoy", {"metadata": {"annotations": {"x": "2"}}}, "only the"),
+        ("pp-envoy", {"metadata": {"labels": {"app.kubernetes.io/component": "x"}}}, "only the"),
+        ("someone-else", {"metadata": {"annotations": {ROUTE_KEY: "b"}}}, "only its router pods"),
+    ]
+    for name, body, said in refused:
+        with pytest.raises(ApiException) as e:
+            core.patch_namespaced_pod(name, ns, body)
+        assert e.value.status in (403, 422) and said in str(e.value.body), (name, body, e.value.body)
+    # Anyone else (here the admin) is not narrowed by it.
+    cluster.kubectl("annotate", "pod", "someone-else", "-n", ns, "x=3", "--overwrite")
