@@ -78,6 +78,19 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_sequence(a: argparse.Namespace) -> int:
+    from serflow_runtime import data, sequence
+
+    try:
+        m = sequence.reproduce(a.out, seed=a.seed, epochs=a.epochs, threads=a.threads)
+    except data.DataMissingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    acc = m.describes["valAccuracyPerExit"]
+    print(f"wrote {a.out}: {m.num_stages} stages, digest {m.digest}; held-out accuracy per exit {acc}")
+    return 0
+
+
 def cmd_profile(a: argparse.Namespace) -> int:
     from serflow_runtime.profiler import ProfileRequest, run_profile, write_profile
 
@@ -196,6 +209,17 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--name", default=None, help="model name (default: the checkpoint's stem)")
     ex.add_argument("--out", required=True, help="a new, empty folder")
     ex.set_defaults(fn=cmd_export)
+
+    sq = sub.add_parser(
+        "train-sequence",
+        help="train the byte-level transformer on chatterbot-corpus (language of a text) and "
+        "write its artefact (the shipped seq-chatterbot-langid-transformer)",
+    )
+    sq.add_argument("--epochs", type=int, default=10)
+    sq.add_argument("--seed", type=int, default=0)
+    sq.add_argument("--threads", type=int, default=2)
+    sq.add_argument("--out", required=True, help="a new, empty folder")
+    sq.set_defaults(fn=cmd_train_sequence)
 
     pr = sub.add_parser("profile", help="measure an artefact; write a serflow Profile YAML")
     _model_args(pr)
