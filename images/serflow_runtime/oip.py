@@ -132,7 +132,7 @@ def parse_request(body: bytes, header_length: str | None, spec: ModelInput) -> R
             raise BadRequest(f"unknown input tensor {t['name']!r}: the model takes {want!r}")
     if len(inputs) > 1:
         raise BadRequest(f"input tensor {want!r} is given {len(inputs)} times")
-    x = _tensor(inputs[0], binary, spec)
+    x = tensor(inputs[0], binary, spec)
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
         raise BadRequest("request 'id' must be a string")
@@ -161,7 +161,10 @@ def _split(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
         raise BadRequest("inference request nests too deeply") from None
 
 
-def _tensor(t: Mapping[str, Any], binary: bytes, spec: ModelInput) -> np.ndarray:
+def tensor(t: Mapping[str, Any], binary: bytes, spec: ModelInput) -> np.ndarray:
+    """One input tensor (its name, datatype, shape and ``data`` or, with the binary
+    extension, ``binary``) checked against the model's input: the one set of checks of
+    both transports (``oip_grpc`` maps its message onto this)."""
     name, inp = t["name"], spec.input
     want = [-1, *inp.shape]
     if t.get("datatype") != spec.datatype:
@@ -269,17 +272,32 @@ def _outputs(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], frozenset[str]]:
     return tuple(names_l), frozenset(binary)
 
 
+def output_values(answers: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Each output tensor's values, little-endian, in instance order."""
+    return {
+        "class": np.array([a["class"] for a in answers], dtype="<i8"),
+        "confidence": np.array([a["confidence"] for a in answers], dtype="<f4"),
+        "exit": np.array([a["exit"] for a in answers], dtype="<i8"),
+    }
+
+
+def answer_parameters(answers: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The answer's parameters: the fingerprint, and per instance the exit taken and where
+    each part ran, JSON-encoded in strings (the protocol's parameter values are scalars)."""
+    return {
+        "fingerprint": str(answers[0]["fingerprint"]) if answers else "",
+        "exits": json.dumps([int(a["exit"]) for a in answers]),
+        "ran": json.dumps([a["ran"] for a in answers], separators=(",", ":")),
+    }
+
+
 def response(
     spec: ModelInput, req: Request, answers: Sequence[Mapping[str, Any]]
 ) -> tuple[bytes, dict[str, str]]:
     """The answer's body and headers from one ``/infer``-style answer per instance
     (``class``, ``exit``, ``confidence``, ``ran``, ``fingerprint``), in instance order."""
     n = len(answers)
-    values = {
-        "class": np.array([a["class"] for a in answers], dtype="<i8"),
-        "confidence": np.array([a["confidence"] for a in answers], dtype="<f4"),
-        "exit": np.array([a["exit"] for a in answers], dtype="<i8"),
-    }
+    values = output_values(answers)
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name in req.outputs:
@@ -295,11 +313,7 @@ def response(
     doc: dict[str, Any] = {
         "model_name": spec.model,
         "outputs": outputs,
-        "parameters": {
-            "fingerprint": str(answers[0]["fingerprint"]) if answers else "",
-            "exits": json.dumps([int(a["exit"]) for a in answers]),
-            "ran": json.dumps([a["ran"] for a in answers], separators=(",", ":")),
-        },
+        "parameters": answer_parameters(answers),
     }
     if req.id is not None:
         doc["id"] = req.id

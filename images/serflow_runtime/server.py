@@ -136,9 +136,12 @@ def server_timing_seconds(header: str | None, metric: str = "app") -> float | No
     return None
 
 
-async def read_body(request: web.Request, limit: int, timeout: float = CLIENT_TIMEOUT) -> bytes:
+async def read_body(
+    request: web.Request, limit: int, timeout: float = CLIENT_TIMEOUT, empty: bool = False
+) -> bytes:
     """Read at most ``limit`` bytes within ``timeout`` seconds; refuse a larger body without
-    buffering it, and a slower one with 408 (the connection is closed)."""
+    buffering it, and a slower one with 408 (the connection is closed). ``empty``: an
+    empty body is a value (a gRPC message with no field set), not a refusal."""
     if request.content_length is not None and request.content_length > limit:
         raise BadRequest(f"body of {request.content_length} bytes exceeds {limit}", status=413)
     # StreamReader.read(n) returns what has arrived so far, not n bytes: loop to EOF.
@@ -151,7 +154,7 @@ async def read_body(request: web.Request, limit: int, timeout: float = CLIENT_TI
                     raise BadRequest(f"body exceeds {limit} bytes", status=413)
     except TimeoutError:
         raise BadRequest(f"body not received within {timeout:g} s", status=408) from None
-    if not body:
+    if not body and not empty:
         raise BadRequest("empty body")
     return bytes(body)
 

@@ -251,3 +251,95 @@ def _queued(url: str) -> float:
         if line.startswith("serflow_queued_requests "):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError("no serflow_queued_requests")
+
+
+# -- gRPC ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def grpc_client(routed: Envoy) -> Iterator[Any]:
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(url=routed.url.removeprefix("http://"))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _grpc_infer(client: Any, x: np.ndarray, **kw: Any) -> Any:
+    import tritonclient.grpc as grpcclient
+
+    inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    return client.infer(MODEL, [inp], **kw)
+
+
+def test_grpc_health_readiness_and_metadata_through_the_router(grpc_client: Any) -> None:
+    assert grpc_client.is_server_live()
+    assert grpc_client.is_server_ready()
+    assert grpc_client.is_model_ready(MODEL)
+    meta = grpc_client.get_model_metadata(MODEL, as_json=True)
+    assert meta["name"] == MODEL
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": ["-1", "3", "32", "32"]}]
+    assert [o["name"] for o in meta["outputs"]] == ["class", "confidence", "exit"]
+    assert grpc_client.get_server_metadata(as_json=True)["name"] == "serflow"
+
+
+def test_grpc_answers_equal_infer_for_the_same_inputs(
+    grpc_client: Any, via_infer: list[dict[str, Any]], served: ServedModel, digits: Split,
+    stack: Stack,
+) -> None:  # fmt: skip
+    """The gRPC client's ModelInfer through the router's HTTP/2 listener: answered by the
+    workers, their tails and the spill function, each instance as ``/infer`` answers it."""
+    x = digits.x_val[:N]
+    want = reference(served, x, stack.tau)
+    sizes = itertools.cycle([1, 3, 8, 16, 2, 5])
+    start, mixed, where = 0, 0, set()
+    while start < N:
+        n = min(next(sizes), N - start)
+        result = _grpc_infer(grpc_client, x[start : start + n], request_id=f"g{start}")
+        response = result.get_response(as_json=True)
+        assert response["id"] == f"g{start}"
+        ran = json.loads(response["parameters"]["ran"]["string_param"])
+        got = list(zip(result.as_numpy("exit").tolist(), result.as_numpy("class").tolist(),
+                       result.as_numpy("confidence").tolist(), ran, strict=True))  # fmt: skip
+        assert len(got) == n
+        for i, (ex, cls, conf, r) in enumerate(got, start):
+            ref = via_infer[i]
+            assert (ex, cls) == (ref["exit"], ref["class"]) == want[i], i
+            assert conf == pytest.approx(ref["confidence"], abs=1e-6), i
+            where.add(r[0]["on"].split(":")[0] + ("+tail" if len(r) > 1 else ""))
+        mixed += len(set(result.as_numpy("exit").tolist())) > 1
+        start += n
+    assert mixed > 0
+    assert {"worker", "worker+tail", "function"} <= where
+
+
+def test_grpc_a_wrong_tensor_is_invalid_argument_naming_it(grpc_client: Any, digits: Split) -> None:
+    import tritonclient.grpc as grpcclient
+
+    x = digits.x_val[:2]
+    cases: list[tuple[Any, str]] = []
+    bad = grpcclient.InferInput("image", [2, 3, 32, 32], "FP32")
+    bad.set_data_from_numpy(x)
+    cases.append((bad, "unknown input tensor 'image'"))
+    bad = grpcclient.InferInput("input", [2, 3, 32, 32], "FP64")
+    bad.set_data_from_numpy(x.astype(np.float64))
+    cases.append((bad, "input tensor 'input' has datatype 'FP64'"))
+    bad = grpcclient.InferInput("input", [2, 3, 16, 64], "FP32")
+    bad.set_data_from_numpy(x.reshape(2, 3, 16, 64))
+    cases.append((bad, "input tensor 'input' has shape [2, 3, 16, 64]"))
+    for inp, says in cases:
+        with pytest.raises(InferenceServerException) as e:
+            grpc_client.infer(MODEL, [inp])
+        assert e.value.status() == "StatusCode.INVALID_ARGUMENT", (says, e.value)
+        assert says in e.value.message(), (says, e.value.message())
+    good = grpcclient.InferInput("input", [2, 3, 32, 32], "FP32")
+    good.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as e:
+        grpc_client.infer("other-model", [good])
+    assert e.value.status() == "StatusCode.NOT_FOUND" and "'other-model'" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        grpc_client.get_model_repository_index()
+    assert e.value.status() == "StatusCode.UNIMPLEMENTED"

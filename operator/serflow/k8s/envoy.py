@@ -165,7 +165,54 @@ def spill_cluster() -> dict[str, Any]:
     }
 
 
-def _hcm(stat_prefix: str, **route: Any) -> dict[str, Any]:
+GRPC_PREFIX = "/inference.GRPCInferenceService/"
+"""The Open Inference Protocol's gRPC methods (unary calls over HTTP/2)."""
+GRPC_UPSTREAM_CT = "application/x-protobuf"
+"""What the reverse bridge hands the servers: the call's message as an HTTP/1.1 body."""
+_GRPC_STATUS_LUA = """
+function envoy_on_response(handle)
+  local status = handle:headers():get("x-serflow-grpc-status")
+  if status == nil then
+    return
+  end
+  local message = handle:headers():get("x-serflow-grpc-message") or ""
+  handle:headers():remove("x-serflow-grpc-status")
+  handle:headers():remove("x-serflow-grpc-message")
+  local trailers = handle:trailers()
+  if trailers ~= nil then
+    trailers:replace("grpc-status", status)
+    trailers:replace("grpc-message", message)
+  end
+end
+"""
+"""The bridge sets a call's status from the HTTP status alone (400 is INTERNAL); a server's
+refusal names its own (INVALID_ARGUMENT, NOT_FOUND) in headers, set here as the trailers."""
+
+
+def _grpc_filters() -> list[dict[str, Any]]:
+    """gRPC clients on the ingress listener: each unary call is handed to the servers as an
+    HTTP/1.1 POST of its message (the pool and the functions speak HTTP/1.1 only, and a
+    Knative Service has one port), so it is routed, retried and hedged as REST is."""
+    return [
+        {
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": _T + "extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": _GRPC_STATUS_LUA},
+            },
+        },
+        {
+            "name": "envoy.filters.http.grpc_http1_reverse_bridge",
+            "typed_config": {
+                "@type": _T + "extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfig",
+                "content_type": GRPC_UPSTREAM_CT,
+                "withhold_grpc_frames": True,
+            },
+        },
+    ]
+
+
+def _hcm(stat_prefix: str, route: dict[str, Any], grpc: bool = False) -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -173,7 +220,8 @@ def _hcm(stat_prefix: str, **route: Any) -> dict[str, Any]:
             "stat_prefix": stat_prefix,
             **route,
             "http_filters": [
-                {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}
+                *(_grpc_filters() if grpc else []),
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
             ],
         },
     }
@@ -252,12 +300,15 @@ def route_config(
     }
 
 
+_POST = [{"name": ":method", "string_match": {"exact": "POST"}}]
 INFERENCE_MATCHES: tuple[dict[str, Any], ...] = (
-    {"path": "/infer", "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
+    {"path": "/infer", "headers": _POST},
     {"path": "/v2"},
     {"prefix": "/v2/"},
+    {"prefix": GRPC_PREFIX, "headers": _POST},
 )
-"""What the router forwards: ``POST /infer`` and the Open Inference Protocol's paths."""
+"""What the router forwards: ``POST /infer`` and the Open Inference Protocol's paths, REST
+and gRPC."""
 NOT_ROUTED = {"status": 404, "body": {"inline_string": "not an inference path\n"}}
 """Envoy's own answer to anything else."""
 
@@ -342,12 +393,12 @@ def bootstrap(
                 {
                     "name": "ingress",
                     "address": _sock(*listen),
-                    "filter_chains": [{"filters": [_hcm(stat_prefix, **ingress_route)]}],
+                    "filter_chains": [{"filters": [_hcm(stat_prefix, ingress_route, grpc=True)]}],
                 },
                 {
                     "name": "stats",
                     "address": _sock(*stats),
-                    "filter_chains": [{"filters": [_hcm("stats", **stats_route)]}],
+                    "filter_chains": [{"filters": [_hcm("stats", stats_route)]}],
                 },
             ],
             "clusters": [
