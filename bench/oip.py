@@ -1,4 +1,4 @@
-"""The Open Inference Protocol (REST) against ``/infer``, through the same local router.
+"""The Open Inference Protocol (REST and gRPC) against ``/infer``, through the same local router.
 
     .venv/bin/python bench/oip.py --out bench/results/oip.md
 
@@ -12,7 +12,9 @@ that drift on the shared machine falls on all alike:
 * OIP, JSON: ``/v2/models/digits/infer`` with the tensor as JSON numbers (the same client);
 * OIP, binary: tritonclient (``InferenceServerClient``, binary tensor extension), from
   ``--clients`` greenlets of one client with as many connections;
-* OIP, binary, 8 instances a request: the same, 8 images per request.
+* OIP, binary, 8 instances a request: the same, 8 images per request;
+* OIP, gRPC: tritonclient's gRPC client (``raw_input_contents``) over HTTP/2 to the same
+  listener, from ``--clients`` threads sharing one channel.
 
 Every answer is checked against the whole model's (exit, class) for its image; the run
 exits 1 on any failed or wrong answer.  Everything runs on 127.0.0.1; every process
@@ -51,7 +53,13 @@ SHAPE = Shape(PoolKind.HYBRID, Granularity.FUSED, 2)
 POOL_WEIGHT = 700
 EPOCH_S = 0.01
 MULTI = 8
-MODES = ("/infer", "OIP, JSON", "OIP, binary (tritonclient)", f"OIP, binary, {MULTI} a request")
+MODES = (
+    "/infer",
+    "OIP, JSON",
+    "OIP, binary (tritonclient)",
+    f"OIP, binary, {MULTI} a request",
+    "OIP, gRPC (tritonclient)",
+)
 
 
 @dataclass
@@ -167,6 +175,45 @@ def run_triton(
     client.close()
 
 
+def run_grpc(
+    port: int, x: np.ndarray, batches: list[list[int]], clients: int, tally: Tally,
+    want: list[tuple[int, int]],
+) -> None:  # fmt: skip
+    """Closed loop with tritonclient's gRPC client: ``clients`` threads share one channel."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    todo = iter(batches)
+    lock = threading.Lock()
+
+    def loop() -> None:
+        while True:
+            with lock:
+                imgs = next(todo, None)
+            if imgs is None:
+                return
+            inp = grpcclient.InferInput("input", [len(imgs), *x.shape[1:]], "FP32")
+            inp.set_data_from_numpy(x[imgs])
+            t0 = time.perf_counter()
+            try:
+                res = client.infer(OWNER.name, [inp], client_timeout=120)
+            except Exception:  # the client's own errors and the server's statuses alike
+                tally.add(time.perf_counter() - t0, len(imgs), True, 0)
+                continue
+            took = time.perf_counter() - t0
+            got = zip(res.as_numpy("exit").tolist(), res.as_numpy("class").tolist(), strict=True)
+            tally.add(took, len(imgs), False, sum(g != want[i] for g, i in zip(got, imgs, strict=True)))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    tally.wall += time.perf_counter() - t0
+    client.close()
+
+
 def oip_json(x: np.ndarray, imgs: list[int]) -> bytes:
     t = {"name": "input", "datatype": "FP32", "shape": [len(imgs), *x.shape[1:]],
          "data": x[imgs].ravel().tolist()}  # fmt: skip
@@ -210,11 +257,13 @@ def main() -> int:
             run_http(port, infer[:a.clients], a.clients, Tally(), want)
             run_http(port, as_json[:a.clients], a.clients, Tally(), want)
             run_triton(port, x, singles[:a.clients], a.clients, Tally(), want)
+            run_grpc(port, x, singles[:a.clients], a.clients, Tally(), want)
             for _ in range(a.rounds):
                 run_http(port, infer, a.clients, tallies[MODES[0]], want)
                 run_http(port, as_json, a.clients, tallies[MODES[1]], want)
                 run_triton(port, x, singles, a.clients, tallies[MODES[2]], want)
                 run_triton(port, x, multis, a.clients, tallies[MODES[3]], want)
+                run_grpc(port, x, singles, a.clients, tallies[MODES[4]], want)
         finally:
             local.stop()
     load.append(os.getloadavg()[0])
@@ -227,7 +276,7 @@ def main() -> int:
         )
     text = "\n".join(
         [
-            "# The Open Inference Protocol (REST) beside /infer, through one router",
+            "# The Open Inference Protocol (REST and gRPC) beside /infer, through one router",
             "",
             f"Command: `.venv/bin/python bench/oip.py --requests {a.requests} --rounds "
             f"{a.rounds} --clients {a.clients} --out bench/results/oip.md"
@@ -239,7 +288,7 @@ def main() -> int:
             f"tau {cand.tau:g}) from the operator's builders; Envoy sends {POOL_WEIGHT} of "
             "1000 to the pool, the rest to the spill function. "
             f"{a.clients} closed-loop clients; {a.requests} requests per way per round, "
-            f"{a.rounds} rounds, the four ways interleaved. Seconds are the client's, from "
+            f"{a.rounds} rounds, the five ways interleaved. Seconds are the client's, from "
             "sending a request to its whole answer. The machine's 1-minute load average was "
             f"{load[0]:.2f} at the start and {load[1]:.2f} at the end.{' ' + a.note if a.note else ''}",
             "",
@@ -252,7 +301,10 @@ def main() -> int:
             "image as 12,288 raw bytes, or as about 63 KB of JSON numbers that the server "
             "parses. tritonclient sends the binary tensor extension from gevent greenlets; "
             "its rows hold the client's own costs too. A request of 8 images is answered "
-            "when its last image is: each joins the pool's batcher on its own.",
+            "when its last image is: each joins the pool's batcher on its own. gRPC reaches "
+            "the same listener over HTTP/2; Envoy hands each call to the pool or a function "
+            "as an HTTP/1.1 POST of its protobuf message (its gRPC-HTTP/1.1 reverse bridge), "
+            "so its row holds that conversion as well as the client's own costs.",
             "",
         ]
     )
