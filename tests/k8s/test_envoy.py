@@ -157,3 +157,27 @@ def test_envoy_accepts_the_rendered_config(tmp_path: Path, pool_weight: int) -> 
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "OK" in r.stdout + r.stderr
+
+
+def test_the_ingress_listener_bounds_each_client_and_the_connections() -> None:
+    """The router is the object's edge: header time and size, idle connections and open
+    connections are bounded; a request may wait with no byte moving as long as the route
+    lets it (not Envoy's default 5 min, below what a long epoch may hold)."""
+    boot = envoy.bootstrap([("127.0.0.1", 9)], [("127.0.0.1", 10)], "/r", stream_idle_s=70)
+    ingress, stats = (
+        lst["filter_chains"][0]["filters"][0]["typed_config"]
+        for lst in boot["static_resources"]["listeners"]
+    )
+    for key, value in envoy.EDGE_LIMITS.items():
+        assert ingress[key] == value and key not in stats
+    assert ingress["stream_idle_timeout"] == "70s"
+    (monitor,) = boot["overload_manager"]["resource_monitors"]
+    assert monitor["typed_config"]["max_active_downstream_connections"] == (
+        envoy.MAX_DOWNSTREAM_CONNECTIONS
+    )
+    assert [f["name"] for f in ingress["http_filters"]] == [
+        "envoy.filters.http.lua",
+        "envoy.filters.http.grpc_http1_reverse_bridge",
+        "envoy.filters.http.router",
+    ]
+    assert [f["name"] for f in stats["http_filters"]] == ["envoy.filters.http.router"]

@@ -212,12 +212,39 @@ def _grpc_filters() -> list[dict[str, Any]]:
     ]
 
 
-def _hcm(stat_prefix: str, route: dict[str, Any], grpc: bool = False) -> dict[str, Any]:
+EDGE_LIMITS: dict[str, Any] = {
+    # A client must send its headers within 10 s (a slow one holds no stream for longer),
+    # at most 64 of them in 32 KiB; a header name with an underscore is refused (proxies
+    # differ on whether it equals one with a dash); an idle connection closes after 5 min.
+    "request_headers_timeout": "10s",
+    "max_request_headers_kb": 32,
+    "common_http_protocol_options": {
+        "idle_timeout": "300s",
+        "max_headers_count": 64,
+        "headers_with_underscores_action": "REJECT_REQUEST",
+    },
+}
+"""What the ingress listener bounds for each client: it is the object's edge."""
+MAX_DOWNSTREAM_CONNECTIONS = 10_000
+"""Open client connections one router takes at most (Envoy's overload manager): a bound
+for each pod's memory, far above what a pool of workers answers at once."""
+
+
+def _hcm(
+    stat_prefix: str, route: dict[str, Any], grpc: bool = False, stream_idle_s: float | None = None
+) -> dict[str, Any]:
+    edge: dict[str, Any] = {}
+    if grpc:  # the ingress listener
+        edge = dict(EDGE_LIMITS)
+        if stream_idle_s is not None:
+            # Envoy's default 5 min would cut a request a long epoch may lawfully hold.
+            edge["stream_idle_timeout"] = f"{stream_idle_s:g}s"
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
             "@type": _HCM,
             "stat_prefix": stat_prefix,
+            **edge,
             **route,
             "http_filters": [
                 *(_grpc_filters() if grpc else []),
@@ -336,8 +363,11 @@ def bootstrap(
     admin_port: int = wire.ENVOY_ADMIN_PORT,
     node_id: str = "serflow",
     stat_prefix: str = wire.STAT_PREFIX,
+    stream_idle_s: float | None = None,
 ) -> dict[str, Any]:
     """The static bootstrap: ingress listener (route from ``route_dir``), stats listener.
+    ``stream_idle_s``: how long a request may wait with no byte moving (at least the
+    route's timeout; None: Envoy's 5 min).
 
     The ingress listener counts its requests under ``stat_prefix``
     (``wire.request_counter(stat_prefix)``), which is where the operator reads them.
@@ -388,12 +418,26 @@ def bootstrap(
         "node": {"id": node_id, "cluster": node_id},
         # Never beyond loopback: the admin interface can change Envoy's state.
         "admin": {"address": _sock("127.0.0.1", admin_port)},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": _T + "extensions.resource_monitors.downstream_connections.v3"
+                        ".DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                    },
+                }
+            ]
+        },
         "static_resources": {
             "listeners": [
                 {
                     "name": "ingress",
                     "address": _sock(*listen),
-                    "filter_chains": [{"filters": [_hcm(stat_prefix, ingress_route, grpc=True)]}],
+                    "filter_chains": [
+                        {"filters": [_hcm(stat_prefix, ingress_route, True, stream_idle_s)]}
+                    ],
                 },
                 {
                     "name": "stats",

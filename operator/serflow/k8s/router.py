@@ -75,6 +75,7 @@ def envoy_bootstrap(owner: Owner, spec: InferenceSpec, w: Workload, cand: Candid
             stats=("0.0.0.0", STATS_PORT),
             node_id=owner.name,
             stat_prefix=spec.routing.stat_prefix,
+            stream_idle_s=router_timeout_s(w) + 10,
         )
     )
 
