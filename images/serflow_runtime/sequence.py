@@ -9,9 +9,10 @@ statements are left out, and a statement found under two languages is dropped.  
 is its UTF-8 bytes, each byte b the token b + 1, truncated or padded with 0 to
 ``SEQ_LEN`` tokens: the served input is int64 token ids in 0..256 with shape (SEQ_LEN,).
 
-Model: token and position embeddings, then ``layers`` pre-norm encoder layers (multi-head
-self-attention that ignores padding, then a GELU MLP).  Stage i is layer i (stage 1 also
-embeds) and its exit: the mean of the non-padding positions, a layer norm and a linear
+Model: token and position embeddings (plus a width-3 convolution over the token
+embeddings, so the first layer sees a 3-byte character whole), then ``layers`` pre-norm
+encoder layers (multi-head self-attention that ignores padding, then a GELU MLP).  Stage
+i is layer i (stage 1 also embeds) and its exit: the mean of the non-padding positions, a layer norm and a linear
 layer to the logits.  The padding mask rides along as the last channel of the hidden
 tensor, so stage i maps (n, SEQ_LEN, d_model + 1) to the same shape plus (n, classes)
 logits.  All exits train jointly on the sum of their losses (``train.py``'s recipe).
