@@ -1,7 +1,11 @@
-"""Run the operator: ``python -m serflow.controller [--namespace NS ...] [kopf run options]``."""
+"""Run the operator: ``python -m serflow.controller [--namespace NS ...] [kopf run options]``.
+
+Alone by default; with ``--peering NAME`` (the chart's way: two replicas), kopf's peering
+object NAME elects one of them to work while the other waits (``handlers.startup``)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from kopf.cli import main as kopf_main
@@ -11,7 +15,11 @@ def main() -> None:
     args = sys.argv[1:]
     if not any(a in ("-n", "--namespace", "-A", "--all-namespaces") for a in args):
         args = ["--all-namespaces", *args]
-    sys.argv = ["kopf", "run", "--standalone", "-m", "serflow.controller.handlers", *args]
+    peered = os.environ.get("KOPF_RUN_PEERING") or any(
+        a in ("-P", "--peering") or a.startswith("--peering=") for a in args
+    )
+    alone = [] if peered else ["--standalone"]
+    sys.argv = ["kopf", "run", *alone, "-m", "serflow.controller.handlers", *args]
     kopf_main()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,10 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 KIND = "SerflowInference"
 
 
+PEERING_LIFETIME_S = 20
+"""Seconds after which a peered replica that stopped renewing its record is deemed gone."""
+
+
 class Pending(Exception):
     """The inputs are not there yet (a profile ConfigMap, profiling Jobs)."""
 
@@ -80,7 +85,13 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serflow.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serflow.io")
     settings.posting.level = logging.INFO
-    settings.peering.standalone = True
+    if not settings.peering.standalone and settings.peering.priority == 0:
+        # Peered replicas (kopf pauses every one but the highest priority; two alike would
+        # both pause): a random one each, so one works and a restarted one may take over.
+        settings.peering.priority = random.randrange(1, 2**31)
+    # A replica gone (its node lost) is taken over once its record is this many seconds
+    # old: the epochs, not the data plane, wait that long (kopf's default is 60).
+    settings.peering.lifetime = PEERING_LIFETIME_S
     settings.execution.max_workers = 16  # reconcile bursts (many objects created at once)
     # Strict mode: exact namespaces or the whole cluster, no namespace/CRD scanning (which
     # would need list/watch on namespaces and CRDs that the operator does not otherwise use).
