@@ -9,11 +9,16 @@
 #   hack/kind.sh up      hack/docker.sh up, build if needed, create the cluster, wait for
 #                        the node to be Ready
 #   hack/kind.sh check   a pod reaches another through a Service (exit 0 when it does)
-#   hack/kind.sh load [operator|worker|fn|envoy ...]
+#   hack/kind.sh load [operator|worker|fn|envoy|storage|versitygw ...]
 #                        build localhost/serflow/<name>:local from Dockerfile.<name> on the
-#                        local Python base and load it into the node (default: operator)
+#                        local Python base and load it into the nodes that run it (default:
+#                        operator); fn and storage are tagged dev.local/serflow/<name>:local
+#                        too (Knative resolves other tags). versitygw: Versity's S3
+#                        gateway, hack/versitygw.sh's binary on the local Debian base (no
+#                        Dockerfile: the binary is cached outside the checkout)
 #   hack/kind.sh knative Knative Serving (KNATIVE_SERVING_VERSION) built from its
-#                        modules, as local images, installed without a networking layer
+#                        modules, as local images, installed without a networking layer, with
+#                        init containers and PersistentVolumeClaims allowed in a Service's pods
 #   hack/kind.sh down    delete the cluster (the images stay in the engine), and the
 #                        confined network with its drop rule once no node is left on it
 #   hack/kind.sh drops   what the drop rule stopped since the network was made, by
@@ -26,6 +31,12 @@
 #   XDG_CACHE_HOME        build cache root (default ~/.cache): serflow/kind/<key>/
 #   SERFLOW_KIND_STATE    state dir (default hack/.state/kind): kubeconfig, kind config, logs
 #   SERFLOW_KIND_CLUSTER  cluster name (default serflow)
+#
+# Both nodes mount one directory of this machine, <state dir>/shared, at
+# /var/local/serflow-shared (`env` exports it as SERFLOW_KIND_SHARED): a hostPath
+# PersistentVolume under it holds the same files on either node, as a network file system
+# would (the local-path provisioner in kind's node image is a stand-in that provisions
+# nothing). `up` recreates a cluster made without it; `down` removes it.
 #
 # Nothing leaves the machine: the nodes run on a Docker network of this script's
 # (serflow-kind, bridge serflow-kind0), and before the first node starts an nftables rule
@@ -69,6 +80,9 @@ BIN_DIR="$CACHE_DIR/bin"
 STATE_DIR="${SERFLOW_KIND_STATE:-$HACK_DIR/.state/kind}"
 CLUSTER="${SERFLOW_KIND_CLUSTER:-serflow}"
 KUBECONFIG_FILE="$STATE_DIR/kubeconfig"
+# The directory both nodes mount (see the header); the Docker engine needs an absolute path.
+SHARED_DIR="$(realpath -m "$STATE_DIR/shared")"
+NODE_SHARED=/var/local/serflow-shared
 BASE_IMAGE="localhost/serflow/kind-base:$KIND_VERSION"
 NODE_IMAGE="localhost/serflow/kind-node:$KUBERNETES_VERSION"
 DEBIAN_IMAGE="localhost/serflow/debian:$DEBIAN_SUITE"
@@ -528,6 +542,13 @@ do_knative() {
     # pod 10 s after it went idle (not 30), so scaling to zero and back takes seconds.
     kubectl_ -n knative-serving patch configmap config-autoscaler --type=merge \
         -p '{"data":{"stable-window":"10s","scale-to-zero-grace-period":"10s"}}' >/dev/null
+    # spec.model.storageUri: the operator gives each function's pods the storage
+    # initializer as an init container and, for pvc://, the claim as a read-only volume;
+    # Knative's webhook refuses both unless these features are on (both off by default:
+    # "pod spec support for init-containers is off").
+    kubectl_ -n knative-serving patch configmap config-features --type=merge \
+        -p '{"data":{"kubernetes.podspec-init-containers":"enabled",
+                     "kubernetes.podspec-persistent-volume-claim":"enabled"}}' >/dev/null
     kubectl_ -n knative-serving patch hpa activator webhook --type=merge \
         -p '{"spec":{"minReplicas":1,"maxReplicas":1}}' >/dev/null 2>&1 || true
     kubectl_ -n knative-serving rollout status deployment --timeout=300s >&2 ||
@@ -553,12 +574,17 @@ apiVersion: kind.x-k8s.io/v1alpha4
 # Envoy and the functions, and one node of the pool, labelled as a cloud node (as on the
 # kwok path's fake nodes) and tainted so that only pool pods (which tolerate
 # serflow.io/pool) land there. Each node sees the machine's cores, so a pool pod asking
-# for most of a c6i.large (2 vCPUs) fits.
+# for most of a c6i.large (2 vCPUs) fits. Both mount the same directory of this machine,
+# so a hostPath PersistentVolume under $NODE_SHARED holds the same files on either node.
 nodes:
 - role: control-plane
   image: $NODE_IMAGE
+  extraMounts:
+  - {hostPath: $SHARED_DIR, containerPath: $NODE_SHARED}
 - role: worker
   image: $NODE_IMAGE
+  extraMounts:
+  - {hostPath: $SHARED_DIR, containerPath: $NODE_SHARED}
   labels:
     node.kubernetes.io/instance-type: c6i.large
     serflow.io/pool: default
@@ -583,6 +609,14 @@ kubeadmConfigPatches:
   kind: KubeletConfiguration
   failCgroupV1: false
 EOF
+}
+
+shared_mounted() { # every node mounts the shared directory (clusters made before it did not)
+    local n
+    for n in $("$BIN_DIR/kind" get nodes --name "$CLUSTER"); do
+        docker inspect -f '{{range .Mounts}}{{println .Destination}}{{end}}' "$n" |
+            grep -qx "$NODE_SHARED" || return 1
+    done
 }
 
 node_ready() { # every node Ready
@@ -626,15 +660,16 @@ do_up() {
     mkdir -p "$STATE_DIR"
     exec 9>"$STATE_DIR/.lock"
     flock -w 600 9 || die "another hack/kind.sh up/down holds $STATE_DIR/.lock"
-    if exists && node_ready; then
+    if exists && node_ready && shared_mounted; then
         log "already up"
         print_usage
         return 0
     fi
     if exists; then
-        log "cluster $CLUSTER exists but its node is not Ready; recreating it"
+        log "cluster $CLUSTER exists but a node is not Ready or lacks $NODE_SHARED; recreating it"
         "$BIN_DIR/kind" delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG_FILE" >&2
     fi
+    mkdir -p "$SHARED_DIR"
     write_config
     confine_network
     local t0=$SECONDS
@@ -718,37 +753,64 @@ EOF
 
 # The nodes an image is loaded into (kind's --nodes). The pool node is tainted: only the
 # pool's pods and the instance-type profiling Jobs tolerate it, and both run the worker
-# image; everything else (Knative, the operator, Envoy, the functions) runs on the control
-# plane. Loading each image only where it runs halves most loads.
+# image, and the storage initializer when the artefact is fetched; everything else
+# (Knative, the operator, Envoy, the functions, an S3 gateway) runs on the control plane.
+# Loading each image only where it runs halves most loads.
 nodes_for() {
-    if [[ "$1" == worker ]]; then
-        echo "$CLUSTER-control-plane,$CLUSTER-worker"  # the function-size Jobs run it too
-    else
-        echo "$CLUSTER-control-plane"
-    fi
+    case "$1" in
+    worker | storage) echo "$CLUSTER-control-plane,$CLUSTER-worker" ;; # function-size Jobs too
+    *) echo "$CLUSTER-control-plane" ;;
+    esac
 }
 
-# Images of this repository, built from its Dockerfiles on the local Python base, loaded
-# into the nodes that run them (so pods run them without a pull).
+# Versity's S3 gateway as an image: hack/versitygw.sh's binary (static: CGO_ENABLED=0,
+# cached outside the checkout, shared with the storage initializer's tests) on the local
+# Debian base, as Knative's images are made above; non-root, the binary as entrypoint.
+build_versitygw() { # tag
+    local bin ctx rc=0
+    bin="$("$HACK_DIR/versitygw.sh" build)" || rc=$?
+    ((rc == 0)) || exit "$rc" # 3: cannot be built here
+    "$HACK_DIR/images.sh" debian
+    ctx="$(mktemp -d)"
+    cp "$bin" "$ctx/versitygw"
+    image_from "$1" "$DEBIAN_IMAGE" "$ctx" 'COPY versitygw /usr/local/bin/versitygw
+USER 65532
+ENTRYPOINT ["/usr/local/bin/versitygw"]' || {
+        rm -rf "$ctx"
+        die "building $1 failed"
+    }
+    rm -rf "$ctx"
+}
+
+# Images of this repository, built from its Dockerfiles on the local Python base (and
+# versitygw, see above), loaded into the nodes that run them (so pods run them without a
+# pull).
 do_load() {
     exists || die "not up (run: hack/kind.sh up)"
     local what tag repo t0 tags
     repo="$(cd "$HACK_DIR/.." && pwd)"
     (($# > 0)) || set -- operator
     for what in "$@"; do
-        [[ -f "$repo/Dockerfile.$what" ]] || die "no image '$what': Dockerfile.$what does not exist"
+        [[ "$what" == versitygw || -f "$repo/Dockerfile.$what" ]] ||
+            die "no image '$what': Dockerfile.$what does not exist"
     done
     "$HACK_DIR/images.sh" python
     for what in "$@"; do
         tag="localhost/serflow/$what:local"
         t0=$SECONDS
-        legacy_build -f "$repo/Dockerfile.$what" \
-            --build-arg BASE_IMAGE=localhost/serflow/python:3.11 -t "$tag" "$repo" ||
-            die "docker build -f Dockerfile.$what failed"
+        if [[ "$what" == versitygw ]]; then
+            build_versitygw "$tag"
+        else
+            legacy_build -f "$repo/Dockerfile.$what" \
+                --build-arg BASE_IMAGE=localhost/serflow/python:3.11 -t "$tag" "$repo" ||
+                die "docker build -f Dockerfile.$what failed"
+        fi
         tags=("$tag")
-        if [[ "$what" == fn ]]; then
+        if [[ "$what" == fn || "$what" == storage ]]; then
             # Knative resolves tags to digests except for registries it skips (dev.local
-            # among them); it reads localhost/serflow/... as a Docker Hub name.
+            # among them); it reads localhost/serflow/... as a Docker Hub name. It resolves
+            # every container's image, a function's init container (the storage
+            # initializer) included.
             docker tag "$tag" "dev.local/serflow/$what:local"
             tags+=("dev.local/serflow/$what:local")
         fi
@@ -768,6 +830,7 @@ do_down() {
         log "no cluster $CLUSTER"
     fi
     rm -f "$KUBECONFIG_FILE"
+    rm -rf "$SHARED_DIR"
     if docker_ok && docker network inspect "$NETWORK" >/dev/null 2>&1 && [[ -z "$(members)" ]]; then
         docker network rm "$NETWORK" >/dev/null
         nft delete table inet "$NFT_TABLE" 2>/dev/null || true
@@ -856,6 +919,7 @@ do_env() {
     echo "export SERFLOW_KIND_SUBNET=$(network_subnet)"
     echo "export SERFLOW_KIND_POD_SUBNET=$POD_SUBNET"
     echo "export SERFLOW_KIND_SERVICE_SUBNET=$SERVICE_SUBNET"
+    echo "export SERFLOW_KIND_SHARED=$NODE_SHARED"
     echo "export PATH=$BIN_DIR:$("$HACK_DIR/cluster.sh" bin):\$PATH"
 }
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
+import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from serflow_testbed.harness import (
     cluster_sh,
     exports,
     run_script,
+    stop_process,
     wait_for,
 )
 
@@ -258,3 +263,68 @@ def router_url(cluster: Cluster, namespace: str, name: str) -> str:
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     addr = next(a["address"] for a in nodes[0]["status"]["addresses"] if a["type"] == "InternalIP")
     return f"http://{addr}:{port}/infer"
+
+
+# -- fetched artefacts (spec.model.storageUri) on kind --------------------------------
+
+STORAGE_IMAGES = ("storage", "versitygw")
+"""Loaded on demand (``load_images``): the storage initializer (Dockerfile.storage) and
+Versity's S3 gateway (hack/versitygw.sh's binary on the local Debian base)."""
+STORAGE_IMAGE = "dev.local/serflow/storage:local"
+"""The storage initializer as ``spec.model.storageImage`` names it: Knative resolves the
+tags of a function's init containers too, and skips ``dev.local``."""
+VERSITYGW_IMAGE = "localhost/serflow/versitygw:local"
+
+
+def load_images(*names: str) -> None:
+    """``hack/kind.sh load NAMES``: build and load images into the running cluster's nodes
+    (``KindUnavailable`` when one cannot be built here)."""
+    r = run_script(KIND_SH, "load", *names, timeout=5400)
+    if r.returncode == BUILD_UNAVAILABLE:
+        raise KindUnavailable(build_failure_reason(r.stderr))
+    if r.returncode != 0:
+        raise RuntimeError(f"hack/kind.sh load {' '.join(names)} failed:\n{r.stderr[-3000:]}")
+
+
+def kind_env() -> dict[str, str]:
+    """What ``hack/kind.sh env`` exports (``SERFLOW_KIND_SHARED``: the directory every
+    node mounts from this machine, where a hostPath PersistentVolume is the same files on
+    either node)."""
+    r = run_script(KIND_SH, "env", timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"hack/kind.sh env failed: {_last_line(r.stderr)}")
+    return exports(r.stdout)
+
+
+@contextmanager
+def port_forward(cluster: Cluster, namespace: str, target: str, port: int,
+                 timeout: float = 60) -> Iterator[int]:  # fmt: skip
+    """``kubectl port-forward TARGET :PORT`` on 127.0.0.1 (through the API server, never
+    another address): the local port while it runs."""
+    argv = [str(cluster.bin_dir / "kubectl"), "-n", namespace, "port-forward",
+            "--address", "127.0.0.1", target, f":{port}"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)})  # fmt: skip
+    found: list[int] = []
+    said: list[str] = []
+
+    def read() -> None:  # drained to the end, so that kubectl never blocks on the pipe
+        assert proc.stdout is not None
+        for line in proc.stdout:  # "Forwarding from 127.0.0.1:PORT -> REMOTE"
+            m = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) ->", line)
+            if m:
+                found.append(int(m.group(1)))
+            said[:] = [*said[-9:], line.rstrip()]
+
+    def listening() -> int | None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kubectl port-forward {target} exited: {' / '.join(said)}")
+        return found[0] if found else None
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield int(wait_for(f"port-forward to {target}", listening, timeout, every=0.1))
+    finally:
+        stop_process(proc, 10)  # type: ignore[arg-type]
+        reader.join(5)

@@ -14,7 +14,9 @@ nothing left the machine: every function pod read through the API server's proxy
 as itself, and the kind network's drop rule stopped nothing bound outside the cluster's
 own ranges (``test_nothing_left_the_kind_network``, after the run).
 
-Skipped only where no Docker engine can run or the binaries cannot be built, saying why.
+The kind cluster (``session``) is the pytest session's, shared with the other modules
+here (tests/kind/conftest.py). Skipped only where no Docker engine can run or the binaries
+cannot be built, saying why.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from serflow_testbed.harness import RELEASE, SYSTEM_NS, Cluster, wait_for
 from serflow_testbed.kind import (
     FUNCTION_POD,
     KindSession,
-    KindUnavailable,
     install_operator,
     router_url,
     status_of,
@@ -51,19 +52,6 @@ pytestmark = pytest.mark.kind
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "digits-kind.yaml"
 NAME = "digits"
-
-
-@pytest.fixture(scope="module")
-def session() -> Iterator[KindSession]:
-    """The kind cluster's session: up once for the module, down after its last test."""
-    s = KindSession()
-    try:
-        s.up(lambda msg: print(f"kind: {msg}", flush=True))
-        yield s
-    except KindUnavailable as e:
-        pytest.skip(f"the kind path cannot run here: {e}")
-    finally:
-        s.down()
 
 
 @pytest.fixture(scope="module")
