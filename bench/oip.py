@@ -36,7 +36,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,6 +144,21 @@ def run_http(
         conn.close()
 
 
+def _timed(
+    tally: Tally, imgs: list[int], want: list[tuple[int, int]], call: Callable[[], Any]
+) -> None:
+    """One tritonclient call (REST or gRPC) timed, its answers checked, into ``tally``."""
+    t0 = time.perf_counter()
+    try:
+        res = call()
+    except Exception:  # the client's own errors and the server's refusals alike
+        tally.add(time.perf_counter() - t0, len(imgs), True, 0)
+        return
+    took = time.perf_counter() - t0
+    got = zip(res.as_numpy("exit").tolist(), res.as_numpy("class").tolist(), strict=True)
+    tally.add(took, len(imgs), False, sum(g != want[i] for g, i in zip(got, imgs, strict=True)))
+
+
 def run_triton(
     port: int, x: np.ndarray, batches: list[list[int]], clients: int, tally: Tally,
     want: list[tuple[int, int]],
@@ -159,15 +176,7 @@ def run_triton(
         for imgs in todo:
             inp = httpclient.InferInput("input", [len(imgs), *x.shape[1:]], "FP32")
             inp.set_data_from_numpy(x[imgs], binary_data=True)
-            t0 = time.perf_counter()
-            try:
-                res = client.infer(OWNER.name, [inp])
-            except Exception:  # the client's own errors and the server's 4xx/5xx alike
-                tally.add(time.perf_counter() - t0, len(imgs), True, 0)
-                continue
-            took = time.perf_counter() - t0
-            got = zip(res.as_numpy("exit").tolist(), res.as_numpy("class").tolist(), strict=True)
-            tally.add(took, len(imgs), False, sum(g != want[i] for g, i in zip(got, imgs, strict=True)))
+            _timed(tally, imgs, want, partial(client.infer, OWNER.name, [inp]))
 
     t0 = time.perf_counter()
     gevent.joinall([gevent.spawn(loop) for _ in range(clients)])
@@ -194,15 +203,7 @@ def run_grpc(
                 return
             inp = grpcclient.InferInput("input", [len(imgs), *x.shape[1:]], "FP32")
             inp.set_data_from_numpy(x[imgs])
-            t0 = time.perf_counter()
-            try:
-                res = client.infer(OWNER.name, [inp], client_timeout=120)
-            except Exception:  # the client's own errors and the server's statuses alike
-                tally.add(time.perf_counter() - t0, len(imgs), True, 0)
-                continue
-            took = time.perf_counter() - t0
-            got = zip(res.as_numpy("exit").tolist(), res.as_numpy("class").tolist(), strict=True)
-            tally.add(took, len(imgs), False, sum(g != want[i] for g, i in zip(got, imgs, strict=True)))
+            _timed(tally, imgs, want, partial(client.infer, OWNER.name, [inp], client_timeout=120))
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=loop) for _ in range(clients)]

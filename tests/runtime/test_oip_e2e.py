@@ -78,9 +78,19 @@ def _infer(client: Any, x: np.ndarray, binary: bool, **kw: Any) -> Any:
     return client.infer(MODEL, [inp], **kw)
 
 
-def _answers(result: Any) -> list[tuple[int, int, float, list[Any]]]:
-    """(exit, class, confidence, where each part ran) per instance of an OIP answer."""
-    ran = json.loads(result.get_response()["parameters"]["ran"])
+def _answers(request: pytest.FixtureRequest, transport: str, x: np.ndarray, rid: str) -> list[Any]:
+    """(exit, class, confidence, where each part ran) per instance of one OIP request of
+    ``x``'s rows over ``transport`` (REST with binary or JSON tensors, or gRPC)."""
+    if transport == "grpc":
+        result = _grpc_infer(request.getfixturevalue("grpc_client"), x, request_id=rid)
+        response = result.get_response(as_json=True)
+        ran = json.loads(response["parameters"]["ran"]["string_param"])
+    else:
+        client = request.getfixturevalue("client")
+        result = _infer(client, x, transport == "binary", request_id=rid)
+        response = result.get_response()
+        ran = json.loads(response["parameters"]["ran"])
+    assert response["id"] == rid
     return list(
         zip(
             result.as_numpy("exit").tolist(),
@@ -108,24 +118,25 @@ def test_health_readiness_and_metadata_through_the_router(client: Any) -> None:
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
 
 
-@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("transport", ["binary", "json", "grpc"])
 def test_answers_equal_infer_for_the_same_inputs_multi_instance_included(
-    client: Any,
+    request: pytest.FixtureRequest,
     via_infer: list[dict[str, Any]],
     served: ServedModel,
     digits: Split,
     stack: Stack,
-    binary: bool,
+    transport: str,
 ) -> None:
+    """REST (binary or JSON tensors) and gRPC through the router's one listener: answered
+    by the workers, their tails and the spill function, each instance as ``/infer``
+    answers it."""
     x = digits.x_val[:N]
     want = reference(served, x, stack.tau)
     sizes = itertools.cycle([1, 3, 8, 16, 2, 5])
     start, mixed, where = 0, 0, set()
     while start < N:
         n = min(next(sizes), N - start)
-        result = _infer(client, x[start : start + n], binary, request_id=f"r{start}")
-        assert result.get_response()["id"] == f"r{start}"
-        got = _answers(result)
+        got = _answers(request, transport, x[start : start + n], f"r{start}")
         assert len(got) == n
         for i, (ex, cls, conf, ran) in enumerate(got, start):
             ref = via_infer[i]
@@ -139,34 +150,56 @@ def test_answers_equal_infer_for_the_same_inputs_multi_instance_included(
     assert {"worker", "worker+tail", "function"} <= where
 
 
-def test_a_wrong_tensor_is_a_400_naming_it(client: Any, digits: Split) -> None:
+STATUS = {
+    "rest": {"invalid": "400", "not found": "404"},
+    "grpc": {"invalid": "StatusCode.INVALID_ARGUMENT", "not found": "StatusCode.NOT_FOUND"},
+}
+"""What each transport's client reports for a refused tensor, and for another model."""
+
+
+@pytest.mark.parametrize("transport", sorted(STATUS))
+def test_a_wrong_tensor_is_refused_naming_it(
+    request: pytest.FixtureRequest, digits: Split, transport: str
+) -> None:
+    """REST: a 400; gRPC: INVALID_ARGUMENT (the servers' own status, which the router sets
+    on the call), each naming the tensor in one line."""
+    import tritonclient.grpc as grpcclient
+
+    lib: Any = grpcclient if transport == "grpc" else httpclient
+    client = request.getfixturevalue("grpc_client" if transport == "grpc" else "client")
+    status = STATUS[transport]
     x = digits.x_val[:2]
     cases: list[tuple[Any, str]] = []
-    bad = httpclient.InferInput("image", [2, 3, 32, 32], "FP32")
+    bad = lib.InferInput("image", [2, 3, 32, 32], "FP32")
     bad.set_data_from_numpy(x)
     cases.append((bad, "unknown input tensor 'image'"))
-    bad = httpclient.InferInput("input", [2, 3, 32, 32], "FP64")
+    bad = lib.InferInput("input", [2, 3, 32, 32], "FP64")
     bad.set_data_from_numpy(x.astype(np.float64))
     cases.append((bad, "input tensor 'input' has datatype 'FP64'"))
-    bad = httpclient.InferInput("input", [2, 3, 16, 64], "FP32")
+    bad = lib.InferInput("input", [2, 3, 16, 64], "FP32")
     bad.set_data_from_numpy(x.reshape(2, 3, 16, 64))
     cases.append((bad, "input tensor 'input' has shape [2, 3, 16, 64]"))
-    bad = httpclient.InferInput("input", [3, 32, 32], "FP32")
-    bad.set_data_from_numpy(x[0], binary_data=False)
+    bad = lib.InferInput("input", [3, 32, 32], "FP32")
+    bad.set_data_from_numpy(x[0])
     cases.append((bad, "input tensor 'input' has shape [3, 32, 32]"))
     for inp, says in cases:
         with pytest.raises(InferenceServerException) as e:
             client.infer(MODEL, [inp])
-        assert e.value.status() == "400", (says, e.value)
+        assert e.value.status() == status["invalid"], (says, e.value)
         assert says in e.value.message() and "\n" not in e.value.message()
-    good = httpclient.InferInput("input", [2, 3, 32, 32], "FP32")
+    good = lib.InferInput("input", [2, 3, 32, 32], "FP32")
     good.set_data_from_numpy(x)
     with pytest.raises(InferenceServerException) as e:
         client.infer("other-model", [good])
-    assert e.value.status() == "404" and "'other-model'" in e.value.message()
+    assert e.value.status() == status["not found"] and "'other-model'" in e.value.message()
     with pytest.raises(InferenceServerException) as e:
-        client.infer(MODEL, [good], outputs=[httpclient.InferRequestedOutput("logits")])
-    assert e.value.status() == "400" and "unknown output tensor 'logits'" in e.value.message()
+        client.infer(MODEL, [good], outputs=[lib.InferRequestedOutput("logits")])
+    assert e.value.status() == status["invalid"]
+    assert "unknown output tensor 'logits'" in e.value.message()
+    if transport == "grpc":  # a method the servers do not serve
+        with pytest.raises(InferenceServerException) as e:
+            client.get_model_repository_index()
+        assert e.value.status() == "StatusCode.UNIMPLEMENTED"
 
 
 def test_requested_outputs_only(client: Any, digits: Split) -> None:
@@ -284,62 +317,3 @@ def test_grpc_health_readiness_and_metadata_through_the_router(grpc_client: Any)
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": ["-1", "3", "32", "32"]}]
     assert [o["name"] for o in meta["outputs"]] == ["class", "confidence", "exit"]
     assert grpc_client.get_server_metadata(as_json=True)["name"] == "serflow"
-
-
-def test_grpc_answers_equal_infer_for_the_same_inputs(
-    grpc_client: Any, via_infer: list[dict[str, Any]], served: ServedModel, digits: Split,
-    stack: Stack,
-) -> None:  # fmt: skip
-    """The gRPC client's ModelInfer through the router's HTTP/2 listener: answered by the
-    workers, their tails and the spill function, each instance as ``/infer`` answers it."""
-    x = digits.x_val[:N]
-    want = reference(served, x, stack.tau)
-    sizes = itertools.cycle([1, 3, 8, 16, 2, 5])
-    start, mixed, where = 0, 0, set()
-    while start < N:
-        n = min(next(sizes), N - start)
-        result = _grpc_infer(grpc_client, x[start : start + n], request_id=f"g{start}")
-        response = result.get_response(as_json=True)
-        assert response["id"] == f"g{start}"
-        ran = json.loads(response["parameters"]["ran"]["string_param"])
-        got = list(zip(result.as_numpy("exit").tolist(), result.as_numpy("class").tolist(),
-                       result.as_numpy("confidence").tolist(), ran, strict=True))  # fmt: skip
-        assert len(got) == n
-        for i, (ex, cls, conf, r) in enumerate(got, start):
-            ref = via_infer[i]
-            assert (ex, cls) == (ref["exit"], ref["class"]) == want[i], i
-            assert conf == pytest.approx(ref["confidence"], abs=1e-6), i
-            where.add(r[0]["on"].split(":")[0] + ("+tail" if len(r) > 1 else ""))
-        mixed += len(set(result.as_numpy("exit").tolist())) > 1
-        start += n
-    assert mixed > 0
-    assert {"worker", "worker+tail", "function"} <= where
-
-
-def test_grpc_a_wrong_tensor_is_invalid_argument_naming_it(grpc_client: Any, digits: Split) -> None:
-    import tritonclient.grpc as grpcclient
-
-    x = digits.x_val[:2]
-    cases: list[tuple[Any, str]] = []
-    bad = grpcclient.InferInput("image", [2, 3, 32, 32], "FP32")
-    bad.set_data_from_numpy(x)
-    cases.append((bad, "unknown input tensor 'image'"))
-    bad = grpcclient.InferInput("input", [2, 3, 32, 32], "FP64")
-    bad.set_data_from_numpy(x.astype(np.float64))
-    cases.append((bad, "input tensor 'input' has datatype 'FP64'"))
-    bad = grpcclient.InferInput("input", [2, 3, 16, 64], "FP32")
-    bad.set_data_from_numpy(x.reshape(2, 3, 16, 64))
-    cases.append((bad, "input tensor 'input' has shape [2, 3, 16, 64]"))
-    for inp, says in cases:
-        with pytest.raises(InferenceServerException) as e:
-            grpc_client.infer(MODEL, [inp])
-        assert e.value.status() == "StatusCode.INVALID_ARGUMENT", (says, e.value)
-        assert says in e.value.message(), (says, e.value.message())
-    good = grpcclient.InferInput("input", [2, 3, 32, 32], "FP32")
-    good.set_data_from_numpy(x)
-    with pytest.raises(InferenceServerException) as e:
-        grpc_client.infer("other-model", [good])
-    assert e.value.status() == "StatusCode.NOT_FOUND" and "'other-model'" in e.value.message()
-    with pytest.raises(InferenceServerException) as e:
-        grpc_client.get_model_repository_index()
-    assert e.value.status() == "StatusCode.UNIMPLEMENTED"
