@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `serflow plan` on each shipped profile (the digits VGG and the digits ResNet) at a low
-# and a high steady rate; writes bench/results/runtime-plan.md.
+# `serflow plan` on each shipped profile (the digits VGG, the digits ResNet and the sequence
+# model) at a low and a high steady rate; writes bench/results/runtime-plan.md.
 # Usage: bash bench/runtime_plan.sh   (after `make venv`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ out=bench/results/runtime-plan.md
     echo "(ONNX Runtime, the images' runtime; the measurements and what was assumed are in each"
     echo "profile's annotations). Top of each candidate table and the choice; the full table lists"
     echo "every tau and setup."
-    for name in digits-vgg16-w025 digits-resnet; do
+    for name in digits-vgg16-w025 digits-resnet seq-chatterbot-langid-transformer; do
         for rate in 20 5000; do
             f="images/serflow_runtime/profiles/$name.yaml"
             echo
