@@ -194,6 +194,16 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
     deployment = f"deployment/{RELEASE}-serflow-operator"
     sfi.cluster.kubectl(*ops, "rollout", "restart", deployment)
     sfi.cluster.kubectl(*ops, "rollout", "status", deployment, "--timeout=180s")
+    # A rolling update: `rollout status` returns while the old pod may still be leaving,
+    # and `kubectl logs deployment/...` may read its log (the first profiling's "waiting
+    # for profiling Jobs" retries, logged at ERROR). Read the new pod's once it is alone.
+    operator_pods = f"app.kubernetes.io/name=serflow-operator,app.kubernetes.io/instance={RELEASE}"
+
+    def alone() -> bool:
+        got = sfi.cluster.kubectl(*ops, "get", "pods", "-l", operator_pods, "-o", "name")
+        return len(got.stdout.split()) == 1
+
+    wait_for("the old operator pod gone", alone, 120, every=1)
     mine = f"[{sfi.namespace}/{NAME}]"
 
     def resumed() -> bool:
