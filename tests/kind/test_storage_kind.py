@@ -407,14 +407,25 @@ def _served_like_the_network(s: Store, name: str) -> list[str]:
     return [str((a.get("ran") or [{}])[0].get("on", "")) for _, a in answers]
 
 
+def _plan(status: dict[str, Any]) -> dict[str, Any]:
+    """The plan's setup, as a person reads it."""
+    keys = ("pool", "instance", "cut", "function", "tau", "accuracy")
+    return {k: status["plan"][k] for k in keys if status["plan"].get(k) not in (None, "")}
+
+
 def _fetch_messages(s: Store, selector: str) -> list[str]:
-    """The storage initializer's termination messages in the pods selected."""
+    """The storage initializer's termination message in each pod selected where it has
+    ended: its current state's, else its last one's (a failed one restarts, backing off)."""
     out = []
     for p in (s.get("pods", selector=selector) or {}).get("items", []):
         for cs in p["status"].get("initContainerStatuses") or []:
-            if cs["name"] == "fetch-artefact":
-                ended = (cs.get("state") or {}).get("terminated") or {}
-                out.append(str(ended.get("message", "")).strip())
+            if cs["name"] != "fetch-artefact":
+                continue
+            for state in (cs.get("state"), cs.get("lastState")):
+                ended = (state or {}).get("terminated")
+                if ended:
+                    out.append(str(ended.get("message", "")).strip())
+                    break
     return out
 
 
@@ -542,7 +553,7 @@ def test_served_from_s3(store: Store) -> None:
     s.cluster.apply([_sfi(s, S3_NAME, f"s3://{BUCKET}/{PREFIX}", digest=s.digest,
                           profile=s.profile, pools=["faas"], instances=False)])  # fmt: skip
     st = wait_ready(s.cluster, s.namespace, S3_NAME, timeout=420)
-    say(f"{S3_NAME}: Ready {time.monotonic() - t0:.0f} s after apply; plan {st['plan']}")
+    say(f"{S3_NAME}: Ready {time.monotonic() - t0:.0f} s after apply; plan {_plan(st)}")
     assert st["plan"]["pool"] == "faas", st["plan"]
     msgs = _fetch_messages(s, f"app.kubernetes.io/instance={S3_NAME}")
     assert msgs and all(m.startswith(f"fetched: tokens digest {s.digest}") for m in msgs), msgs
@@ -556,7 +567,7 @@ def test_served_from_a_pvc_profiled_on_both_nodes(store: Store) -> None:
     s = store
     t0 = time.monotonic()
     st = wait_ready(s.cluster, s.namespace, PVC_NAME, timeout=900)
-    say(f"{PVC_NAME}: Ready {time.monotonic() - t0:.0f} s into this test; plan {st['plan']}")
+    say(f"{PVC_NAME}: Ready {time.monotonic() - t0:.0f} s into this test; plan {_plan(st)}")
     assert st["plan"]["pool"] == "hybrid", st["plan"]
     # The profiling Jobs fetched it on each node (the instance type's on the pool node, the
     # function size's on the control plane) and measured it.
