@@ -511,6 +511,12 @@ class Runtime:
             stats=("127.0.0.1", self.a.stats_port),
             admin_port=self.a.admin_port,
         )
+        # On a cluster Envoy health-checks each pod of the pool's headless Service; here
+        # one address stands for every pod (the stand-in answers 503 while none is ready),
+        # so there is no pod to check: the check is left out of this bootstrap only.
+        for c in boot["static_resources"]["clusters"]:
+            if c["name"] == render.CLUSTER_POOL:
+                c.pop("health_checks", None)
         cfg = self.work / "envoy.yaml"
         cfg.write_text(render.to_yaml(boot))
         self.envoy = subprocess.Popen(
