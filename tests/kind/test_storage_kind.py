@@ -31,7 +31,7 @@ import json
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +59,7 @@ from serflow_testbed.kind import (
     wait_ready,
 )
 from serflow_testbed.reference import reference
+from serflow_testbed.s3 import signed_put
 
 pytestmark = pytest.mark.kind
 
@@ -228,36 +229,6 @@ def _versitygw(ns: str) -> list[dict[str, Any]]:
                         "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": KEY,
                         "AWS_SECRET_ACCESS_KEY": SECRET}},
     ]  # fmt: skip
-
-
-def _signed_put(endpoint: str) -> Callable[[str, bytes], None]:
-    """PUT one object (or a bucket, for a path without a key), SigV4-signed by awscrt."""
-    from awscrt import auth  # type: ignore[import-untyped]
-    from awscrt import http as crt_http
-
-    ep = urllib.parse.urlsplit(endpoint)
-    creds = auth.AwsCredentialsProvider.new_static(KEY, SECRET)
-
-    def put(path: str, body: bytes) -> None:
-        target = urllib.parse.quote("/" + path, safe="/")
-        config = auth.AwsSigningConfig(
-            credentials_provider=creds, region=REGION, service="s3",
-            use_double_uri_encode=False, should_normalize_uri_path=False,
-            signed_body_value=auth.AwsSignedBodyValue.UNSIGNED_PAYLOAD,
-            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
-        )  # fmt: skip
-        req = crt_http.HttpRequest("PUT", target, crt_http.HttpHeaders(
-            [("Host", ep.netloc), ("Content-Length", str(len(body)))]))  # fmt: skip
-        signed = auth.aws_sign_request(req, config).result(10)
-        conn = http.client.HTTPConnection(ep.hostname or "", ep.port, timeout=30)
-        try:
-            conn.request("PUT", target, body=body, headers=dict(signed.headers))
-            resp = conn.getresponse()
-            assert resp.status == 200, (path, resp.status, resp.read()[:300])
-        finally:
-            conn.close()
-
-    return put
 
 
 def _claim(ns: str, shared: str) -> list[dict[str, Any]]:
@@ -499,7 +470,7 @@ def store(kind: Cluster, session: KindSession,
         # S3: the bucket and the objects, PUT through a port-forward on 127.0.0.1.
         s.kubectl("rollout", "status", "deployment/versitygw", "--timeout=120s")
         with port_forward(kind, ns, "service/versitygw", S3_PORT) as port:
-            put = _signed_put(f"http://127.0.0.1:{port}")
+            put = signed_put(f"http://127.0.0.1:{port}", KEY, SECRET, REGION)
             put(BUCKET, b"")
             for f in sorted(root.iterdir()):
                 put(f"{BUCKET}/{PREFIX}/{f.name}", f.read_bytes())

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from serflow_runtime import artefact, storage
 from serflow_runtime.cli import main as cli_main
 from serflow_testbed.harness import free_port, stop_process, stuck_server, wait_for
+from serflow_testbed.s3 import signed_put
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = "digits-vgg16-w025"
@@ -488,42 +488,6 @@ class S3:
 KEY, SECRET = "serflow-test-key", "serflow-test-secret-0123456789"
 
 
-def _signed_put(access: storage.S3Access) -> Callable[[str, bytes], None]:
-    """PUT one object (or a bucket, for a path without a key), SigV4-signed by awscrt."""
-    from awscrt import auth  # type: ignore[import-untyped]
-    from awscrt import http as crt_http
-
-    assert access.endpoint_url and access.access_key_id and access.secret_access_key
-    ep = urllib.parse.urlsplit(access.endpoint_url)
-    creds = auth.AwsCredentialsProvider.new_static(access.access_key_id, access.secret_access_key)
-
-    def put(path: str, body: bytes) -> None:
-        import http.client
-
-        target = urllib.parse.quote("/" + path, safe="/")
-        config = auth.AwsSigningConfig(
-            credentials_provider=creds,
-            region=access.region,
-            service="s3",
-            use_double_uri_encode=False,
-            should_normalize_uri_path=False,
-            signed_body_value=auth.AwsSignedBodyValue.UNSIGNED_PAYLOAD,
-            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
-        )
-        req = crt_http.HttpRequest("PUT", target, crt_http.HttpHeaders(
-            [("Host", ep.netloc), ("Content-Length", str(len(body)))]))  # fmt: skip
-        signed = auth.aws_sign_request(req, config).result(10)
-        conn = http.client.HTTPConnection(ep.hostname or "", ep.port, timeout=30)
-        try:
-            conn.request("PUT", target, body=body, headers=dict(signed.headers))
-            resp = conn.getresponse()
-            assert resp.status == 200, (path, resp.status, resp.read()[:300])
-        finally:
-            conn.close()
-
-    return put
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory, art: Art) -> Iterator[S3]:
     pytest.importorskip(
@@ -560,7 +524,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory, art: Art) -> Iterator[S3]:
     try:
         wait_for("versitygw to listen", listening, 30, 0.1)
         access = storage.S3Access(f"http://127.0.0.1:{port}", "us-east-1", KEY, SECRET)
-        put = _signed_put(access)
+        put = signed_put(access.endpoint_url or "", access.access_key_id or "", access.secret_access_key or "", access.region)
         put("models", b"")
         for f in art.files:
             put(f"models/digits/v1/{f}", (art.root / f).read_bytes())
