@@ -84,11 +84,12 @@ def main() -> int:
             "route retries on the functions (they run the whole model). A request that meets "
             "a killed spill host is retried on the other (previous_hosts); the functions "
             "cluster ejects no host, as it is the last resort. A frozen worker (SIGSTOP) "
-            "resets nothing: its requests wait until the attempt timeout (D + SLO), then "
-            "Envoy hedges each to the functions, keeping the first attempt open, and the "
-            "active health check (`/healthz`, three 2 s misses) takes the worker out of the "
-            "rotation; the frozen phase's p99 is that wait. The route swap is a rename in "
-            "Envoy's watched directory.",
+            "resets nothing: its requests wait until the pool's attempt bound (the batch "
+            "wait, the tail call's bound and a second), then Envoy resets each and retries "
+            "it on the functions, and the active health check (`/healthz`, three 2 s "
+            "misses, checked every 2 s even while Envoy counts no traffic to the pool) "
+            "takes the worker out of the rotation within about 12 s; the frozen phase's "
+            "p99 is those waits. The route swap is a rename in Envoy's watched directory.",
             "",
         ]
     )

@@ -4,7 +4,7 @@ A gRPC client calls the router (Envoy) over HTTP/2. Envoy's gRPC-HTTP/1.1 revers
 hands each unary call to the pool or a function as an HTTP/1.1 ``POST
 /inference.GRPCInferenceService/METHOD`` whose body is the request message (content type
 ``application/x-protobuf``), and wraps the answer's body back into a gRPC response. So a
-gRPC request is routed, batched, spilled, retried and hedged exactly as a REST one, by the
+gRPC request is routed, batched, spilled, and retried exactly as a REST one, by the
 same routes; the servers speak HTTP/1.1 only (a Knative Service has one port).
 
 The bridge sets the gRPC status from the HTTP status (200: OK); a refusal also carries

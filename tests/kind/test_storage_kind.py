@@ -16,6 +16,9 @@ reason in its Ready condition and no pod of it serving.
   Secret; the bucket and objects PUT through ``kubectl port-forward`` on 127.0.0.1,
   SigV4-signed by awscrt. The object is FaaS-only with an inline profile whose exit
   shares and accuracy are the network's own on its calibration set.
+- The shipped sequence model (``seq-chatterbot-langid-transformer``, int64 token ids),
+  uploaded to the same bucket and served FaaS from it with its committed profile: held-out
+  rows by raw ``/infer`` and by gRPC with tritonclient, each answer the network's own.
 - A wrong digest (its inline profile's ``artefactDigest`` the same wrong one, as the CRD
   requires): Ready=False, reason ArtefactMismatch, the initializer's line quoted.
 
@@ -67,6 +70,11 @@ VOCAB, LENGTH, WIDTH, CLASSES = 50, 12, 16, ("neg", "neutral", "pos")
 K = 3
 """Stages of the test's network: an embedding, then two residual layers, an exit after each."""
 BUCKET, PREFIX, CLAIM, FOLDER = "models", "tokens/v1", "artefacts", "tokens/v1"
+SEQ, SEQ_PREFIX, SEQ_TAU, SEQ_ROWS = "seq-chatterbot-langid-transformer", "langid/v1", 0.85, 60
+"""The shipped sequence model (int64 token ids, 15 languages), served from the bucket as
+a user's would be: its held-out rows, by raw ``/infer`` and by gRPC (tritonclient)."""
+SEQ_SIZE = ("fn-2048", 2048)
+"""A function size its committed profile measured."""
 S3_PORT, REGION = 7070, "us-east-1"
 KEY, SECRET = "serflow-kind-key", "serflow-kind-secret-0123456789"
 UPLOADER_IMAGE = "localhost/serflow/storage:local"
@@ -282,7 +290,8 @@ def _uploader(ns: str) -> dict[str, Any]:
 
 
 def _sfi(s: Store, name: str, uri: str, *, digest: str, profile: dict[str, Any],
-         pools: list[str], instances: bool, min_instances: int = 0) -> dict[str, Any]:  # fmt: skip
+         pools: list[str], instances: bool, min_instances: int = 0,
+         tau: float | None = None, size: tuple[str, int] = ("fn-512", 512)) -> dict[str, Any]:  # fmt: skip
     model: dict[str, Any] = {
         "image": POOL_IMAGE,
         "functionImage": FUNCTION_IMAGE,
@@ -296,7 +305,7 @@ def _sfi(s: Store, name: str, uri: str, *, digest: str, profile: dict[str, Any],
     prices: dict[str, Any] = {
         "mode": "per-use",
         "functions": {"perGBSecond": 0.0042, "perInvocation": 0.0, "keepAliveSeconds": 20,
-                      "sizes": [{"name": "fn-512", "memoryMiB": 512}]},
+                      "sizes": [{"name": size[0], "memoryMiB": size[1]}]},
     }  # fmt: skip
     if instances:  # hack/kind.sh labels its pool node so
         prices["instances"] = [{"name": "c6i.large", "perHour": 0.085}]
@@ -307,7 +316,7 @@ def _sfi(s: Store, name: str, uri: str, *, digest: str, profile: dict[str, Any],
         "spec": {
             "model": model,
             "slo": {"latencySeconds": 3, "targetAccuracy": 0},
-            "thresholds": [s.tau],
+            "thresholds": [s.tau if tau is None else tau],
             "pools": pools,
             "prices": prices,
             "profile": profile,
@@ -337,6 +346,19 @@ def _inline_profile(model: Any, x: np.ndarray, y: np.ndarray, tau: float,
     }}  # fmt: skip
 
 
+def _clear_of(model: Any, rows: np.ndarray, tau: float, margin: float = 1e-3) -> np.ndarray:
+    """The rows whose early exits' confidences all lie ``margin`` or more from ``tau``: a
+    server batching them otherwise than here (float sums in another order) decides each
+    as the whole network does here."""
+    from serflow_runtime.engine import confidence
+    from serflow_testbed.reference import all_logits
+
+    near = np.zeros(len(rows), dtype=bool)
+    for lg in all_logits(model, rows)[:-1]:
+        near |= np.abs(confidence(lg) - tau) < margin
+    return rows[~near]
+
+
 def _ask(url: str, row: np.ndarray) -> tuple[int, dict[str, Any]]:
     """POST one row of token ids (raw little-endian int64) to the router's /infer."""
     u = urllib.parse.urlsplit(url)
@@ -354,27 +376,30 @@ def _ask(url: str, row: np.ndarray) -> tuple[int, dict[str, Any]]:
         conn.close()
 
 
-def _served_like_the_network(s: Store, name: str) -> list[str]:
-    """Every row through the object's router, a few at once: each answer the whole
-    network's (exit, class), none failed. Where they ran (pool, function)."""
+def _served_like_the_network(s: Store, name: str, rows: np.ndarray | None = None,
+                             want: list[tuple[int, int]] | None = None) -> list[str]:  # fmt: skip
+    """Every row (the store's, or ``rows``) through the object's router, a few at once:
+    each answer the whole network's (exit, class), none failed. Where they ran."""
+    rows = s.rows if rows is None else rows
+    want = s.want if want is None else want
     url = router_url(s.cluster, s.namespace, name)
 
     def reached() -> tuple[int, dict[str, Any]] | None:
         """The first row's answer once the router's new NodePort is reached (kube-proxy
         programs it within seconds): only a refused connection is tried again."""
         try:
-            return _ask(url, s.rows[0])
+            return _ask(url, rows[0])
         except ConnectionError:
             return None
 
     answers = [wait_for(f"{name}'s router at {url}", reached, 60, every=1)]
     with ThreadPoolExecutor(8) as pool:
-        answers += pool.map(lambda r: _ask(url, r), s.rows[1:])
+        answers += pool.map(lambda r: _ask(url, r), rows[1:])
     failed = [(i, code, a) for i, (code, a) in enumerate(answers) if code != 200]
     assert not failed, f"{len(failed)} of {len(answers)} failed: {failed[:3]}"
     got = [(int(a["exit"]), int(a["class"])) for _, a in answers]
-    assert got == s.want, [(i, g, w) for i, (g, w) in enumerate(zip(got, s.want, strict=True))
-                           if g != w]  # fmt: skip
+    assert got == want, [(i, g, w) for i, (g, w) in enumerate(zip(got, want, strict=True))
+                         if g != w]  # fmt: skip
     return [str((a.get("ran") or [{}])[0].get("on", "")) for _, a in answers]
 
 
@@ -474,6 +499,8 @@ def store(kind: Cluster, session: KindSession,
             put(BUCKET, b"")
             for f in sorted(root.iterdir()):
                 put(f"{BUCKET}/{PREFIX}/{f.name}", f.read_bytes())
+            for f in sorted(artefact.resolve(SEQ).iterdir()):
+                put(f"{BUCKET}/{SEQ_PREFIX}/{f.name}", f.read_bytes())
         say(f"versitygw up, artefact in the claim and the bucket: {time.monotonic() - t1:.0f} s")
         # Profiled by Jobs on both nodes: started now, it runs while the other tests do.
         kind.apply([_sfi(s, PVC_NAME, f"pvc://{CLAIM}/{FOLDER}", digest=digest,
@@ -532,6 +559,57 @@ def test_served_from_s3(store: Store) -> None:
     where = _served_like_the_network(s, S3_NAME)
     say(f"{S3_NAME}: {len(where)} answers as the network's in {time.monotonic() - t1:.1f} s")
     s.kubectl("delete", "sfi", S3_NAME, "--wait=false")  # room on the control plane
+
+
+def test_the_sequence_model_served_from_s3_over_rest_and_grpc(store: Store) -> None:
+    import tritonclient.grpc as grpcclient
+    import yaml
+
+    from serflow_runtime import artefact
+    from serflow_runtime.runtimes import open_model
+
+    s = store
+    root = artefact.resolve(SEQ)
+    digest = artefact.load(root).digest
+    model = open_model(root, "onnx", threads=1)
+    tokens, _ = artefact.held_out(root, model.manifest)
+    rows = _clear_of(model, tokens[: 2 * SEQ_ROWS], SEQ_TAU)[:SEQ_ROWS]
+    assert len(rows) == SEQ_ROWS, len(rows)
+    want = reference(model, rows, SEQ_TAU)
+    committed = Path(__file__).parents[2] / "images/serflow_runtime/profiles" / f"{SEQ}.yaml"
+    profile = {"inline": yaml.safe_load(committed.read_text())["profile"]}
+    assert profile["inline"]["fingerprint"]["artefactDigest"] == digest
+    name = "langid"
+    t0 = time.monotonic()
+    s.cluster.apply([_sfi(s, name, f"s3://{BUCKET}/{SEQ_PREFIX}", digest=digest, profile=profile,
+                          pools=["faas"], instances=False, tau=SEQ_TAU, size=SEQ_SIZE)])  # fmt: skip
+    st = wait_ready(s.cluster, s.namespace, name, timeout=420)
+    say(f"{name}: Ready {time.monotonic() - t0:.0f} s after apply; plan {_plan(st)}")
+    assert st["plan"]["function"] == SEQ_SIZE[0], st["plan"]
+    msgs = _fetch_messages(s, f"app.kubernetes.io/instance={name}")
+    assert msgs and all(m.startswith(f"fetched: {SEQ} digest {digest}") for m in msgs), msgs
+    t1 = time.monotonic()
+    _served_like_the_network(s, name, rows, want)
+    say(f"{name}: {len(rows)} raw answers as the network's in {time.monotonic() - t1:.1f} s")
+    # The same rows from a stock Open Inference Protocol client, over gRPC (HTTP/2 to the
+    # router's NodePort), eight to a request.
+    url = router_url(s.cluster, s.namespace, name)
+    client = grpcclient.InferenceServerClient(url.removeprefix("http://").split("/")[0])
+    try:
+        meta = client.get_model_metadata(SEQ, as_json=True)
+        assert meta["inputs"] == [{"name": "tokens", "datatype": "INT64", "shape": ["-1", "64"]}]
+        got: list[tuple[int, int]] = []
+        for start in range(0, len(rows), 8):
+            part = rows[start : start + 8]
+            inp = grpcclient.InferInput("tokens", list(part.shape), "INT64")
+            inp.set_data_from_numpy(part)
+            res = client.infer(SEQ, [inp], client_timeout=90)
+            got += zip(res.as_numpy("exit").tolist(), res.as_numpy("class").tolist(), strict=True)
+    finally:
+        client.close()
+    assert got == want
+    say(f"{name}: {len(rows)} gRPC answers as the network's")
+    s.kubectl("delete", "sfi", name, "--wait=false")  # room on the control plane
 
 
 def test_served_from_a_pvc_profiled_on_both_nodes(store: Store) -> None:

@@ -44,10 +44,17 @@ def test_pool_is_headless_and_envoy_retries_and_ejects() -> None:
     action = route["virtual_hosts"][0]["routes"][0]["route"]
     rp = action["retry_policy"]
     assert {"connect-failure", "reset", "retriable-status-codes"} <= set(rp["retry_on"].split(","))
-    # a hang: an attempt unanswered after D + SLO is hedged elsewhere, the first kept open;
-    # a worker that stops answering its /healthz leaves the rotation
-    assert rp["per_try_timeout"] == f"{builders.attempt_timeout_s(w)}s"
-    assert action["hedge_policy"] == {"hedge_on_per_try_timeout": True}
+    # a hang: an attempt on a pool worker unanswered after its batch wait and tail bound is
+    # reset and retried elsewhere; a function's attempt is not bounded so (a cold start is
+    # no hang, and sending it again would only start more pods); a worker that stops
+    # answering its /healthz leaves the rotation
+    assert "per_try_timeout" not in rp and "hedge_policy" not in action
+    opts = clusters[render.CLUSTER_POOL]["typed_extension_protocol_options"]
+    (pool_opts,) = opts.values()
+    bound = pool_opts["common_http_protocol_options"]["max_stream_duration"]
+    assert bound == f"{builders.pool_attempt_timeout_s(w)}s"
+    assert builders.pool_attempt_timeout_s(w) < builders.router_timeout_s(w)
+    assert "typed_extension_protocol_options" not in clusters[render.CLUSTER_FUNCTIONS]
     (hc,) = clusters[render.CLUSTER_POOL]["health_checks"]
     assert hc["http_health_check"] == {"path": "/healthz"}
 
@@ -69,8 +76,8 @@ def test_no_client_error_when_workers_and_functions_die(
     # after the kill, the dead worker answers nothing, and its open batch was retried
     assert "worker:digits-pool-0" not in by["tail function SIGKILL"].where()
     assert run.retries > 0 and run.ejections > 0
-    # frozen (SIGSTOP), the last worker answered nothing more: its requests were hedged
-    # to the functions, and the health check took it out of the rotation
+    # frozen (SIGSTOP), the last worker answered nothing more: its requests were reset
+    # and retried on the functions, and the health check took it out of the rotation
     assert "worker:digits-pool-1" not in by["route swap 700 -> 300"].where()
     # with its tail dead, the live worker called the stage once more, then answered 503
     assert "calling once more" in (tmp_path / "digits-pool-1.log").read_text()

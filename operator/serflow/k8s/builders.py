@@ -65,7 +65,7 @@ from serflow.k8s.router import (
 from serflow.k8s.storage import artefact_args
 from serflow.k8s.timeouts import (
     COLD_START_BOUND_S,
-    attempt_timeout_s,
+    pool_attempt_timeout_s,
     router_timeout_s,
     tail_timeout_s,
 )
@@ -93,7 +93,6 @@ __all__ = [
     "Owner",
     "Stage",
     "artefact_args",
-    "attempt_timeout_s",
     "children",
     "envoy_bootstrap",
     "envoy_configmap",
@@ -107,6 +106,7 @@ __all__ = [
     "network_policies",
     "owned_labels",
     "partition_range",
+    "pool_attempt_timeout_s",
     "pool_deployment",
     "pool_service",
     "revision_name",

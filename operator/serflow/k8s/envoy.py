@@ -47,6 +47,7 @@ _ROUTER = _T + "extensions.filters.http.router.v3.Router"
 _AGGREGATE = _T + "extensions.clusters.aggregate.v3.ClusterConfig"
 _PREV_PRIO = _T + "extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
 _PREV_HOSTS = _T + "extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _ROUTE_CFG = _T + "config.route.v3.RouteConfiguration"
 
 
@@ -104,10 +105,14 @@ def _health_check() -> dict[str, Any]:
     # A host that stops answering (frozen, or stuck in a call) fails no request Envoy sees
     # until one times out; its /healthz, answered on the server's event loop beside the
     # compute thread, stops at once. Three misses of 2 s: out of rotation within 6 to 8 s,
-    # while a worker busy with a batch still answers.
+    # while a worker busy with a batch still answers. Every 2 s also while Envoy counts no
+    # traffic to the pool (its own default then is 60 s, and the pool's requests go through
+    # the aggregate cluster): measured with a frozen worker, clients kept meeting it for
+    # 70 s.
     return {
         "timeout": "2s",
         "interval": "2s",
+        "no_traffic_interval": "2s",
         "unhealthy_threshold": 3,
         "healthy_threshold": 1,
         "http_health_check": {"path": "/healthz"},
@@ -120,6 +125,7 @@ def cluster(
     connect_timeout: float = 1.0,
     eject_failed_hosts: bool = False,
     panic_threshold: float | None = None,
+    attempt_s: float | None = None,
 ) -> dict[str, Any]:
     """A ROUND_ROBIN cluster; a host name (a headless Service) is resolved to every
     address it has, so each pod is a host of its own.  ``eject_failed_hosts``: outlier
@@ -127,7 +133,10 @@ def cluster(
     and an active health check takes one out that stops answering ``/healthz``.
     ``panic_threshold``: below this percentage of healthy hosts Envoy balances over all
     of them, ejected or not (None: Envoy's 50; 0: never, so within the aggregate cluster
-    a pool without a healthy worker leaves its share to the functions)."""
+    a pool without a healthy worker leaves its share to the functions).
+    ``attempt_s``: an attempt on one of its hosts unanswered after this is reset, and the
+    route's retry (``reset``) sends the request elsewhere (Envoy reads the bound from the
+    host's own cluster, so within the aggregate cluster it holds for the pool alone)."""
     if not upstreams:
         raise ValueError(f"cluster {name} needs at least one upstream address")
     static = all(_is_ip(h) for h, _ in upstreams)
@@ -147,6 +156,14 @@ def cluster(
     if eject_failed_hosts:
         out["outlier_detection"] = _outlier_detection()
         out["health_checks"] = [_health_check()]
+    if attempt_s is not None:
+        out["typed_extension_protocol_options"] = {
+            _HTTP_OPTIONS: {
+                "@type": _T + "extensions.upstreams.http.v3.HttpProtocolOptions",
+                "common_http_protocol_options": {"max_stream_duration": f"{attempt_s:g}s"},
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        }
     if panic_threshold is not None:
         out["common_lb_config"] = {"healthy_panic_threshold": {"value": panic_threshold}}
     return out
@@ -192,7 +209,7 @@ refusal names its own (INVALID_ARGUMENT, NOT_FOUND) in headers, set here as the 
 def _grpc_filters() -> list[dict[str, Any]]:
     """gRPC clients on the ingress listener: each unary call is handed to the servers as an
     HTTP/1.1 POST of its message (the pool and the functions speak HTTP/1.1 only, and a
-    Knative Service has one port), so it is routed, retried and hedged as REST is."""
+    Knative Service has one port), so it is routed, and retried as REST is."""
     return [
         {
             "name": "envoy.filters.http.lua",
@@ -259,15 +276,11 @@ def route_config(
     timeout_seconds: float = 60.0,
     functions_host: str | None = None,
     functions_headers: Sequence[tuple[str, str]] = (),
-    attempt_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The RouteConfiguration: weighted [pool_spill, functions] with the spill retry.
 
     ``functions_headers`` are set on every request (a client's own values are replaced):
     the routing headers Knative's activator needs to find a Revision. The pool ignores them.
-    ``attempt_seconds``: an attempt still unanswered after it is hedged (sent again
-    elsewhere, the first left open; the first answer wins): a frozen host holds no request
-    for longer (``timeouts.attempt_timeout_s``).
     """
     if isinstance(pool_weight, bool) or not isinstance(pool_weight, int):
         raise TypeError("pool_weight must be an int")
@@ -302,9 +315,6 @@ def route_config(
             "host_selection_retry_max_attempts": 3,
         },
     }
-    if attempt_seconds is not None:
-        action["retry_policy"]["per_try_timeout"] = f"{attempt_seconds}s"
-        action["hedge_policy"] = {"hedge_on_per_try_timeout": True}
     if functions_host:
         # Knative routes by Host; the worker ignores it.
         action["host_rewrite_literal"] = functions_host
@@ -364,10 +374,13 @@ def bootstrap(
     node_id: str = "serflow",
     stat_prefix: str = wire.STAT_PREFIX,
     stream_idle_s: float | None = None,
+    pool_attempt_s: float | None = None,
 ) -> dict[str, Any]:
     """The static bootstrap: ingress listener (route from ``route_dir``), stats listener.
     ``stream_idle_s``: how long a request may wait with no byte moving (at least the
-    route's timeout; None: Envoy's 5 min).
+    route's timeout; None: Envoy's 5 min). ``pool_attempt_s``: how long one attempt on a
+    pool worker may take before it is reset and retried elsewhere (a frozen worker; None:
+    the route's timeout).
 
     The ingress listener counts its requests under ``stat_prefix``
     (``wire.request_counter(stat_prefix)``), which is where the operator reads them.
@@ -446,7 +459,13 @@ def bootstrap(
                 },
             ],
             "clusters": [
-                cluster(CLUSTER_POOL, pool, eject_failed_hosts=True, panic_threshold=0.0),
+                cluster(
+                    CLUSTER_POOL,
+                    pool,
+                    eject_failed_hosts=True,
+                    panic_threshold=0.0,
+                    attempt_s=pool_attempt_s,
+                ),
                 # No ejection from the functions: the spill is the last resort (behind one
                 # Knative address in a cluster), and the route's retries already skip a
                 # host that failed (previous_hosts).

@@ -19,7 +19,7 @@ from serflow.k8s import envoy
 from serflow.k8s.functions import spill_target
 from serflow.k8s.naming import COMPONENT_LABEL, Names, Owner, labels, meta, service_host
 from serflow.k8s.pods import CONTAINER_SECURITY
-from serflow.k8s.timeouts import attempt_timeout_s, router_timeout_s
+from serflow.k8s.timeouts import pool_attempt_timeout_s, router_timeout_s
 from serflow.policy.configurator import Candidate
 from serflow.wire import ENVOY_PORT, SERVICE_PORT, STATS_PORT, WORKER_PORT
 
@@ -50,7 +50,6 @@ def envoy_configmap(
             timeout_seconds=router_timeout_s(w),
             functions_host=spill.host,
             functions_headers=spill.headers,
-            attempt_seconds=attempt_timeout_s(w),
         ),
     )
     return {
@@ -76,6 +75,7 @@ def envoy_bootstrap(owner: Owner, spec: InferenceSpec, w: Workload, cand: Candid
             node_id=owner.name,
             stat_prefix=spec.routing.stat_prefix,
             stream_idle_s=router_timeout_s(w) + 10,
+            pool_attempt_s=pool_attempt_timeout_s(w),
         )
     )
 

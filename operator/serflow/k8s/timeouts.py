@@ -28,14 +28,15 @@ def router_timeout_s(w: Workload) -> int:
     return math.ceil(2 * w.objective.epoch + w.objective.slo_s) + COLD_START_BOUND_S
 
 
-def attempt_timeout_s(w: Workload) -> int:
-    """How long the router waits on one attempt before it hedges: a healthy pool worker or
-    warm function answers within D + SLO (the SLO's own accounting: a batch closes within
-    D, then it computes within the SLO). A slower attempt (a frozen or overloaded host, a
-    cold function) is not abandoned: Envoy sends the request again elsewhere (another
-    host; from the pool, the functions) with the first still open, and the first answer
-    wins. So a hang costs an answer D + SLO, not the route's whole timeout."""
-    return math.ceil(w.objective.epoch + w.objective.slo_s)
+def pool_attempt_timeout_s(w: Workload) -> int:
+    """How long one attempt on a pool worker may take before Envoy resets it and retries
+    the request elsewhere (another worker; from the pool, the functions): a live worker
+    answers within its batch wait (D) plus its tail call's bound (``tail_timeout_s``),
+    then writes its 503 if the tail failed (a second's slack). Longer means a frozen
+    worker (a hang, not a crash: nothing resets) holds its requests for the route's whole
+    timeout. Only the pool's attempts are bounded so: a function's may legitimately
+    wait a cold start, and sending it again would only start more pods."""
+    return math.ceil(w.objective.epoch) + tail_timeout_s(w) + 1
 
 
 def tail_timeout_s(w: Workload) -> int:
