@@ -48,7 +48,7 @@ from serflow.inference import (
     stats_url_outside,
 )
 from serflow.k8s import builders, jobs
-from serflow.k8s.crd import GROUP, PLURAL, VERSION
+from serflow.k8s.crd import FINALIZER, GROUP, PLURAL, VERSION
 from serflow.k8s.storage import fetch_problem
 from serflow.profile import parse_prices
 from serflow.spec import parse_workload
@@ -84,6 +84,7 @@ class ProfileFailed(Exception):
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serflow.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serflow.io")
+    settings.persistence.finalizer = FINALIZER  # the uninstall hook takes it off (release.py)
     settings.posting.level = logging.INFO
     if not settings.peering.standalone and settings.peering.priority == 0:
         # Peered replicas (kopf pauses every one but the highest priority; two alike would

@@ -22,6 +22,9 @@ from serflow.schemas import obj as _obj
 KIND = "SerflowInference"
 PLURAL = "serflowinferences"
 SHORT = "sfi"
+FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+"""The finalizer the operator (kopf, for its epoch daemons) puts on each object: kopf's
+own default, kept so that objects finalized by earlier versions are released too."""
 
 
 NAME_LIMIT = 63
