@@ -29,6 +29,7 @@ from serflow.controller import metrics
 from serflow.controller.decide import EpochState, Event, epoch_state_from_status
 from serflow.controller.epoch import Clock, install, run_epoch, utc_now
 from serflow.controller.kube import Kube, load_config
+from serflow.controller.liveness import STALL_S, EpochWatch
 from serflow.controller.planning import (
     Placement,
     Refused,
@@ -237,6 +238,18 @@ def _ready(kube: Kube, namespace: str, deployment: str) -> int:
 
 CLOCK = Clock()
 """The epochs' clock."""
+EPOCHS = EpochWatch()
+"""The epochs under way, for the liveness probe."""
+
+
+@kopf.on.probe(id="epochs", errors=kopf.ErrorsMode.PERMANENT)
+def epochs_progress(**_: Any) -> dict[str, int]:
+    """Fails the liveness probe (kopf answers 500) while an epoch is stalled."""
+    late = EPOCHS.stalled(CLOCK.monotonic())
+    if late:
+        shown = ", ".join(late[:5])
+        raise kopf.PermanentError(f"{len(late)} epoch(s) under way over {STALL_S:g} s: {shown}")
+    return {"underWay": len(EPOCHS.started)}
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, initial_delay=1.0)
@@ -279,6 +292,8 @@ async def epoch_loop(
         used = placed
         conditions = decode(status).conditions or ()
         seen = meta.get("resourceVersion")
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        EPOCHS.begin(key, CLOCK.monotonic())
         try:
             generation = int(meta.get("generation") or 0)
             decision, written = await asyncio.to_thread(
@@ -287,6 +302,8 @@ async def epoch_loop(
         except Exception:  # keep the loop alive; the next epoch retries
             logger.exception("epoch failed")
             continue
+        finally:
+            EPOCHS.end(key)
         state = decision.state
         for e in decision.events:
             logger.info("%s: %s", e.reason.value, e.message)

@@ -174,7 +174,10 @@ class Kube:
         )
         for p in pods.items[-1:]:
             st = p.status
-            for cs in [*((st and st.init_container_statuses) or []), *((st and st.container_statuses) or [])]:
+            for cs in [
+                *((st and st.init_container_statuses) or []),
+                *((st and st.container_statuses) or []),
+            ]:
                 ended = cs.state and cs.state.terminated
                 if ended and (ended.exit_code or cs.name != storage.FETCH_CONTAINER):
                     said.append(

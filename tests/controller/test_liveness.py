@@ -1,0 +1,84 @@
+"""The liveness probe (``serflow.controller.liveness``): an epoch under way for longer
+than any healthy one takes fails it, through kopf's own probe server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.error
+import urllib.request
+
+import kopf
+import pytest
+
+from serflow.controller import handlers
+from serflow.controller.liveness import STALL_S, EpochWatch, stalled
+
+
+def test_only_epochs_under_way_past_the_bound_are_stalled() -> None:
+    started = {"a/x": 150.0, "b/y": 100.0, "c/z": 390.0}
+    assert stalled(started, now=400.0, bound=STALL_S) == []
+    assert stalled(started, now=401.0, bound=STALL_S) == ["b/y"]
+    assert stalled(started, now=1000.0, bound=STALL_S) == ["b/y", "a/x", "c/z"]
+
+
+def test_an_ended_epoch_is_not_under_way() -> None:
+    w = EpochWatch()
+    w.begin("a/x", 0.0)
+    w.end("a/x")
+    w.end("a/x")  # twice: harmless
+    assert w.stalled(now=1e6) == [] and w.started == {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def _probe_once(registry: kopf.OperatorRegistry) -> int:
+    """Start kopf's probe server on 127.0.0.1, GET it once, stop it: the status."""
+    from kopf._core.engines.probing import health_reporter  # kopf's own server
+
+    url = f"http://127.0.0.1:{_free_port()}/healthz"
+
+    async def scenario() -> int:
+        ready = asyncio.Event()
+        server = asyncio.create_task(
+            health_reporter(url, memo=kopf.Memo(), indices={}, registry=registry,
+                            settings=kopf.OperatorSettings(), ready_flag=ready)
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(ready.wait(), 10)
+            return await asyncio.to_thread(_get, url)
+        finally:
+            server.cancel()
+
+    return asyncio.run(scenario())
+
+
+def test_kopfs_probe_answers_500_while_an_epoch_is_stalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = kopf.OperatorRegistry()
+    kopf.on.probe(id="epochs", errors=kopf.ErrorsMode.PERMANENT, registry=registry)(
+        handlers.epochs_progress
+    )
+    watch = EpochWatch()
+    monkeypatch.setattr(handlers, "EPOCHS", watch)
+    now = handlers.CLOCK.monotonic()
+    assert _probe_once(registry) == 200  # nothing under way
+    watch.begin("ns/healthy", now)
+    assert _probe_once(registry) == 200
+    watch.begin("ns/stuck", now - STALL_S - 1)
+    assert _probe_once(registry) == 500
+    watch.end("ns/stuck")
+    assert _probe_once(registry) == 200
