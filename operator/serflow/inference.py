@@ -94,8 +94,9 @@ class RoutingSpec:
 
     image: str = wire.ENVOY_IMAGE
     """Envoy image."""
-    replicas: int = 1
-    """Envoy replicas (their counters are summed)."""
+    replicas: int = 2
+    """Envoy replicas (their counters are summed): two, so that one answers while the
+    other's node is drained or lost."""
     stats_urls: tuple[str, ...] = ()
     """Explicit stats endpoints (default: the Envoy pods' stats port)."""
     stat_prefix: str = wire.STAT_PREFIX

@@ -685,6 +685,8 @@ CAN = [
     ("list", "configmaps", False),
     ("patch", "networkpolicies.networking.k8s.io", True),
     ("delete", "networkpolicies.networking.k8s.io", False),
+    ("patch", "poddisruptionbudgets.policy", True),  # the router's
+    ("delete", "poddisruptionbudgets.policy", False),
     ("get", "secrets", False),
     ("list", "pods", True),
     ("get", "pods/log", True),

@@ -92,6 +92,7 @@ WRITES = [
     ("patch", "configmaps"),
     ("patch", "services.serving.knative.dev"),
     ("patch", "networkpolicies.networking.k8s.io"),
+    ("patch", "poddisruptionbudgets.policy"),
     ("create", "jobs.batch"),
     ("patch", "pods"),
     ("create", "events"),

@@ -61,6 +61,7 @@ from serflow.k8s.router import (
     envoy_deployment,
     envoy_service,
     route_nudge,
+    router_disruption_budget,
 )
 from serflow.k8s.storage import artefact_args
 from serflow.k8s.timeouts import (
@@ -111,6 +112,7 @@ __all__ = [
     "pool_service",
     "revision_name",
     "route_nudge",
+    "router_disruption_budget",
     "router_timeout_s",
     "service_host",
     "spill_target",
@@ -138,6 +140,7 @@ def children(
         envoy_configmap(owner, spec, w, cand, pool_weight),
         envoy_deployment(owner, spec, w, cand),
         envoy_service(owner),
+        router_disruption_budget(owner),
         *network_policies(owner),
     ]
     return objs

@@ -114,6 +114,15 @@ def envoy_deployment(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10101},
+                    # Replicas on different nodes where there is room: a node lost takes one.
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": pod_labels},
+                        }
+                    ],
                     "containers": [
                         {
                             "name": "envoy",
@@ -141,6 +150,17 @@ def envoy_deployment(
                 },
             },
         },
+    }
+
+
+def router_disruption_budget(owner: Owner) -> dict[str, Any]:
+    """At most one router pod evicted at a time (a node drained): with two or more, one
+    keeps answering; with one, nothing is held back (its eviction is allowed)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta(owner, Names(owner.name).envoy, "router"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(owner, "router")}},
     }
 
 

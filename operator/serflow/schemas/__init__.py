@@ -574,7 +574,13 @@ ROUTING = obj(
     "Envoy in front of the pool and the functions.",
     {
         "image": string("Envoy image.", default=wire.ENVOY_IMAGE, minLength=1, pattern=IMAGE),
-        "replicas": integer("Envoy replicas.", 1, default=1, maximum=100),
+        "replicas": integer(
+            "Envoy replicas: two by default, so that a node drained or lost leaves one"
+            " answering (a disruption budget lets only one go at a time).",
+            1,
+            default=2,
+            maximum=100,
+        ),
         "statPrefix": string(
             "Envoy HTTP stat prefix counting this object's requests.",
             default=wire.STAT_PREFIX,
