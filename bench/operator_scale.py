@@ -2,11 +2,15 @@
 
 One real Envoy serves every object: one listener per object, each with its own HTTP stat
 prefix, so each object's counter is its own. The operator runs as a local process with the
-chart's ServiceAccount. Measured: the operator's CPU and peak RSS over a steady window, and
-for a few objects, the delay from a counter change (load starts) to the patched replicas.
+chart's ServiceAccount. Measured: the operator's CPU and peak RSS over a steady window, the
+epochs' lateness against their schedule (the operator's ``serflow_epoch_lateness_seconds``,
+read every 2 s) and their duration, and for a few objects, the delay from a counter change
+(load starts) to the patched replicas. With ``--stalled``, one more object whose stats
+endpoint drips a byte every 1.5 s and never ends is added after the steady window, and a
+second window measures the others' lateness beside it, in the same run.
 
 Usage (reuses the local control plane if it is up, else starts it and stops it after):
-    python bench/operator_scale.py [--objects 100] [--window 60] [--probes 5]
+    python bench/operator_scale.py [--objects 100] [--window 60] [--probes 5] [--stalled]
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -90,6 +95,7 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=100)
     ap.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured")
     ap.add_argument("--probes", type=int, default=5, help="objects whose load is stepped")
+    ap.add_argument("--stalled", action="store_true", help="then add an object whose stats drip")
     args = ap.parse_args()
     control_plane = ControlPlane()
     c = control_plane.up(print)
@@ -114,21 +120,14 @@ def run(c: Cluster, args: argparse.Namespace) -> None:
     )
     envoy = subprocess.Popen(envoy_argv(tmp / "envoy.yaml", stats_port))
     kc = sa_kubeconfig(c, tmp / "sa.kubeconfig", duration_s=7200)
-    op = subprocess.Popen(operator_argv(ns), env={**os.environ, **operator_env(kc)},
+    env = {**os.environ, **operator_env(kc)}
+    metrics_url = f"http://127.0.0.1:{env['SERFLOW_METRICS_PORT']}/metrics"
+    op = subprocess.Popen(operator_argv(ns), env=env,
                           stdout=(tmp / "operator.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    drip = Drip() if args.stalled else None
     try:
-        docs = []
-        for i in range(args.objects):
-            m = manifest(f"sfi{i}", traffic={"expectedRate": 5})
-            m["metadata"]["namespace"] = ns
-            m["spec"]["scaling"] = {"epochSeconds": 6, "intervalEpochs": 1, "maxInstances": 4}
-            # Dear functions, so that the pool is chosen and scales (mu = 10 / 6 req/s).
-            m["spec"]["prices"]["functions"]["perGBSecond"] = 0.001
-            m["spec"]["routing"] = {
-                "statsUrls": [f"http://127.0.0.1:{stats_port}/stats"],
-                "statPrefix": f"sfi{i}",
-            }
-            docs.append(json.dumps(m))
+        docs = [_object(ns, f"sfi{i}", f"http://127.0.0.1:{stats_port}/stats", f"sfi{i}")
+                for i in range(args.objects)]  # fmt: skip
         plan = configure(parse_workload(json.loads(docs[0])), 5.0).chosen
         assert plan is not None and plan.economics.has_pool, "the benchmark needs a pooled plan"
         print(f"plan per object: {plan.setup.describe()}, mu {plan.economics.mu:.3g} req/s")
@@ -141,23 +140,132 @@ def run(c: Cluster, args: argparse.Namespace) -> None:
         configured = _wait_configured(c, ns, args.objects, max(600.0, 1.5 * args.objects))
         print(f"{args.objects} objects configured in {configured - t0:.1f} s")
         time.sleep(15)  # let every daemon take its baseline reading
-        cpu0, _ = proc_cpu_rss(op.pid)
-        peak = 0
-        w0 = time.monotonic()
-        while time.monotonic() - w0 < args.window:
-            peak = max(peak, proc_cpu_rss(op.pid)[1])
-            time.sleep(1)
-        cpu1, rss = proc_cpu_rss(op.pid)
-        share = (cpu1 - cpu0) / (time.monotonic() - w0)
-        print(f"steady state over {args.window:.0f} s: operator CPU {100 * share:.1f}% of one core, "
-              f"RSS {rss / 2**20:.0f} MiB (peak {max(peak, rss) / 2**20:.0f} MiB)")  # fmt: skip
+        steady = _window(op.pid, metrics_url, args.window)
+        print(f"steady state over {args.window:.0f} s: {steady}", flush=True)
+        if drip is not None:
+            stalled = _object(ns, "stalled", f"http://127.0.0.1:{drip.port}/stats", "stalled")
+            c.kubectl("apply", "-f", "-", input=stalled)
+            time.sleep(15)
+            beside = _window(op.pid, metrics_url, args.window, skip="stalled")
+            print(f"beside one object whose stats drip, over {args.window:.0f} s: {beside}")
+            own = _lateness(metrics_url, only="stalled")
+            print(f"the stalled object's own last lateness: {own[0] if own else 'none'} s")
         delays = [_probe(c, ns, i, base + i) for i in range(args.probes)]
         print(f"counter change -> patched replicas (6 s epochs, S = 1): "
               f"median {statistics.median(delays):.1f} s, max {max(delays):.1f} s over {len(delays)} objects")  # fmt: skip
     finally:
         stop_process(op)
         stop_process(envoy)
+        if drip is not None:
+            drip.close()
         c.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _object(ns: str, name: str, stats_url: str, prefix: str) -> str:
+    m = manifest(name, traffic={"expectedRate": 5})
+    m["metadata"]["namespace"] = ns
+    m["spec"]["scaling"] = {"epochSeconds": 6, "intervalEpochs": 1, "maxInstances": 4}
+    # Dear functions, so that the pool is chosen and scales (mu = 10 / 6 req/s).
+    m["spec"]["prices"]["functions"]["perGBSecond"] = 0.001
+    m["spec"]["routing"] = {"statsUrls": [stats_url], "statPrefix": prefix}
+    return json.dumps(m)
+
+
+class Drip:
+    """A stats endpoint on 127.0.0.1 that answers headers, then a byte every 1.5 s, never
+    ending (each connection held for at most 10 minutes)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+                for _ in range(400):
+                    if self._stop.wait(1.5):
+                        return
+                    conn.sendall(b"#")
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+def _lateness(url: str, only: str | None = None, skip: str | None = None) -> list[float]:
+    """Every object's last epoch lateness from the operator's metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    out = []
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name != "serflow_epoch_lateness_seconds":
+                continue
+            name = smp.labels.get("name")
+            if (only is None or name == only) and name != skip:
+                out.append(float(smp.value))
+    return out
+
+
+def _epoch_seconds(url: str) -> tuple[float, float]:
+    """(sum, count) of the operator's epoch duration histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    total = count = 0.0
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name == "serflow_epoch_duration_seconds_sum":
+                total = float(smp.value)
+            elif smp.name == "serflow_epoch_duration_seconds_count":
+                count = float(smp.value)
+    return total, count
+
+
+def _window(pid: int, url: str, seconds: float, skip: str | None = None) -> str:
+    """The operator's CPU and RSS over ``seconds``, the objects' epoch lateness (read every
+    2 s, ``skip`` left out) and the mean epoch duration: one line."""
+    cpu0, _ = proc_cpu_rss(pid)
+    s0, n0 = _epoch_seconds(url)
+    peak, late = 0, []
+    w0 = time.monotonic()
+    while time.monotonic() - w0 < seconds:
+        peak = max(peak, proc_cpu_rss(pid)[1])
+        late += _lateness(url, skip=skip)
+        time.sleep(2)
+    cpu1, rss = proc_cpu_rss(pid)
+    s1, n1 = _epoch_seconds(url)
+    share = (cpu1 - cpu0) / (time.monotonic() - w0)
+    late.sort()
+    q = (
+        (lambda f: late[min(len(late) - 1, int(f * len(late)))])
+        if late
+        else (lambda f: float("nan"))
+    )
+    mean = (s1 - s0) / (n1 - n0) if n1 > n0 else float("nan")
+    return (f"operator CPU {100 * share:.1f}% of one core, RSS {rss / 2**20:.0f} MiB "
+            f"(peak {max(peak, rss) / 2**20:.0f} MiB); epoch lateness p50 {q(0.5):.2f} s, "
+            f"p99 {q(0.99):.2f} s, max {late[-1] if late else float('nan'):.2f} s "
+            f"({len(late)} readings); {n1 - n0:.0f} epochs, mean {mean:.3f} s")  # fmt: skip
 
 
 def _free(port: int) -> bool:

@@ -276,10 +276,13 @@ async def epoch_loop(
     used: Placement | None = None
     last = CLOCK.monotonic()
     while not stopped:
-        await stopped.wait(max(0.2, _epoch_seconds(spec) - (CLOCK.monotonic() - last)))
+        period = _epoch_seconds(spec)
+        await stopped.wait(max(0.2, period - (CLOCK.monotonic() - last)))
         if stopped:
             return
-        last = CLOCK.monotonic()
+        now = CLOCK.monotonic()
+        lateness, last = max(0.0, now - (last + max(0.2, period))), now
+        metrics.EPOCH_LATENESS.labels(meta.get("namespace"), meta.get("name")).set(lateness)
         placed = memo.get("placement")
         if not isinstance(placed, Placement) or not epoch_may_run(
             placed, meta.get("generation"), decode(status)
@@ -293,7 +296,8 @@ async def epoch_loop(
         conditions = decode(status).conditions or ()
         seen = meta.get("resourceVersion")
         key = f"{meta.get('namespace')}/{meta.get('name')}"
-        EPOCHS.begin(key, CLOCK.monotonic())
+        began = CLOCK.monotonic()
+        EPOCHS.begin(key, began)
         try:
             generation = int(meta.get("generation") or 0)
             decision, written = await asyncio.to_thread(
@@ -304,6 +308,7 @@ async def epoch_loop(
             continue
         finally:
             EPOCHS.end(key)
+            metrics.EPOCH_SECONDS.observe(CLOCK.monotonic() - began)
         state = decision.state
         for e in decision.events:
             logger.info("%s: %s", e.reason.value, e.message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import Gauge, start_http_server
+from prometheus_client import Gauge, Histogram, start_http_server
 
 _LABELS = ("namespace", "name")
 RATE = Gauge("serflow_arrival_rate", "Observed arrival rate, req/s", _LABELS)
@@ -15,6 +15,17 @@ DESIRED = Gauge("serflow_instances_desired", "Pool instances decided", _LABELS)
 READY = Gauge("serflow_instances_ready", "Pool instances ready", _LABELS)
 SHARE = Gauge("serflow_pool_share", "Share of traffic routed to the pool", _LABELS)
 COST = Gauge("serflow_cost_per_hour", "Cost rate at the current EWMA, $/h", _LABELS)
+EPOCH_LATENESS = Gauge(
+    "serflow_epoch_lateness_seconds",
+    "How late the object's last epoch started against its schedule (a shared thread "
+    "pool or event loop held up shows here first)",
+    _LABELS,
+)
+EPOCH_SECONDS = Histogram(
+    "serflow_epoch_duration_seconds",
+    "Seconds one epoch took (gather, decide, write), every object's",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 
 def serve() -> None:
