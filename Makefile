@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,testbed
+EXTRAS ?= dev,testbed,plot
 
 .PHONY: venv demo demo-local simulate test test-fast lint bench clean cluster cluster-build cluster-down
 

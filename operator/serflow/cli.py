@@ -135,6 +135,10 @@ def _check_plot(path: str | None) -> None:
         return
     if not path.lower().endswith(PLOT_SUFFIXES) or Path(path).is_dir():
         raise InputError("--plot", f"expected a file ending in {', '.join(PLOT_SUFFIXES)}, got {path!r}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError("--plot", "needs matplotlib: pip install 'serflow[plot]'") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
