@@ -545,10 +545,13 @@ do_knative() {
     # spec.model.storageUri: the operator gives each function's pods the storage
     # initializer as an init container and, for pvc://, the claim as a read-only volume;
     # Knative's webhook refuses both unless these features are on (both off by default:
-    # "pod spec support for init-containers is off").
+    # "pod spec support for init-containers is off"). secure-pod-defaults: Knative's own
+    # queue-proxy gets a RuntimeDefault seccomp profile, which Pod Security "restricted"
+    # requires of every container (the e2e test's namespace enforces it).
     kubectl_ -n knative-serving patch configmap config-features --type=merge \
         -p '{"data":{"kubernetes.podspec-init-containers":"enabled",
-                     "kubernetes.podspec-persistent-volume-claim":"enabled"}}' >/dev/null
+                     "kubernetes.podspec-persistent-volume-claim":"enabled",
+                     "secure-pod-defaults":"enabled"}}' >/dev/null
     kubectl_ -n knative-serving patch hpa activator webhook --type=merge \
         -p '{"spec":{"minReplicas":1,"maxReplicas":1}}' >/dev/null 2>&1 || true
     kubectl_ -n knative-serving rollout status deployment --timeout=300s >&2 ||

@@ -8,7 +8,8 @@ ServiceAccount. The test applies ``examples/digits-kind.yaml`` restricted to hyb
 operator's Envoy, and checks what the user would: the plan profiled on the cluster by the
 operator's Jobs, Ready, functions scaled from zero by Knative and back, the pool scaled up
 and down by the operator from Envoy's counters, every request answered with the model's
-answer, the documented events, an operator restart resuming the object (every child
+answer, the documented events, every pod admitted in a namespace that enforces Pod
+Security "restricted", an operator restart resuming the object (every child
 re-applied, Knative's webhook included), and deletion collecting every child. And that
 nothing left the machine: every function pod read through the API server's proxy answers
 as itself, and the kind network's drop rule stopped nothing bound outside the cluster's
@@ -113,6 +114,10 @@ class Sfi:
 def sfi(kind: Cluster) -> Iterator[Sfi]:
     ns = f"e2e-{uuid.uuid4().hex[:6]}"
     kind.kubectl("create", "namespace", ns)
+    # Pod Security "restricted" enforced: the API server refuses any pod of the object
+    # (pool, router, profiling Jobs, functions with Knative's queue-proxy) that breaks it.
+    kind.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
+                 "pod-security.kubernetes.io/enforce-version=latest")  # fmt: skip
     s = Sfi(kind, ns)
     try:
         yield s
