@@ -17,7 +17,7 @@ reason in its Ready condition and no pod of it serving.
   SigV4-signed by awscrt. The object is FaaS-only with an inline profile whose exit
   shares and accuracy are the network's own on its calibration set.
 - The shipped sequence model (``seq-chatterbot-langid-transformer``, int64 token ids),
-  uploaded to the same bucket and served FaaS from it with its committed profile: held-out
+  uploaded to the same bucket, profiled by the operator's Job and served FaaS: held-out
   rows by raw ``/infer`` and by gRPC with tritonclient, each answer the network's own.
 - A wrong digest (its inline profile's ``artefactDigest`` the same wrong one, as the CRD
   requires): Ready=False, reason ArtefactMismatch, the initializer's line quoted.
@@ -72,9 +72,8 @@ K = 3
 BUCKET, PREFIX, CLAIM, FOLDER = "models", "tokens/v1", "artefacts", "tokens/v1"
 SEQ, SEQ_PREFIX, SEQ_TAU, SEQ_ROWS = "seq-chatterbot-langid-transformer", "langid/v1", 0.85, 60
 """The shipped sequence model (int64 token ids, 15 languages), served from the bucket as
-a user's would be: its held-out rows, by raw ``/infer`` and by gRPC (tritonclient)."""
-SEQ_SIZE = ("fn-2048", 2048)
-"""A function size its committed profile measured."""
+a user's would be, profiled by the operator's Job on the function size it serves on: its
+held-out rows, by raw ``/infer`` and by gRPC (tritonclient)."""
 S3_PORT, REGION = 7070, "us-east-1"
 KEY, SECRET = "serflow-kind-key", "serflow-kind-secret-0123456789"
 UPLOADER_IMAGE = "localhost/serflow/storage:local"
@@ -291,7 +290,7 @@ def _uploader(ns: str) -> dict[str, Any]:
 
 def _sfi(s: Store, name: str, uri: str, *, digest: str, profile: dict[str, Any],
          pools: list[str], instances: bool, min_instances: int = 0,
-         tau: float | None = None, size: tuple[str, int] = ("fn-512", 512)) -> dict[str, Any]:  # fmt: skip
+         tau: float | None = None) -> dict[str, Any]:  # fmt: skip
     model: dict[str, Any] = {
         "image": POOL_IMAGE,
         "functionImage": FUNCTION_IMAGE,
@@ -305,7 +304,7 @@ def _sfi(s: Store, name: str, uri: str, *, digest: str, profile: dict[str, Any],
     prices: dict[str, Any] = {
         "mode": "per-use",
         "functions": {"perGBSecond": 0.0042, "perInvocation": 0.0, "keepAliveSeconds": 20,
-                      "sizes": [{"name": size[0], "memoryMiB": size[1]}]},
+                      "sizes": [{"name": "fn-512", "memoryMiB": 512}]},
     }  # fmt: skip
     if instances:  # hack/kind.sh labels its pool node so
         prices["instances"] = [{"name": "c6i.large", "perHour": 0.085}]
@@ -563,7 +562,6 @@ def test_served_from_s3(store: Store) -> None:
 
 def test_the_sequence_model_served_from_s3_over_rest_and_grpc(store: Store) -> None:
     import tritonclient.grpc as grpcclient
-    import yaml
 
     from serflow_runtime import artefact
     from serflow_runtime.runtimes import open_model
@@ -576,16 +574,14 @@ def test_the_sequence_model_served_from_s3_over_rest_and_grpc(store: Store) -> N
     rows = _clear_of(model, tokens[: 2 * SEQ_ROWS], SEQ_TAU)[:SEQ_ROWS]
     assert len(rows) == SEQ_ROWS, len(rows)
     want = reference(model, rows, SEQ_TAU)
-    committed = Path(__file__).parents[2] / "images/serflow_runtime/profiles" / f"{SEQ}.yaml"
-    profile = {"inline": yaml.safe_load(committed.read_text())["profile"]}
-    assert profile["inline"]["fingerprint"]["artefactDigest"] == digest
     name = "langid"
     t0 = time.monotonic()
-    s.cluster.apply([_sfi(s, name, f"s3://{BUCKET}/{SEQ_PREFIX}", digest=digest, profile=profile,
-                          pools=["faas"], instances=False, tau=SEQ_TAU, size=SEQ_SIZE)])  # fmt: skip
-    st = wait_ready(s.cluster, s.namespace, name, timeout=420)
+    s.cluster.apply([_sfi(s, name, f"s3://{BUCKET}/{SEQ_PREFIX}", digest=digest,
+                          profile={"fromJob": {"taus": [SEQ_TAU]}}, pools=["faas"],
+                          instances=False, tau=SEQ_TAU)])  # fmt: skip
+    st = wait_ready(s.cluster, s.namespace, name, timeout=600)
     say(f"{name}: Ready {time.monotonic() - t0:.0f} s after apply; plan {_plan(st)}")
-    assert st["plan"]["function"] == SEQ_SIZE[0], st["plan"]
+    assert st["plan"]["function"] == "fn-512", st["plan"]
     msgs = _fetch_messages(s, f"app.kubernetes.io/instance={name}")
     assert msgs and all(m.startswith(f"fetched: {SEQ} digest {digest}") for m in msgs), msgs
     t1 = time.monotonic()
