@@ -544,16 +544,25 @@ def test_a_wrong_digest_is_not_served(store: Store) -> None:
     s.kubectl("delete", "sfi", WRONG_NAME, "--wait=false")  # room on the control plane
 
 
+def _faas_from_s3(s: Store, name: str, prefix: str, model: str, digest: str,
+                  profile: dict[str, Any], tau: float | None = None,
+                  timeout: float = 420) -> dict[str, Any]:  # fmt: skip
+    """Apply a FaaS object serving ``s3://BUCKET/prefix``, wait for Ready; its status, once
+    every storage initializer of it said it fetched ``model`` at ``digest``."""
+    t0 = time.monotonic()
+    s.cluster.apply([_sfi(s, name, f"s3://{BUCKET}/{prefix}", digest=digest, profile=profile,
+                          pools=["faas"], instances=False, tau=tau)])  # fmt: skip
+    st = wait_ready(s.cluster, s.namespace, name, timeout=timeout)
+    say(f"{name}: Ready {time.monotonic() - t0:.0f} s after apply; plan {_plan(st)}")
+    assert st["plan"]["pool"] == "faas", st["plan"]
+    msgs = _fetch_messages(s, f"app.kubernetes.io/instance={name}")
+    assert msgs and all(m.startswith(f"fetched: {model} digest {digest}") for m in msgs), msgs
+    return st
+
+
 def test_served_from_s3(store: Store) -> None:
     s = store
-    t0 = time.monotonic()
-    s.cluster.apply([_sfi(s, S3_NAME, f"s3://{BUCKET}/{PREFIX}", digest=s.digest,
-                          profile=s.profile, pools=["faas"], instances=False)])  # fmt: skip
-    st = wait_ready(s.cluster, s.namespace, S3_NAME, timeout=420)
-    say(f"{S3_NAME}: Ready {time.monotonic() - t0:.0f} s after apply; plan {_plan(st)}")
-    assert st["plan"]["pool"] == "faas", st["plan"]
-    msgs = _fetch_messages(s, f"app.kubernetes.io/instance={S3_NAME}")
-    assert msgs and all(m.startswith(f"fetched: tokens digest {s.digest}") for m in msgs), msgs
+    _faas_from_s3(s, S3_NAME, PREFIX, "tokens", s.digest, s.profile)
     t1 = time.monotonic()
     where = _served_like_the_network(s, S3_NAME)
     say(f"{S3_NAME}: {len(where)} answers as the network's in {time.monotonic() - t1:.1f} s")
@@ -575,15 +584,9 @@ def test_the_sequence_model_served_from_s3_over_rest_and_grpc(store: Store) -> N
     assert len(rows) == SEQ_ROWS, len(rows)
     want = reference(model, rows, SEQ_TAU)
     name = "langid"
-    t0 = time.monotonic()
-    s.cluster.apply([_sfi(s, name, f"s3://{BUCKET}/{SEQ_PREFIX}", digest=digest,
-                          profile={"fromJob": {"taus": [SEQ_TAU]}}, pools=["faas"],
-                          instances=False, tau=SEQ_TAU)])  # fmt: skip
-    st = wait_ready(s.cluster, s.namespace, name, timeout=600)
-    say(f"{name}: Ready {time.monotonic() - t0:.0f} s after apply; plan {_plan(st)}")
+    st = _faas_from_s3(s, name, SEQ_PREFIX, SEQ, digest, {"fromJob": {"taus": [SEQ_TAU]}},
+                       tau=SEQ_TAU, timeout=600)  # fmt: skip
     assert st["plan"]["function"] == "fn-512", st["plan"]
-    msgs = _fetch_messages(s, f"app.kubernetes.io/instance={name}")
-    assert msgs and all(m.startswith(f"fetched: {SEQ} digest {digest}") for m in msgs), msgs
     t1 = time.monotonic()
     _served_like_the_network(s, name, rows, want)
     say(f"{name}: {len(rows)} raw answers as the network's in {time.monotonic() - t1:.1f} s")
