@@ -591,18 +591,18 @@ def test_the_sequence_model_served_from_s3_over_rest_and_grpc(store: Store) -> N
     _served_like_the_network(s, name, rows, want)
     say(f"{name}: {len(rows)} raw answers as the network's in {time.monotonic() - t1:.1f} s")
     # The same rows from a stock Open Inference Protocol client, over gRPC (HTTP/2 to the
-    # router's NodePort), eight to a request.
+    # router's NodePort), eight to a request; the model's name is the object's.
     url = router_url(s.cluster, s.namespace, name)
     client = grpcclient.InferenceServerClient(url.removeprefix("http://").split("/")[0])
     try:
-        meta = client.get_model_metadata(SEQ, as_json=True)
+        meta = client.get_model_metadata(name, as_json=True)
         assert meta["inputs"] == [{"name": "tokens", "datatype": "INT64", "shape": ["-1", "64"]}]
         got: list[tuple[int, int]] = []
         for start in range(0, len(rows), 8):
             part = rows[start : start + 8]
             inp = grpcclient.InferInput("tokens", list(part.shape), "INT64")
             inp.set_data_from_numpy(part)
-            res = client.infer(SEQ, [inp], client_timeout=90)
+            res = client.infer(name, [inp], client_timeout=90)
             got += zip(res.as_numpy("exit").tolist(), res.as_numpy("class").tolist(), strict=True)
     finally:
         client.close()
