@@ -167,8 +167,9 @@ class InstancePrice:
     """Instance type, as in the profile and the node label."""
     per_hour: float
     """Dollars per hour for one instance."""
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    """Labels that select this type's nodes (default: the well-known instance-type label)."""
+    node_selector: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Labels that select this type's nodes (default: the well-known instance-type label).
+    Compared, not hashed (a dict), so that a workload can key a cache."""
 
     @property
     def per_second(self) -> float:

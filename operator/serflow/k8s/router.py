@@ -8,6 +8,7 @@ from the renderer ``envoy``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -63,8 +64,11 @@ def envoy_configmap(
     }
 
 
+@functools.lru_cache(maxsize=4096)
 def envoy_bootstrap(owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate) -> str:
-    """Envoy's static bootstrap (listeners, the pool and functions clusters) as YAML."""
+    """Envoy's static bootstrap (listeners, the pool and functions clusters) as YAML.
+    Cached (a few KB each, one per object's plan): every epoch builds the children, and
+    writing this YAML was a fifth of the operator's CPU at 1,000 objects (py-spy)."""
     return envoy.to_yaml(
         envoy.bootstrap(
             pool=[(service_host(Names(owner.name).pool, owner.namespace), WORKER_PORT)],
