@@ -112,13 +112,18 @@ def run(c: Cluster, args: argparse.Namespace) -> None:
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     c.kubectl("create", "namespace", ns)
     tmp = Path(tempfile.mkdtemp(prefix=f"{ns}-"))
-    base, stats_port, admin = free_port(), free_port(), free_port()
-    while any(not _free(base + i) for i in range(args.objects)):
-        base = free_port()
+    stats_port, admin = free_port(), free_port()
+    # Below the kernel's ephemeral range (32768 and up), where no outgoing connection
+    # takes one of them between this check and Envoy's bind.
+    base = next(b for b in range(20000, 32768 - args.objects, 1000)
+                if all(_free(b + i) for i in range(args.objects)))  # fmt: skip
     (tmp / "envoy.yaml").write_text(
         yaml.safe_dump(envoy_bootstrap(args.objects, base, stats_port, admin))
     )
     envoy = subprocess.Popen(envoy_argv(tmp / "envoy.yaml", stats_port))
+    wait_for("Envoy's stats listener", lambda: _answers(f"http://127.0.0.1:{stats_port}/stats"), 60)
+    if envoy.poll() is not None:
+        raise SystemExit(f"error: Envoy exited ({envoy.returncode}); its listeners cannot serve")
     kc = sa_kubeconfig(c, tmp / "sa.kubeconfig", duration_s=7200)
     env = {**os.environ, **operator_env(kc)}
     metrics_url = f"http://127.0.0.1:{env['SERFLOW_METRICS_PORT']}/metrics"
@@ -266,6 +271,14 @@ def _window(pid: int, url: str, seconds: float, skip: str | None = None) -> str:
             f"(peak {max(peak, rss) / 2**20:.0f} MiB); epoch lateness p50 {q(0.5):.2f} s, "
             f"p99 {q(0.99):.2f} s, max {late[-1] if late else float('nan'):.2f} s "
             f"({len(late)} readings); {n1 - n0:.0f} epochs, mean {mean:.3f} s")  # fmt: skip
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 def _free(port: int) -> bool:
