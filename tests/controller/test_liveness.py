@@ -15,19 +15,30 @@ from serflow.controller import handlers
 from serflow.controller.liveness import STALL_S, EpochWatch, stalled
 
 
-def test_only_epochs_under_way_past_the_bound_are_stalled() -> None:
+def test_epochs_under_way_past_the_bound_with_none_ended_are_stalled() -> None:
     started = {"a/x": 150.0, "b/y": 100.0, "c/z": 390.0}
-    assert stalled(started, now=400.0, bound=STALL_S) == []
-    assert stalled(started, now=401.0, bound=STALL_S) == ["b/y"]
-    assert stalled(started, now=1000.0, bound=STALL_S) == ["b/y", "a/x", "c/z"]
+    assert stalled(started, None, now=400.0, bound=STALL_S) == []
+    assert stalled(started, None, now=401.0, bound=STALL_S) == ["b/y"]
+    assert stalled(started, None, now=1000.0, bound=STALL_S) == ["b/y", "a/x", "c/z"]
+
+
+def test_epochs_that_queue_but_end_are_load_not_a_stall() -> None:
+    # b/y has waited 500 s, but another epoch ended 10 s ago: the pool moves.
+    started = {"b/y": 100.0}
+    assert stalled(started, last_end=590.0, now=600.0, bound=STALL_S) == []
+    assert stalled(started, last_end=250.0, now=600.0, bound=STALL_S) == ["b/y"]
+
+
+def test_nothing_under_way_is_never_stalled() -> None:
+    assert stalled({}, last_end=0.0, now=1e6) == []
 
 
 def test_an_ended_epoch_is_not_under_way() -> None:
     w = EpochWatch()
     w.begin("a/x", 0.0)
-    w.end("a/x")
-    w.end("a/x")  # twice: harmless
-    assert w.stalled(now=1e6) == [] and w.started == {}
+    w.end("a/x", 1.0)
+    w.end("a/x", 2.0)  # twice: harmless
+    assert w.stalled(now=1e6) == [] and w.started == {} and w.last_end == 2.0
 
 
 def _free_port() -> int:
@@ -80,5 +91,5 @@ def test_kopfs_probe_answers_500_while_an_epoch_is_stalled(
     assert _probe_once(registry) == 200
     watch.begin("ns/stuck", now - STALL_S - 1)
     assert _probe_once(registry) == 500
-    watch.end("ns/stuck")
+    watch.end("ns/stuck", now)  # it ends: the epochs move again
     assert _probe_once(registry) == 200

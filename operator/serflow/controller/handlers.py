@@ -246,11 +246,13 @@ EPOCHS = EpochWatch()
 
 @kopf.on.probe(id="epochs", errors=kopf.ErrorsMode.PERMANENT)
 def epochs_progress(**_: Any) -> dict[str, int]:
-    """Fails the liveness probe (kopf answers 500) while an epoch is stalled."""
+    """Fails the liveness probe (kopf answers 500) while the epochs are stalled."""
     late = EPOCHS.stalled(CLOCK.monotonic())
     if late:
         shown = ", ".join(late[:5])
-        raise kopf.PermanentError(f"{len(late)} epoch(s) under way over {STALL_S:g} s: {shown}")
+        raise kopf.PermanentError(
+            f"no epoch ended in {STALL_S:g} s; {len(late)} under way that long: {shown}"
+        )
     return {"underWay": len(EPOCHS.started)}
 
 
@@ -323,8 +325,9 @@ async def epoch_loop(
             logger.exception("epoch failed")
             continue
         finally:
-            EPOCHS.end(key)
-            metrics.EPOCH_SECONDS.observe(CLOCK.monotonic() - began)
+            ended = CLOCK.monotonic()
+            EPOCHS.end(key, ended)
+            metrics.EPOCH_SECONDS.observe(ended - began)
         state = decision.state
         for e in decision.events:
             logger.info("%s: %s", e.reason.value, e.message)
