@@ -209,7 +209,7 @@ refusal names its own (INVALID_ARGUMENT, NOT_FOUND) in headers, set here as the 
 def _grpc_filters() -> list[dict[str, Any]]:
     """gRPC clients on the ingress listener: each unary call is handed to the servers as an
     HTTP/1.1 POST of its message (the pool and the functions speak HTTP/1.1 only, and a
-    Knative Service has one port), so it is routed, and retried as REST is."""
+    Knative Service has one port), so it is routed and retried as REST is."""
     return [
         {
             "name": "envoy.filters.http.lua",
