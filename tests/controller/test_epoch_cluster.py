@@ -264,6 +264,7 @@ def test_one_epoch_reads_only_its_children_and_plans_nothing(
             ("GET", f"/api/v1/namespaces/{ns}/configmaps/{NAME}-envoy"),
             ("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}-envoy"),
             ("GET", f"/api/v1/namespaces/{ns}/services/{NAME}-envoy"),
+            ("GET", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{NAME}-envoy"),
             *(
                 ("GET", f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{NAME}-{p}")
                 for p in ("pool", "spill", "tail", "envoy")
