@@ -66,6 +66,8 @@ def _copied_files(ins: list[tuple[str, str]]) -> list[Path]:
 
 
 _OPTIONS_WITH_VALUES = {"-c", "--constraint", "-r", "--requirement", "-i", "--index-url"}
+HASHED = "hashed:"
+"""How ``_pip_installs`` names a requirements file installed with ``--require-hashes``."""
 
 
 def _pip_installs(ins: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
@@ -78,9 +80,14 @@ def _pip_installs(ins: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
             for cmd in arg.split("&&"):
                 if "pip install" in cmd:
                     words = iter(cmd.split("pip install", 1)[1].split())
+                    hashed = "--require-hashes" in cmd
                     args = []
                     for w in words:
-                        if w in _OPTIONS_WITH_VALUES:
+                        if w in ("-r", "--requirement") and hashed:
+                            # a hash-checked requirements file: every line pinned and
+                            # hashed (tests/test_lock.py checks the operator's)
+                            args.append(f"{HASHED}{next(words, '')}")
+                        elif w in _OPTIONS_WITH_VALUES:
                             next(words, None)
                         elif not w.startswith("-") and "://" not in w:
                             args.append(w.strip("\"'"))
@@ -95,7 +102,7 @@ def _installed_projects(ins: list[tuple[str, str]]) -> list[dict[str, object]]:
     projects = []
     for workdir, args in _pip_installs(ins):
         for a in args:
-            if "==" not in a:
+            if "==" not in a and not a.startswith(HASHED):
                 # A local directory, perhaps quoted and with extras: "/src/x[storage]".
                 m = re.fullmatch(r"([^\[]+)(?:\[([\w,]+)\])?", a.strip("\"'"))
                 assert m, f"pip install {a}: not a directory with optional extras"
@@ -125,7 +132,10 @@ def test_dockerfile_base_user_and_pins(name: str) -> None:
     for _, args in _pip_installs(ins):
         assert args, ins
         for a in args:
-            assert "==" in a or a.startswith(("/", ".")), f"{name}: pip install {a} is not pinned"
+            pinned = "==" in a or a.startswith(("/", ".", HASHED))
+            assert pinned, f"{name}: pip install {a} is not pinned"
+            if a.startswith(HASHED):
+                assert (REPO / a.removeprefix(HASHED)).is_file(), a
     entry = [arg for op, arg in ins if op == "ENTRYPOINT"]
     assert len(entry) == 1 and not [op for op, _ in ins if op == "CMD"]
     json.loads(entry[0])  # exec form: one process, no shell
