@@ -4,7 +4,6 @@ than any healthy one takes fails it, through kopf's own probe server."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.error
 import urllib.request
 
@@ -13,6 +12,7 @@ import pytest
 
 from serflow.controller import handlers
 from serflow.controller.liveness import STALL_S, EpochWatch, stalled
+from serflow_testbed.harness import free_port
 
 
 def test_epochs_under_way_past_the_bound_with_none_ended_are_stalled() -> None:
@@ -41,12 +41,6 @@ def test_an_ended_epoch_is_not_under_way() -> None:
     assert w.stalled(now=1e6) == [] and w.started == {} and w.last_end == 2.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=10) as r:
@@ -59,7 +53,7 @@ def _probe_once(registry: kopf.OperatorRegistry) -> int:
     """Start kopf's probe server on 127.0.0.1, GET it once, stop it: the status."""
     from kopf._core.engines.probing import health_reporter  # kopf's own server
 
-    url = f"http://127.0.0.1:{_free_port()}/healthz"
+    url = f"http://127.0.0.1:{free_port()}/healthz"
 
     async def scenario() -> int:
         ready = asyncio.Event()
