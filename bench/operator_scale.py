@@ -213,37 +213,34 @@ class Drip:
         self.sock.close()
 
 
-def _lateness(url: str, only: str | None = None, skip: str | None = None) -> list[float]:
-    """Every object's last epoch lateness from the operator's metrics."""
+def _samples(url: str) -> list[Any]:
+    """Every sample of the operator's metrics at ``url``."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(url, timeout=5) as r:
         text = r.read().decode()
+    return [smp for fam in text_string_to_metric_families(text) for smp in fam.samples]
+
+
+def _lateness(url: str, only: str | None = None, skip: str | None = None) -> list[float]:
+    """Every object's last epoch lateness from the operator's metrics."""
     out = []
-    for fam in text_string_to_metric_families(text):
-        for smp in fam.samples:
-            if smp.name != "serflow_epoch_lateness_seconds":
-                continue
-            name = smp.labels.get("name")
-            if (only is None or name == only) and name != skip:
-                out.append(float(smp.value))
+    for smp in _samples(url):
+        if smp.name != "serflow_epoch_lateness_seconds":
+            continue
+        name = smp.labels.get("name")
+        if (only is None or name == only) and name != skip:
+            out.append(float(smp.value))
     return out
 
 
 def _epoch_seconds(url: str) -> tuple[float, float]:
     """(sum, count) of the operator's epoch duration histogram."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    total = count = 0.0
-    for fam in text_string_to_metric_families(text):
-        for smp in fam.samples:
-            if smp.name == "serflow_epoch_duration_seconds_sum":
-                total = float(smp.value)
-            elif smp.name == "serflow_epoch_duration_seconds_count":
-                count = float(smp.value)
-    return total, count
+    got = {smp.name: float(smp.value) for smp in _samples(url)}
+    return (
+        got.get("serflow_epoch_duration_seconds_sum", 0.0),
+        got.get("serflow_epoch_duration_seconds_count", 0.0),
+    )
 
 
 def _window(pid: int, url: str, seconds: float, skip: str | None = None) -> str:
