@@ -12,6 +12,14 @@
 #   hack/images.sh rootfs NAME [PACKAGE...]
 #                                 print the path of a cached rootfs tarball: minbase plus
 #                                 the packages (built on first use); used by hack/kind.sh
+#   hack/images.sh push REGISTRY IMAGE...
+#                                 tag local images REGISTRY/serflow/<name>, push them and
+#                                 print `NAME REGISTRY/serflow/<name>@sha256:...` each
+#   hack/images.sh publish REGISTRY NAME...
+#                                 build serflow's Dockerfile.NAME FROM the Python base by
+#                                 its digest in REGISTRY (pushed first), push each as
+#                                 REGISTRY/serflow/NAME:$SERFLOW_IMAGE_TAG (default local)
+#                                 and print `NAME REFERENCE-BY-DIGEST` (`make images`)
 #   hack/images.sh key            print the cache key
 #
 # Environment:
@@ -161,6 +169,54 @@ build_python() {
         'ENV LANG=C.UTF-8' 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' 'CMD ["python3"]'
 }
 
+# The registry reference by digest of a local image just pushed to REGISTRY.
+pushed_digest() { # local-name registry-name
+    local ref
+    docker push "$2" >/dev/null || die "docker push $2 failed"
+    ref="$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$1" |
+        grep -m1 "^${2%:*}@sha256:")" || die "no digest of ${2%:*} after the push"
+    echo "$ref"
+}
+
+# Tag local images REGISTRY/serflow/<last path part>, push them, print `NAME REFERENCE`.
+push_images() { # registry image...
+    local registry="$1" image name target
+    shift
+    for image in "$@"; do
+        name="${image##*/}"
+        target="$registry/serflow/$name"
+        docker tag "$image" "$target"
+        echo "${name%%:*} $(pushed_digest "$image" "$target")"
+    done
+}
+
+# serflow's images from its Dockerfiles, each FROM the Python base by its digest in the
+# same registry (pushed first), tagged REGISTRY/serflow/<name>:$SERFLOW_IMAGE_TAG and
+# pushed; prints `NAME REFERENCE` (by digest) per image.
+publish() { # registry name...
+    local registry="$1" repo name base tag t0 ref
+    shift
+    repo="$(cd "$HACK_DIR/.." && pwd)"
+    for name in "$@"; do
+        [[ -f "$repo/Dockerfile.$name" ]] || die "no image '$name': Dockerfile.$name does not exist"
+    done
+    build_python
+    base="$(push_images "$registry" "$PYTHON_IMAGE" | cut -d' ' -f2)"
+    for name in "$@"; do
+        tag="$registry/serflow/$name:${SERFLOW_IMAGE_TAG:-local}"
+        t0=$SECONDS
+        DOCKER_BUILDKIT=0 docker build -q -f "$repo/Dockerfile.$name" \
+            --build-arg "BASE_IMAGE=$base" -t "$tag" "$repo" >/dev/null 2>"$CACHE_DIR/publish.log" || {
+            cat "$CACHE_DIR/publish.log" >&2
+            die "docker build -f Dockerfile.$name failed"
+        }
+        ref="$(pushed_digest "$tag" "$tag")"
+        log "$ref: built and pushed in $((SECONDS - t0)) s, $(
+            docker image inspect --format '{{.Size}}' "$tag" | numfmt --to=si)B"
+        echo "$name $ref"
+    done
+}
+
 need_engine() {
     local env
     env="$("$HACK_DIR/docker.sh" env)" || exit 1
@@ -189,9 +245,21 @@ rootfs)
     shift
     rootfs "$@"
     ;;
+push)
+    [[ -n "${3:-}" ]] || die "usage: $0 push REGISTRY IMAGE..."
+    need_engine
+    shift
+    push_images "$@"
+    ;;
+publish)
+    [[ -n "${3:-}" ]] || die "usage: $0 publish REGISTRY NAME..."
+    need_engine
+    shift
+    publish "$@"
+    ;;
 key) echo "$CACHE_KEY" ;;
 *)
-    echo "usage: $0 build|debian|python|rootfs NAME [PACKAGE...]|key" >&2
+    echo "usage: $0 build|debian|python|rootfs NAME [PACKAGE...]|push REGISTRY IMAGE...|publish REGISTRY NAME...|key" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A kind cluster (Kubernetes in a Docker container) made from this repository's pins only:
 # kind, its base image and the node image for KUBERNETES_VERSION are built from Go
-# modules and the Debian archive, and no image is ever pulled.
+# modules and the Debian archive, and no image is pulled from outside: serflow's own
+# images are pushed to a registry this script runs (the CNCF distribution registry, built
+# from its Go module) and the nodes pull them from it by digest, as a cluster does.
 #
 #   hack/kind.sh build   build (or reuse) the binaries, the base image, the node image and
 #                        Knative Serving's images
@@ -10,12 +12,14 @@
 #                        the node to be Ready
 #   hack/kind.sh check   a pod reaches another through a Service (exit 0 when it does)
 #   hack/kind.sh load [operator|worker|fn|envoy|storage|versitygw ...]
-#                        build localhost/serflow/<name>:local from Dockerfile.<name> on the
-#                        local Python base and load it into the nodes that run it (default:
-#                        operator); fn and storage are tagged dev.local/serflow/<name>:local
-#                        too (Knative resolves other tags). versitygw: Versity's S3
-#                        gateway, hack/versitygw.sh's binary on the local Debian base (no
-#                        Dockerfile: the binary is cached outside the checkout)
+#                        build serflow's Dockerfile.<name> FROM the local Python base by
+#                        its digest, push it to the cluster's registry as
+#                        localhost:5001/serflow/<name>:local and print `NAME REFERENCE`, the
+#                        reference by digest the nodes pull (default: operator).
+#                        versitygw: Versity's S3 gateway, hack/gotool.sh versitygw's binary
+#                        on the local Debian base (the binary is cached outside the checkout)
+#   hack/kind.sh ref NAME [TAG]
+#                        print localhost:5001/serflow/NAME@sha256:... for the tag (local)
 #   hack/kind.sh knative Knative Serving (KNATIVE_SERVING_VERSION) built from its
 #                        modules, as local images, installed without a networking layer, with
 #                        init containers and PersistentVolumeClaims allowed in a Service's pods
@@ -31,6 +35,8 @@
 #   XDG_CACHE_HOME        build cache root (default ~/.cache): serflow/kind/<key>/
 #   SERFLOW_KIND_STATE    state dir (default hack/.state/kind): kubeconfig, kind config, logs
 #   SERFLOW_KIND_CLUSTER  cluster name (default serflow)
+#   SERFLOW_KIND_REGISTRY_PORT  the registry's port on 127.0.0.1 (default 5001): images
+#                         are named localhost:<port>/serflow/<name>
 #
 # Both nodes mount one directory of this machine, <state dir>/shared, at
 # /var/local/serflow-shared (`env` exports it as SERFLOW_KIND_SHARED): a hostPath
@@ -95,6 +101,15 @@ REGISTRY=registry.k8s.io
 NETWORK=serflow-kind
 BRIDGE=serflow-kind0
 NFT_TABLE=serflow_kind
+# The OCI registry serflow's images are pushed to and the nodes pull them from (see
+# "registry" below): a container on the confined network, published on 127.0.0.1 only.
+# Images carry the name localhost:<port>/serflow/<name>, which this machine's engine
+# pushes to (a loopback registry needs no TLS) and each node's containerd maps to the
+# container (certs.d/<name>/hosts.toml).
+REGISTRY_PORT="${SERFLOW_KIND_REGISTRY_PORT:-5001}"
+IMAGE_REGISTRY="localhost:$REGISTRY_PORT"
+REGISTRY_CONTAINER="$CLUSTER-registry"
+REGISTRY_DATA="${XDG_CACHE_HOME:-$HOME/.cache}/serflow/registry-data"
 # kind's defaults, written into the cluster's config so that they are known here.
 POD_SUBNET=10.244.0.0/16
 SERVICE_SUBNET=10.96.0.0/16
@@ -552,6 +567,12 @@ do_knative() {
         -p '{"data":{"kubernetes.podspec-init-containers":"enabled",
                      "kubernetes.podspec-persistent-volume-claim":"enabled",
                      "secure-pod-defaults":"enabled"}}' >/dev/null
+    # Knative resolves a Service's image tags to digests by asking the registry from its
+    # controller's pod, where localhost:<port> is the pod itself: the local registry's
+    # names are skipped as kind.local and dev.local are (the tests name images by digest,
+    # which Knative never resolves).
+    kubectl_ -n knative-serving patch configmap config-deployment --type=merge \
+        -p "{\"data\":{\"registries-skipping-tag-resolving\":\"kind.local,ko.local,dev.local,$IMAGE_REGISTRY\"}}" >/dev/null
     kubectl_ -n knative-serving patch hpa activator webhook --type=merge \
         -p '{"spec":{"minReplicas":1,"maxReplicas":1}}' >/dev/null 2>&1 || true
     kubectl_ -n knative-serving rollout status deployment --timeout=300s >&2 ||
@@ -606,6 +627,10 @@ containerdConfigPatches:
 - |-
   [plugins."io.containerd.grpc.v1.cri"]
     restrict_oom_score_adj = true
+# Registries are configured per host under certs.d (the local registry's hosts.toml).
+- |-
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "/etc/containerd/certs.d"
 kubeadmConfigPatches:
 # kubelet refuses cgroup v1 hosts unless told otherwise.
 - |
@@ -663,13 +688,15 @@ do_up() {
     mkdir -p "$STATE_DIR"
     exec 9>"$STATE_DIR/.lock"
     flock -w 600 9 || die "another hack/kind.sh up/down holds $STATE_DIR/.lock"
-    if exists && node_ready && shared_mounted; then
+    if exists && node_ready && shared_mounted && registry_configured; then
+        registry_up
+        wire_registry
         log "already up"
         print_usage
         return 0
     fi
     if exists; then
-        log "cluster $CLUSTER exists but a node is not Ready or lacks $NODE_SHARED; recreating it"
+        log "cluster $CLUSTER exists but a node is not Ready, lacks $NODE_SHARED or the registry's config; recreating it"
         "$BIN_DIR/kind" delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG_FILE" >&2
     fi
     mkdir -p "$SHARED_DIR"
@@ -683,6 +710,8 @@ do_up() {
     }
     log "cluster created in $((SECONDS - t0)) s"
     route_nodes
+    registry_up
+    wire_registry
     # The control plane takes workloads too (everything but the pool, which selects the
     # worker by its instance type).
     kubectl_ taint nodes -l node-role.kubernetes.io/control-plane \
@@ -766,12 +795,12 @@ nodes_for() {
     esac
 }
 
-# Versity's S3 gateway as an image: hack/versitygw.sh's binary (static: CGO_ENABLED=0,
+# Versity's S3 gateway as an image: hack/gotool.sh versitygw's binary (static: CGO_ENABLED=0,
 # cached outside the checkout, shared with the storage initializer's tests) on the local
 # Debian base, as Knative's images are made above; non-root, the binary as entrypoint.
 build_versitygw() { # tag
     local bin ctx rc=0
-    bin="$("$HACK_DIR/versitygw.sh" build)" || rc=$?
+    bin="$("$HACK_DIR/gotool.sh" versitygw build)" || rc=$?
     ((rc == 0)) || exit "$rc" # 3: cannot be built here
     "$HACK_DIR/images.sh" debian
     ctx="$(mktemp -d)"
@@ -786,43 +815,132 @@ ENTRYPOINT ["/usr/local/bin/versitygw"]' || {
 }
 
 # Images of this repository, built from its Dockerfiles on the local Python base (and
-# versitygw, see above), loaded into the nodes that run them (so pods run them without a
-# pull).
+# versitygw, see above), pushed to the cluster's registry, from which the nodes pull them
+# as a cluster pulls from any registry. Prints `NAME REFERENCE` per image, the reference by
+# digest (localhost:<port>/serflow/<name>@sha256:...): what the tests and the demo apply.
 do_load() {
     exists || die "not up (run: hack/kind.sh up)"
-    local what tag repo t0 tags
-    repo="$(cd "$HACK_DIR/.." && pwd)"
+    local what names=() t0=$SECONDS
     (($# > 0)) || set -- operator
+    registry_up
     for what in "$@"; do
-        [[ "$what" == versitygw || -f "$repo/Dockerfile.$what" ]] ||
-            die "no image '$what': Dockerfile.$what does not exist"
-    done
-    "$HACK_DIR/images.sh" python
-    for what in "$@"; do
-        tag="localhost/serflow/$what:local"
-        t0=$SECONDS
         if [[ "$what" == versitygw ]]; then
-            build_versitygw "$tag"
+            build_versitygw "localhost/serflow/versitygw:local"
+            "$HACK_DIR/images.sh" push "$IMAGE_REGISTRY" localhost/serflow/versitygw:local
         else
-            legacy_build -f "$repo/Dockerfile.$what" \
-                --build-arg BASE_IMAGE=localhost/serflow/python:3.11 -t "$tag" "$repo" ||
-                die "docker build -f Dockerfile.$what failed"
+            names+=("$what")
         fi
-        tags=("$tag")
-        if [[ "$what" == fn || "$what" == storage ]]; then
-            # Knative resolves tags to digests except for registries it skips (dev.local
-            # among them); it reads localhost/serflow/... as a Docker Hub name. It resolves
-            # every container's image, a function's init container (the storage
-            # initializer) included.
-            docker tag "$tag" "dev.local/serflow/$what:local"
-            tags+=("dev.local/serflow/$what:local")
-        fi
-        log "built ${tags[*]} in $((SECONDS - t0)) s: $(
-            docker image inspect --format '{{.Size}}' "$tag" | numfmt --to=si)B"
-        t0=$SECONDS
-        "$BIN_DIR/kind" load docker-image --name "$CLUSTER" --nodes "$(nodes_for "$what")" \
-            "${tags[@]}" >&2
-        log "loaded ${tags[*]} into $(nodes_for "$what") in $((SECONDS - t0)) s"
+    done
+    if ((${#names[@]} > 0)); then
+        "$HACK_DIR/images.sh" publish "$IMAGE_REGISTRY" "${names[@]}"
+    fi
+    log "pushed $* to $IMAGE_REGISTRY in $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------------------- registry
+
+# The CNCF distribution registry (hack/gotool.sh registry: its pinned Go module, static) on
+# the local Debian base, run as a container on the confined network: this machine's engine
+# pushes to it on 127.0.0.1:$REGISTRY_PORT, the nodes pull from it by its container name.
+# Its storage lives in the cache (content-addressed, so it outlives clusters safely).
+registry_image() {
+    echo "localhost/serflow/registry:$(sed -n 's|^[[:space:]]*github.com/distribution/distribution/v3 \(v[^ ]*\).*|\1|p' \
+        "$TOOLS_DIR/registry/go.mod")"
+}
+
+build_registry_image() {
+    local bin ctx rc=0 tag sum
+    tag="$(registry_image)"
+    bin="$("$HACK_DIR/gotool.sh" registry build)" || rc=$?
+    ((rc == 0)) || exit "$rc" # 3: cannot be built here
+    sum="$(sha256sum <"$bin" | cut -c1-16)"
+    [[ "$(docker image inspect --format '{{index .Config.Labels "io.serflow.binary"}}' "$tag" \
+        2>/dev/null)" == "$sum" ]] && return 0
+    "$HACK_DIR/images.sh" debian
+    ctx="$(mktemp -d)"
+    cp "$bin" "$ctx/registry"
+    # No delete, no notifications, no proxying to another registry; listens on 5000 inside
+    # its container only (published on 127.0.0.1).
+    cat >"$ctx/config.yml" <<'YAML'
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: /var/lib/registry}
+  delete: {enabled: false}
+  maintenance: {uploadpurging: {enabled: false}}
+http:
+  addr: :5000
+  headers: {X-Content-Type-Options: [nosniff]}
+YAML
+    image_from "$tag" "$DEBIAN_IMAGE" "$ctx" "LABEL io.serflow.binary=$sum
+COPY registry /usr/local/bin/registry
+COPY config.yml /etc/distribution/config.yml
+USER 65532
+ENTRYPOINT [\"/usr/local/bin/registry\"]
+CMD [\"serve\", \"/etc/distribution/config.yml\"]" || {
+        rm -rf "$ctx"
+        die "building $tag failed"
+    }
+    rm -rf "$ctx"
+}
+
+registry_answers() { curl -fs -m 2 -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/v2/"; }
+
+registry_up() {
+    local image deadline
+    build_registry_image
+    image="$(registry_image)"
+    if [[ "$(docker inspect -f '{{.State.Running}} {{.Config.Image}}' "$REGISTRY_CONTAINER" \
+        2>/dev/null)" == "true $image" ]] && registry_answers; then
+        return 0
+    fi
+    docker rm -f "$REGISTRY_CONTAINER" >/dev/null 2>&1 || true
+    mkdir -p "$REGISTRY_DATA"
+    chown 65532:65532 "$REGISTRY_DATA"
+    docker run -d --name "$REGISTRY_CONTAINER" --network "$NETWORK" \
+        -p "127.0.0.1:$REGISTRY_PORT:5000" -v "$REGISTRY_DATA:/var/lib/registry" \
+        --read-only --user 65532:65532 --cap-drop ALL --security-opt no-new-privileges \
+        "$image" >/dev/null || die "could not start the registry (is 127.0.0.1:$REGISTRY_PORT taken?)"
+    deadline=$((SECONDS + 30))
+    until registry_answers; do
+        ((SECONDS < deadline)) || die "the registry did not answer on 127.0.0.1:$REGISTRY_PORT in 30 s"
+        sleep 0.5
+    done
+    log "registry $REGISTRY_CONTAINER serves $IMAGE_REGISTRY"
+}
+
+# Each node's containerd reaches $IMAGE_REGISTRY at the registry's container (its name, by
+# Docker's DNS in the node, 127.0.0.11), over plain HTTP inside the confined network.
+wire_registry() {
+    local n dir="/etc/containerd/certs.d/$IMAGE_REGISTRY"
+    for n in $("$BIN_DIR/kind" get nodes --name "$CLUSTER"); do
+        docker exec -i "$n" sh -c "mkdir -p '$dir' && cat >'$dir/hosts.toml'" <<EOF
+server = "http://$IMAGE_REGISTRY"
+
+[host."http://$REGISTRY_CONTAINER:5000"]
+  capabilities = ["pull", "resolve"]
+EOF
+    done
+}
+
+# The reference by digest of serflow/NAME:TAG (default local) in the registry, as the nodes
+# will pull it (the tests apply images by it, never by tag).
+do_ref() {
+    local name="$1" tag="${2:-local}" digest
+    digest="$(curl -fsSI -m 10 -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        "http://127.0.0.1:$REGISTRY_PORT/v2/serflow/$name/manifests/$tag" 2>/dev/null |
+        tr -d '\r' | sed -n 's/^docker-content-digest: *//Ip')" || true
+    [[ "$digest" == sha256:* ]] ||
+        die "no image serflow/$name:$tag in $IMAGE_REGISTRY (run: hack/kind.sh load $name)"
+    echo "$IMAGE_REGISTRY/serflow/$name@$digest"
+}
+
+registry_configured() { # every node's containerd reads certs.d (clusters made before did not)
+    local n
+    for n in $("$BIN_DIR/kind" get nodes --name "$CLUSTER"); do
+        docker exec "$n" grep -q 'config_path = "/etc/containerd/certs.d"' \
+            /etc/containerd/config.toml || return 1
     done
 }
 
@@ -834,6 +952,7 @@ do_down() {
     fi
     rm -f "$KUBECONFIG_FILE"
     rm -rf "$SHARED_DIR"
+    docker_ok && docker rm -f "$REGISTRY_CONTAINER" >/dev/null 2>&1 || true
     if docker_ok && docker network inspect "$NETWORK" >/dev/null 2>&1 && [[ -z "$(members)" ]]; then
         docker network rm "$NETWORK" >/dev/null
         nft delete table inet "$NFT_TABLE" 2>/dev/null || true
@@ -923,6 +1042,7 @@ do_env() {
     echo "export SERFLOW_KIND_POD_SUBNET=$POD_SUBNET"
     echo "export SERFLOW_KIND_SERVICE_SUBNET=$SERVICE_SUBNET"
     echo "export SERFLOW_KIND_SHARED=$NODE_SHARED"
+    echo "export SERFLOW_KIND_REGISTRY=$IMAGE_REGISTRY"
     echo "export PATH=$BIN_DIR:$("$HACK_DIR/cluster.sh" bin):\$PATH"
 }
 
@@ -944,6 +1064,10 @@ knative)
     do_knative
     ;;
 down) do_down ;;
+ref)
+    [[ -n "${2:-}" ]] || die "usage: $0 ref NAME [TAG]"
+    do_ref "$2" "${3:-}"
+    ;;
 drops) do_drops ;;
 status)
     docker_ok && [[ -x "$BIN_DIR/kind" ]] && exists && node_ready
@@ -954,7 +1078,7 @@ bin)
     echo "$BIN_DIR"
     ;;
 *)
-    echo "usage: $0 build|base|up|check|load [IMAGE...]|knative|down|drops|status|env|bin" >&2
+    echo "usage: $0 build|base|up|check|load [IMAGE...]|ref NAME [TAG]|knative|down|drops|status|env|bin" >&2
     exit 2
     ;;
 esac

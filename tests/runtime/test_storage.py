@@ -1,6 +1,6 @@
 """The storage initializer (``serflow-runtime fetch``): the shipped digits artefact served
 from a pvc-like folder, over HTTP (a threaded ``http.server`` on 127.0.0.1) and over S3
-(Versity's gateway, built by ``hack/versitygw.sh``, on 127.0.0.1 with its posix backend),
+(Versity's gateway, built by ``hack/gotool.sh versitygw``, on 127.0.0.1 with its posix backend),
 fetched and loaded; then each failure, its class, its bound and its one-line reason."""
 
 from __future__ import annotations
@@ -495,11 +495,11 @@ def s3(tmp_path_factory: pytest.TempPathFactory, art: Art) -> Iterator[S3]:
         reason="the storage extra is not installed (pip install -c images/constraints.txt "
         "awscrt==0.38.1)",
     )
-    r = subprocess.run([str(REPO / "hack" / "versitygw.sh")], capture_output=True, text=True,
-                       timeout=1800)  # fmt: skip
+    r = subprocess.run([str(REPO / "hack" / "gotool.sh"), "versitygw"], capture_output=True,
+                       text=True, timeout=1800)  # fmt: skip
     if r.returncode == 3:
         last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"versitygw cannot be built here (hack/versitygw.sh exit 3): {last}")
+        pytest.skip(f"versitygw cannot be built here (hack/gotool.sh versitygw exit 3): {last}")
     assert r.returncode == 0, r.stderr
     binary = r.stdout.strip().splitlines()[-1]
     tmp = tmp_path_factory.mktemp("versitygw")

@@ -1,28 +1,49 @@
 #!/usr/bin/env bash
-# Versity's S3 gateway (github.com/versity/versitygw, Apache-2.0): the S3-compatible server
-# the storage initializer's tests run on 127.0.0.1 with its posix backend. Built once from
-# the Go module pinned in hack/tools/versitygw/go.mod (the module proxy only, as
-# hack/cluster.sh builds its binaries) and cached outside the repository.
+# Go servers the tests and the kind path run, each built once from the Go module pinned in
+# its wrapper module hack/tools/<name>/go.mod (the module proxy only, as hack/cluster.sh
+# builds its binaries), statically (CGO_ENABLED=0), and cached outside the repository:
+#   versitygw  Versity's S3 gateway (github.com/versity/versitygw, Apache-2.0): the
+#              S3-compatible server the storage initializer's tests run on 127.0.0.1
+#   registry   the CNCF distribution registry (github.com/distribution/distribution/v3,
+#              Apache-2.0): the OCI registry the kind nodes pull serflow's images from
 #
-#   hack/versitygw.sh         build (first time) or reuse the cached binary; print its path
-#   hack/versitygw.sh build   the same
+#   hack/gotool.sh NAME         build (first time) or reuse the cached binary; print its path
+#   hack/gotool.sh NAME build   the same
 #
 # Environment:
 #   XDG_CACHE_HOME   cache root (default ~/.cache); the binary is in
-#                    $XDG_CACHE_HOME/serflow/versitygw/<key>/bin/versitygw, where <key>
-#                    hashes the wrapper module's go.mod/go.sum, the Go version and the recipe
+#                    $XDG_CACHE_HOME/serflow/<name>/<key>/bin/<name>, where <key> hashes
+#                    the wrapper module's go.mod/go.sum, the Go version and the recipe
 # Exit status 3 means the binary could not be built on this machine (no Go toolchain, or
 # the module proxy does not serve the module); the last lines of the build log go to stderr.
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-MODULE_DIR="$HACK_DIR/tools/versitygw"
-MODULE=github.com/versity/versitygw
+NAME="${1:-}"
+# Per tool: its module, the package of its main, and the version ldflags upstream's
+# release build sets ($VERSION: the pinned version, $WHEN: the release's date).
+# BUILD_RECIPE: bump when the way the binary is built changes, so the cache key changes.
+case "$NAME" in
+versitygw)
+    MODULE=github.com/versity/versitygw
+    PACKAGE=$MODULE/cmd/versitygw
+    BUILD_RECIPE=2
+    version_flags() { echo "-X main.Version=$1 -X main.Build=$1 -X main.BuildTime=$2"; }
+    ;;
+registry)
+    MODULE=github.com/distribution/distribution/v3
+    PACKAGE=$MODULE/cmd/registry
+    BUILD_RECIPE=1
+    version_flags() { echo "-X $MODULE/version.version=$1"; }
+    ;;
+*)
+    printf 'usage: hack/gotool.sh versitygw|registry [build]\n' >&2
+    exit 2
+    ;;
+esac
+MODULE_DIR="$HACK_DIR/tools/$NAME"
 
-# Bump when the way the binary is built changes, so the cache key changes with it.
-BUILD_RECIPE=2
-
-log() { printf 'versitygw.sh: %s\n' "$*" >&2; }
+log() { printf 'gotool.sh %s: %s\n' "$NAME" "$*" >&2; }
 
 fail() { # step, log file
     log "build step '$1' failed; last lines of $2:"
@@ -40,7 +61,7 @@ VERSION="$(sed -n "s|^[[:space:]]*$MODULE \(v[^ ]*\).*|\1|p" "$MODULE_DIR/go.mod
     log "no $MODULE version in $MODULE_DIR/go.mod"
     exit 3
 }
-CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/serflow/versitygw"
+CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/serflow/$NAME"
 CACHE_KEY="$(
     {
         echo "recipe=$BUILD_RECIPE"
@@ -52,7 +73,7 @@ CACHE_KEY="$(
     } | sha256sum | cut -c1-16
 )"
 CACHE_DIR="$CACHE_ROOT/$CACHE_KEY"
-BIN="$CACHE_DIR/bin/versitygw"
+BIN="$CACHE_DIR/bin/$NAME"
 
 build() {
     [[ -f "$CACHE_DIR/bin/.complete" ]] && return 0
@@ -74,8 +95,8 @@ build() {
     log "building $MODULE@$VERSION ..."
     if ! (cd "$MODULE_DIR" && GOTOOLCHAIN=local GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false" \
         CGO_ENABLED=0 nice -n 10 go build -trimpath \
-        -ldflags "-s -w -X main.Version=$VERSION -X main.Build=$VERSION -X main.BuildTime=${when:-none}" \
-        -o "$tmp/" "$MODULE/cmd/versitygw") >>"$logf" 2>&1; then
+        -ldflags "-s -w $(version_flags "$VERSION" "${when:-none}")" \
+        -o "$tmp/" "$PACKAGE") >>"$logf" 2>&1; then
         fail build "$logf"
     fi
     rm -rf "$CACHE_DIR/bin"
@@ -84,13 +105,13 @@ build() {
     log "built in $((SECONDS - t0)) s: $BIN"
 }
 
-case "${1:-build}" in
+case "${2:-build}" in
 build)
     build
     printf '%s\n' "$BIN"
     ;;
 *)
-    log "usage: hack/versitygw.sh [build]"
+    log "usage: hack/gotool.sh $NAME [build]"
     exit 2
     ;;
 esac
