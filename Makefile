@@ -114,3 +114,15 @@ kind-up:
 
 kind-down:
 	hack/kind.sh down
+
+# serflow's images, each built FROM the local Python base by its digest in REGISTRY
+# (host[:port], where your cluster pulls from; `docker login` to it first), pushed as
+# REGISTRY/serflow/<name>:TAG, and printed as `NAME REFERENCE-BY-DIGEST`. The kind path
+# (hack/kind.sh load) runs the same script against the cluster's own registry.
+.PHONY: images
+TAG ?= local
+IMAGE_NAMES ?= operator worker fn envoy storage
+images:
+	@test -n "$(REGISTRY)" || { echo "make images: set REGISTRY=host[:port], the registry your cluster pulls from" >&2; exit 2; }
+	hack/docker.sh up
+	SERFLOW_IMAGE_TAG=$(TAG) hack/images.sh publish $(REGISTRY) $(IMAGE_NAMES)

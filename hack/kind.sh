@@ -20,6 +20,8 @@
 #                        on the local Debian base (the binary is cached outside the checkout)
 #   hack/kind.sh ref NAME [TAG]
 #                        print localhost:5001/serflow/NAME@sha256:... for the tag (local)
+#   hack/kind.sh digest NAME [TAG]
+#                        print only its sha256:... (for the chart's image.digest)
 #   hack/kind.sh knative Knative Serving (KNATIVE_SERVING_VERSION) built from its
 #                        modules, as local images, installed without a networking layer, with
 #                        init containers and PersistentVolumeClaims allowed in a Service's pods
@@ -1068,6 +1070,11 @@ ref)
     [[ -n "${2:-}" ]] || die "usage: $0 ref NAME [TAG]"
     do_ref "$2" "${3:-}"
     ;;
+digest)
+    [[ -n "${2:-}" ]] || die "usage: $0 digest NAME [TAG]"
+    ref="$(do_ref "$2" "${3:-}")"
+    echo "${ref#*@}"
+    ;;
 drops) do_drops ;;
 status)
     docker_ok && [[ -x "$BIN_DIR/kind" ]] && exists && node_ready
@@ -1078,7 +1085,7 @@ bin)
     echo "$BIN_DIR"
     ;;
 *)
-    echo "usage: $0 build|base|up|check|load [IMAGE...]|ref NAME [TAG]|knative|down|drops|status|env|bin" >&2
+    echo "usage: $0 build|base|up|check|load [IMAGE...]|ref NAME [TAG]|digest NAME [TAG]|knative|down|drops|status|env|bin" >&2
     exit 2
     ;;
 esac

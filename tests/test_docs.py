@@ -259,14 +259,24 @@ TRACED: tuple[Traced, ...] = (
     ),
     Traced(
         r"helm install serflow charts/serflow-operator -n serflow-system --create-namespace "
-        r"--set image\.repository=localhost/serflow/operator --set image\.tag=local "
-        r"--set image\.pullPolicy=Never --set resources\.requests\.cpu=20m",
+        r'--set image\.repository=localhost:5001/serflow/operator '
+        r"--set image\.digest=\$\(hack/kind\.sh digest operator\) --set resources\.requests\.cpu=20m",
         f"{KIND_E2E} (kind.install_operator)",
         (
             (KIND_E2E, "install_operator(cluster)"),
-            (KIND_PY, 'OPERATOR_REPOSITORY = "localhost/serflow/operator"'),
-            (KIND_PY, '"--set", "image.tag=local"'),
-            (KIND_PY, '"--set", "image.pullPolicy=Never", "--set", "resources.requests.cpu=20m"'),
+            (KIND_PY, 'REGISTRY = "localhost:5001"'),
+            (KIND_PY, 'OPERATOR_REPOSITORY = f"{REGISTRY}/serflow/operator"'),
+            (KIND_PY, '"--set", f"image.digest={reference(\'operator\').partition(\'@\')[2]}"'),
+            (KIND_PY, '"--set", "resources.requests.cpu=20m"'),
+        ),
+    ),
+    Traced(
+        r"make images REGISTRY=\S+",
+        "tests/kind (hack/kind.sh load runs the script this target runs, against the "
+        "cluster's own registry)",
+        (
+            ("Makefile", "hack/images.sh publish $(REGISTRY) $(IMAGE_NAMES)"),
+            ("hack/kind.sh", '"$HACK_DIR/images.sh" publish "$IMAGE_REGISTRY"'),
         ),
     ),
     Traced(

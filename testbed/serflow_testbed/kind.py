@@ -1,8 +1,9 @@
 """The kind path, as a user runs it: a real cluster in Docker (``hack/kind.sh``), Knative
-Serving, serflow's images built from its Dockerfiles and loaded into the nodes, the chart
-installed with ``helm``.
+Serving, serflow's images built from its Dockerfiles and pushed to the cluster's own OCI
+registry, which the nodes pull them from by digest, the chart installed with ``helm``.
 
-Everything is made by the repository's scripts from pinned sources; nothing is pulled.
+Everything is made by the repository's scripts from pinned sources; nothing is pulled
+from outside this machine.
 ``KindUnavailable`` says why the path cannot run on this machine (no engine can start, or
 the binaries cannot be built here); any other failure is an error.
 """
@@ -41,13 +42,46 @@ from serflow_testbed.harness import (
 KIND_SH = REPO / "hack" / "kind.sh"
 DOCKER_SH = REPO / "hack" / "docker.sh"
 IMAGES = ("operator", "worker", "fn", "envoy")
-"""The Dockerfiles built and loaded: ``Dockerfile.<name>``."""
-POOL_IMAGE = "localhost/serflow/worker:local"
-"""Images as ``hack/kind.sh load`` names them. Knative resolves tags to digests except for
-``dev.local`` (and a few others), so the functions use that name of the same image."""
-FUNCTION_IMAGE = "dev.local/serflow/fn:local"
-ENVOY_IMAGE = "localhost/serflow/envoy:local"
-OPERATOR_REPOSITORY = "localhost/serflow/operator"
+"""The Dockerfiles built and pushed: ``Dockerfile.<name>``."""
+REGISTRY = "localhost:5001"
+"""The kind cluster's registry as images name it (``hack/kind.sh``: 127.0.0.1:5001 here,
+the registry's container for the nodes)."""
+POOL_IMAGE = f"{REGISTRY}/serflow/worker:local"
+"""Images by the tags ``hack/kind.sh load`` pushes, as the examples name them; ``pinned``
+names them by digest, as the tests apply them."""
+FUNCTION_IMAGE = f"{REGISTRY}/serflow/fn:local"
+ENVOY_IMAGE = f"{REGISTRY}/serflow/envoy:local"
+OPERATOR_REPOSITORY = f"{REGISTRY}/serflow/operator"
+IMAGE_FIELDS = frozenset({"image", "functionImage", "storageImage"})
+"""Keys whose values are image references, in a SerflowInference and in a pod spec."""
+
+
+def reference(name: str, tag: str = "local") -> str:
+    """``localhost:5001/serflow/NAME@sha256:...``: the registry's image for the tag, by
+    digest (``hack/kind.sh ref``)."""
+    r = run_script(KIND_SH, "ref", name, tag, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"hack/kind.sh ref {name} {tag}: {_last_line(r.stderr)}")
+    return r.stdout.strip()
+
+
+def pinned(doc: Any) -> Any:
+    """``doc`` (a manifest, any nesting) with each image of the cluster's registry named by
+    digest instead of by tag: the nodes pull exactly what ``hack/kind.sh load`` built, and
+    Knative has no tag to resolve."""
+    prefix = f"{REGISTRY}/serflow/"
+    if isinstance(doc, dict):
+        out = {}
+        for k, v in doc.items():
+            if k in IMAGE_FIELDS and isinstance(v, str) and v.startswith(prefix) and "@" not in v:
+                name, _, tag = v.removeprefix(prefix).partition(":")
+                out[k] = reference(name, tag or "latest")
+            else:
+                out[k] = pinned(v)
+        return out
+    if isinstance(doc, list):
+        return [pinned(v) for v in doc]
+    return doc
 
 
 class KindUnavailable(RuntimeError):
@@ -60,7 +94,7 @@ def _last_line(stderr: str) -> str:
 
 
 class KindSession:
-    """The kind cluster with Knative Serving and serflow's images in its nodes, made or
+    """The kind cluster with Knative Serving and serflow's images in its registry, made or
     reused by ``hack/kind.sh``; ``down`` removes only what ``up`` started (the cluster, the
     Docker engine)."""
 
@@ -206,12 +240,14 @@ class Drops:
 
 
 def install_operator(cluster: Cluster) -> None:
-    """``helm upgrade --install`` of the chart with the locally built operator image (never
-    pulled), its CPU request lowered to fit the kind nodes, and wait for it to run."""
+    """``helm upgrade --install`` of the chart with the operator image ``hack/kind.sh load``
+    pushed, by digest, its CPU request lowered to fit the kind nodes, and wait for it to
+    run."""
     cluster.helm(
         "upgrade", "--install", RELEASE, str(CHART), "-n", SYSTEM_NS, "--create-namespace",
-        "--set", f"image.repository={OPERATOR_REPOSITORY}", "--set", "image.tag=local",
-        "--set", "image.pullPolicy=Never", "--set", "resources.requests.cpu=20m",
+        "--set", f"image.repository={OPERATOR_REPOSITORY}",
+        "--set", f"image.digest={reference('operator').partition('@')[2]}",
+        "--set", "resources.requests.cpu=20m",
         "--wait", "--timeout", "180s",
     )  # fmt: skip
 
@@ -268,17 +304,16 @@ def router_url(cluster: Cluster, namespace: str, name: str) -> str:
 # -- fetched artefacts (spec.model.storageUri) on kind --------------------------------
 
 STORAGE_IMAGES = ("storage", "versitygw")
-"""Loaded on demand (``load_images``): the storage initializer (Dockerfile.storage) and
-Versity's S3 gateway (hack/versitygw.sh's binary on the local Debian base)."""
-STORAGE_IMAGE = "dev.local/serflow/storage:local"
-"""The storage initializer as ``spec.model.storageImage`` names it: Knative resolves the
-tags of a function's init containers too, and skips ``dev.local``."""
-VERSITYGW_IMAGE = "localhost/serflow/versitygw:local"
+"""Pushed on demand (``load_images``): the storage initializer (Dockerfile.storage) and
+Versity's S3 gateway (``hack/gotool.sh versitygw``'s binary on the local Debian base)."""
+STORAGE_IMAGE = f"{REGISTRY}/serflow/storage:local"
+"""The storage initializer as ``spec.model.storageImage`` names it."""
+VERSITYGW_IMAGE = f"{REGISTRY}/serflow/versitygw:local"
 
 
 def load_images(*names: str) -> None:
-    """``hack/kind.sh load NAMES``: build and load images into the running cluster's nodes
-    (``KindUnavailable`` when one cannot be built here)."""
+    """``hack/kind.sh load NAMES``: build images and push them to the running cluster's
+    registry (``KindUnavailable`` when one cannot be built here)."""
     r = run_script(KIND_SH, "load", *names, timeout=5400)
     if r.returncode == BUILD_UNAVAILABLE:
         raise KindUnavailable(build_failure_reason(r.stderr))

@@ -47,6 +47,7 @@ from serflow_testbed.kind import (
     KindSession,
     KindUnavailable,
     install_operator,
+    pinned,
     router_url,
     wait_ready,
 )
@@ -203,7 +204,7 @@ def serve(a: argparse.Namespace, cluster: Cluster, m: dict[str, Any], counts: li
     watch: Watch | None = None
     try:
         t = time.monotonic()
-        cluster.apply([{**m, "metadata": {**m["metadata"], "namespace": ns}}])
+        cluster.apply(pinned([{**m, "metadata": {**m["metadata"], "namespace": ns}}]))
         how = ("the operator's Jobs profile the model on the cluster"
                if "fromJob" in spec["profile"] else "the calibrated profile inline")  # fmt: skip
         say(f"applied SerflowInference {ns}/{name} (expected rate {spec['traffic']['expectedRate']} "

@@ -42,6 +42,7 @@ from serflow_testbed.kind import (
     FUNCTION_POD,
     KindSession,
     install_operator,
+    pinned,
     router_url,
     status_of,
     wait_ready,
@@ -162,7 +163,7 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
     # Hybrid only: at these rates the configurator would pick IaaS (the digits model is too
     # fast for a head/tail split to pay); this exercises the pool head and function tail.
     doc["spec"]["pools"] = ["hybrid"]
-    sfi.cluster.apply([{**doc, "metadata": {**doc["metadata"], "namespace": sfi.namespace}}])
+    sfi.cluster.apply(pinned([{**doc, "metadata": {**doc["metadata"], "namespace": sfi.namespace}}]))
 
     # Profiled on the cluster by the operator's Jobs, planned, Ready: as `kubectl wait` sees
     # it (after failing at once on a condition that says the spec cannot be served).

@@ -56,6 +56,7 @@ from serflow_testbed.kind import (
     install_operator,
     kind_env,
     load_images,
+    pinned,
     port_forward,
     router_url,
     status_of,
@@ -76,8 +77,8 @@ a user's would be, profiled by the operator's Job on the function size it serves
 held-out rows, by raw ``/infer`` and by gRPC (tritonclient)."""
 S3_PORT, REGION = 7070, "us-east-1"
 KEY, SECRET = "serflow-kind-key", "serflow-kind-secret-0123456789"
-UPLOADER_IMAGE = "localhost/serflow/storage:local"
-"""Any image on the control plane with tar (kubectl cp) serves; this one is loaded here."""
+UPLOADER_IMAGE = STORAGE_IMAGE
+"""Any image with tar (kubectl cp) serves; this one is pushed here."""
 
 
 def say(msg: str) -> None:
@@ -205,7 +206,6 @@ def _versitygw(ns: str) -> list[dict[str, Any]]:
                     "containers": [{
                         "name": "versitygw",
                         "image": VERSITYGW_IMAGE,
-                        "imagePullPolicy": "Never",
                         "args": ["--port", f":{S3_PORT}", "--region", REGION, "--quiet",
                                  "posix", "--sidecar", "/data/meta", "/data/root"],
                         "envFrom": [{"secretRef": {"name": "versitygw-root"}}],
@@ -273,7 +273,6 @@ def _uploader(ns: str) -> dict[str, Any]:
             "containers": [{
                 "name": "uploader",
                 "image": UPLOADER_IMAGE,
-                "imagePullPolicy": "Never",
                 "command": ["sleep", "600"],
                 "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False,
                                     "readOnlyRootFilesystem": True,
@@ -482,8 +481,8 @@ def store(kind: Cluster, session: KindSession,
     shared = kind_env()["SERFLOW_KIND_SHARED"]
     try:
         t1 = time.monotonic()
-        kind.apply([*(dict(d, metadata={**d["metadata"], "namespace": ns})
-                      for d in _versitygw(ns)), *_claim(ns, shared), _uploader(ns)])  # fmt: skip
+        kind.apply(pinned([*(dict(d, metadata={**d["metadata"], "namespace": ns})
+                             for d in _versitygw(ns)), *_claim(ns, shared), _uploader(ns)]))  # fmt: skip
         # The PersistentVolumeClaim: through a pod that mounts it.
         s.kubectl("wait", "--for=condition=Ready", "pod/uploader", "--timeout=120s")
         s.kubectl("exec", "uploader", "--", "mkdir", "-p", f"/mnt/claim/{FOLDER.rsplit('/', 1)[0]}")
@@ -502,9 +501,9 @@ def store(kind: Cluster, session: KindSession,
                 put(f"{BUCKET}/{SEQ_PREFIX}/{f.name}", f.read_bytes())
         say(f"versitygw up, artefact in the claim and the bucket: {time.monotonic() - t1:.0f} s")
         # Profiled by Jobs on both nodes: started now, it runs while the other tests do.
-        kind.apply([_sfi(s, PVC_NAME, f"pvc://{CLAIM}/{FOLDER}", digest=digest,
+        kind.apply(pinned([_sfi(s, PVC_NAME, f"pvc://{CLAIM}/{FOLDER}", digest=digest,
                          profile={"fromJob": {"taus": [tau]}}, pools=["hybrid"], instances=True,
-                         min_instances=1)])  # fmt: skip
+                         min_instances=1)]))  # fmt: skip
         yield s
     finally:
         kind.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -517,8 +516,8 @@ def test_a_wrong_digest_is_not_served(store: Store) -> None:
     profile = json.loads(json.dumps(s.profile))
     profile["inline"]["fingerprint"]["artefactDigest"] = wrong
     t0 = time.monotonic()
-    s.cluster.apply([_sfi(s, WRONG_NAME, f"s3://{BUCKET}/{PREFIX}", digest=wrong, profile=profile,
-                          pools=["faas"], instances=False)])  # fmt: skip
+    s.cluster.apply(pinned([_sfi(s, WRONG_NAME, f"s3://{BUCKET}/{PREFIX}", digest=wrong, profile=profile,
+                          pools=["faas"], instances=False)]))  # fmt: skip
 
     def mismatch() -> dict[str, Any] | None:
         conds = {c["type"]: c for c in status_of(s.cluster, s.namespace, WRONG_NAME).get(
@@ -550,8 +549,8 @@ def _faas_from_s3(s: Store, name: str, prefix: str, model: str, digest: str,
     """Apply a FaaS object serving ``s3://BUCKET/prefix``, wait for Ready; its status, once
     every storage initializer of it said it fetched ``model`` at ``digest``."""
     t0 = time.monotonic()
-    s.cluster.apply([_sfi(s, name, f"s3://{BUCKET}/{prefix}", digest=digest, profile=profile,
-                          pools=["faas"], instances=False, tau=tau)])  # fmt: skip
+    s.cluster.apply(pinned([_sfi(s, name, f"s3://{BUCKET}/{prefix}", digest=digest, profile=profile,
+                          pools=["faas"], instances=False, tau=tau)]))  # fmt: skip
     st = wait_ready(s.cluster, s.namespace, name, timeout=timeout)
     say(f"{name}: Ready {time.monotonic() - t0:.0f} s after apply; plan {_plan(st)}")
     assert st["plan"]["pool"] == "faas", st["plan"]

@@ -21,7 +21,7 @@ import yaml
 
 from serflow.k8s.crd import FINALIZER
 from serflow_testbed.harness import RELEASE, SYSTEM_NS, Cluster, wait_for
-from serflow_testbed.kind import KindSession, install_operator
+from serflow_testbed.kind import KindSession, install_operator, pinned
 
 pytestmark = pytest.mark.kind
 
@@ -42,7 +42,7 @@ def test_uninstall_releases_live_objects(session: KindSession) -> None:
     doc = yaml.safe_load(EXAMPLE.read_text())
     name = doc["metadata"]["name"]
     doc["metadata"]["namespace"] = ns
-    cluster.apply([doc])
+    cluster.apply(pinned([doc]))
 
     # The operator has taken it up: its finalizer on it and a child made (the router).
     def taken_up() -> bool:
