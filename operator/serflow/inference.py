@@ -101,6 +101,12 @@ class RoutingSpec:
     """Explicit stats endpoints (default: the Envoy pods' stats port)."""
     stat_prefix: str = wire.STAT_PREFIX
     """Envoy HTTP stat prefix whose downstream_rq_total counts this object's requests."""
+    sync_image: str = wire.OPERATOR_IMAGE
+    """The image of the router's route-sync sidecar: the operator's own (not in the
+    object's spec: the operator sets it, ``controller.routes.with_route_sync``)."""
+    routes_url: str = ""
+    """Where the router's pods reach the operator's route server ('' : they follow the
+    ConfigMap alone; set by the operator, like ``sync_image``)."""
 
 
 @dataclass(frozen=True)

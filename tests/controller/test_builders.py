@@ -221,6 +221,56 @@ def test_envoy_counts_under_the_specs_stat_prefix_on_the_wire_ports(prefix: str 
     assert spill["ports"] == [{"containerPort": wire.FUNCTION_PORT}]
 
 
+def test_the_routers_sidecar_hands_envoy_its_route_from_the_operator() -> None:
+    """Envoy watches an emptyDir the route-sync sidecar writes (first from the ConfigMap,
+    by an init container, then from the operator's route server), read-only for Envoy; the
+    sidecar runs the operator's image under the restricted profile with bounded resources,
+    and no container of the router has a token or writes anything else."""
+    from dataclasses import replace
+
+    m, w, cand = _plan(PoolKind.IAAS)
+    inf = parse_inference(m["spec"], "vgg")
+    told = replace(inf, routing=replace(inf.routing, sync_image="reg/op:7",
+                                        routes_url="http://op.sys.svc:8081/"))  # fmt: skip
+    objs = _by_kind(builders.children(OWNER, told, w, cand, 1, 500))
+    boot = yaml.safe_load(objs[("ConfigMap", "vgg-envoy")]["data"]["envoy.yaml"])
+    listeners = {li["name"]: li for li in boot["static_resources"]["listeners"]}
+    hcm = listeners["ingress"]["filter_chains"][0]["filters"][0]["typed_config"]
+    source = hcm["rds"]["config_source"]["path_config_source"]
+    assert source == {"path": f"{builders.ROUTE_DIR}/{envoy.ROUTE_FILE}",
+                      "watched_directory": {"path": builders.ROUTE_DIR}}  # fmt: skip
+    pod = objs[("Deployment", "vgg-envoy")]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (init,) = pod["initContainers"]
+    envoy_c, sync = pod["containers"]
+    cm_route = f"{builders.ENVOY_DIR}/{envoy.ROUTE_FILE}"
+    assert init["args"] == ["--from", cm_route, "--to", builders.ROUTE_DIR, "--once"]
+    assert sync["args"] == ["--from", cm_route, "--to", builders.ROUTE_DIR,
+                            "--url", "http://op.sys.svc:8081/routes/ns1/vgg"]  # fmt: skip
+    for c in (init, sync):
+        assert c["image"] == "reg/op:7"
+        assert c["command"] == ["python", "-m", "serflow.routesync"]
+        assert c["securityContext"] == envoy_c["securityContext"]
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["resources"]["limits"]["memory"] == "64Mi"
+        assert {"name": "route", "mountPath": builders.ROUTE_DIR} in c["volumeMounts"]
+    assert {"name": "route", "mountPath": builders.ROUTE_DIR, "readOnly": True} in (
+        envoy_c["volumeMounts"]
+    )
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["route"] == {"name": "route", "emptyDir": {"sizeLimit": "4Mi"}}
+    # Without a route server the sidecar follows the ConfigMap alone; by default it runs
+    # the chart's default operator image.
+    plain = _by_kind(builders.children(OWNER, inf, w, cand, 1, 500))
+    sync = plain[("Deployment", "vgg-envoy")]["spec"]["template"]["spec"]["containers"][1]
+    assert "--url" not in sync["args"] and sync["image"] == wire.OPERATOR_IMAGE
+    # The route the server hands out is the ConfigMap's, and only a router's ConfigMap has one.
+    cm = objs[("ConfigMap", "vgg-envoy")]
+    assert builders.router_route(cm) == cm["data"][envoy.ROUTE_FILE]
+    assert builders.router_route({**cm, "metadata": {"labels": {}}}) is None
+    assert builders.router_route(objs[("Deployment", "vgg-envoy")]) is None
+
+
 def test_profiler_jobs_one_per_config() -> None:
     m = manifest()
     m["spec"]["profile"] = {"fromJob": {"taus": [0.5, 0.9]}}

@@ -20,6 +20,7 @@ from kubernetes import client, config
 
 import serflow.controller.handlers as handlers
 import serflow.controller.planning as planning
+import serflow.controller.routes as routes
 import serflow.policy.configurator as configurator
 from serflow.controller.decide import (
     Decision,
@@ -32,7 +33,7 @@ from serflow.controller.epoch import Clock, apply_children, install, run_epoch
 from serflow.controller.kube import Kube
 from serflow.controller.planning import ChosenPlan, Placement
 from serflow.inference import parse_inference
-from serflow.k8s import builders
+from serflow.k8s import builders, envoy
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 from serflow.policy.configurator import PoolKind
 from serflow.policy.monitor import TrafficEstimate, observe
@@ -45,7 +46,6 @@ from serflow.status import (
     SampleKind,
     decode_conditions,
 )
-from serflow_testbed.harness import wait_for
 from tests.controller.manifests import manifest
 
 pytestmark = pytest.mark.cluster
@@ -244,14 +244,9 @@ def test_one_epoch_reads_only_its_children_and_plans_nothing(
     # became ready meanwhile), and its events.
     applied = [("PATCH", _path(o, ns)) for o in d.apply]
     events = [("POST", f"/api/v1/namespaces/{ns}/events")] * len(d.events)
-    # A new route: the router's pods listed and annotated (the kubelet then writes the
-    # route file into them at once); no route, no pod call.
-    pod_calls = [c for c in bed.requests.calls if c[1].startswith(f"/api/v1/namespaces/{ns}/pods")]
-    if any(builders.route_nudge(o) for o in d.apply):
-        assert pod_calls[0] == ("GET", f"/api/v1/namespaces/{ns}/pods")
-        assert all(c[0] == "PATCH" for c in pod_calls[1:]), pod_calls
-    else:
-        assert not pod_calls, pod_calls
+    # No pod is read or written: a new route reaches the routers through the route server.
+    pod_calls = [c for c in bed.requests.calls if "/pods" in c[1]]
+    assert not pod_calls, pod_calls
     assert sorted(bed.requests.calls) == sorted(
         [
             ("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}-pool"),
@@ -272,7 +267,6 @@ def test_one_epoch_reads_only_its_children_and_plans_nothing(
             ("PATCH", f"{own}/status"),
             *applied,
             *events,
-            *pod_calls,
         ]
     )
 
@@ -487,24 +481,34 @@ def test_an_epoch_on_an_older_view_does_not_undo_a_newer_condition(bed: Bed) -> 
     assert kinds["Configured"] == refused
 
 
-def test_a_new_route_is_pushed_into_the_routers_pods(bed: Bed) -> None:
-    """The kubelet refreshes a mounted ConfigMap only on its periodic sync (a minute) or
-    when the pod changes: after the route file changes, the router's pods are annotated
-    with its hash."""
+def test_a_new_route_is_served_to_the_routers_at_once_and_no_pod_is_written(bed: Bed) -> None:
+    """The kubelet refreshes a mounted ConfigMap only on its periodic sync (a minute): the
+    route the operator applies is what its route server hands the routers' sidecars from
+    then on, and no pod is written. After a restart (nothing published yet) an epoch
+    publishes the route it reads back; once the object's daemon stops, none is served."""
     owner = bed.plan.owner
-    core = client.CoreV1Api(bed.kube.api)
-    sel = ",".join(f"{k}={v}" for k, v in builders.labels(owner, "router").items())
-
-    def pods() -> list[Any]:
-        return list(core.list_namespaced_pod(owner.namespace, label_selector=sel).items)
-
-    assert wait_for("the router's pods", pods, 60)
-    for weight in (1000, 250):
-        (cm,) = [
-            o for o in bed.plan.children(bed.placed.desired, weight) if o["kind"] == "ConfigMap"
-        ]
-        apply_children(bed.kube, bed.plan, [cm])
-        nudge = builders.route_nudge(cm)
-        assert nudge is not None
-        for pod in pods():
-            assert (pod.metadata.annotations or {}).items() >= nudge.items(), pod.metadata.name
+    routes.ROUTES.open(owner.namespace, owner.name)
+    try:
+        bed.requests.calls.clear()
+        for weight in (1000, 250):
+            (cm,) = [
+                o for o in bed.plan.children(bed.placed.desired, weight) if o["kind"] == "ConfigMap"
+            ]
+            apply_children(bed.kube, bed.plan, [cm])
+            served = routes.ROUTES.get(owner.namespace, owner.name)
+            assert served is not None and served[1] == builders.router_route(cm)
+            assert json.loads(served[1])["resources"][0]["virtual_hosts"]
+        assert not [c for c in bed.requests.calls if "/pods" in c[1]], bed.requests.calls
+        # A restarted operator (or one taking over): the epoch reads the route back.
+        routes.ROUTES.forget(owner.namespace, owner.name)
+        routes.ROUTES.open(owner.namespace, owner.name)
+        bed.epoch(1.0, 0)
+        served = routes.ROUTES.get(owner.namespace, owner.name)
+        stored = bed.kube.configmap_data(owner.namespace, builders.Names(owner.name).envoy)
+        assert served is not None and stored is not None
+        assert served[1] == stored[envoy.ROUTE_FILE]
+    finally:
+        routes.ROUTES.forget(owner.namespace, owner.name)
+    # Stopped here: an epoch still under way publishes nothing.
+    apply_children(bed.kube, bed.plan, [cm])
+    assert routes.ROUTES.get(owner.namespace, owner.name) is None

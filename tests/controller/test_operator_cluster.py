@@ -691,8 +691,10 @@ CAN = [
     ("list", "pods", True),
     ("get", "pods/log", True),
     ("create", "pods", False),
-    ("patch", "pods", True),  # the router's pods, to refresh their route file at once
+    ("patch", "pods", False),  # a new route reaches the routers through their sidecars
+    ("update", "pods", False),
     ("delete", "pods", False),
+    ("create", "pods/exec", False),
     ("create", "jobs.batch", True),
     ("create", "events", True),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),

@@ -68,11 +68,18 @@ def test_one_replica_works_and_the_other_takes_over(
     kc = sa_kubeconfig(cluster, tmp_path / "sa", 900)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
+    route_ports: dict[str, int] = {}
     def start(who: str, priority: int) -> None:
         logs[who] = tmp_path / f"{who}.log"
         argv = [*operator_argv(ns), f"--peering={PEERING}", f"--priority={priority}"]
-        procs[who] = subprocess.Popen(argv, env={**os.environ, **operator_env(kc)},
+        env = operator_env(kc)
+        route_ports[who] = int(env["SERFLOW_ROUTES_PORT"])
+        procs[who] = subprocess.Popen(argv, env={**os.environ, **env},
                                       stdout=logs[who].open("ab"), stderr=subprocess.STDOUT)  # fmt: skip
+
+    def route(who: str) -> int:
+        """What the replica's route server answers for the object's route."""
+        return _route_status(route_ports[who], ns, "peered")
 
     try:
         # As a rolling update brings a replica up beside one that works.
@@ -92,6 +99,9 @@ def test_one_replica_works_and_the_other_takes_over(
         # kopf starts a peered replica paused; it stays so while a higher priority works
         second = logs["second"].read_text()
         assert resumed not in second and "[peered]" not in second, second[-2000:]
+        # Only the replica that works serves the router's route; the other answers 404
+        # (the router's sidecar then asks again, or follows its ConfigMap).
+        assert (route("first"), route("second")) == (200, 404)
         # The first is lost as with its node: no goodbye, its record only goes stale.
         procs["first"].send_signal(signal.SIGKILL)
         procs["first"].wait()
@@ -101,6 +111,7 @@ def test_one_replica_works_and_the_other_takes_over(
                  timeout=PEERING_LIFETIME_S * 3 + 30, every=1)  # fmt: skip
         took = time.monotonic() - lost
         assert resumed in logs["second"].read_text()
+        assert route("second") == 200  # its epochs read the route back from the ConfigMap
         print(f"taken over {took:.1f} s after the first replica was lost "
               f"(peering lifetime {PEERING_LIFETIME_S} s)")  # fmt: skip
     finally:
@@ -109,6 +120,19 @@ def test_one_replica_works_and_the_other_takes_over(
                 stop_process(p, 30)
         for who, log in logs.items():
             print(f"--- {who}\n{log.read_text()[-2500:]}")
+
+
+def _route_status(port: int, ns: str, name: str) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", f"/routes/{ns}/{name}")
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
 
 
 def test_the_chart_peers_its_replicas(cluster: Cluster) -> None:
@@ -132,3 +156,26 @@ def test_the_chart_peers_its_replicas(cluster: Cluster) -> None:
     scoped = [d for d in rendered("watchAllNamespaces=false", "watchNamespaces={a,b}")
               if d["kind"] == "KopfPeering"]  # fmt: skip
     assert sorted(d["metadata"]["namespace"] for d in scoped) == ["a", "b"]
+
+
+def test_the_chart_tells_the_operator_its_image_and_route_server(cluster: Cluster) -> None:
+    """The routers' route-sync sidecars run the operator's own image and reach its route
+    server through a Service of the chart, on the port the operator binds."""
+    import yaml
+
+    out = cluster.helm("template", "r", "charts/serflow-operator", "-n", "ops",
+                       "--set", "image.repository=reg/op", "--set", "image.tag=7").stdout  # fmt: skip
+    docs = {d["kind"]: d for d in yaml.safe_load_all(out) if d}
+    (op,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in op["env"]}
+    assert env["SERFLOW_OPERATOR_IMAGE"] == op["image"] == "reg/op:7"
+    assert env["SERFLOW_ROUTES_URL"] == f"http://r-serflow-operator.ops.svc:{env['SERFLOW_ROUTES_PORT']}"
+    assert env["SERFLOW_ROUTES_ADDR"] == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in op["ports"]}
+    assert str(ports["routes"]) == env["SERFLOW_ROUTES_PORT"]
+    svc = docs["Service"]
+    assert svc["metadata"]["name"] == "r-serflow-operator"
+    assert svc["spec"]["ports"] == [{"name": "routes", "port": ports["routes"], "targetPort": "routes"}]
+    labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert "ValidatingAdmissionPolicy" not in docs

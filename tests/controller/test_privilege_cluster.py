@@ -94,7 +94,6 @@ WRITES = [
     ("patch", "networkpolicies.networking.k8s.io"),
     ("patch", "poddisruptionbudgets.policy"),
     ("create", "jobs.batch"),
-    ("patch", "pods"),
     ("create", "events"),
     ("patch", "serflowinferences.serflow.io"),
 ]
@@ -219,48 +218,44 @@ def test_namespaced_operator_configures_its_object(
         print(log.read_text()[-3000:])
 
 
-ROUTE_KEY = "serflow.io/route-sha256"
+POD_WRITES = [
+    (verb, res)
+    for res in ("pods", "pods/exec", "pods/attach", "pods/portforward", "pods/ephemeralcontainers",
+                "pods/eviction", "pods/binding", "pods/status")
+    for verb in ("create", "update", "patch", "delete", "deletecollection")
+]  # fmt: skip
+"""Every way to write a pod, or to run code in one."""
 
 
-def _pod(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": labels, "annotations": {ROUTE_KEY: "a", "x": "1"}},
-        "spec": {"containers": [{"name": "c", "image": "envoy:1"}]},
-    }  # fmt: skip
+def _can_i_list(cluster: Cluster, who: str, *where: str) -> str:
+    r = cluster.kubectl("auth", "can-i", "--list", *where, "--as", who)
+    return str(r.stdout)
 
 
-def test_the_operator_may_change_only_the_route_annotation_of_its_router_pods(
-    cluster: Cluster, installs: Installs, tmp_path: Path
-) -> None:
-    """RBAC grants patch on pods (the route nudge); the chart's admission policy narrows it,
-    on the API server, to that one annotation of serflow's router pods: an image, a label,
-    another annotation, or any other pod is refused."""
-    from kubernetes import client
-
-    from serflow.k8s.router import ROUTE_HASH_ANNOTATION
-
-    assert ROUTE_HASH_ANNOTATION == ROUTE_KEY  # the policy names it
-    ns = installs.unwatched
-    router = {"app.kubernetes.io/managed-by": "serflow", "app.kubernetes.io/component": "router",
-              "app.kubernetes.io/instance": "pp", "app.kubernetes.io/name": "serflow"}  # fmt: skip
-    for name, labels in (("pp-envoy", router), ("someone-else", {"app": "db"})):
-        cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(_pod(name, labels)))
-    api = config.new_client_from_config(str(sa_kubeconfig(cluster, tmp_path / "sa", 600)))
-    core = client.CoreV1Api(api)
-    # What the operator does (Kube.annotate_pods): allowed.
-    Kube(api).annotate_pods(ns, {"app.kubernetes.io/component": "router"}, {ROUTE_KEY: "b"})
-    got = json.loads(cluster.kubectl("get", "pod", "pp-envoy", "-n", ns, "-o", "json").stdout)
-    assert got["metadata"]["annotations"][ROUTE_KEY] == "b"
-    refused = [
-        ("pp-envoy", {"spec": {"containers": [{"name": "c", "image": "evil:1"}]}}, "only the"),
-        ("pp-envoy", {"metadata": {"annotations": {"x": "2"}}}, "only the"),
-        ("pp-envoy", {"metadata": {"labels": {"app.kubernetes.io/component": "x"}}}, "only the"),
-        ("someone-else", {"metadata": {"annotations": {ROUTE_KEY: "b"}}}, "only its router pods"),
-    ]
-    for name, body, said in refused:
-        with pytest.raises(ApiException) as e:
-            core.patch_namespaced_pod(name, ns, body)
-        assert e.value.status in (403, 422) and said in str(e.value.body), (name, body, e.value.body)
-    # Anyone else (here the admin) is not narrowed by it.
-    cluster.kubectl("annotate", "pod", "someone-else", "-n", ns, "x=3", "--overwrite")
+def test_the_default_install_writes_no_pod_anywhere(cluster: Cluster, installs: Installs) -> None:
+    """The default install (cluster-wide) may not write a pod in any namespace, nor exec,
+    attach or evict one: changing a pod's image is running code in its namespace. A new
+    route reaches the routers through their route-sync sidecars, not through their pods.
+    The can-i table of its ServiceAccount is printed, in a namespace it does not own."""
+    wide = f"system:serviceaccount:{SYSTEM_NS}:{SA}"
+    table = _can_i_list(cluster, wide, "-n", installs.unwatched)
+    print(f"kubectl auth can-i --list -n {installs.unwatched} --as {wide}\n{table}")
+    rows = [line.split() for line in table.splitlines()[1:] if line.strip()]
+    on_pods = [r for r in rows if r[0] == "pods" or r[0].startswith("pods/")]
+    assert on_pods, table  # it does read them (the stats listeners, the Jobs' logs)
+    for row in on_pods:
+        verbs = set(row[-1].strip("[]").split())
+        assert verbs <= {"get", "list", "watch"}, row
+    wrong = []
+    for verb, res in POD_WRITES:
+        name, _, sub = res.partition("/")
+        extra = [f"--subresource={sub}"] if sub else []
+        for where in (["--all-namespaces"], ["-n", installs.unwatched], ["-n", "kube-system"]):
+            r = cluster.kubectl("auth", "can-i", verb, name, *extra, *where, "--as", wide,
+                                check=False)  # fmt: skip
+            if r.stdout.strip() != "no":
+                wrong.append(f"{verb} {res} {' '.join(where)}: {r.stdout.strip()}")
+    assert not wrong, wrong
+    # Nor does the chart install an admission policy to narrow a pod write.
+    got = cluster.kubectl("get", "validatingadmissionpolicies", "-o", "name", check=False)
+    assert "serflow" not in got.stdout, got.stdout

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serflow import wire
-from serflow.controller import metrics
+from serflow.controller import metrics, routes
 from serflow.controller.decide import (
     ChosenPlan,
     Decision,
@@ -88,18 +88,23 @@ def replaced(obj: Mapping[str, Any]) -> Event:
 def apply_children(
     kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]]
 ) -> list[Event]:
-    """Apply children (recreating one whose immutable field changed); after the router's
-    ConfigMap, annotate the router's pods so that the kubelet writes the new route file
-    into them now rather than at its next periodic sync."""
+    """Apply children (recreating one whose immutable field changed); once the router's
+    ConfigMap is applied, its route is what the route server hands the router's pods (the
+    kubelet would write it into them only at its next periodic sync)."""
     events = []
     for obj in children:
         if kube.apply_or_replace(obj):
             events.append(replaced(obj))
-        nudge = builders.route_nudge(obj)
-        if nudge is not None:
-            owner = plan.owner
-            kube.annotate_pods(owner.namespace, builders.labels(owner, "router"), nudge)
+        publish_route(plan, obj)
     return events
+
+
+def publish_route(plan: ChosenPlan, obj: Mapping[str, Any] | None) -> None:
+    """When ``obj`` is the router's ConfigMap (as applied or as read), its route is the
+    object's route now."""
+    route = None if obj is None else builders.router_route(obj)
+    if route is not None:
+        routes.ROUTES.publish(plan.owner.namespace, plan.owner.name, route)
 
 
 def install(kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]]) -> list[Event]:
@@ -154,7 +159,11 @@ def run_epoch(
     generation: int = 0,
 ) -> tuple[Decision, bool]:
     """Gather, decide, execute; the decision's state is the next epoch's. Also whether
-    its status was written (see ``execute``)."""
+    its status was written (see ``execute``). The router's ConfigMap as read is its route
+    until this epoch applies another (after a restart or a take-over, the route server
+    knows it from here)."""
     obs = gather(kube, plan, clock, conditions, generation)
+    for child in obs.children.values():
+        publish_route(plan, child)
     decision = decide(state, obs, plan)
     return decision, execute(kube, plan, decision, obs.wall, seen)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import kopf
 import yaml
 
-from serflow.controller import metrics
+from serflow.controller import metrics, routes
 from serflow.controller.decide import EpochState, Event, epoch_state_from_status
 from serflow.controller.epoch import Clock, install, run_epoch, utc_now
 from serflow.controller.kube import Kube, load_config, shared_kube
@@ -102,6 +102,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.scanning.disabled = True
     load_config()
     metrics.serve()
+    routes.serve()
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def reconcile(
         kube.patch_status(namespace, name, encode(written))
 
     try:
-        inf = parse_inference(spec, name)
+        inf = routes.with_route_sync(parse_inference(spec, name))
         if inf.profile_source is ProfileSource.JOB:
             start_profiling(kube, owner, inf, spec.get("prices"))
         inputs = read_inputs(kube, namespace, inf, spec)
@@ -289,6 +290,24 @@ async def epoch_loop(
     """
     # Async, with the blocking API calls in worker threads: a sync daemon would hold one
     # of kopf's executor threads for the object's whole life and starve the others.
+    routes.ROUTES.open(str(meta.get("namespace")), str(meta.get("name")))
+    try:
+        await _epochs(stopped, body, spec, status, meta, memo, logger)
+    finally:
+        # The object deleted, or this replica paused (another works now): its route is no
+        # longer this process's to serve.
+        routes.ROUTES.forget(str(meta.get("namespace")), str(meta.get("name")))
+
+
+async def _epochs(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    logger: Logger,
+) -> None:
     kube = shared_kube()
     state: EpochState | None = None
     used: Placement | None = None

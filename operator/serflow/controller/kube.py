@@ -255,23 +255,6 @@ class Kube:
         )
         client.CoreV1Api(self.api).create_namespaced_event(namespace, event)
 
-    def annotate_pods(
-        self, namespace: str, selector: Mapping[str, str], annotations: Mapping[str, str]
-    ) -> None:
-        """Set annotations on the pods these labels select (a pod gone meanwhile is fine)."""
-        core = client.CoreV1Api(self.api)
-        body = {"metadata": {"annotations": dict(annotations)}}
-        for pod in core.list_namespaced_pod(
-            namespace, label_selector=label_selector(selector)
-        ).items:
-            if pod.metadata is None or not pod.metadata.name:
-                continue
-            try:
-                core.patch_namespaced_pod(pod.metadata.name, namespace, body)
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-
     def pod_ips(self, namespace: str, selector: Mapping[str, str]) -> dict[str, str]:
         pods = client.CoreV1Api(self.api).list_namespaced_pod(
             namespace, label_selector=label_selector(selector)

@@ -6,7 +6,8 @@ The children are built by one module per child kind, each a pure function of its
 - ``naming``: the owner reference, the children's names, labels and metadata;
 - ``pool``: the node pool's Deployment and its headless Service;
 - ``functions``: the function stages' Knative Services and where each is reached;
-- ``router``: Envoy's ConfigMap (bootstrap and route file), Deployment and Service;
+- ``router``: Envoy's ConfigMap (bootstrap and route file), Deployment (with the
+  route-sync sidecar) and Service;
 - ``policies``: the NetworkPolicies;
 - ``timeouts`` and ``pods``: the request-time budget and the pods' shared parts.
 
@@ -55,13 +56,13 @@ from serflow.k8s.pool import POOL_TAINT_KEY, POOL_TOLERATIONS, pool_deployment, 
 from serflow.k8s.router import (
     BOOTSTRAP_HASH_ANNOTATION,
     ENVOY_DIR,
-    ROUTE_HASH_ANNOTATION,
+    ROUTE_DIR,
     envoy_bootstrap,
     envoy_configmap,
     envoy_deployment,
     envoy_service,
-    route_nudge,
     router_disruption_budget,
+    router_route,
 )
 from serflow.k8s.storage import artefact_args
 from serflow.k8s.timeouts import (
@@ -87,7 +88,7 @@ __all__ = [
     "POOL_TOLERATIONS",
     "QUEUE_PROXY_METRICS_PORT",
     "QUEUE_PROXY_PORTS",
-    "ROUTE_HASH_ANNOTATION",
+    "ROUTE_DIR",
     "STATS_PORT",
     "FunctionTarget",
     "Names",
@@ -111,8 +112,8 @@ __all__ = [
     "pool_deployment",
     "pool_service",
     "revision_name",
-    "route_nudge",
     "router_disruption_budget",
+    "router_route",
     "router_timeout_s",
     "service_host",
     "spill_target",
@@ -121,7 +122,8 @@ __all__ = [
     "threads_for",
 ]
 """Every public name this module held before the split into one module per child kind
-(``envoy``, the renderer, and ``STATS_PORT``, which the operator scrapes, among them)."""
+(``envoy``, the renderer, and ``STATS_PORT``, which the operator scrapes, among them), but
+the route annotation on the router's pods, which is gone (``router_route`` instead)."""
 
 
 def children(

@@ -1,5 +1,5 @@
 """The one Envoy renderer (DESIGN.md section 4, Routing): pure functions, no I/O but
-``write_route_file``.
+``write_route_file`` and ``write_route_text``.
 
 Fixed cluster names; the upstream addresses and the pool's weight are parameters.
 
@@ -493,15 +493,21 @@ def route_file_text(pool_weight: int, version: str, **kw: Any) -> str:
 
 def write_route_file(route_dir: str | Path, pool_weight: int, version: str, **kw: Any) -> Path:
     """Swap the route file atomically (temp file + rename in the watched directory)."""
+    return write_route_text(route_dir, route_file_text(pool_weight, version, **kw))
+
+
+def write_route_text(route_dir: str | Path, text: str) -> Path:
+    """Put ``text`` in the directory's route file by a rename: Envoy, watching the
+    directory, reads the whole new file or the old one, never a half-written one."""
     d = Path(route_dir)
     d.mkdir(parents=True, exist_ok=True)
-    text = route_file_text(pool_weight, version, **kw)
     fd, tmp = tempfile.mkstemp(prefix=".route-", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # Envoy may run as another user than the writer
         os.replace(tmp, d / ROUTE_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,5 +1,5 @@
-"""The router: Envoy's ConfigMap (bootstrap and route file), its Deployment and Service,
-and the pod annotations that make a new route or bootstrap take effect.
+"""The router: Envoy's ConfigMap (bootstrap and route file), its Deployment (Envoy and the
+route-sync sidecar that hands it a new route at once) and Service.
 
 Envoy splits each request between the pool and the spill function; the spill's target
 comes from ``functions``, the bounds from ``timeouts``, the Envoy documents themselves
@@ -22,16 +22,24 @@ from serflow.k8s.naming import COMPONENT_LABEL, Names, Owner, labels, meta, serv
 from serflow.k8s.pods import CONTAINER_SECURITY
 from serflow.k8s.timeouts import pool_attempt_timeout_s, router_timeout_s
 from serflow.policy.configurator import Candidate
-from serflow.wire import ENVOY_PORT, SERVICE_PORT, STATS_PORT, WORKER_PORT
+from serflow.wire import ENVOY_PORT, ROUTES_PATH, SERVICE_PORT, STATS_PORT, WORKER_PORT
 
 ENVOY_DIR = "/etc/envoy"
-"""Where the router's ConfigMap is mounted: Envoy reads its bootstrap and watches the
-route file there."""
-
-ROUTE_HASH_ANNOTATION = "serflow.io/route-sha256"
-"""Set on the router's pods after each change of the route file: the kubelet refreshes a
-mounted ConfigMap only on its periodic sync (measured on kind: 62 s), or at once when the
-pod changes (0.9 s). A route a minute late sends a new pool nothing for a minute."""
+"""Where the router's ConfigMap is mounted: Envoy reads its bootstrap there, and the
+route-sync sidecar the route file."""
+ROUTE_DIR = "/var/run/serflow-route"
+"""The directory Envoy watches for its route file (an emptyDir of the pod): the route-sync
+sidecar (``serflow.routesync``) writes it from the ConfigMap at start, then from the
+operator's route server as soon as the operator applies a new route. The kubelet
+refreshes a mounted ConfigMap only on its periodic sync (measured on kind: 62 s): a
+route a minute late sends a new pool nothing for a minute."""
+SYNC_CONTAINER = "route-sync"
+"""The sidecar's name (and, with ``-init``, its init container's)."""
+SYNC_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "100m", "memory": "64Mi"},
+}
+"""One Python process with the standard library, idle in a long poll (about 20 MiB)."""
 
 BOOTSTRAP_HASH_ANNOTATION = "serflow.io/bootstrap-sha256"
 """On the router's pods: Envoy reads its bootstrap once, so a new one (a new Revision to
@@ -73,7 +81,7 @@ def envoy_bootstrap(owner: Owner, spec: InferenceSpec, w: Workload, cand: Candid
         envoy.bootstrap(
             pool=[(service_host(Names(owner.name).pool, owner.namespace), WORKER_PORT)],
             functions=[(spill_target(owner, spec, w, cand).host, SERVICE_PORT)],
-            route_dir=ENVOY_DIR,
+            route_dir=ROUTE_DIR,
             listen=("0.0.0.0", ENVOY_PORT),
             stats=("0.0.0.0", STATS_PORT),
             node_id=owner.name,
@@ -84,24 +92,53 @@ def envoy_bootstrap(owner: Owner, spec: InferenceSpec, w: Workload, cand: Candid
     )
 
 
-def route_nudge(configmap: Mapping[str, Any]) -> dict[str, str] | None:
-    """The annotation that makes the kubelet refresh the router's route file at once, when
-    ``configmap`` is the router's (None for any other object)."""
-    tags = configmap.get("metadata", {}).get("labels", {})
+def router_route(configmap: Mapping[str, Any]) -> str | None:
+    """The route file's text when ``configmap`` is a router's ConfigMap (None for any other
+    object): what the operator's route server hands the router's pods."""
+    tags = (configmap.get("metadata") or {}).get("labels") or {}
     if configmap.get("kind") != "ConfigMap" or tags.get(COMPONENT_LABEL) != "router":
         return None
-    route = str(configmap.get("data", {}).get(envoy.ROUTE_FILE, ""))
-    return {ROUTE_HASH_ANNOTATION: hashlib.sha256(route.encode()).hexdigest()[:16]}
+    route = (configmap.get("data") or {}).get(envoy.ROUTE_FILE)
+    return None if route is None else str(route)
+
+
+def routes_url(owner: Owner, spec: InferenceSpec) -> str:
+    """Where the router's sidecar asks for the object's route ('' : nowhere)."""
+    base = spec.routing.routes_url.rstrip("/")
+    return f"{base}{ROUTES_PATH}/{owner.namespace}/{owner.name}" if base else ""
+
+
+def route_sync_containers(owner: Owner, spec: InferenceSpec) -> list[dict[str, Any]]:
+    """The init container that copies the ConfigMap's route file where Envoy watches
+    (before Envoy starts), then the sidecar that keeps it current."""
+    args = ["--from", f"{ENVOY_DIR}/{envoy.ROUTE_FILE}", "--to", ROUTE_DIR]
+    url = routes_url(owner, spec)
+    mounts = [
+        {"name": "config", "mountPath": ENVOY_DIR, "readOnly": True},
+        {"name": "route", "mountPath": ROUTE_DIR},
+    ]
+    common = {
+        "image": spec.routing.sync_image,
+        "command": ["python", "-m", "serflow.routesync"],
+        "securityContext": CONTAINER_SECURITY,
+        "resources": SYNC_RESOURCES,
+        "volumeMounts": mounts,
+    }
+    return [
+        {"name": f"{SYNC_CONTAINER}-init", **common, "args": [*args, "--once"]},
+        {"name": SYNC_CONTAINER, **common, "args": [*args, *(["--url", url] if url else [])]},
+    ]
 
 
 def envoy_deployment(
     owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate
 ) -> dict[str, Any]:
     """Envoy's pods, rolled (by the bootstrap's hash on the template) whenever the
-    bootstrap changes."""
+    bootstrap changes; the route changes in place (``route_sync_containers``)."""
     n = Names(owner.name)
     pod_labels = labels(owner, "router")
     boot_sha = hashlib.sha256(envoy_bootstrap(owner, spec, w, cand).encode()).hexdigest()
+    init, sync = route_sync_containers(owner, spec)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -127,6 +164,7 @@ def envoy_deployment(
                             "labelSelector": {"matchLabels": pod_labels},
                         }
                     ],
+                    "initContainers": [init],
                     "containers": [
                         {
                             "name": "envoy",
@@ -146,11 +184,16 @@ def envoy_deployment(
                                 "limits": {"memory": "256Mi"},
                             },
                             "volumeMounts": [
-                                {"name": "config", "mountPath": ENVOY_DIR, "readOnly": True}
+                                {"name": "config", "mountPath": ENVOY_DIR, "readOnly": True},
+                                {"name": "route", "mountPath": ROUTE_DIR, "readOnly": True},
                             ],
-                        }
+                        },
+                        sync,
                     ],
-                    "volumes": [{"name": "config", "configMap": {"name": n.envoy}}],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": n.envoy}},
+                        {"name": "route", "emptyDir": {"sizeLimit": "4Mi"}},
+                    ],
                 },
             },
         },
