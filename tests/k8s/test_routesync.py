@@ -305,7 +305,7 @@ def test_envoy_switches_its_split_within_seconds_of_the_operators_change(
         server.stop()  # the operator gone: the ConfigMap, once the kubelet refreshes it
         _mount(source, envoy.route_file_text(1000, "v1000-again"))
         took = _until("the mount's route without the operator", answers(b"pool"), 10)
-        assert took < 3.0, took
+        assert took < 5.0, took  # its next request refused, at most a second later
     finally:
         for p in (syncer, proc):
             p.terminate()

@@ -42,6 +42,8 @@ MAX_WAIT_S = 30.0
 MAX_WAITING = 20_000
 """Requests held at once at most (two router pods of 10,000 objects); beyond, a request is
 answered at once."""
+STOP_S = 1.0
+"""Seconds a stopping server lets held requests finish before it cuts them."""
 _NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
 
 
@@ -175,7 +177,9 @@ class RouteServer:
         def run() -> None:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-            runner = web.AppRunner(make_app(self.store), access_log=None, handle_signals=False)
+            # Stopping ends the held requests within a second (their clients ask again).
+            runner = web.AppRunner(make_app(self.store), access_log=None, handle_signals=False,
+                                   shutdown_timeout=STOP_S)  # fmt: skip
             try:
                 loop.run_until_complete(runner.setup())
                 site = web.TCPSite(runner, self.host, self.port, backlog=1024)
