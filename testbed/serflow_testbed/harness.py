@@ -427,19 +427,20 @@ def knative_ready_status(name: str, namespace: str) -> dict[str, Any]:
 
 def pinned_revision(ksvc: Mapping[str, Any]) -> dict[str, Any] | None:
     """The Revision Knative's controller makes from a Service whose template names one
-    (None: it names none), without status."""
+    (None: it names none), without status: the template's labels, and Knative's own."""
     tmpl = ksvc["spec"]["template"]
     rev = (tmpl.get("metadata") or {}).get("name")
     if not rev:
         return None
     svc, ns = ksvc["metadata"]["name"], ksvc["metadata"]["namespace"]
+    knative = {"serving.knative.dev/service": svc, "serving.knative.dev/configuration": svc}
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Revision",
         "metadata": {
             "name": rev,
             "namespace": ns,
-            "labels": {"serving.knative.dev/service": svc, "serving.knative.dev/configuration": svc},
+            "labels": {**((tmpl.get("metadata") or {}).get("labels") or {}), **knative},
         },
         "spec": tmpl["spec"],
     }
@@ -469,3 +470,15 @@ def mark_knative_ready(cluster: Cluster, namespace: str, name: str) -> None:
         cluster.kubectl("patch", "revision", rev["metadata"]["name"], "-n", namespace,
                         "--subresource=status", "--type=merge",
                         "-p", json.dumps(REVISION_READY_STATUS))  # fmt: skip
+
+
+def can_i_names(cluster: Cluster, kinds: Iterable[tuple[str, str]]) -> list[str]:
+    """``kubectl auth can-i``'s names (``plural.group``, core kinds bare) of these
+    (apiVersion, kind), as the API server's discovery lists them: tables of what the
+    operator may do derive from the kinds its code names, not from a second list."""
+    names: dict[tuple[str, str], str] = {}
+    for line in cluster.kubectl("api-resources", "--no-headers").stdout.splitlines():
+        *name_short, version, _, kind = line.split()
+        group = version.rpartition("/")[0]
+        names[(version, kind)] = f"{name_short[0]}.{group}" if group else name_short[0]
+    return [names[k] for k in kinds]

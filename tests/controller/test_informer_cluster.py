@@ -92,3 +92,33 @@ def test_caches_answer_only_for_what_they_watch_once_synced(
         assert caches.for_("v1", "Secret", namespace) is None
     finally:
         caches.stop()
+
+
+def test_the_epochs_reads_come_from_the_caches_once_started(
+    api_client: Any, namespace: str
+) -> None:
+    """``Kube.child``, ``names`` and ``pod_ips`` answer from the caches, which see the
+    operator's own writes at once (no epoch reads its write as missing)."""
+    kube = Kube(api_client)
+    kube.start_caches([namespace])
+    try:
+        assert all(i.wait_synced(30) for i in kube.caches.all())
+        cm = _cm(namespace, "child", OURS, "1")
+        kube.apply(cm)
+        assert kube.child("v1", "ConfigMap", namespace, "child")["data"] == {"v": "1"}  # type: ignore[index]
+        assert kube.names("v1", "ConfigMap", namespace, OURS) == ["child"]
+        kube.delete("v1", "ConfigMap", namespace, "child")
+        assert kube.child("v1", "ConfigMap", namespace, "child") is None
+        # Not a cached kind: read from the API server.
+        assert kube.child("v1", "Secret", namespace, "nothing") is None
+        # The routers' pods: kwok makes them Running, with an address.
+        router = {**OURS, "app.kubernetes.io/component": "router"}
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "router", "namespace": namespace, "labels": router},
+               "spec": {"containers": [{"name": "c", "image": "x"}],
+                        "tolerations": [{"operator": "Exists"}]}}  # fmt: skip
+        kube.apply(pod)
+        wait_for("the router pod Running in the cache",
+                 lambda: list(kube.pod_ips(namespace, router)) == ["router"], 60, every=0.2)  # fmt: skip
+    finally:
+        kube.caches.stop()

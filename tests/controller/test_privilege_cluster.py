@@ -18,7 +18,7 @@ from kubernetes import config
 from kubernetes.client import ApiException
 
 from serflow.controller.decide import first_difference
-from serflow.controller.kube import Kube
+from serflow.controller.kube import CACHED, Kube
 from serflow.inference import parse_inference
 from serflow.k8s import builders
 from serflow.policy.configurator import Granularity, PoolKind, configure
@@ -28,6 +28,7 @@ from serflow_testbed.harness import (
     SA,
     SYSTEM_NS,
     Cluster,
+    can_i_names,
     free_port,
     install_chart,
     operator_argv,
@@ -96,8 +97,10 @@ WRITES = [
     ("create", "jobs.batch"),
     ("create", "events"),
     ("patch", "serflowinferences.serflow.io"),
+    *((verb, "pods") for verb in ("list", "watch")),  # the routers' (stats and their cache)
 ]
-"""Every write the operator makes (and the listing that finds functions to prune)."""
+"""Every write the operator makes, and the listing that finds functions to prune; with
+the lists and watches of every kind the epochs' caches hold (``kube.CACHED``), below."""
 
 
 def test_namespaced_mode_writes_only_in_the_watched_namespaces(
@@ -107,7 +110,8 @@ def test_namespaced_mode_writes_only_in_the_watched_namespaces(
     wide = f"system:serviceaccount:{SYSTEM_NS}:{SA}"
     wrong = []
     elsewhere = (installs.unwatched, "kube-system", "default", NAMESPACED_NS)
-    for verb, res in WRITES:
+    cached = can_i_names(cluster, ((w.api_version, w.kind) for w in CACHED))
+    for verb, res in [*WRITES, *((v, r) for r in cached for v in ("list", "watch"))]:
         for ns in installs.watched:
             if not _can(cluster, scoped, verb, res, "-n", ns):
                 wrong.append(f"namespaced: cannot {verb} {res} in watched {ns}")

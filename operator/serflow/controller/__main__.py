@@ -11,10 +11,23 @@ import sys
 from kopf.cli import main as kopf_main
 
 
+def watched_namespaces(args: list[str]) -> list[str]:
+    """The namespaces kopf is told to watch ([] : all of them, or patterns)."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        if a in ("-n", "--namespace") and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif a.startswith("--namespace="):
+            out.append(a.split("=", 1)[1])
+    patterns = any(c in n for n in out for c in "*?[!")
+    return [] if patterns or "-A" in args or "--all-namespaces" in args else out
+
+
 def main() -> None:
     args = sys.argv[1:]
     if not any(a in ("-n", "--namespace", "-A", "--all-namespaces") for a in args):
         args = ["--all-namespaces", *args]
+    os.environ["SERFLOW_NAMESPACES"] = ",".join(watched_namespaces(args))
     peered = os.environ.get("KOPF_RUN_PEERING") or any(
         a in ("-P", "--peering") or a.startswith("--peering=") for a in args
     )

@@ -62,7 +62,7 @@ def gather(
     readings = read_counters(urls, wire.request_counter(inf.routing.stat_prefix))
     now = clock.monotonic()
     children = {
-        key: kube.get(key[0], key[1], owner.namespace, key[2]) for key in plan.observed_keys()
+        key: kube.child(key[0], key[1], owner.namespace, key[2]) for key in plan.observed_keys()
     }
     # Pods whose artefact cannot be fetched never start: their initializers say why.
     fetched = inf.model.storage_uri != ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,10 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # would need list/watch on namespaces and CRDs that the operator does not otherwise use).
     settings.scanning.disabled = True
     load_config()
+    # The epochs' reads, from watch-fed caches: over the cluster, or in each namespace the
+    # operator was told to watch (__main__ passes them on; only those are granted).
+    watched = [n for n in os.environ.get("SERFLOW_NAMESPACES", "").split(",") if n]
+    shared_kube().start_caches(watched or None)
     metrics.serve()
     routes.serve()
 

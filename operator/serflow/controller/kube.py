@@ -16,6 +16,7 @@ from kubernetes.client import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from serflow.controller.decide import CounterReading, parse_counter
+from serflow.controller.informer import Caches, Watched, start_caches
 from serflow.k8s import storage
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
 
@@ -41,6 +42,23 @@ API_TIMEOUT = (5.0, 30.0)
 """Seconds to connect to the API server, and to wait for each read of its answer: the
 Kubernetes client waits for ever unless told, and a call that never returns would hold
 one of the threads every object's epochs share."""
+
+
+MANAGED = "app.kubernetes.io/managed-by=serflow"
+"""The label every child carries (``builders.labels``), Knative's Revisions too (from
+their Service's template)."""
+CACHED = (
+    Watched("apps/v1", "Deployment", MANAGED),
+    Watched("v1", "Service", MANAGED),
+    Watched("v1", "ConfigMap", MANAGED),
+    Watched("networking.k8s.io/v1", "NetworkPolicy", MANAGED),
+    Watched("policy/v1", "PodDisruptionBudget", MANAGED),
+    Watched("serving.knative.dev/v1", "Service", MANAGED),
+    Watched("serving.knative.dev/v1", "Revision", MANAGED),
+    Watched("v1", "Pod", f"{MANAGED},app.kubernetes.io/component=router"),
+)
+"""What the epochs read, from watch-fed caches (``Kube.start_caches``): every child they
+compare, the functions' Revisions, and the routers' pods whose stats they scrape."""
 
 
 SHARED_CONNECTIONS = 32
@@ -79,6 +97,13 @@ class Kube:
             return request(*args, **kwargs)
 
         rest.request = bounded  # type: ignore[method-assign]
+        self.caches = Caches()
+        """Watch-fed copies of the children (none until ``start_caches``)."""
+
+    def start_caches(self, namespaces: list[str] | None) -> None:
+        """Keep the epochs' reads (``CACHED``) in caches fed by one watch per kind, over
+        the whole cluster (``namespaces`` None) or in each of ``namespaces``."""
+        self.caches = start_caches(self.dynamic, CACHED, namespaces)
 
     @cached_property
     def dynamic(self) -> DynamicClient:
@@ -95,7 +120,11 @@ class Kube:
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
-        return dict(out.to_dict())
+        applied = dict(out.to_dict())
+        cache = self.caches.for_(obj["apiVersion"], obj["kind"], meta.get("namespace") or "")
+        if cache is not None:
+            cache.put(applied)
+        return applied
 
     def apply_or_replace(self, obj: Mapping[str, Any]) -> bool:
         """Server-side apply; a child whose change touches a field the API server keeps
@@ -116,6 +145,9 @@ class Kube:
         self, api_version: str, kind: str, namespace: str, selector: Mapping[str, str]
     ) -> list[str]:
         """Names of the objects of a kind in the namespace that carry these labels."""
+        cache = self.caches.for_(api_version, kind, namespace)
+        if cache is not None:
+            return [str(o["metadata"]["name"]) for o in cache.list(namespace, selector)]
         res = self.dynamic.resources.get(api_version=api_version, kind=kind)
         return [
             i.metadata.name
@@ -130,6 +162,18 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise
+        cache = self.caches.for_(api_version, kind, namespace)
+        if cache is not None:
+            cache.forget(namespace, name)
+
+    def child(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """A child as its cache holds it (``CACHED``), else as the API server has it."""
+        cache = self.caches.for_(api_version, kind, namespace)
+        if cache is not None:
+            return cache.get(namespace, name)
+        return self.get(api_version, kind, namespace, name)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         res = self.dynamic.resources.get(api_version=api_version, kind=kind)
@@ -256,6 +300,15 @@ class Kube:
         client.CoreV1Api(self.api).create_namespaced_event(namespace, event)
 
     def pod_ips(self, namespace: str, selector: Mapping[str, str]) -> dict[str, str]:
+        """Running pods' addresses by name: the routers' from their cache."""
+        cache = self.caches.for_("v1", "Pod", namespace)
+        if cache is not None and selector.get("app.kubernetes.io/component") == "router":
+            running = [(p, p.get("status") or {}) for p in cache.list(namespace, selector)]
+            return {
+                str(p["metadata"]["name"]): str(st["podIP"])
+                for p, st in running
+                if st.get("phase") == "Running" and st.get("podIP")
+            }
         pods = client.CoreV1Api(self.api).list_namespaced_pod(
             namespace, label_selector=label_selector(selector)
         )
