@@ -164,11 +164,11 @@ def test_the_chart_tells_the_operator_its_image_and_route_server(cluster: Cluste
     import yaml
 
     out = cluster.helm("template", "r", "charts/serflow-operator", "-n", "ops",
-                       "--set", "image.repository=reg/op", "--set", "image.tag=7").stdout  # fmt: skip
+                       "--set", "image.repository=reg/op", "--set", "image.tag=v7").stdout  # fmt: skip
     docs = {d["kind"]: d for d in yaml.safe_load_all(out) if d}
     (op,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in op["env"]}
-    assert env["SERFLOW_OPERATOR_IMAGE"] == op["image"] == "reg/op:7"
+    assert env["SERFLOW_OPERATOR_IMAGE"] == op["image"] == "reg/op:v7"
     assert env["SERFLOW_ROUTES_URL"] == f"http://r-serflow-operator.ops.svc:{env['SERFLOW_ROUTES_PORT']}"
     assert env["SERFLOW_ROUTES_ADDR"] == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in op["ports"]}
@@ -179,3 +179,11 @@ def test_the_chart_tells_the_operator_its_image_and_route_server(cluster: Cluste
     labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= labels.items()
     assert "ValidatingAdmissionPolicy" not in docs
+    # By digest when the chart is given one (as the kind path installs it): the same image.
+    digest = "sha256:" + "ab" * 32
+    out = cluster.helm("template", "r", "charts/serflow-operator", "--set", "image.repository=reg/op",
+                       "--set", f"image.digest={digest}").stdout  # fmt: skip
+    dep = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment")
+    (op,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in op["env"]}
+    assert env["SERFLOW_OPERATOR_IMAGE"] == op["image"] == f"reg/op@{digest}"

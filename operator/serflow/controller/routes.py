@@ -96,10 +96,6 @@ class RouteStore:
         with self._lock:
             return self._routes.get((namespace, name))
 
-    def keys(self) -> list[Key]:
-        with self._lock:
-            return sorted(self._routes)
-
     def _wake(self, key: Key) -> None:
         for fut in self._waiting.pop(key, set()):
             if not fut.done():
