@@ -53,6 +53,9 @@ EXAMPLE = REPO / "examples" / "digits-kind.yaml"
 CONTROL_PLANE, POOL_NODE = "serflow-control-plane", "serflow-worker"
 """The kind nodes' containers (``hack/kind.sh``'s cluster ``serflow``)."""
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+CLIENT_TIMEOUT_S = 180.0
+"""A client's patience: longer than the route's own timeout, so that a request the router
+gives up on counts as the router's answer (a 504), not as the client's."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,7 @@ def main() -> int:
     bodies = [raw_bytes(r) for r in x]
     try:
         records = asyncio.run(replay(url, [int(2 * a.rate)] * epochs, 2.0, bodies,
-                                     [int(v) for v in y], seed=0, timeout_s=60.0))  # fmt: skip
+                                     [int(v) for v in y], seed=0, timeout_s=CLIENT_TIMEOUT_S))  # fmt: skip
     finally:
         stop.set()
         f.thaw()
@@ -272,8 +275,8 @@ def main() -> int:
         f"{st['plan']['pool']} cut {st['plan']['cut']} on {st['plan']['function']}, tau "
         f"{tau:g}. Open-loop load of {a.rate:g} req/s (Poisson arrivals, 2 s epochs) of the "
         f"{len(x)} held-out digits images through a NodePort in front of the routers, each "
-        "request with a 60 s client timeout. A phase holds the requests *sent* from its "
-        "event until the next.",
+        f"request with a {CLIENT_TIMEOUT_S:g} s client timeout (beyond the route's). A phase "
+        "holds the requests *sent* from its event until the next.",
         "",
         *phase_rows(records, bounds),
         "",

@@ -145,13 +145,13 @@ def run(c: Cluster, args: argparse.Namespace) -> None:
         configured = _wait_configured(c, ns, args.objects, max(600.0, 1.5 * args.objects))
         print(f"{args.objects} objects configured in {configured - t0:.1f} s")
         time.sleep(15)  # let every daemon take its baseline reading
-        steady = _window(op.pid, metrics_url, args.window)
+        steady = _window(c, op.pid, metrics_url, args.window)
         print(f"steady state over {args.window:.0f} s: {steady}", flush=True)
         if drip is not None:
             stalled = _object(ns, "stalled", f"http://127.0.0.1:{drip.port}/stats", "stalled")
             c.kubectl("apply", "-f", "-", input=stalled)
             time.sleep(15)
-            beside = _window(op.pid, metrics_url, args.window, skip="stalled")
+            beside = _window(c, op.pid, metrics_url, args.window, skip="stalled")
             print(f"beside one object whose stats drip, over {args.window:.0f} s: {beside}")
             own = _lateness(metrics_url, only="stalled")
             print(f"the stalled object's own last lateness: {own[0] if own else 'none'} s")
@@ -243,11 +243,28 @@ def _epoch_seconds(url: str) -> tuple[float, float]:
     )
 
 
-def _window(pid: int, url: str, seconds: float, skip: str | None = None) -> str:
+def _api_requests(c: Cluster) -> dict[str, float]:
+    """The API server's requests so far by verb (``apiserver_request_total``): every
+    client's, the operator's the most by far while it runs alone."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    text = c.kubectl("get", "--raw", "/metrics").stdout
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name == "apiserver_request_total":
+                verb = smp.labels.get("verb", "?")
+                out[verb] = out.get(verb, 0.0) + float(smp.value)
+    return out
+
+
+def _window(c: Cluster, pid: int, url: str, seconds: float, skip: str | None = None) -> str:
     """The operator's CPU and RSS over ``seconds``, the objects' epoch lateness (read every
-    2 s, ``skip`` left out) and the mean epoch duration: one line."""
+    2 s, ``skip`` left out), the mean epoch duration and the API server's request rate by
+    verb: one line."""
     cpu0, _ = proc_cpu_rss(pid)
     s0, n0 = _epoch_seconds(url)
+    api0 = _api_requests(c)
     peak, late = 0, []
     w0 = time.monotonic()
     while time.monotonic() - w0 < seconds:
@@ -256,7 +273,11 @@ def _window(pid: int, url: str, seconds: float, skip: str | None = None) -> str:
         time.sleep(2)
     cpu1, rss = proc_cpu_rss(pid)
     s1, n1 = _epoch_seconds(url)
-    share = (cpu1 - cpu0) / (time.monotonic() - w0)
+    api1 = _api_requests(c)
+    took = time.monotonic() - w0
+    share = (cpu1 - cpu0) / took
+    api = {v: (api1[v] - api0.get(v, 0.0)) / took for v in api1}
+    busy = ", ".join(f"{v} {r:.1f}" for v, r in sorted(api.items(), key=lambda x: -x[1]) if r >= 0.05)
     late.sort()
     q = (
         (lambda f: late[min(len(late) - 1, int(f * len(late)))])
@@ -267,7 +288,8 @@ def _window(pid: int, url: str, seconds: float, skip: str | None = None) -> str:
     return (f"operator CPU {100 * share:.1f}% of one core, RSS {rss / 2**20:.0f} MiB "
             f"(peak {max(peak, rss) / 2**20:.0f} MiB); epoch lateness p50 {q(0.5):.2f} s, "
             f"p99 {q(0.99):.2f} s, max {late[-1] if late else float('nan'):.2f} s "
-            f"({len(late)} readings); {n1 - n0:.0f} epochs, mean {mean:.3f} s")  # fmt: skip
+            f"({len(late)} readings); {n1 - n0:.0f} epochs, mean {mean:.3f} s; API server "
+            f"{sum(api.values()):.1f} requests/s ({busy})")  # fmt: skip
 
 
 def _answers(url: str) -> bool:
