@@ -10,7 +10,7 @@ import yaml
 
 from serflow import wire
 from serflow.inference import parse_inference
-from serflow.k8s import builders, envoy
+from serflow.k8s import builders, envoy, timeouts
 from serflow.k8s.crd import crd_yaml
 from serflow.k8s.jobs import MARKER, merge_profiles, profile_from_log, profiler_jobs
 from serflow.policy.configurator import Granularity, PoolKind, configure
@@ -499,16 +499,21 @@ def test_servers_run_as_many_threads_as_their_config_has_cpus() -> None:
 def test_the_tail_call_ends_before_the_router_gives_up_and_warms_the_tail_first(
     pool: PoolKind, granularity: Granularity | None, cut: int
 ) -> None:
-    """The manifest's D = 1 s and SLO 2 s: Envoy waits ceil(2 D + SLO) + 30 = 34 s; a
-    worker's tail call gets what is left after the batch wait (1 s) and a spill's cold
-    start on Envoy's retry (30 s): 3 s, then its survivors are answered 503 and retried on
-    the functions. A hybrid pool is ready only once its tail answers (--warm-tail)."""
+    """The manifest's D = 1 s and SLO 2 s: the pool's part may take ceil(2 D + SLO) = 4 s,
+    so a worker's tail call gets what is left after the batch wait (1 s): 3 s, then its
+    survivors are answered 503 and retried on the functions; an attempt on a worker is cut
+    after 1 + 3 + 1 = 5 s. A function's attempt may wait a cold start (30 s) and twice
+    the SLO: 34 s. Envoy waits for a pool attempt and two function attempts (the first
+    host may hang): 5 + 2 * 34 + 1 = 74 s. A hybrid pool is ready only once its tail
+    answers (--warm-tail)."""
     m, w, cand = _plan(pool, granularity, cut)
     inf = parse_inference(m["spec"], "vgg")
     assert (w.objective.epoch, w.objective.slo_s) == (1, 2)
-    assert (builders.router_timeout_s(w), builders.tail_timeout_s(w)) == (34, 3)
+    assert (builders.router_timeout_s(w), builders.tail_timeout_s(w)) == (74, 3)
+    assert builders.pool_attempt_timeout_s(w) == 5
+    assert timeouts.function_attempt_timeout_s(w) == 34
     kinds = _by_kind(builders.children(OWNER, inf, w, cand, 1, 500))
-    assert _route(kinds[("ConfigMap", "vgg-envoy")])["route"]["timeout"] == "34s"
+    assert _route(kinds[("ConfigMap", "vgg-envoy")])["route"]["timeout"] == "74s"
     args = kinds[("Deployment", "vgg-pool")]["spec"]["template"]["spec"]["containers"][0]["args"]
     if pool is PoolKind.HYBRID:
         i = args.index("--stage-timeout")

@@ -116,6 +116,26 @@ def test_upstreams_are_parameters(pool: list[tuple[str, int]], kind: str) -> Non
     ] == pool
 
 
+def test_a_function_attempt_is_bounded_past_a_cold_start_and_a_hung_host_ejected() -> None:
+    """A frozen function host resets nothing: the route's per-try timeout cuts its attempt
+    and retries it elsewhere, never sending a copy while the first waits (no hedging), and
+    Envoy counts the cut towards ejecting the host (it does not count a reset by
+    max_stream_duration, the pool's bound). No active health check on the functions: behind
+    one Knative address it would keep a pod warm; panic mode keeps an ejected last host."""
+    rp = envoy.route_config(500, attempt_timeout_s=36)["virtual_hosts"][0]["routes"][0]["route"]
+    assert rp["retry_policy"]["per_try_timeout"] == "36s"
+    assert "hedge_policy" not in rp and "reset" in rp["retry_policy"]["retry_on"]
+    unbounded = envoy.route_config(500)["virtual_hosts"][0]["routes"][0]["route"]
+    assert "per_try_timeout" not in unbounded["retry_policy"]
+    fn = _clusters(_boot())["functions"]
+    assert fn["outlier_detection"]["consecutive_local_origin_failure"] == 2
+    assert fn["outlier_detection"]["base_ejection_time"] == "30s"
+    assert _clusters(_boot())["pool"]["outlier_detection"]["consecutive_local_origin_failure"] == 5
+    assert fn["outlier_detection"]["enforcing_consecutive_5xx"] == 0
+    assert "health_checks" not in fn and "common_lb_config" not in fn
+    assert "typed_extension_protocol_options" not in fn
+
+
 def test_knative_host_rewrite() -> None:
     action = envoy.route_config(0, functions_host="fn.default.example.com")["virtual_hosts"][0][
         "routes"
@@ -148,7 +168,7 @@ def test_envoy_accepts_the_rendered_config(tmp_path: Path, pool_weight: int) -> 
     exe = _envoy_bin()
     if exe is None:
         pytest.skip("no envoy binary (install the testbed extra)")
-    envoy.write_route_file(tmp_path / "routes", pool_weight, "1")
+    envoy.write_route_file(tmp_path / "routes", pool_weight, "1", attempt_timeout_s=36)
     boot = _boot(pool=[("serflow-pool.default.svc", 8080)], route_dir=str(tmp_path / "routes"))
     cfg = tmp_path / "envoy.yaml"
     cfg.write_text(envoy.to_yaml(boot))

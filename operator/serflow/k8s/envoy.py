@@ -82,21 +82,21 @@ def _breakers() -> dict[str, Any]:
     }
 
 
-def _outlier_detection() -> dict[str, Any]:
+def _outlier_detection(failures: int = 5, ejection_s: int = 10) -> dict[str, Any]:
     # Only failures Envoy sees itself (connect failures, resets, timeouts) eject a host:
     # a worker's 503 sheds a request beyond its epoch budget and must not eject it.  Five
     # in a row: a dead host fails every request at once (each one retried elsewhere),
     # while a live but slow one rarely times out five times running.
     return {
         "split_external_local_origin_errors": True,
-        "consecutive_local_origin_failure": 5,
+        "consecutive_local_origin_failure": failures,
         "enforcing_consecutive_local_origin_failure": 100,
         "enforcing_local_origin_success_rate": 0,
         "enforcing_consecutive_5xx": 0,
         "enforcing_consecutive_gateway_failure": 0,
         "enforcing_success_rate": 0,
         "interval": "1s",
-        "base_ejection_time": "10s",
+        "base_ejection_time": f"{ejection_s}s",
         "max_ejection_percent": 100,
     }
 
@@ -126,11 +126,14 @@ def cluster(
     eject_failed_hosts: bool = False,
     panic_threshold: float | None = None,
     attempt_s: float | None = None,
+    health_check: bool = True,
+    ejection: tuple[int, int] = (5, 10),
 ) -> dict[str, Any]:
     """A ROUND_ROBIN cluster; a host name (a headless Service) is resolved to every
     address it has, so each pod is a host of its own.  ``eject_failed_hosts``: outlier
     detection ejects a host that fails to connect, resets or times out five times in a row,
-    and an active health check takes one out that stops answering ``/healthz``.
+    and (``health_check``) an active health check takes one out that stops answering
+    ``/healthz``. ``ejection``: (failures in a row, seconds of the first ejection).
     ``panic_threshold``: below this percentage of healthy hosts Envoy balances over all
     of them, ejected or not (None: Envoy's 50; 0: never, so within the aggregate cluster
     a pool without a healthy worker leaves its share to the functions).
@@ -154,8 +157,9 @@ def cluster(
         },
     }
     if eject_failed_hosts:
-        out["outlier_detection"] = _outlier_detection()
-        out["health_checks"] = [_health_check()]
+        out["outlier_detection"] = _outlier_detection(*ejection)
+        if health_check:
+            out["health_checks"] = [_health_check()]
     if attempt_s is not None:
         out["typed_extension_protocol_options"] = {
             _HTTP_OPTIONS: {
@@ -276,8 +280,16 @@ def route_config(
     timeout_seconds: float = 60.0,
     functions_host: str | None = None,
     functions_headers: Sequence[tuple[str, str]] = (),
+    attempt_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """The RouteConfiguration: weighted [pool_spill, functions] with the spill retry.
+
+    ``attempt_timeout_s``: Envoy's per-try timeout, for a function host that hangs (a
+    frozen pod resets nothing): the attempt is cut and retried on another host, and the
+    functions cluster counts it towards ejecting that host. Longer than a cold start
+    (``timeouts.function_attempt_timeout_s``), so a cold function is sent a request once;
+    a pool worker's attempts end sooner, at the pool cluster's own bound. None: no bound
+    but the route's timeout.
 
     ``functions_headers`` are set on every request (a client's own values are replaced):
     the routing headers Knative's activator needs to find a Revision. The pool ignores them.
@@ -315,6 +327,9 @@ def route_config(
             "host_selection_retry_max_attempts": 3,
         },
     }
+    if attempt_timeout_s is not None:
+        # No hedging: the attempt is cut before it is sent again, never duplicated.
+        action["retry_policy"]["per_try_timeout"] = f"{attempt_timeout_s:g}s"
     if functions_host:
         # Knative routes by Host; the worker ignores it.
         action["host_rewrite_literal"] = functions_host
@@ -380,7 +395,8 @@ def bootstrap(
     ``stream_idle_s``: how long a request may wait with no byte moving (at least the
     route's timeout; None: Envoy's 5 min). ``pool_attempt_s``: how long one attempt on a
     pool worker may take before it is reset and retried elsewhere (a frozen worker; None:
-    the route's timeout).
+    the route's timeout). A function host whose attempts fail or time out (the route's
+    ``attempt_timeout_s``) twice in a row is ejected.
 
     The ingress listener counts its requests under ``stat_prefix``
     (``wire.request_counter(stat_prefix)``), which is where the operator reads them.
@@ -466,10 +482,23 @@ def bootstrap(
                     panic_threshold=0.0,
                     attempt_s=pool_attempt_s,
                 ),
-                # No ejection from the functions: the spill is the last resort (behind one
-                # Knative address in a cluster), and the route's retries already skip a
-                # host that failed (previous_hosts).
-                cluster(CLUSTER_FUNCTIONS, functions),
+                # The route's retries skip a host that failed (previous_hosts), and a
+                # host that is gone or hangs is ejected: two attempts in a row cut at the
+                # route's per-try bound (Envoy counts those, not max_stream_duration's
+                # resets), or failed to connect, or reset, take it out for 30 s. Two, as
+                # each router counts its own and a hung host holds every attempt for the
+                # whole bound: with five, routers ejected it at different times and a
+                # client met it again through the other (measured: 170 answers in 300 s).
+                # No active health check: behind one Knative address it would keep a pod
+                # warm, or start one. Envoy's panic mode (below 50% healthy) still sends
+                # to an ejected last host, as that one address.
+                cluster(
+                    CLUSTER_FUNCTIONS,
+                    functions,
+                    eject_failed_hosts=True,
+                    health_check=False,
+                    ejection=(2, 30),
+                ),
                 spill_cluster(),
                 cluster(CLUSTER_ADMIN, [("127.0.0.1", admin_port)]),
             ],

@@ -2,8 +2,9 @@
 a function's own timeout.
 
 One module because the bounds are one budget: the router's timeout must outlast the pool's
-part plus a function's cold start, and the worker's tail call must end before the router
-gives up (else Envoy answers 504, which it never retries). The router, the pool and the
+attempt plus two functions' attempts (a cold start each: the first host may hang), and the
+worker's tail call must end before the router gives up (else Envoy answers 504, which it
+never retries). The router, the pool and the
 functions each read their share from here.
 """
 
@@ -22,10 +23,29 @@ late answer is measured against the SLO, not dropped at it."""
 
 
 def router_timeout_s(w: Workload) -> int:
-    """Envoy's route timeout: a request may wait up to an epoch D for its batch, the pool's
-    part (the head, the tail call) may take D + SLO, and a request the pool gives back
-    (503) may meet a function's cold start on Envoy's retry."""
-    return math.ceil(2 * w.objective.epoch + w.objective.slo_s) + COLD_START_BOUND_S
+    """Envoy's route timeout: one attempt on the pool (``pool_attempt_timeout_s``), then
+    one on a function and, if that host hangs, one more on another
+    (``function_attempt_timeout_s`` each), with a second's slack for Envoy's retry
+    backoff. Shorter, and a request that meets a frozen function host after the pool gave
+    it back would get Envoy's 504 (never retried) instead of its retry."""
+    return pool_attempt_timeout_s(w) + 2 * function_attempt_timeout_s(w) + 1
+
+
+def function_attempt_timeout_s(w: Workload) -> int:
+    """How long one attempt on a function host may take before Envoy resets it and retries
+    the request on another host (the route's per-try timeout): a cold
+    start from zero (``COLD_START_BOUND_S``) plus what Knative lets a running pod take
+    (twice the SLO: the Revision's ``timeoutSeconds`` beyond the cold start). A frozen
+    host answers nothing and resets nothing; a cold one answers within this, so a cold
+    start under the bound is never cut and a cold function is sent each request once
+    (hedging every attempt after D + SLO sent cold requests up to four times)."""
+    return COLD_START_BOUND_S + math.ceil(2 * w.objective.slo_s)
+
+
+def _pool_part_s(w: Workload) -> int:
+    """What the pool's part of a request may take: a batch wait of up to an epoch D, then
+    the head and the tail call within D + SLO."""
+    return math.ceil(2 * w.objective.epoch + w.objective.slo_s)
 
 
 def pool_attempt_timeout_s(w: Workload) -> int:
@@ -34,15 +54,17 @@ def pool_attempt_timeout_s(w: Workload) -> int:
     answers within its batch wait (D) plus its tail call's bound (``tail_timeout_s``),
     then writes its 503 if the tail failed (a second's slack). Longer means a frozen
     worker (a hang, not a crash: nothing resets) holds its requests for the route's whole
-    timeout. Only the pool's attempts are bounded so: a function's may legitimately
-    wait a cold start, and sending it again would only start more pods."""
+    timeout. A function's attempt has a bound of its own, past a cold start
+    (``function_attempt_timeout_s``)."""
     return math.ceil(w.objective.epoch) + tail_timeout_s(w) + 1
 
 
 def tail_timeout_s(w: Workload) -> int:
     """How long a worker's call to its tail function may take before the worker answers
     that batch's survivors 503 (Envoy then retries them on the spill function): what the
-    router's timeout leaves after the batch wait (D) and the retry's cold start. Longer,
-    and a tail that cannot start (no room on a node for its pod) makes Envoy time out
-    first and answer 504, which it never retries (measured on kind: 303 of 1,800)."""
-    return max(1, router_timeout_s(w) - math.ceil(w.objective.epoch) - COLD_START_BOUND_S)
+    pool's part leaves after the batch wait (D). The router's timeout covers this, the
+    pool's attempt and the functions' attempts after it; were the tail's bound longer
+    than the router's, a tail that cannot start (no room on a node for its pod) would
+    make Envoy time out first and answer 504, which it never retries (measured on kind:
+    303 of 1,800)."""
+    return max(1, _pool_part_s(w) - math.ceil(w.objective.epoch))
