@@ -8,6 +8,7 @@ because ``bench/`` imports nothing from ``tests/``."""
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +19,13 @@ import yaml
 from serflow.inference import InferenceSpec, parse_inference
 from serflow.k8s import builders
 from serflow.k8s import envoy as render
+from serflow.k8s.timeouts import function_attempt_timeout_s
 from serflow.policy.configurator import Candidate, Granularity, PoolKind, configure
 from serflow.spec import Workload, parse_workload
 from serflow_testbed.decide import local_args
 from serflow_testbed.harness import REPO, envoy_argv, free_port
-from serflow_testbed.servers import Envoy, Proc, spawn, wait_ready
+from serflow_testbed.servers import Envoy, Proc, wait_ready
+from serflow_testbed.servers import spawn as _spawn
 
 EXAMPLE = REPO / "examples" / "digits-demo.yaml"
 """The shipped digits example: its model is the shipped artefact."""
@@ -70,10 +73,23 @@ class Served:
     spills: list[Proc] = field(default_factory=list)
     """The hosts of Envoy's functions cluster: processes of the spill Service."""
     procs: list[Proc] = field(default_factory=list)
+    routers: list[Envoy] = field(default_factory=list)
+    """Every Envoy (``envoy`` is the first), all on one bootstrap, as a Deployment's
+    replicas behind one Service."""
+    function_bound_added: bool = False
+    """The builders' route had no per-try bound, and ``serve`` added the renderer's
+    (``attempt_timeout_s``)."""
 
     def stop(self) -> None:
         for p in reversed(self.procs):
             p.stop()
+        for e in self.routers:
+            if e.proc is not None and e.proc not in self.procs:
+                e.proc.stop()
+
+    def restart_router(self, i: int) -> None:
+        """Start router ``i`` again (its process has exited) on its ports and bootstrap."""
+        _start_envoy(self.routers[i])
 
 
 def _container(obj: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +129,34 @@ def _localize_bootstrap(
     return boot
 
 
+def _bound_functions(route_text: str, w: Workload) -> str | None:
+    """The route with the renderer's per-try bound for a function host that hangs
+    (``attempt_timeout_s``), where the builders' route has none (else None)."""
+    doc = json.loads(route_text)
+    actions = [
+        r["route"] for vh in doc["resources"][0]["virtual_hosts"] for r in vh["routes"]
+        if "route" in r
+    ]  # fmt: skip
+    if all("per_try_timeout" in a["retry_policy"] for a in actions):
+        return None
+    ref = render.route_config(0, attempt_timeout_s=function_attempt_timeout_s(w))
+    bound = ref["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]["per_try_timeout"]
+    for a in actions:
+        a["retry_policy"]["per_try_timeout"] = bound
+    return json.dumps(doc, indent=1)
+
+
+def _start_envoy(e: Envoy) -> None:
+    """Start ``e`` on its bootstrap (``envoy-<port>.yaml`` beside its route directory);
+    wait until its stats listener answers."""
+    cfg = e.route_dir.parent / f"envoy-{e.port}.yaml"
+    log = e.route_dir.parent / f"envoy-{e.port}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(envoy_argv(cfg, e.port), stdout=out, stderr=subprocess.STDOUT)
+    e.proc = Proc(proc, e.port, log)
+    wait_ready(Proc(proc, e.stats_port, log), "/stats/prometheus")
+
+
 def serve(
     shape: Shape,
     tmp: Path,
@@ -120,15 +164,29 @@ def serve(
     workers: int = 1,
     epoch_s: float = 0.05,
     spills: int = 1,
+    routers: int = 1,
+    traced: bool = False,
+    bound_functions: bool = False,
 ) -> Served:
-    """Start the plan's functions, ``workers`` pool workers and Envoy; wait until ready.
-    ``spills`` processes of the spill Service are the functions cluster's hosts (as the
-    pods behind a Knative Service)."""
+    """Start the plan's functions, ``workers`` pool workers and ``routers`` Envoys (one
+    bootstrap, one route directory); wait until ready. ``spills`` processes of the spill
+    Service are the functions cluster's hosts (as the pods behind a Knative Service).
+    ``traced``: the servers log each answered request's id (``serflow_testbed.traced``).
+    ``bound_functions``: if the builders' route has no per-try bound (for a function host
+    that hangs), add the renderer's (``Served.function_bound_added`` says so)."""
     inf, w, cand = plan(shape, epoch_s)
     objs = builders.children(OWNER, inf, w, cand, workers, pool_weight)
     by_kind = {(o["kind"], o["metadata"]["name"]): o for o in objs}
     names = builders.Names(OWNER.name)
     served = Served(Envoy(tmp / "routes", free_port(), free_port(), free_port()), [], {})
+    served.routers.append(served.envoy)
+    for _ in range(1, routers):
+        served.routers.append(Envoy(served.envoy.route_dir, free_port(), free_port(), free_port()))
+    module = "serflow_testbed.traced" if traced else "serflow_runtime.cli"
+
+    def spawn(args: list[str], tmp: Path, name: str, port: int) -> Proc:
+        return _spawn(args, tmp, name, port, module=module)
+
     try:
         for st in builders.stages(OWNER, w, cand):
             args = _container(by_kind[("Service", st.name)])["args"]
@@ -161,24 +219,24 @@ def serve(
         cm = by_kind[("ConfigMap", names.envoy)]
         e = served.envoy
         e.route_dir.mkdir()
-        (e.route_dir / render.ROUTE_FILE).write_text(cm["data"][render.ROUTE_FILE])
-        boot = _localize_bootstrap(
-            yaml.safe_load(cm["data"]["envoy.yaml"]),
-            {
-                render.CLUSTER_POOL: pool_addrs,
-                render.CLUSTER_FUNCTIONS: [("127.0.0.1", p.port) for p in served.spills],
-            },
-            e,
-        )
-        cfg = tmp / "envoy.yaml"
-        cfg.write_text(render.to_yaml(boot))
-        log = tmp / "envoy.log"
-        proc = subprocess.Popen(
-            envoy_argv(cfg, e.port), stdout=log.open("wb"), stderr=subprocess.STDOUT
-        )
-        e.proc = Proc(proc, e.port, log)
-        served.procs.append(e.proc)
-        wait_ready(Proc(proc, e.stats_port, log), "/stats/prometheus")
+        route = cm["data"][render.ROUTE_FILE]
+        bounded = _bound_functions(route, w) if bound_functions else None
+        served.function_bound_added = bounded is not None
+        (e.route_dir / render.ROUTE_FILE).write_text(bounded or route)
+        for r in served.routers:
+            boot = _localize_bootstrap(
+                yaml.safe_load(cm["data"]["envoy.yaml"]),
+                {
+                    render.CLUSTER_POOL: pool_addrs,
+                    render.CLUSTER_FUNCTIONS: [("127.0.0.1", p.port) for p in served.spills],
+                },
+                r,
+            )
+            (tmp / f"envoy-{r.port}.yaml").write_text(render.to_yaml(boot))
+            _start_envoy(r)
+            assert r.proc is not None
+            if r is e:
+                served.procs.append(r.proc)
     except BaseException:
         served.stop()
         raise

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from serflow_testbed.harness import free_port, stop_process, wait_http
 
@@ -40,10 +41,11 @@ def http(
     body: bytes | None = None,
     ctype: str = "application/octet-stream",
     timeout: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """(status, body) of one request; an HTTP error status is an answer, not an
     exception (the tests and the fault run count them)."""
-    req = urllib.request.Request(url, data=body, method=method)
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     if body is not None:
         req.add_header("Content-Type", ctype)
     try:
@@ -64,14 +66,16 @@ def spawn(
     name: str,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    module: str = "serflow_runtime.cli",
 ) -> Proc:
-    """``serflow_runtime.cli ARGS`` on ``port`` (a free one by default) with one thread
-    (tests and benches share two cores with these processes), its log in ``tmp``."""
+    """``serflow_runtime.cli ARGS`` (or ``module``, which takes the same arguments) on
+    ``port`` (a free one by default) with one thread (tests and benches share two cores
+    with these processes), its log in ``tmp``."""
     port = port or free_port()
     log = tmp / f"{name}.log"
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serflow_runtime.cli", *args, "--port", str(port), "--threads", "1"],
+        [sys.executable, "-m", module, *args, "--port", str(port), "--threads", "1"],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env=full_env,
@@ -94,11 +98,12 @@ class Envoy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def set_pool_weight(self, w: int, version: str) -> None:
-        """Swap the route (a rename in the watched directory, as the operator's)."""
+    def set_pool_weight(self, w: int, version: str, **kw: Any) -> None:
+        """Swap the route (a rename in the watched directory, as the operator's); ``kw``
+        as ``envoy.route_config``'s."""
         from serflow.k8s import envoy as render
 
-        render.write_route_file(self.route_dir, w, version)
+        render.write_route_file(self.route_dir, w, version, **kw)
 
     def stat(self, name: str) -> float:
         """Sum of a Prometheus series (all label sets) from the stats listener."""
