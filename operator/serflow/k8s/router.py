@@ -20,9 +20,20 @@ from serflow.k8s import envoy
 from serflow.k8s.functions import spill_target
 from serflow.k8s.naming import COMPONENT_LABEL, Names, Owner, labels, meta, service_host
 from serflow.k8s.pods import CONTAINER_SECURITY
-from serflow.k8s.timeouts import pool_attempt_timeout_s, router_timeout_s
+from serflow.k8s.timeouts import (
+    function_attempt_timeout_s,
+    pool_attempt_timeout_s,
+    router_timeout_s,
+)
 from serflow.policy.configurator import Candidate
-from serflow.wire import ENVOY_PORT, ROUTES_PATH, SERVICE_PORT, STATS_PORT, WORKER_PORT
+from serflow.wire import (
+    ENVOY_ADMIN_PORT,
+    ENVOY_PORT,
+    ROUTES_PATH,
+    SERVICE_PORT,
+    STATS_PORT,
+    WORKER_PORT,
+)
 
 ENVOY_DIR = "/etc/envoy"
 """Where the router's ConfigMap is mounted: Envoy reads its bootstrap there, and the
@@ -59,6 +70,7 @@ def envoy_configmap(
             timeout_seconds=router_timeout_s(w),
             functions_host=spill.host,
             functions_headers=spill.headers,
+            attempt_timeout_s=function_attempt_timeout_s(w),
         ),
     )
     return {
@@ -130,6 +142,23 @@ def route_sync_containers(owner: Owner, spec: InferenceSpec) -> list[dict[str, A
     ]
 
 
+DRAIN = (
+    "import urllib.request as u; u.urlopen(u.Request("
+    f"'http://127.0.0.1:{ENVOY_ADMIN_PORT}/drain_listeners?graceful&inboundonly', "
+    "method='POST'), timeout=5)"
+)
+"""What the route-sync sidecar runs as its pod stops: Envoy's admin (loopback only, in the
+pod) starts draining, telling each client connection to close after its request, while the
+Envoy container's own stop waits (``router_drain_s``)."""
+
+
+def router_drain_s(w: Workload) -> int:
+    """How long a stopping router keeps serving before Envoy gets its SIGTERM (on which it
+    exits at once, cutting what is in flight): the longest request it may hold, its route's
+    timeout, and two seconds for the pod's address to leave the Service's endpoints."""
+    return router_timeout_s(w) + 2
+
+
 def envoy_deployment(
     owner: Owner, spec: InferenceSpec, w: Workload, cand: Candidate
 ) -> dict[str, Any]:
@@ -155,6 +184,7 @@ def envoy_deployment(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10101},
+                    "terminationGracePeriodSeconds": router_drain_s(w) + 5,
                     # Replicas on different nodes where there is room: a node lost takes one.
                     "topologySpreadConstraints": [
                         {
@@ -169,7 +199,13 @@ def envoy_deployment(
                         {
                             "name": "envoy",
                             "image": spec.routing.image,
-                            "args": ["-c", f"{ENVOY_DIR}/envoy.yaml", "--log-level", "warn"],
+                            "args": ["-c", f"{ENVOY_DIR}/envoy.yaml", "--log-level", "warn",
+                                     "--drain-strategy", "immediate",
+                                     "--drain-time-s", str(router_drain_s(w))],
+                            # A restart loses nothing: the pod leaves the endpoints, the
+                            # sidecar starts Envoy's drain, and Envoy serves what it holds
+                            # until this ends (a native sleep: no shell in Envoy's image).
+                            "lifecycle": {"preStop": {"sleep": {"seconds": router_drain_s(w)}}},
                             "ports": [
                                 {"name": "http", "containerPort": ENVOY_PORT},
                                 {"name": "stats", "containerPort": STATS_PORT},
@@ -188,7 +224,8 @@ def envoy_deployment(
                                 {"name": "route", "mountPath": ROUTE_DIR, "readOnly": True},
                             ],
                         },
-                        sync,
+                        {**sync, "lifecycle": {"preStop": {"exec": {
+                            "command": ["python", "-c", DRAIN]}}}},
                     ],
                     "volumes": [
                         {"name": "config", "configMap": {"name": n.envoy}},
