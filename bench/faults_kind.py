@@ -121,6 +121,8 @@ class Faults:
         self.c, self.ns = c, ns
         self.frozen: tuple[str, str] | None = None
         self.notes: list[str] = []
+        self.retries_gone = 0.0
+        """Envoy's retries counted by the routers that the restart replaced."""
 
     def stop_apiserver(self) -> None:
         # The kubelet stops a static pod whose manifest leaves its directory.
@@ -162,9 +164,10 @@ class Faults:
             self.frozen = None
 
     def restart_routers(self) -> None:
+        self.retries_gone = router_retries(self.c, self.ns)
         dep = f"deployment/{NAME}-envoy"
         self.c.kubectl("-n", self.ns, "rollout", "restart", dep)
-        self.c.kubectl("-n", self.ns, "rollout", "status", dep, "--timeout=180s")
+        self.c.kubectl("-n", self.ns, "rollout", "status", dep, "--timeout=600s")
 
 
 def run_events(
@@ -268,7 +271,7 @@ def main() -> int:
         stop.set()
         f.thaw()
         runner.join(600)
-    retries = router_retries(c, ns)
+    retries = f.retries_gone + router_retries(c, ns)
     restarts = c.kubectl("-n", SYSTEM_NS, "get", "pods", "-l",
                          f"app.kubernetes.io/instance={RELEASE}", "-o",
                          "jsonpath={.items[*].status.containerStatuses[*].restartCount}").stdout  # fmt: skip
@@ -306,9 +309,9 @@ def main() -> int:
         f"model's own at tau {tau:g} on these {len(x)} images, each sent about "
         f"{len(records) / len(x):.0f} times: {model_accuracy:.4f}. Envoy retried "
         f"{retries - retries_before:g} "
-        "requests over the run (upstream retries of the router pods alive at its end, "
-        "minus those at its start; the restarted routers' counters start from zero), an "
-        "upper bound on the requests run twice. Operator container restarts: "
+        "requests over the run (upstream retries counted by the routers before their "
+        "restart, minus those at the start, plus the new routers'), an upper bound on the "
+        "requests run twice. Operator container restarts: "
         f"{restarts or '0'}.",
         "",
         "Timeline: " + "; ".join([*log, *f.notes]) + ".",
