@@ -99,7 +99,7 @@ def test_a_held_request_is_answered_as_soon_as_the_route_changes(
     t.join(5)
     ((after, (code, body, new_tag)),) = got
     assert (code, body, new_tag) == (200, _route(700), routes.etag_of(_route(700)))
-    assert 0.6 < after < 2.0, after
+    assert 0.6 < after < 10, after  # after the change, long before the 20 s wait
     assert store.held == 0
 
 
@@ -112,11 +112,11 @@ def test_a_held_request_ends_unchanged_or_when_the_route_is_forgotten(
     tag = routes.etag_of(_route(300))
     t0 = time.monotonic()
     code, _, same = _get(server, f"/routes/{NS}/{NAME}?wait=0.5", tag)
-    assert (code, same) == (304, tag) and 0.4 < time.monotonic() - t0 < 3
+    assert (code, same) == (304, tag) and 0.4 < time.monotonic() - t0 < 10
     threading.Timer(0.3, store.forget, (NS, NAME)).start()
     t0 = time.monotonic()
     assert _get(server, f"/routes/{NS}/{NAME}?wait=20", tag)[0] == 404
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 10  # at the forgetting, not at the 20 s wait
     # A request's wait is bounded by the server's, whatever it asks.
     assert routes.MAX_WAIT_S <= 30
 
