@@ -276,6 +276,12 @@ def main() -> int:
                          f"app.kubernetes.io/instance={RELEASE}", "-o",
                          "jsonpath={.items[*].status.containerStatuses[*].restartCount}").stdout  # fmt: skip
     failed = sum(r.status != 200 for r in records)
+    codes: dict[int, int] = {}
+    for r in records:
+        if r.status != 200:
+            codes[r.status] = codes.get(r.status, 0) + 1
+    how = ", ".join(f"{n} x {'no answer (connection error or timeout)' if c == -1 else c}"
+                    for c, n in sorted(codes.items()))  # fmt: skip
     bounds = [("steady", 0.0, events[0].at)]
     for i, e in enumerate(events):
         nxt = events[i + 1].at if i + 1 < len(events) else total_s
@@ -304,7 +310,8 @@ def main() -> int:
         "",
         *phase_rows(records, bounds),
         "",
-        f"**Failed: {failed}** of {len(records)} requests. Each request got exactly one "
+        f"**Failed: {failed}** of {len(records)} requests{f' ({how})' if how else ''}. "
+        "Each request got exactly one "
         f"outcome (the client counts them). Accuracy of the answers {accuracy:.4f}; the "
         f"model's own at tau {tau:g} on these {len(x)} images, each sent about "
         f"{len(records) / len(x):.0f} times: {model_accuracy:.4f}. Envoy retried "
