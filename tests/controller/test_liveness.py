@@ -87,3 +87,9 @@ def test_kopfs_probe_answers_500_while_an_epoch_is_stalled(
     assert _probe_once(registry) == 500
     watch.end("ns/stuck", now)  # it ends: the epochs move again
     assert _probe_once(registry) == 200
+
+
+def test_kopf_waits_out_an_api_server_away_for_longer_than_the_stall_bound() -> None:
+    # kopf's own default (54 s in all) ended the process during a 60 s API server stop.
+    assert sum(kopf.OperatorSettings().networking.error_backoffs) < 60
+    assert sum(handlers.API_BACKOFFS_S) > STALL_S

@@ -84,6 +84,11 @@ class ProfileFailed(Exception):
         """ProfileFailed, or the artefact's fetch's (ArtefactMismatch, ArtefactUnavailable)."""
 
 
+API_BACKOFFS_S = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 60, 60, 60, 60, 60, 60)
+"""Seconds between kopf's retries of a failed API call: 474 s in all, longer than the
+liveness probe's stall bound (``liveness.STALL_S``), after which a restart is the remedy."""
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serflow.io")
@@ -98,6 +103,10 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # old: the epochs, not the data plane, wait that long (kopf's default is 60).
     settings.peering.lifetime = PEERING_LIFETIME_S
     settings.execution.max_workers = 16  # reconcile bursts (many objects created at once)
+    # An API server away for minutes (an upgrade, a control-plane node restarting) is
+    # waited out: kopf's default backoffs give up after 54 s, and its peering keepalive
+    # then ends the process (measured on kind: the operator exited 1 during a 60 s stop).
+    settings.networking.error_backoffs = API_BACKOFFS_S
     # Strict mode: exact namespaces or the whole cluster, no namespace/CRD scanning (which
     # would need list/watch on namespaces and CRDs that the operator does not otherwise use).
     settings.scanning.disabled = True
