@@ -84,11 +84,11 @@ def test_a_held_request_is_answered_as_soon_as_the_route_changes(
     got: list[tuple[float, tuple[int, str, str]]] = []
     began = time.monotonic()
 
-    def poll() -> None:
+    def held_request() -> None:
         answer = _get(server, f"/routes/{NS}/{NAME}?wait=20", tag, timeout=30)
         got.append((time.monotonic() - began, answer))
 
-    t = threading.Thread(target=poll)
+    t = threading.Thread(target=held_request)
     t.start()
     time.sleep(0.5)
     assert not got and store.held == 1  # held: the route is what the client has
