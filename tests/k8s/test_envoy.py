@@ -66,7 +66,7 @@ def test_bad_weight_refused(bad: Any) -> None:
 def test_spill_retry_goes_to_functions() -> None:
     action = envoy.route_config(500)["virtual_hosts"][0]["routes"][0]["route"]
     rp = action["retry_policy"]
-    assert rp["num_retries"] == 3 and rp["retriable_status_codes"] == [503]
+    assert rp["num_retries"] == 3 and rp["retriable_status_codes"] == [503, 504]
     assert "retriable-status-codes" in rp["retry_on"]
     assert rp["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
     agg = _clusters(_boot())["pool_spill"]["cluster_type"]

@@ -309,10 +309,13 @@ def route_config(
         # and, from the pool, to the functions.  Three retries: a request the pool sheds
         # (503) may meet a dead function host before outlier detection ejects it; then
         # every priority has been tried, the plugin starts over at the pool, and only the
-        # third retry reaches a live function host.
+        # third retry reaches a live function host. A 504 is an upstream's own timeout
+        # (Knative's activator when a cold start outlasts the Revision's timeoutSeconds,
+        # seen once in a CI run on kind): sent again, the pod started meanwhile answers
+        # it. Envoy's own route timeout is final and never retried.
         "retry_policy": {
             "retry_on": "retriable-status-codes,connect-failure,refused-stream,reset",
-            "retriable_status_codes": [503],
+            "retriable_status_codes": [503, 504],
             "num_retries": 3,
             "retry_priority": {
                 "name": "envoy.retry_priorities.previous_priorities",
