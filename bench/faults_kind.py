@@ -58,6 +58,8 @@ EXAMPLE = REPO / "examples" / "digits-kind.yaml"
 CONTROL_PLANE, POOL_NODE = "serflow-control-plane", "serflow-worker"
 """The kind nodes' containers (``hack/kind.sh``'s cluster ``serflow``)."""
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+FAULTS = ("apiserver", "webhook", "worker", "function", "router")
+"""The faults this run can make, in the default order."""
 CLIENT_TIMEOUT_S = 180.0
 """A client's patience: longer than the route's own timeout, so that a request the router
 gives up on counts as the router's answer (a 504), not as the client's."""
@@ -215,7 +217,15 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=15.0, help="requests per second, open loop")
     ap.add_argument("--hold", type=float, default=60.0, help="seconds each fault lasts")
     ap.add_argument("--out", type=Path, help="write the Markdown report here")
+    ap.add_argument("--faults", default=",".join(FAULTS),
+                    help=f"which faults, in order, comma-separated (default: {','.join(FAULTS)})")  # fmt: skip
     a = ap.parse_args()
+    a.faults = [k for k in a.faults.split(",") if k]
+    unknown = [k for k in a.faults if k not in FAULTS]
+    if unknown or not a.faults:
+        print(f"error: --faults takes some of {','.join(FAULTS)}; got {unknown or 'none'}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if not 0 < a.rate <= 30 or a.hold <= 0:
         print("error: --rate must be in (0, 30] (what one machine running both kind nodes "
               "serves) and --hold positive", file=sys.stderr)  # fmt: skip
@@ -243,17 +253,22 @@ def main() -> int:
     f = Faults(c, ns)
     tail = f"{FUNCTION_POD}={NAME}-tail"
     h = a.hold
-    events = [
-        Event("API server stopped", 60, h, f.stop_apiserver, f.start_apiserver),
-        Event("Knative's webhook down", 60 + h + 60, h, f.webhook(0), f.webhook(1)),
-        Event("a pool worker frozen (SIGSTOP)", 120 + 2 * h + 60, h,
-              f.freeze(f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component=pool", "worker"), f.thaw),
-        Event("the tail function's container frozen (SIGSTOP)", 180 + 3 * h + 60, h,
-              f.freeze(tail, "user-container"), f.thaw),
-        Event("routers restarted (rollout)", 240 + 4 * h + 60, 0, f.restart_routers,
-              lambda: None),
-    ]  # fmt: skip
-    total_s = 240 + 4 * h + 60 + 120
+    faults = {
+        "apiserver": ("API server stopped", h, f.stop_apiserver, f.start_apiserver),
+        "webhook": ("Knative's webhook down", h, f.webhook(0), f.webhook(1)),
+        "worker": ("a pool worker frozen (SIGSTOP)", h,
+                   f.freeze(f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component=pool", "worker"), f.thaw),
+        "function": ("the tail function's container frozen (SIGSTOP)", h,
+                     f.freeze(tail, "user-container"), f.thaw),
+        "router": ("routers restarted (rollout)", 0, f.restart_routers, lambda: None),
+    }  # fmt: skip
+    events: list[Event] = []
+    at = 60.0  # a minute of steady load first, and between faults
+    for key in a.faults:
+        name, hold, start, end = faults[key]
+        events.append(Event(name, at, hold, start, end))
+        at += hold + 60
+    total_s = events[-1].at + events[-1].hold + 120
     epochs = int(total_s / 2)
     retries_before = router_retries(c, ns)
     log: list[str] = []
@@ -276,12 +291,16 @@ def main() -> int:
                          f"app.kubernetes.io/instance={RELEASE}", "-o",
                          "jsonpath={.items[*].status.containerStatuses[*].restartCount}").stdout  # fmt: skip
     failed = sum(r.status != 200 for r in records)
-    codes: dict[int, int] = {}
+    codes: dict[str, int] = {}
     for r in records:
         if r.status != 200:
-            codes[r.status] = codes.get(r.status, 0) + 1
-    how = ", ".join(f"{n} x {'no answer (connection error or timeout)' if c == -1 else c}"
-                    for c, n in sorted(codes.items()))  # fmt: skip
+            error = r.error or "connection error or timeout"
+            what = f"no answer ({error})" if r.status == -1 else str(r.status)
+            codes[what] = codes.get(what, 0) + 1
+    how = ", ".join(f"{n} x {what}" for what, n in sorted(codes.items()))
+    lost = sorted(r.sent for r in records if r.status != 200)
+    if lost:  # when, to set beside the timeline
+        how += f"; sent at {', '.join(f'{t:.1f}' for t in lost[:20])}{' ...' if len(lost) > 20 else ''} s"
     bounds = [("steady", 0.0, events[0].at)]
     for i, e in enumerate(events):
         nxt = events[i + 1].at if i + 1 < len(events) else total_s
@@ -293,7 +312,8 @@ def main() -> int:
         "# Fault run on kind: the API server, Knative's webhook, frozen pods, a router restart",
         "",
         f"Command: `.venv/bin/python bench/faults_kind.py --rate {a.rate:g} --hold {h:g} "
-        "--out bench/results/faults-kind.md`",
+        + ("" if a.faults == list(FAULTS) else f"--faults {','.join(a.faults)} ")
+        + "--out bench/results/faults-kind.md`",
         "",
         f"Run {started} on {platform.machine()}, {os.cpu_count()} cores shared with other "
         f"work (load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}), on the kind "

@@ -217,6 +217,7 @@ class Record:
     where: str = ""  # "pool" or "function" (where its first part ran)
     exit: int = 0
     correct: bool = False
+    error: str = ""  # when no answer: the client's exception, by class name
 
 
 @dataclass(frozen=True)

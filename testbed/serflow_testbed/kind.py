@@ -276,7 +276,16 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 600
             raise RuntimeError(f"{namespace}/{name} refused: {refused}")
         return st if conds.get("Ready", {}).get("status") == "True" else None
 
-    return dict(wait_for("Ready", ready_or_refused, timeout, every=2))
+    try:
+        return dict(wait_for("Ready", ready_or_refused, timeout, every=2))
+    except TimeoutError:
+        # Say where it stopped: the conditions, and the children's pods that are not Ready.
+        conds = [(c.get("type"), c.get("status"), c.get("reason"), (c.get("message") or "")[:300])
+                 for c in status_of(cluster, namespace, name).get("conditions") or []]  # fmt: skip
+        pods = cluster.kubectl("-n", namespace, "get", "pods,jobs", "-o", "wide", "-l",
+                               f"app.kubernetes.io/instance={name}", check=False).stdout  # fmt: skip
+        raise TimeoutError(f"{namespace}/{name} not Ready after {timeout:.0f} s; "
+                           f"conditions {conds}; its pods and Jobs:\n{pods}") from None  # fmt: skip
 
 
 def router_url(cluster: Cluster, namespace: str, name: str) -> str:

@@ -61,14 +61,15 @@ async def replay(
         async def one(i: int, at: float, epoch: int) -> None:
             k = order[i % len(order)]
             start = time.monotonic()
+            error = ""
             try:
                 async with session.post(
                     url, data=images[k], headers={"Content-Type": "application/octet-stream"}
                 ) as r:
                     body = await r.json(content_type=None) if r.status == 200 else None
                     status = r.status
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-                body, status = None, -1
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as x:
+                body, status, error = None, -1, type(x).__name__
             lat = time.monotonic() - start
             if status == 200 and isinstance(body, dict):
                 records.append(
@@ -76,7 +77,7 @@ async def replay(
                            int(body.get("exit", 0)), int(body.get("class", -1)) == labels[k])
                 )  # fmt: skip
             else:
-                records.append(Record(epoch, at, lat, status if status != 200 else -2))
+                records.append(Record(epoch, at, lat, status if status != 200 else -2, error=error))
 
         tasks: list[asyncio.Task[None]] = []
         shown = 0

@@ -320,7 +320,9 @@ def _sfi(s: Store, name: str, uri: str, *, digest: str, profile: dict[str, Any],
             "profile": profile,
             "traffic": {"expectedRate": 5},
             "functions": {"maxScale": 1},  # room beside Knative on the control plane
-            "routing": {"image": ENVOY_IMAGE},
+            # One router: a stopping one holds its CPU while it drains (route timeout +
+            # 2 s), and four objects come and go on a two-core control plane.
+            "routing": {"image": ENVOY_IMAGE, "replicas": 1},
             "scaling": {"epochSeconds": 2, "intervalEpochs": 3, "policy": "paper",
                         "replan": False, "minInstances": min_instances},
         },
