@@ -180,9 +180,10 @@ def test_the_largest_status_the_schema_allows_stays_under_the_bound() -> None:
         instances=st.InstanceCounts(2**62, 2**62),
         split=st.RouteSplit(f, 2**62, 2**62),
         cost_per_hour=f,
+        served=st.ServedSpec(2**62, "s" * st.SERVED_SPEC_LIMIT),
     )  # fmt: skip
     size = len(json.dumps(encode(largest)))
-    assert 500 * 1024 < size <= st.STATUS_BYTES_BOUND, size
+    assert 600 * 1024 < size <= st.STATUS_BYTES_BOUND, size
     # And the schema allows nothing larger: each bound used above is the schema's.
     served = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     p = served["properties"]
@@ -191,6 +192,7 @@ def test_the_largest_status_the_schema_allows_stays_under_the_bound() -> None:
     assert p["traffic"]["properties"]["recent"]["maxItems"] == 8000
     assert p["traffic"]["properties"]["counters"]["maxProperties"] == st.ENDPOINTS_LIMIT
     assert p["plan"]["properties"]["pool"]["maxLength"] == st.NAME_LIMIT
+    assert p["served"]["properties"]["spec"]["maxLength"] == st.SERVED_SPEC_LIMIT
     assert str(st.ENDPOINT_NAME_LIMIT) in p["traffic"]["properties"]["counters"][
         "x-kubernetes-validations"][0]["rule"]  # fmt: skip
 
@@ -213,3 +215,15 @@ def test_the_plan_status_keeps_the_best_few_per_pool() -> None:
         best = min(x.cost_per_hour for x in plan.candidates if x.setup.pool.value == pool)
         assert costs == sorted(costs) and costs[0] == best  # type: ignore[type-var]
     assert len(json.dumps(encode(kept))) < 4096
+
+
+def test_the_served_spec_is_kept_compact_or_not_at_all() -> None:
+    from serflow_testbed.manifests import largest_manifest
+
+    spec = largest_manifest()["spec"]
+    served = st.served_spec(spec, 3)
+    assert served is not None and served.generation == 3
+    assert json.loads(served.spec) == spec and ", " not in served.spec
+    # Too large: written empty, so that a spec kept before does not outlive its plan.
+    too_large = {**spec, "padding": "x" * st.SERVED_SPEC_LIMIT}
+    assert st.served_spec(too_large, 4) == st.ServedSpec(4, "")

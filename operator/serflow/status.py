@@ -18,6 +18,7 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import json
 import math
 import types
 import typing
@@ -60,7 +61,11 @@ ENDPOINT_NAME_LIMIT = 512
 ENDPOINTS_LIMIT = 116
 """Stats endpoints status.traffic.counters may hold: the router's replicas (at most 100)
 or spec.routing.statsUrls (at most 16)."""
-STATUS_BYTES_BOUND = 640 * 1024
+SERVED_SPEC_LIMIT = 128 * 1024
+"""status.served keeps the spec of the running plan when its compact JSON takes at most
+this many characters (the spec at the schema's maximums where candidates multiply takes
+about 19,000)."""
+STATUS_BYTES_BOUND = 768 * 1024
 """What the schema's bounds allow the status to take as JSON, at most (a test builds the
 largest one): well under etcd's object limit of about 1.5 MB."""
 
@@ -261,9 +266,20 @@ class RouteSplit:
 
 
 @dataclass(frozen=True)
+class ServedSpec:
+    """The spec the running plan was made from. Only the operator writes status, so after
+    a restart it can trust this to keep that plan scaling while a newer spec is refused."""
+
+    generation: int = 0
+    """The spec's metadata.generation."""
+    spec: str = field(default="", metadata={"maxLength": SERVED_SPEC_LIMIT})
+    """The spec as compact JSON; empty when it was too large to keep."""
+
+
+@dataclass(frozen=True)
 class InferenceStatus:
     """What serflow decided and observed. Every list, map and string here is bounded, so
-    that the status stays under 640 KiB as JSON."""
+    that the status stays under 768 KiB as JSON."""
 
     observed_generation: int | None = None
     """The spec generation the status reflects."""
@@ -286,6 +302,15 @@ class InferenceStatus:
     """Envoy's weights."""
     cost_per_hour: float | None = None
     """Cost rate of the current pool at the current EWMA, $/h."""
+    served: ServedSpec | None = None
+    """The spec of the plan that serves."""
+
+
+def served_spec(spec: Mapping[str, Any], generation: int) -> ServedSpec:
+    """status.served for a spec put in force; its spec empty when too large to keep (so
+    that a spec kept before does not outlive its plan)."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return ServedSpec(generation, text if len(text) <= SERVED_SPEC_LIMIT else "")
 
 
 # --- Conditions ---------------------------------------------------------------------------

@@ -539,6 +539,29 @@ def test_no_feasible_setup_is_reported_and_children_are_kept(env: Env) -> None:
         and env.sfi("slo")["status"].get("traffic") != epochs,
         120,
     )
+    # And after a restart, which finds the refused spec: the plan of the spec status.served
+    # keeps, its epochs correcting drift (the pool scaled by hand is put back).
+    served = env.sfi("slo")["status"]["served"]
+    assert served["generation"] == 1 and '"latencySeconds":' in served["spec"]
+    desired = env.sfi("slo")["status"]["instances"]["desired"]
+
+    def pool_drift() -> int:
+        return sum(e["reason"] == "DriftCorrected" and e["message"].startswith("Deployment slo-pool")
+                   for e in env.events("slo"))  # fmt: skip
+
+    drifted = pool_drift()
+    env.operator.stop(kill=True)
+    env.kubectl("scale", "deployment", "slo-pool", "-n", env.namespace, f"--replicas={desired + 3}")
+    env.operator.start()
+    wait_for(
+        "the restarted operator's epochs of the last good plan",
+        lambda: (env.get("deployment", "slo-pool") or {}).get("spec", {}).get("replicas") == desired
+        and pool_drift() > drifted,
+        120,
+    )  # fmt: skip
+    c = env.condition("slo", "Configured")
+    assert (c["status"], c["reason"]) == ("False", "NoFeasibleSetup"), c
+    assert "generation 2 is not configured" in env.condition("slo", "Ready")["message"]
 
 
 def test_stats_urls_outside_the_objects_namespace_are_refused(env: Env) -> None:

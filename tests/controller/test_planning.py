@@ -179,3 +179,29 @@ def test_the_epochs_run_the_plan_of_the_spec_or_the_last_good_one() -> None:
     # A new spec refused: the plan of generation 3 keeps running.
     refused = refusal_status(Refused("InvalidSpec", "x"), placed.status, 4, "t", serving=True)
     assert epoch_may_run(placed, 4, refused)
+
+
+def test_after_a_restart_with_a_refused_spec_the_served_spec_plans_as_it_ran() -> None:
+    from serflow.controller.planning import as_when_served, epoch_may_run
+    from serflow.status import served_spec
+
+    first = _plan_spec(InferenceStatus())  # generation 3, put in force
+    assert isinstance(first, Planned)
+    ran = dataclasses.replace(first.placement.status, instances=InstanceCounts(4, 4),
+                              served=served_spec(manifest()["spec"], 3))  # fmt: skip
+    refused = refusal_status(Refused("InvalidSpec", "x"), ran, 5, "t1", serving=True)
+    merged = dataclasses.replace(ran, observed_generation=5, conditions=refused.conditions)
+    then = as_when_served(merged, "t2")
+    assert then is not None and then.observed_generation == 3
+    c = find_condition(then.conditions or (), ConditionType.CONFIGURED)
+    assert c is not None and c.true
+    again = _plan_spec(then, resume=True, ready=4)  # the served spec is generation 3
+    assert isinstance(again, Planned) and again.kept and not again.changed
+    assert again.placement.desired == 4  # the size the epochs had reached
+    assert ran.plan is not None and same_setup(ran.plan, again.placement.plan.candidate)
+    assert epoch_may_run(again.placement, 5, merged)  # and the epochs run it
+    # Nothing to go back to: no served spec, or one too large to have been kept.
+    assert as_when_served(dataclasses.replace(merged, served=None), "t2") is None
+    emptied = dataclasses.replace(merged, served=served_spec({"x": "y" * 2**17}, 3))
+    assert emptied.served is not None and emptied.served.spec == ""
+    assert as_when_served(emptied, "t2") is None

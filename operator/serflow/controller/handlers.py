@@ -16,12 +16,13 @@ plan's economics) lives in the object's status.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
@@ -35,7 +36,9 @@ from serflow.controller.kube import Kube, load_config, shared_kube
 from serflow.controller.liveness import STALL_S, EpochWatch
 from serflow.controller.planning import (
     Placement,
+    Planned,
     Refused,
+    as_when_served,
     epoch_may_run,
     plan_spec,
     refusal_status,
@@ -58,9 +61,11 @@ from serflow.profile import parse_prices
 from serflow.spec import parse_workload
 from serflow.status import (
     Condition,
+    InferenceStatus,
     candidate_line,
     decode,
     encode,
+    served_spec,
 )
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -208,8 +213,15 @@ def reconcile(
 
     def refuse(refused: Refused) -> None:
         # Children are left as they were: a bad spec must not take serving down, and the
-        # last good plan, if one runs, keeps serving (its epochs say how well).
+        # last good plan, if one runs, keeps serving (its epochs say how well); after a
+        # restart, that plan is the one status.served describes.
         kopf.warn(body, reason=refused.reason, message=refused.message)
+        if not isinstance(memo.get("placement"), Placement):
+            served = served_placement(kube, owner, current)
+            if served is not None:
+                memo["placement"] = served
+                logger.info("serving generation %d's plan while generation %d is refused",
+                            served.plan.generation, gen)  # fmt: skip
         serving = isinstance(memo.get("placement"), Placement)
         written = refusal_status(refused, current, gen, utc_now(), serving)
         kube.patch_status(namespace, name, encode(written))
@@ -240,12 +252,36 @@ def reconcile(
     placed = planned.placement
     for event in install(kube, placed.plan, placed.children):
         kopf.info(body, reason=event.reason.value, message=event.message)
-    kube.patch_status(namespace, name, encode(placed.status))
+    served = served_spec(dict(spec), gen)
+    kube.patch_status(namespace, name, encode(replace(placed.status, served=served)))
     memo["placement"] = placed  # the epochs read it from here: no re-planning per epoch
     if planned.changed:
         kopf.info(body, reason="Planned", message=candidate_line(placed.plan.candidate))
     what = "kept" if planned.kept else "planned"
     logger.info("%s %s", what, placed.plan.candidate.setup.describe())
+
+
+def served_placement(
+    kube: Kube, owner: builders.Owner, status: InferenceStatus
+) -> Placement | None:
+    """The plan of the spec ``status.served`` keeps, as planning put it in force; None
+    when there is none or it no longer plans (its profile gone or changed)."""
+    as_then = as_when_served(status, utc_now())
+    if as_then is None or as_then.served is None:
+        return None
+    served = as_then.served
+    try:
+        spec = json.loads(served.spec)
+        inf = routes.with_route_sync(parse_inference(spec, owner.name))
+        inputs = read_inputs(kube, owner.namespace, inf, spec)
+    except (ValueError, InputError, Pending):
+        return None
+    if fingerprint_mismatch(inf.model, inputs.workload.profile):
+        return None
+    ready = _ready(kube, owner.namespace, builders.Names(owner.name).pool)
+    planned = plan_spec(owner, inf, inputs.workload, served.generation, as_then, True, ready,
+                        utc_now())  # fmt: skip
+    return planned.placement if isinstance(planned, Planned) and planned.kept else None
 
 
 def _ready(kube: Kube, namespace: str, deployment: str) -> int:

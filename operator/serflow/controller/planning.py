@@ -269,6 +269,18 @@ def epoch_may_run(placed: Placement, generation: int | None, status: InferenceSt
     return placed.plan.generation == generation if configured else True
 
 
+def as_when_served(status: InferenceStatus, now: str) -> InferenceStatus | None:
+    """The status as it was when the spec in ``status.served`` was configured, for
+    ``plan_spec`` to keep that plan on resume (its plan, monitor and size are still the
+    status's own: a refused spec writes none of them); None when status holds none."""
+    served = status.served
+    if served is None or not served.spec or status.plan is None:
+        return None
+    c = set_condition(status.conditions or (), ConditionType.CONFIGURED, True, "Planned",
+                      "", served.generation, now)  # fmt: skip
+    return replace(status, observed_generation=served.generation, conditions=c)
+
+
 def refusal_status(
     refused: Refused, status: InferenceStatus, gen: int, now: str, serving: bool = False
 ) -> InferenceStatus:
