@@ -19,6 +19,10 @@ STATS_PORT = 9901
 """Port of Envoy's read-only stats listener, where the operator scrapes counters."""
 ENVOY_ADMIN_PORT = 19000
 """Port of Envoy's admin interface, bound to 127.0.0.1 and reached only through the stats listener."""
+ENVOY_DRAIN_PATH = "/drain_listeners?graceful&inboundonly"
+"""What a stopping router POSTs to its admin interface: the ingress listener (marked
+inbound) answers each request with ``Connection: close`` from then on; the stats
+listener keeps answering scrapes."""
 
 STAT_PREFIX = "ingress"
 """Default HTTP stat prefix of the ingress listener (``spec.routing.statPrefix``)."""

@@ -13,14 +13,17 @@ import json
 import signal
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
 from serflow.k8s.timeouts import function_attempt_timeout_s, router_timeout_s
 from serflow.policy.configurator import Granularity, PoolKind
+from serflow.wire import ENVOY_DRAIN_PATH
 from serflow_testbed.plans import Served, Shape, plan, serve
 from serflow_testbed.servers import Envoy, Proc, http
 from serflow_testbed.traced import answered
@@ -320,9 +323,12 @@ def restart_router(served: Served, load: Load, i: int, timeout: float = 120.0) -
     router's counters before it stopped (a new process starts them at zero)."""
     e = served.routers[i]
     assert e.proc is not None
-    code, raw = http("POST", f"http://127.0.0.1:{e.admin_port}/drain_listeners?graceful")
+    code, raw = http("POST", f"http://127.0.0.1:{e.admin_port}{ENVOY_DRAIN_PATH}")
     if code != 200:
         raise RuntimeError(f"drain_listeners answered {code}: {raw[:200]!r}")
+    closing = _connection_header(e.url)
+    if closing != "close":  # the drain missed the ingress listener: clients would be cut
+        raise RuntimeError(f"router {i} drains but answers with Connection: {closing!r}")
     time.sleep(ENDPOINT_LAG_S)
     load.remove(e.url)
     end = time.monotonic() + timeout
@@ -336,6 +342,20 @@ def restart_router(served: Served, load: Load, i: int, timeout: float = 120.0) -
     served.restart_router(i)
     load.add(e.url)
     return before
+
+
+def _connection_header(url: str) -> str:
+    """The Connection header of the router's answer to a GET of a path it does not route
+    (Envoy's own 404, never sent upstream)."""
+    u = urllib.parse.urlsplit(url)
+    conn = HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=10)
+    try:
+        conn.request("GET", "/not-routed")
+        r = conn.getresponse()
+        r.read()
+        return (r.getheader("connection") or "").lower()
+    finally:
+        conn.close()
 
 
 def _active(e: Envoy) -> int:

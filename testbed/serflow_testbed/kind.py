@@ -36,6 +36,7 @@ from serflow_testbed.harness import (
     exports,
     run_script,
     stop_process,
+    tcp_open,
     wait_for,
 )
 
@@ -307,6 +308,9 @@ def router_url(cluster: Cluster, namespace: str, name: str) -> str:
     port = got["spec"]["ports"][0]["nodePort"]
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     addr = next(a["address"] for a in nodes[0]["status"]["addresses"] if a["type"] == "InternalIP")
+    # Refused until kube-proxy has programmed the new port: a client starting at once would
+    # count its first requests as lost.
+    wait_for(f"the NodePort {addr}:{port}", lambda: tcp_open(addr, port), 60, every=0.5)
     return f"http://{addr}:{port}/infer"
 
 

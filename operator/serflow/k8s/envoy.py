@@ -467,6 +467,9 @@ def bootstrap(
                 {
                     "name": "ingress",
                     "address": _sock(*listen),
+                    # Inbound: what a stopping router's drain (drain_listeners?inboundonly)
+                    # covers; the stats listener, unmarked, keeps answering scrapes.
+                    "traffic_direction": "INBOUND",
                     "filter_chains": [
                         {"filters": [_hcm(stat_prefix, ingress_route, True, stream_idle_s)]}
                     ],

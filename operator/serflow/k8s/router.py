@@ -28,6 +28,7 @@ from serflow.k8s.timeouts import (
 from serflow.policy.configurator import Candidate
 from serflow.wire import (
     ENVOY_ADMIN_PORT,
+    ENVOY_DRAIN_PATH,
     ENVOY_PORT,
     ROUTES_PATH,
     SERVICE_PORT,
@@ -144,12 +145,18 @@ def route_sync_containers(owner: Owner, spec: InferenceSpec) -> list[dict[str, A
 
 DRAIN = (
     "import urllib.request as u; u.urlopen(u.Request("
-    f"'http://127.0.0.1:{ENVOY_ADMIN_PORT}/drain_listeners?graceful&inboundonly', "
+    f"'http://127.0.0.1:{ENVOY_ADMIN_PORT}{ENVOY_DRAIN_PATH}', "
     "method='POST'), timeout=5)"
 )
 """What the route-sync sidecar runs as its pod stops: Envoy's admin (loopback only, in the
 pod) starts draining, telling each client connection to close after its request, while the
 Envoy container's own stop waits (``router_drain_s``)."""
+
+
+ENVOY_DRAIN_ARGS = ("--drain-strategy", "immediate")
+"""Envoy's flags for a drain: every answer from its start says ``Connection: close`` (the
+default, gradual, closes a growing share over the drain time: clients would keep their
+connections to a router about to go)."""
 
 
 def router_drain_s(w: Workload) -> int:
@@ -200,8 +207,7 @@ def envoy_deployment(
                             "name": "envoy",
                             "image": spec.routing.image,
                             "args": ["-c", f"{ENVOY_DIR}/envoy.yaml", "--log-level", "warn",
-                                     "--drain-strategy", "immediate",
-                                     "--drain-time-s", str(router_drain_s(w))],
+                                     *ENVOY_DRAIN_ARGS, "--drain-time-s", str(router_drain_s(w))],
                             # A restart loses nothing: the pod leaves the endpoints, the
                             # sidecar starts Envoy's drain, and Envoy serves what it holds
                             # until this ends (a native sleep: no shell in Envoy's image).
