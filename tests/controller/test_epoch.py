@@ -404,3 +404,28 @@ def test_a_failed_fetch_is_why_the_pods_do_not_start() -> None:
     d = decide(d.state, world.observe(1.0, {"a": None}, d.status.conditions or ()), placed.plan)
     ready = {c["type"]: c for c in encode(d.status)["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("True", "Serving")
+
+
+def test_a_revision_knative_gave_up_on_is_deleted_for_knative_to_make_again() -> None:
+    # Knative's progress deadline passed with the pods unschedulable: it scaled the Revision
+    # to zero for good. The epoch deletes it (its Knative Service makes it again under the
+    # same name) and says so; while Knative still waits (Unschedulable), nothing is deleted.
+    placed = make_plan()
+    world = World(placed)
+    world.functions_ready = False
+    world.functions_say = {"reason": "Unschedulable", "message": "0/2 nodes are available"}
+    d = decide(start(placed), world.observe(0.0, {"a": 0}), placed.plan)
+    assert d.delete == () and EventReason.RETRIED not in {e.reason for e in d.events}
+    world.functions_say = {"reason": "ProgressDeadlineExceeded",
+                           "message": "Initial scale was never achieved"}  # fmt: skip
+    d = decide(d.state, world.observe(1.0, {"a": 0}), placed.plan)
+    (rev,) = placed.plan.readiness_keys()
+    assert d.delete == (rev,)
+    (said,) = [e.message for e in d.events if e.reason is EventReason.RETRIED]
+    assert said.startswith(f"Revision {rev[2]} Ready=False (ProgressDeadlineExceeded: Initial")
+    # Route access reads readiness from the Knative Services: no Revision to delete there.
+    routed = make_plan(access="route")
+    world = World(routed)
+    world.functions_ready = False
+    world.functions_say = {"reason": "ProgressDeadlineExceeded", "message": "x"}
+    assert decide(start(routed), world.observe(0.0, {"a": 0}), routed.plan).delete == ()

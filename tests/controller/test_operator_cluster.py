@@ -491,6 +491,26 @@ def test_children_changed_by_hand_are_restored(env: Env) -> None:
     assert any(m.startswith("Deployment drift-envoy: spec.template") for m in drift), drift
 
 
+def test_a_revision_knative_gave_up_on_is_made_again(env: Env) -> None:
+    # Knative scales a Revision whose pods missed its progress deadline to zero for good
+    # (a full cluster): the operator deletes it for its Knative Service to make it again.
+    assert env.apply(_sfi("gaveup", env)).returncode == 0
+    wait_for("the spill function", lambda: env.get("ksvc", "gaveup-spill"), 60)
+    mark_knative_ready(env.cluster, env.namespace, "gaveup-spill")  # makes its Revision
+    rev = env.get("ksvc", "gaveup-spill")["spec"]["template"]["metadata"]["name"]  # type: ignore[index]
+    failed = {"status": {"conditions": [{
+        "type": "Ready", "status": "False", "reason": "ProgressDeadlineExceeded",
+        "message": "Initial scale was never achieved", "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }]}}  # fmt: skip
+    env.kubectl("patch", "revision", rev, "-n", env.namespace, "--subresource=status",
+                "--type=merge", "-p", json.dumps(failed))  # fmt: skip
+    wait_for("the Revision deleted", lambda: env.get("revision", rev) is None, 60)
+    said = wait_for("the Retried event", lambda: [
+        e["message"] for e in env.events("gaveup") if e["reason"] == "Retried"])  # fmt: skip
+    assert said[0].startswith(f"Revision {rev} Ready=False (ProgressDeadlineExceeded"), said
+    assert env.get("ksvc", "gaveup-spill") is not None  # the Service stays: Knative makes it again
+
+
 def test_delete_garbage_collects_children(env: Env) -> None:
     assert env.apply(_sfi("gone", env)).returncode == 0
     wait_for("children", lambda: len(_children(env, "gone")) >= 5)
@@ -704,7 +724,8 @@ CAN = [
     ("patch", "services.serving.knative.dev", True),
     ("delete", "services.serving.knative.dev", True),  # pruned when a plan drops them
     ("list", "services.serving.knative.dev", True),
-    ("delete", "revisions.serving.knative.dev", False),
+    ("delete", "revisions.serving.knative.dev", True),  # one Knative gave up on
+    ("patch", "revisions.serving.knative.dev", False),
     ("patch", "configmaps", True),
     ("patch", "networkpolicies.networking.k8s.io", True),
     ("delete", "networkpolicies.networking.k8s.io", False),

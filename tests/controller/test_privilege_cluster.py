@@ -89,6 +89,7 @@ WRITES = [
     ("patch", "services"),
     ("delete", "services"),
     ("delete", "services.serving.knative.dev"),
+    ("delete", "revisions.serving.knative.dev"),
     ("list", "services.serving.knative.dev"),
     ("patch", "configmaps"),
     ("patch", "services.serving.knative.dev"),

@@ -245,6 +245,9 @@ class EventReason(StrEnum):
     """A replay of the object's own traffic replaced the running plan."""
     PRUNED = "Pruned"
     """A function an earlier plan made and this one has not (another cut): deleted."""
+    RETRIED = "Retried"
+    """A function's Revision Knative gave up on, deleted for its Knative Service to make
+    it again."""
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,27 @@ class Decision:
     """The status to write (a merge patch)."""
     events: tuple[Event, ...]
     """Events to post."""
+    delete: tuple[ChildKey, ...] = ()
+    """Objects to delete: functions' Revisions Knative gave up on (``gave_up``)."""
+
+
+GAVE_UP = "ProgressDeadlineExceeded"
+"""The Ready reason of a Revision whose pods did not come up within Knative's progress
+deadline (capacity, a slow fetch): Knative scales it to zero and never tries again, even
+once there is room (knative/serving#9432), so the function would stay down for good."""
+
+
+def gave_up(obs: Observation, plan: ChosenPlan) -> list[ChildKey]:
+    """The functions' pinned Revisions Knative gave up on. Deleted, each is made again by
+    its Knative Service under the same name (the template pins it), so the router and the
+    pool keep their targets; the progress deadline itself spaces the retries."""
+    out = []
+    for key in plan.readiness_keys():
+        obj = obs.children.get(key)
+        ready = find_condition(_conditions_of(obj), _READY) if obj is not None else None
+        if key[1] == "Revision" and ready is not None and not ready.true and ready.reason == GAVE_UP:
+            out.append(key)
+    return out
 
 
 def first_difference(desired: Any, observed: Any, path: str = "") -> str | None:
@@ -427,4 +451,9 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
     status = replace(placed.status, conditions=c, traffic=traffic)
     cost = placed.status.cost_per_hour or 0.0
     share = placed.split.pool_share
-    return Decision(new, sample, target, ready, share, cost, tuple(apply), status, tuple(events))
+    retry = gave_up(obs, plan)
+    events += [Event(EventReason.RETRIED, f"{obs.why_not_serving(k)}; Knative does not "
+                     "retry it: deleted for its Knative Service to make it again")
+               for k in retry]  # fmt: skip
+    return Decision(new, sample, target, ready, share, cost, tuple(apply), status, tuple(events),
+                    tuple(retry))  # fmt: skip

@@ -117,7 +117,7 @@ def install(kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]])
         "serving.knative.dev/v1", "Service", owner.namespace, builders.owned_labels(owner)
     )
     for api_version, kind, name in plan.stale_functions(listed):
-        kube.delete(api_version, kind, owner.namespace, name)
+        kube.delete(api_version, kind, owner.namespace, name, foreground=True)
         events.append(
             Event(EventReason.PRUNED, f"Knative Service {name}: not in the plan; deleted")
         )
@@ -127,7 +127,8 @@ def install(kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]])
 def execute(
     kube: Kube, plan: ChosenPlan, decision: Decision, at: str, seen: str | None = None
 ) -> bool:
-    """Apply the children that differ, patch the status, post the events, set the gauges.
+    """Apply the children that differ, delete what the decision gave up on, patch the
+    status, post the events, set the gauges.
 
     ``seen``: the object's resourceVersion the epoch decided on. If the object changed
     since (a spec change planned or refused meanwhile), the status is not written, so
@@ -137,6 +138,8 @@ def execute(
     """
     owner = plan.owner
     events = [*decision.events, *apply_children(kube, plan, decision.apply)]
+    for api_version, kind, name in decision.delete:
+        kube.delete(api_version, kind, owner.namespace, name, foreground=True)
     written = kube.patch_status(owner.namespace, owner.name, encode(decision.status), seen)
     ref = {**owner.reference(), "namespace": owner.namespace}
     involved = {k: ref[k] for k in ("apiVersion", "kind", "name", "namespace", "uid")}

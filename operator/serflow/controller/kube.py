@@ -154,11 +154,16 @@ class Kube:
             for i in res.get(namespace=namespace, label_selector=label_selector(selector)).items
         ]
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        """Delete an object, its dependents in the background; gone already is fine."""
+    def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, foreground: bool = False
+    ) -> None:
+        """Delete an object, its dependents in the background (``foreground``: the object
+        stays until they are gone, so that one made again under its name does not meet
+        them); gone already is fine."""
         res = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        propagation = "Foreground" if foreground else "Background"
         try:
-            res.delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+            res.delete(name=name, namespace=namespace, body={"propagationPolicy": propagation})
         except ApiException as e:
             if e.status != 404:
                 raise
