@@ -429,3 +429,25 @@ def test_a_revision_knative_gave_up_on_is_deleted_for_knative_to_make_again() ->
     world.functions_ready = False
     world.functions_say = {"reason": "ProgressDeadlineExceeded", "message": "x"}
     assert decide(start(routed), world.observe(0.0, {"a": 0}), routed.plan).delete == ()
+
+
+def test_a_child_name_taken_by_someone_else_is_left_alone_and_said() -> None:
+    # A Deployment of another owner (or of none) under the pool's name: never applied
+    # over (a server-side apply would take it over), and Ready says whose name it is.
+    placed = make_plan()
+    world = World(placed)
+    pool = next(k for k in world.objects if k[1] == "Deployment" and k[2].endswith("-pool"))
+    theirs = copy.deepcopy(world.objects[pool])
+    assert theirs is not None
+    theirs["metadata"]["ownerReferences"] = [{**placed.plan.owner.reference(), "uid": "other"}]
+    theirs["spec"]["replicas"] = 9
+    world.objects[pool] = theirs
+    d = decide(start(placed), world.observe(0.0, {"a": 0}), placed.plan)
+    assert pool not in {child_key(o) for o in d.apply}
+    ready = {c["type"]: c for c in encode(d.status)["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "NotOwned")
+    assert ready["message"].startswith(f"Deployment {pool[2]} exists and is not this object's")
+    # Without owner references at all, the same.
+    del theirs["metadata"]["ownerReferences"]
+    d = decide(d.state, world.observe(1.0, {"a": 0}), placed.plan)
+    assert pool not in {child_key(o) for o in d.apply}

@@ -511,6 +511,32 @@ def test_a_revision_knative_gave_up_on_is_made_again(env: Env) -> None:
     assert env.get("ksvc", "gaveup-spill") is not None  # the Service stays: Knative makes it again
 
 
+def test_a_name_taken_by_someone_elses_object_is_left_alone(env: Env) -> None:
+    # A user's own Deployment under the pool's name: the operator neither applies over it
+    # (a server-side apply would take it over) nor deletes it, and says why it is not Ready.
+    ns = env.namespace
+    env.kubectl("create", "deployment", "taken-pool", "-n", ns, "--image=example/theirs:1",
+                "--replicas=0")  # fmt: skip
+    before = env.get("deployment", "taken-pool")
+    assert before is not None
+    assert env.apply(_sfi("taken", env)).returncode == 0
+    ready = wait_for("Ready=NotOwned", lambda: (
+        (c := env.condition("taken", "Ready")).get("reason") == "NotOwned" and c))  # fmt: skip
+    assert ready["status"] == "False"
+    assert ready["message"].startswith("Deployment taken-pool exists and is not this object's")
+    after = env.get("deployment", "taken-pool")
+    assert after is not None and after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["spec"]["template"]["spec"]["containers"][0]["image"] == "example/theirs:1"
+    assert "serflow" not in {m.get("manager") for m in after["metadata"].get("managedFields", [])}
+    assert any(e["reason"] == "NotOwned" for e in env.events("taken"))
+    # The name freed, the operator makes its own.
+    env.kubectl("delete", "deployment", "taken-pool", "-n", ns, "--wait=true")
+    mine = wait_for("its own pool Deployment", lambda: (
+        (d := env.get("deployment", "taken-pool")) and d["metadata"].get("ownerReferences") and d),
+        60)  # fmt: skip
+    assert mine["metadata"]["ownerReferences"][0]["kind"] == "SerflowInference"
+
+
 def test_delete_garbage_collects_children(env: Env) -> None:
     assert env.apply(_sfi("gone", env)).returncode == 0
     wait_for("children", lambda: len(_children(env, "gone")) >= 5)

@@ -245,6 +245,8 @@ class EventReason(StrEnum):
     """A replay of the object's own traffic replaced the running plan."""
     PRUNED = "Pruned"
     """A function an earlier plan made and this one has not (another cut): deleted."""
+    NOT_OWNED = "NotOwned"
+    """A child's name taken by an object this one does not control: left alone."""
     RETRIED = "Retried"
     """A function's Revision Knative gave up on, deleted for its Knative Service to make
     it again."""
@@ -284,6 +286,16 @@ class Decision:
     """Events to post."""
     delete: tuple[ChildKey, ...] = ()
     """Objects to delete: functions' Revisions Knative gave up on (``gave_up``)."""
+
+
+NOT_OWNED = EventReason.NOT_OWNED.value
+"""The Ready reason while a child's name is taken by an object this one does not control."""
+
+
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``obj``'s controller (its owner reference marked so) has this uid."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("controller") and r.get("uid") == uid for r in refs)
 
 
 GAVE_UP = "ProgressDeadlineExceeded"
@@ -408,9 +420,13 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
     # Level-triggered: what was applied last epoch tells drift from this epoch's own changes.
     before = {child_key(o): o for o in plan.children(state.scaler.desired, state.pool_weight)}
     apply: list[dict[str, Any]] = []
+    foreign: list[str] = []
     for obj in placed.children:
         key = child_key(obj)
         seen = obs.children.get(key)
+        if seen is not None and not controlled_by(seen, plan.owner.uid):
+            foreign.append(f"{key[1]} {key[2]} exists and is not this object's")
+            continue  # someone else's: never taken over, changed or deleted
         if seen is not None and first_difference(obj, seen) is None:
             continue
         apply.append(obj)
@@ -422,11 +438,14 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
             )
 
     ready_ok = ready >= desired and all(obs.serving(k) for k in plan.readiness_keys())
+    ready_ok = ready_ok and not foreign
     said = "pool, functions and route ready" if ready_ok else waiting_for(obs, plan, ready, desired)
     reason = "Serving" if ready_ok else "NotReady"
     fetch = None if ready_ok else fetch_problem(list(obs.fetch_failures))
     if fetch is not None:  # the pods cannot start: say why first
         reason, said = fetch[0], f"{fetch[1]}; {said}"
+    if foreign:  # a name taken: nothing else can be fixed by waiting
+        reason, said = NOT_OWNED, f"{'; '.join(foreign)} (delete or rename it); {said}"
     if obs.generation > plan.generation:
         said += (
             f" (the plan of generation {plan.generation} serves: generation "

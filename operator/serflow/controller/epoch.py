@@ -22,6 +22,7 @@ from serflow.controller.decide import (
     Event,
     EventReason,
     Observation,
+    controlled_by,
     decide,
 )
 from serflow.controller.kube import Kube, read_counters, stats_urls
@@ -61,8 +62,10 @@ def gather(
     urls = stats_urls(inf.routing.stats_urls, pods, wire.STATS_PORT)
     readings = read_counters(urls, wire.request_counter(inf.routing.stat_prefix))
     now = clock.monotonic()
+    applied = set(plan.child_keys())
     children = {
-        key: kube.child(key[0], key[1], owner.namespace, key[2]) for key in plan.observed_keys()
+        key: kube.child(key[0], key[1], owner.namespace, key[2], confirm_missing=key in applied)
+        for key in plan.observed_keys()
     }
     # Pods whose artefact cannot be fetched never start: their initializers say why.
     fetched = inf.model.storage_uri != ""
@@ -93,6 +96,13 @@ def apply_children(
     kubelet would write it into them only at its next periodic sync)."""
     events = []
     for obj in children:
+        meta = obj["metadata"]
+        live = kube.child(obj["apiVersion"], obj["kind"], plan.owner.namespace, meta["name"],
+                          confirm_missing=True)  # fmt: skip
+        if live is not None and not controlled_by(live, plan.owner.uid):
+            events.append(Event(EventReason.NOT_OWNED, f"{obj['kind']} {meta['name']} exists "
+                                "and is not this object's: left alone (delete or rename it)"))  # fmt: skip
+            continue
         if kube.apply_or_replace(obj):
             events.append(replaced(obj))
         publish_route(plan, obj)

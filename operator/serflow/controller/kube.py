@@ -137,7 +137,15 @@ class Kube:
             if e.status != 422 or not any(m in str(e.body) for m in IMMUTABLE):
                 raise
         meta = obj["metadata"]
-        self.delete(obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+        ns = meta.get("namespace", "")
+        live = self.get(obj["apiVersion"], obj["kind"], ns, meta["name"]) or {}
+        owners = {r["uid"] for r in meta.get("ownerReferences") or [] if r.get("controller")}
+        theirs = {r.get("uid") for r in (live.get("metadata") or {}).get("ownerReferences") or []
+                  if r.get("controller")}  # fmt: skip
+        if not owners & theirs:  # only a child of the same object is ever deleted
+            raise RuntimeError(f"{obj['kind']} {meta['name']}: an immutable field differs "
+                               "and it is not this object's to recreate")  # fmt: skip
+        self.delete(obj["apiVersion"], obj["kind"], ns, meta["name"])
         self.apply(obj)
         return True
 
@@ -172,13 +180,19 @@ class Kube:
             cache.forget(namespace, name)
 
     def child(
-        self, api_version: str, kind: str, namespace: str, name: str
+        self, api_version: str, kind: str, namespace: str, name: str, confirm_missing: bool = False
     ) -> dict[str, Any] | None:
-        """A child as its cache holds it (``CACHED``), else as the API server has it."""
+        """A child as its cache holds it (``CACHED``), else as the API server has it.
+        ``confirm_missing``: the caches hold only what serflow labels, so a name the cache
+        lacks is read from the API server (for what the epochs apply: an object of someone
+        else's under that name must be seen, never applied over)."""
         cache = self.caches.for_(api_version, kind, namespace)
-        if cache is not None:
-            return cache.get(namespace, name)
-        return self.get(api_version, kind, namespace, name)
+        if cache is None:
+            return self.get(api_version, kind, namespace, name)
+        cached = cache.get(namespace, name)
+        if cached is None and confirm_missing:
+            return self.get(api_version, kind, namespace, name)
+        return cached
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         res = self.dynamic.resources.get(api_version=api_version, kind=kind)
