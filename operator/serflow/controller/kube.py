@@ -61,6 +61,18 @@ CACHED = (
 compare, the functions' Revisions, and the routers' pods whose stats they scrape."""
 
 
+REPLACEABLE = (("apps/v1", "Deployment"), ("v1", "Service"))
+"""Kinds of child recreated when a change touches a field the API server keeps immutable
+(a Deployment's selector, a Service's clusterIP)."""
+DELETABLE = (
+    *REPLACEABLE,
+    ("serving.knative.dev/v1", "Service"),  # a function a new plan no longer has
+    ("serving.knative.dev/v1", "Revision"),  # one Knative gave up on, made again by it
+)
+"""Every kind the operator ever deletes (``Kube.delete`` refuses others): its RBAC grants
+delete on these and no other, as the can-i tests check from this list."""
+
+
 SHARED_CONNECTIONS = 32
 """Kept-alive connections to the API server the shared client holds: one per thread that
 may call at once (the epochs' and kopf's own handlers'), so none is opened per call."""
@@ -136,6 +148,8 @@ class Kube:
         except ApiException as e:
             if e.status != 422 or not any(m in str(e.body) for m in IMMUTABLE):
                 raise
+            if (obj["apiVersion"], obj["kind"]) not in REPLACEABLE:
+                raise
         meta = obj["metadata"]
         ns = meta.get("namespace", "")
         live = self.get(obj["apiVersion"], obj["kind"], ns, meta["name"]) or {}
@@ -167,7 +181,9 @@ class Kube:
     ) -> None:
         """Delete an object, its dependents in the background (``foreground``: the object
         stays until they are gone, so that one made again under its name does not meet
-        them); gone already is fine."""
+        them); gone already is fine. Only the ``DELETABLE`` kinds."""
+        if (api_version, kind) not in DELETABLE:
+            raise ValueError(f"serflow never deletes a {api_version} {kind}")
         res = self.dynamic.resources.get(api_version=api_version, kind=kind)
         propagation = "Foreground" if foreground else "Background"
         try:
