@@ -75,15 +75,14 @@ def prose(pool_s: int, function_s: int, route_s: int) -> str:
         "by the host Envoy retried on. Retrying what may have run is what makes a hang cost "
         "no request; inference is idempotent, and no client got two answers. *The route "
         "swap* is a rename in Envoy's watched directory. *The router restart* is a drained "
-        "one: router 0 is told to drain (`POST /drain_listeners?graceful` on its admin; it "
-        "still accepts meanwhile), leaves the clients' endpoints one second later (the time "
-        "a Service takes to drop a terminating pod), gets SIGTERM once it has no request in "
-        "flight, starts again on the same bootstrap and rejoins; the other router serves "
-        "meanwhile. This is the drain the router's Deployment should run on a restart; it "
-        "has no preStop hook today, and Envoy exits at once on SIGTERM (checked by hand on "
-        "this Envoy: a request in flight when SIGTERM came was cut, and new connections "
-        "were refused), so a restart there cuts the requests in flight and those that reach "
-        "the pod before the endpoints drop it. This run does not measure that case."
+        "one, as a router pod's stop runs it: router 0 is told to drain (`POST "
+        "/drain_listeners?graceful&inboundonly` on its admin, Envoy run with "
+        "`--drain-strategy immediate`; the run checks it then answers `Connection: close`, "
+        "and it still accepts meanwhile), leaves the clients' endpoints one second later "
+        "(the time a Service takes to drop a terminating pod), gets SIGTERM once it has no "
+        "request in flight (a pod's Envoy, once its preStop has waited the route's timeout "
+        "and 2 s), starts again on the same bootstrap and rejoins; the other router serves "
+        "meanwhile. The pods' own restart is measured on kind (`bench/faults_kind.py`)."
     )
 
 
