@@ -382,7 +382,8 @@ def test_a_clusterip_pool_service_of_an_older_version_is_recreated_headless(
     older = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": pool, "namespace": ns, "labels": old["metadata"]["labels"]},
+        "metadata": {"name": pool, "namespace": ns, "labels": old["metadata"]["labels"],
+                     "ownerReferences": old["metadata"]["ownerReferences"]},
         "spec": {"selector": old["spec"]["selector"], "ports": old["spec"]["ports"]},
     }
     cluster.kubectl("create", "-f", "-", input=json.dumps(older))

@@ -107,8 +107,14 @@ def test_the_epochs_reads_come_from_the_caches_once_started(
         kube.apply(cm)
         assert kube.child("v1", "ConfigMap", namespace, "child")["data"] == {"v": "1"}  # type: ignore[index]
         assert kube.names("v1", "ConfigMap", namespace, OURS) == ["child"]
-        kube.delete("v1", "ConfigMap", namespace, "child")
-        assert kube.child("v1", "ConfigMap", namespace, "child") is None
+        # A delete shows at once too (of a kind the operator deletes).
+        svc = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "child", "namespace": namespace, "labels": OURS},
+               "spec": {"ports": [{"port": 80}]}}  # fmt: skip
+        kube.apply(svc)
+        assert kube.child("v1", "Service", namespace, "child") is not None
+        kube.delete("v1", "Service", namespace, "child")
+        assert kube.child("v1", "Service", namespace, "child") is None
         # Not a cached kind: read from the API server.
         assert kube.child("v1", "Secret", namespace, "nothing") is None
         # The routers' pods: kwok makes them Running, with an address.

@@ -234,6 +234,16 @@ def test_digits_on_kind_end_to_end(sfi: Sfi) -> None:
     wait_for("drift corrected", lambda: sfi.drift_corrected() == wanted, 60, every=1)
     assert sfi.get("deployment", f"{NAME}-pool")["spec"]["replicas"] == pool_size
     assert sfi.get("networkpolicy", f"{NAME}-tail") is not None
+    # The pods the hand-scaling started may have served a moment (the route follows the
+    # ready instances): phase 1 begins once they are gone and the route is the plan's again.
+    pool_pods = f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component=pool"
+
+    def settled() -> bool:
+        pods = (sfi.get("pods", selector=pool_pods) or {}).get("items", [])
+        split = sfi.status().get("split") or {}
+        return len(pods) <= pool_size and (pool_size > 0 or split.get("poolWeight") == 0)
+
+    wait_for("the hand-scaled pool pods gone", settled, 120, every=1)
 
     # Phase 1, below the break-even rate: no pool; Envoy spills to the functions, which
     # Knative's activator scales from zero.

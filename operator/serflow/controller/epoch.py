@@ -96,13 +96,6 @@ def apply_children(
     kubelet would write it into them only at its next periodic sync)."""
     events = []
     for obj in children:
-        meta = obj["metadata"]
-        live = kube.child(obj["apiVersion"], obj["kind"], plan.owner.namespace, meta["name"],
-                          confirm_missing=True)  # fmt: skip
-        if live is not None and not controlled_by(live, plan.owner.uid):
-            events.append(Event(EventReason.NOT_OWNED, f"{obj['kind']} {meta['name']} exists "
-                                "and is not this object's: left alone (delete or rename it)"))  # fmt: skip
-            continue
         if kube.apply_or_replace(obj):
             events.append(replaced(obj))
         publish_route(plan, obj)
@@ -120,9 +113,20 @@ def publish_route(plan: ChosenPlan, obj: Mapping[str, Any] | None) -> None:
 def install(kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]]) -> list[Event]:
     """Put a plan in force: apply its children, then delete the functions an earlier plan
     made that this one has not (another cut has other stages). The events say what was
-    recreated or deleted."""
-    events = apply_children(kube, plan, children)
+    recreated or deleted, or which name another object holds (left alone: the epochs,
+    which read every child, leave it so too)."""
     owner = plan.owner
+    events, mine = [], []
+    for obj in children:
+        name = obj["metadata"]["name"]
+        live = kube.child(obj["apiVersion"], obj["kind"], owner.namespace, name,
+                          confirm_missing=True)  # fmt: skip
+        if live is not None and not controlled_by(live, owner.uid):
+            events.append(Event(EventReason.NOT_OWNED, f"{obj['kind']} {name} exists and is "
+                                "not this object's: left alone (delete or rename it)"))  # fmt: skip
+        else:
+            mine.append(obj)
+    events += apply_children(kube, plan, mine)
     listed = kube.names(
         "serving.knative.dev/v1", "Service", owner.namespace, builders.owned_labels(owner)
     )
