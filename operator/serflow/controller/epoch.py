@@ -131,7 +131,7 @@ def install(kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]])
         "serving.knative.dev/v1", "Service", owner.namespace, builders.owned_labels(owner)
     )
     for api_version, kind, name in plan.stale_functions(listed):
-        kube.delete(api_version, kind, owner.namespace, name, foreground=True)
+        kube.delete(api_version, kind, owner.namespace, name)
         events.append(
             Event(EventReason.PRUNED, f"Knative Service {name}: not in the plan; deleted")
         )
