@@ -423,6 +423,12 @@ def test_a_revision_knative_gave_up_on_is_deleted_for_knative_to_make_again() ->
     assert d.delete == (rev,)
     (said,) = [e.message for e in d.events if e.reason is EventReason.RETRIED]
     assert said.startswith(f"Revision {rev[2]} Ready=False (ProgressDeadlineExceeded: Initial")
+    # Being deleted (foreground: until its dependents are gone), it is not deleted again.
+    going = world.observe(2.0, {"a": 0})
+    obj = {**(going.children[rev] or {}), "metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    again = decide(d.state, dataclasses.replace(going, children={**going.children, rev: obj}),
+                   placed.plan)  # fmt: skip
+    assert again.delete == () and EventReason.RETRIED not in {e.reason for e in again.events}
     # Route access reads readiness from the Knative Services: no Revision to delete there.
     routed = make_plan(access="route")
     world = World(routed)

@@ -311,8 +311,12 @@ def gave_up(obs: Observation, plan: ChosenPlan) -> list[ChildKey]:
     out = []
     for key in plan.readiness_keys():
         obj = obs.children.get(key)
-        ready = find_condition(_conditions_of(obj), _READY) if obj is not None else None
-        if key[1] == "Revision" and ready is not None and not ready.true and ready.reason == GAVE_UP:
+        if key[1] != "Revision" or obj is None or (obj.get("metadata") or {}).get(
+            "deletionTimestamp"
+        ):
+            continue  # not a Revision, not there, or already going (deleted once is enough)
+        ready = find_condition(_conditions_of(obj), _READY)
+        if ready is not None and not ready.true and ready.reason == GAVE_UP:
             out.append(key)
     return out
 
