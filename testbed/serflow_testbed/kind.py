@@ -280,7 +280,7 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 600
     try:
         return dict(wait_for("Ready", ready_or_refused, timeout, every=2))
     except TimeoutError:
-        # Say where it stopped: the conditions, and the children's pods that are not Ready.
+        # Say where it stopped: the conditions, and the object's pods and Jobs.
         conds = [(c.get("type"), c.get("status"), c.get("reason"), (c.get("message") or "")[:300])
                  for c in status_of(cluster, namespace, name).get("conditions") or []]  # fmt: skip
         pods = cluster.kubectl("-n", namespace, "get", "pods,jobs", "-o", "wide", "-l",

@@ -24,6 +24,7 @@ from serflow.controller.planning import (
     scaler_from_status,
 )
 from serflow.k8s import builders
+from serflow.k8s.naming import controller_uid
 from serflow.k8s.storage import fetch_problem
 from serflow.policy.configurator import instance_cold_epochs
 from serflow.policy.monitor import TrafficEstimate
@@ -292,12 +293,6 @@ NOT_OWNED = EventReason.NOT_OWNED.value
 """The Ready reason while a child's name is taken by an object this one does not control."""
 
 
-def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
-    """Whether ``obj``'s controller (its owner reference marked so) has this uid."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("controller") and r.get("uid") == uid for r in refs)
-
-
 GAVE_UP = "ProgressDeadlineExceeded"
 """The Ready reason of a Revision whose pods did not come up within Knative's progress
 deadline (capacity, a slow fetch): Knative scales it to zero and never tries again, even
@@ -428,7 +423,7 @@ def decide(state: EpochState, obs: Observation, plan: ChosenPlan) -> Decision:
     for obj in placed.children:
         key = child_key(obj)
         seen = obs.children.get(key)
-        if seen is not None and not controlled_by(seen, plan.owner.uid):
+        if seen is not None and controller_uid(seen) != plan.owner.uid:
             foreign.append(f"{key[1]} {key[2]} exists and is not this object's")
             continue  # someone else's: never taken over, changed or deleted
         if seen is not None and first_difference(obj, seen) is None:

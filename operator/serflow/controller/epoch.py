@@ -22,11 +22,11 @@ from serflow.controller.decide import (
     Event,
     EventReason,
     Observation,
-    controlled_by,
     decide,
 )
 from serflow.controller.kube import Kube, read_counters, stats_urls
 from serflow.k8s import builders
+from serflow.k8s.naming import controller_uid
 from serflow.status import Condition, encode
 
 
@@ -121,7 +121,7 @@ def install(kube: Kube, plan: ChosenPlan, children: Sequence[Mapping[str, Any]])
         name = obj["metadata"]["name"]
         live = kube.child(obj["apiVersion"], obj["kind"], owner.namespace, name,
                           confirm_missing=True)  # fmt: skip
-        if live is not None and not controlled_by(live, owner.uid):
+        if live is not None and controller_uid(live) != owner.uid:
             events.append(Event(EventReason.NOT_OWNED, f"{obj['kind']} {name} exists and is "
                                 "not this object's: left alone (delete or rename it)"))  # fmt: skip
         else:

@@ -19,6 +19,7 @@ from serflow.controller.decide import CounterReading, parse_counter
 from serflow.controller.informer import Caches, Watched, start_caches
 from serflow.k8s import storage
 from serflow.k8s.crd import GROUP, PLURAL, VERSION
+from serflow.k8s.naming import controller_uid
 
 FIELD_MANAGER = "serflow"
 IMMUTABLE = ("field is immutable", "may not change once set")
@@ -153,10 +154,8 @@ class Kube:
         meta = obj["metadata"]
         ns = meta.get("namespace", "")
         live = self.get(obj["apiVersion"], obj["kind"], ns, meta["name"]) or {}
-        owners = {r["uid"] for r in meta.get("ownerReferences") or [] if r.get("controller")}
-        theirs = {r.get("uid") for r in (live.get("metadata") or {}).get("ownerReferences") or []
-                  if r.get("controller")}  # fmt: skip
-        if not owners & theirs:  # only a child of the same object is ever deleted
+        owner = controller_uid(obj)
+        if owner is None or controller_uid(live) != owner:  # only the same object's child
             raise RuntimeError(f"{obj['kind']} {meta['name']}: an immutable field differs "
                                "and it is not this object's to recreate")  # fmt: skip
         self.delete(obj["apiVersion"], obj["kind"], ns, meta["name"])

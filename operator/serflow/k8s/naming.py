@@ -9,6 +9,7 @@ builder and imports none of them: the lowest module of ``serflow.k8s``'s builder
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,13 @@ def meta(owner: Owner, name: str, component: str) -> dict[str, Any]:
         "labels": labels(owner, component),
         "ownerReferences": [owner.reference()],
     }
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """The uid of the object's controller (its owner reference marked so; Kubernetes
+    allows one), or None."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next((str(r.get("uid")) for r in refs if r.get("controller")), None)
 
 
 def service_host(name: str, namespace: str) -> str:
